@@ -1,0 +1,41 @@
+# Mistral NeMo 12B on TensorRT-LLM + Triton. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CONSTRAINTS := requirements/constraints.txt
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv and install everything, pinned (CPU torch from local disk)
+
+# torch goes first and alone so that pip takes the CPU build of 2.13.0 instead of resolving a CUDA build.
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) torch==2.13.0
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[all]'
+	touch $@
+
+test: setup lint ## lint, then run the whole test suite (unit, integration on a real Triton, chart)
+	$(BIN)/python -m pytest tests --ignore=tests/bench $(PYTEST_ARGS)
+
+lint: setup ## ruff check + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: setup ## run every benchmark side by side and regenerate docs/BENCHMARKS.md
+	$(BIN)/python -m tests.bench.run
+
+clean: ## remove build artifacts (keeps .venv)
+	rm -rf artifacts .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Build Mistral NeMo into TensorRT-LLM checkpoints and engines, and render the Triton model repository."""

@@ -1,0 +1,1 @@
+"""Client-side protocol and gRPC client for Mistral NeMo served by Triton + TensorRT-LLM."""
