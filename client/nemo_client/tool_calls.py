@@ -78,6 +78,7 @@ class OutputParser:
         self.tool_call_error: str | None = None
         # Tool-call scanner state over the not yet consumed text.
         self._buffer = ""
+        self._text_before_first_call = ""
         self._scan = 0
         self._depth = 0
         self._in_string = False
@@ -124,11 +125,15 @@ class OutputParser:
             self.content_parts.append(text)
             return [ContentDelta(text)]
         self._buffer += text
+        if not self.tool_calls:
+            self._text_before_first_call += text
         return self._scan_tool_calls()
 
     def _fail(self, reason: str) -> list[Delta]:
+        """Give up on tool calls: the text not understood (all of it when no call parsed) becomes content."""
         self.tool_call_error = reason
-        text, self._buffer = self._buffer, ""
+        text = self._buffer if self.tool_calls else self._text_before_first_call
+        self._buffer = self._text_before_first_call = ""
         if not text:
             return []
         self.content_parts.append(text)
