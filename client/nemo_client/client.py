@@ -1,0 +1,457 @@
+"""The NIM-style client: ``client.chat.completions.create(...)`` over Triton gRPC streaming.
+
+``AsyncNemoClient`` holds the one implementation. ``NemoClient`` runs that same implementation on a
+private event-loop thread, so a single sync client serves many threads at once (each call is its own
+gRPC stream on one shared channel; tritonclient's sync one-stream-per-client limit does not apply).
+
+Results are the ``openai`` package's own types (``ChatCompletion``, ``ChatCompletionChunk``,
+``Completion``, ``Model``), so code written against the OpenAI SDK reads them unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Generic, TypedDict, TypeVar
+
+import numpy as np
+from openai.types import Completion, Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from tritonclient.grpc import service_pb2
+from typing_extensions import NotRequired, Unpack
+
+from nemo_client.errors import APIError, BadRequestError, ServerError, error_from_body
+from nemo_client.triton_transport import RetryPolicy, TritonTransport, deadline_after
+
+DEFAULT_URL = "localhost:8001"
+DEFAULT_TIMEOUT_S = 600.0
+CHAT_MODEL = "chat"
+TEXT_MODEL = "ensemble"
+T = TypeVar("T")
+
+
+class ChatCompletionParams(TypedDict):
+    """Arguments of ``chat.completions.create``: the OpenAI / NIM chat-completions request."""
+
+    messages: Sequence[Mapping[str, Any]]
+    model: NotRequired[str]
+    tools: NotRequired[Sequence[Mapping[str, Any]]]
+    tool_choice: NotRequired[str | Mapping[str, Any]]
+    parallel_tool_calls: NotRequired[bool]
+    temperature: NotRequired[float]
+    top_p: NotRequired[float]
+    max_tokens: NotRequired[int]
+    max_completion_tokens: NotRequired[int]
+    stop: NotRequired[str | Sequence[str]]
+    seed: NotRequired[int]
+    presence_penalty: NotRequired[float]
+    frequency_penalty: NotRequired[float]
+    n: NotRequired[int]
+    logprobs: NotRequired[bool]
+    top_logprobs: NotRequired[int]
+    response_format: NotRequired[Mapping[str, Any]]
+    stream: NotRequired[bool]
+    stream_options: NotRequired[Mapping[str, Any]]
+    user: NotRequired[str]
+    extra_body: NotRequired[Mapping[str, Any]]
+    """Fields merged into the request as they are (e.g. ``nvext``)."""
+    timeout: NotRequired[float]
+    """Seconds for the whole call, stream included; defaults to the client's."""
+
+
+class CompletionParams(TypedDict):
+    """Arguments of ``completions.create``: raw text generation through the ``ensemble`` model."""
+
+    prompt: str
+    model: NotRequired[str]
+    max_tokens: NotRequired[int]
+    temperature: NotRequired[float]
+    top_p: NotRequired[float]
+    top_k: NotRequired[int]
+    seed: NotRequired[int]
+    stop: NotRequired[str | Sequence[str]]
+    presence_penalty: NotRequired[float]
+    frequency_penalty: NotRequired[float]
+    stream: NotRequired[bool]
+    timeout: NotRequired[float]
+
+
+@dataclass(frozen=True)
+class Health:
+    live: bool
+    ready: bool
+    models: dict[str, bool]
+    """Readiness of each model the client calls."""
+
+
+# ----- async ----------------------------------------------------------------------------------------------
+class AsyncStream(Generic[T]):
+    """Async iterator of stream items. Closing it (or leaving ``async with``) cancels the request."""
+
+    def __init__(self, items: AsyncIterator[T], request_id: str) -> None:
+        self._items = items
+        self.request_id = request_id
+
+    def __aiter__(self) -> AsyncStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        return await self._items.__anext__()
+
+    async def aclose(self) -> None:
+        await self._items.aclose()  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> AsyncStream[T]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class AsyncNemoClient:
+    """Async client for a Mistral NeMo deployment's Triton gRPC endpoint (``host:8001``)."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        model: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = 2,
+        ssl: bool = False,
+        headers: Mapping[str, str] | None = None,
+        chat_model: str = CHAT_MODEL,
+        text_model: str = TEXT_MODEL,
+    ) -> None:
+        self.url = url
+        self.model = model
+        self.timeout = timeout
+        self.chat_model = chat_model
+        self.text_model = text_model
+        self._transport = TritonTransport(url, retry=RetryPolicy(max_retries=max_retries), ssl=ssl, headers=headers)
+        self.chat = AsyncChat(self)
+        self.completions = AsyncCompletions(self)
+        self.models = AsyncModels(self)
+
+    async def health(self, *, timeout: float = 5.0) -> Health:
+        """Server liveness and readiness, and the readiness of the chat and text models."""
+        deadline = deadline_after(timeout)
+        try:
+            live = (await self._transport.unary("ServerLive", service_pb2.ServerLiveRequest(), deadline=deadline)).live
+            ready = (
+                await self._transport.unary("ServerReady", service_pb2.ServerReadyRequest(), deadline=deadline)
+            ).ready
+        except APIError:
+            return Health(live=False, ready=False, models={self.chat_model: False, self.text_model: False})
+        models = {}
+        for name in (self.chat_model, self.text_model):
+            try:
+                answer = await self._transport.unary(
+                    "ModelReady", service_pb2.ModelReadyRequest(name=name), deadline=deadline
+                )
+                models[name] = bool(answer.ready)
+            except APIError:
+                models[name] = False
+        return Health(live=bool(live), ready=bool(ready), models=models)
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+    async def __aenter__(self) -> AsyncNemoClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _responses(
+        self, model: str, inputs: Mapping[str, Any], timeout: float | None
+    ) -> tuple[str, AsyncIterator[dict[str, Any]]]:
+        request_id = uuid.uuid4().hex
+        deadline = deadline_after(self.timeout if timeout is None else timeout)
+        return request_id, self._transport.stream(model, inputs, request_id=request_id, deadline=deadline)
+
+
+class AsyncChat:
+    def __init__(self, client: AsyncNemoClient) -> None:
+        self._client = client
+        self.completions = AsyncChatCompletions(client)
+
+    async def run_tools(self, **kwargs: Any) -> Any:
+        """Run the model ↔ tool loop; see :func:`nemo_client.tool_runner.run_tools`."""
+        from nemo_client.tool_runner import run_tools
+
+        return await run_tools(self.completions, **kwargs)
+
+
+class AsyncChatCompletions:
+    def __init__(self, client: AsyncNemoClient) -> None:
+        self._client = client
+
+    async def create(self, **params: Unpack[ChatCompletionParams]) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
+        """Create a chat completion; with ``stream=True`` an async stream of ``ChatCompletionChunk``."""
+        body = chat_request_body(params, self._client.model)
+        request_id, responses = await self._client._responses(
+            self._client.chat_model, {"request": [json.dumps(body, ensure_ascii=False)]}, params.get("timeout")
+        )
+        if body.get("stream"):
+            return AsyncStream(_parsed(responses, ChatCompletionChunk.model_validate), request_id)
+        return await _single(_parsed(responses, ChatCompletion.model_validate))
+
+
+class AsyncCompletions:
+    def __init__(self, client: AsyncNemoClient) -> None:
+        self._client = client
+
+    async def create(self, **params: Unpack[CompletionParams]) -> Completion | AsyncStream[Completion]:
+        """Complete raw text (no chat template) through the text ``ensemble``."""
+        inputs = completion_inputs(params)
+        model = params.get("model") or self._client.model or self._client.text_model
+        request_id, responses = await self._client._responses(self._client.text_model, inputs, params.get("timeout"))
+        texts = _texts(responses)
+        if params.get("stream"):
+            return AsyncStream(_completion_chunks(texts, model, request_id), request_id)
+        text = "".join([piece async for piece in texts])
+        return _completion(request_id, model, text)
+
+
+class AsyncModels:
+    def __init__(self, client: AsyncNemoClient) -> None:
+        self._client = client
+
+    async def list(self, *, timeout: float = 10.0) -> list[Model]:
+        """The served chat model, under its served name (``served_model_name`` of the ``chat`` model)."""
+        deadline = deadline_after(timeout)
+        config = await self._client._transport.unary(
+            "ModelConfig", service_pb2.ModelConfigRequest(name=self._client.chat_model), deadline=deadline
+        )
+        parameters = config.config.parameters
+        name = parameters["served_model_name"].string_value if "served_model_name" in parameters else ""
+        return [Model(id=name or self._client.chat_model, created=0, object="model", owned_by="mistralai")]
+
+
+# ----- request and response shaping (shared by the async client, the sync client and the gateway) ---------
+_CHAT_FIELDS = frozenset(ChatCompletionParams.__annotations__) - {"extra_body", "timeout"}
+
+
+def chat_request_body(params: Mapping[str, Any], default_model: str | None) -> dict[str, Any]:
+    """The JSON request the ``chat`` model takes: the given OpenAI fields, ``extra_body`` merged in."""
+    unknown = set(params) - _CHAT_FIELDS - {"extra_body", "timeout"}
+    if unknown:
+        raise TypeError(f"unexpected argument(s) {', '.join(sorted(unknown))}; use extra_body for extensions")
+    body = {key: value for key, value in params.items() if key in _CHAT_FIELDS and value is not None}
+    if "model" not in body and default_model:
+        body["model"] = default_model
+    body.update(params.get("extra_body") or {})
+    return body
+
+
+def completion_inputs(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``ensemble`` model's input tensors for a completion request."""
+    prompt = params.get("prompt")
+    if not isinstance(prompt, str):
+        raise BadRequestError("prompt must be a string", param="prompt")
+    inputs: dict[str, Any] = {
+        "text_input": np.array([[prompt.encode("utf-8")]], dtype=object),
+        "max_tokens": np.array([[params.get("max_tokens", 16)]], dtype=np.int32),
+        "stream": np.array([[bool(params.get("stream"))]], dtype=np.bool_),
+    }
+    scalars: dict[str, Any] = {
+        "temperature": np.float32,
+        "top_p": np.float32,
+        "top_k": np.int32,
+        "seed": np.uint64,
+        "presence_penalty": np.float32,
+        "frequency_penalty": np.float32,
+    }
+    for name, dtype in scalars.items():
+        if params.get(name) is not None:
+            inputs[name] = np.array([[params[name]]], dtype=dtype)
+    stop = params.get("stop")
+    if stop:
+        words = [stop] if isinstance(stop, str) else list(stop)
+        inputs["stop_words"] = np.array([[w.encode("utf-8") for w in words]], dtype=object)
+    return inputs
+
+
+async def _parsed(responses: AsyncIterator[dict[str, Any]], parse: Callable[[Any], T]) -> AsyncIterator[T]:
+    try:
+        async for outputs in responses:
+            for raw in outputs.get("response", []):
+                body = json.loads(raw)
+                if "error" in body:
+                    raise error_from_body(body)
+                yield parse(body)
+    finally:
+        await responses.aclose()  # type: ignore[attr-defined]
+
+
+async def _texts(responses: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    try:
+        async for outputs in responses:
+            for raw in outputs.get("text_output", []):
+                yield raw.decode("utf-8")
+    finally:
+        await responses.aclose()  # type: ignore[attr-defined]
+
+
+async def _single(items: AsyncIterator[T]) -> T:
+    results = [item async for item in items]
+    if len(results) != 1:
+        raise ServerError(f"expected one response, got {len(results)}")
+    return results[0]
+
+
+def _completion(request_id: str, model: str, text: str, finish_reason: str | None = "stop") -> Completion:
+    return Completion.model_validate(
+        {
+            "id": f"cmpl-{request_id}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+        }
+    )
+
+
+async def _completion_chunks(texts: AsyncIterator[str], model: str, request_id: str) -> AsyncIterator[Completion]:
+    async for text in texts:
+        if text:
+            yield _completion(request_id, model, text, finish_reason=None)
+    yield _completion(request_id, model, "", finish_reason="stop")
+
+
+# ----- sync -----------------------------------------------------------------------------------------------
+class _LoopThread:
+    """A private event loop on a daemon thread that runs the async implementation for sync callers."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="nemo-client-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Awaitable[T]) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+
+
+class Stream(Generic[T]):
+    """Iterator of stream items. ``close()``, leaving ``with``, or garbage collection cancels the request."""
+
+    def __init__(self, stream: AsyncStream[T], loop: _LoopThread) -> None:
+        self._stream = stream
+        self._loop = loop
+        self._closed = False
+        self.request_id = stream.request_id
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._closed:
+            raise StopIteration
+        try:
+            return self._loop.run(self._stream.__anext__())
+        except StopAsyncIteration:
+            self._closed = True
+            raise StopIteration from None
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._loop.run(self._stream.aclose())
+
+    def __enter__(self) -> Stream[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            # Best effort: at interpreter shutdown the loop may already be gone.
+            with contextlib.suppress(Exception):
+                self.close()
+
+
+class NemoClient:
+    """Sync client with the same API as :class:`AsyncNemoClient`; safe to share between threads."""
+
+    def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
+        self._loop = _LoopThread()
+        self._async = self._loop.run(_make_async_client(url, options))
+        self.url = url
+        self.chat = Chat(self._async.chat, self._loop)
+        self.completions = Completions(self._async.completions, self._loop)
+        self.models = Models(self._async.models, self._loop)
+
+    def health(self, *, timeout: float = 5.0) -> Health:
+        return self._loop.run(self._async.health(timeout=timeout))
+
+    def close(self) -> None:
+        self._loop.run(self._async.close())
+        self._loop.stop()
+
+    def __enter__(self) -> NemoClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+async def _make_async_client(url: str, options: Mapping[str, Any]) -> AsyncNemoClient:
+    return AsyncNemoClient(url, **options)
+
+
+def _sync_result(result: Any, loop: _LoopThread) -> Any:
+    return Stream(result, loop) if isinstance(result, AsyncStream) else result
+
+
+class ChatCompletions:
+    def __init__(self, inner: AsyncChatCompletions, loop: _LoopThread) -> None:
+        self._inner, self._loop = inner, loop
+
+    def create(self, **params: Unpack[ChatCompletionParams]) -> ChatCompletion | Stream[ChatCompletionChunk]:
+        """Create a chat completion; with ``stream=True`` a stream of ``ChatCompletionChunk``."""
+        return _sync_result(self._loop.run(self._inner.create(**params)), self._loop)
+
+
+class Chat:
+    def __init__(self, inner: AsyncChat, loop: _LoopThread) -> None:
+        self._inner, self._loop = inner, loop
+        self.completions = ChatCompletions(inner.completions, loop)
+
+    def run_tools(self, **kwargs: Any) -> Any:
+        """Run the model ↔ tool loop; tools may be plain (sync) functions."""
+        return self._loop.run(self._inner.run_tools(**kwargs))
+
+
+class Completions:
+    def __init__(self, inner: AsyncCompletions, loop: _LoopThread) -> None:
+        self._inner, self._loop = inner, loop
+
+    def create(self, **params: Unpack[CompletionParams]) -> Completion | Stream[Completion]:
+        return _sync_result(self._loop.run(self._inner.create(**params)), self._loop)
+
+
+class Models:
+    def __init__(self, inner: AsyncModels, loop: _LoopThread) -> None:
+        self._inner, self._loop = inner, loop
+
+    def list(self, *, timeout: float = 10.0) -> list[Model]:
+        return self._loop.run(self._inner.list(timeout=timeout))

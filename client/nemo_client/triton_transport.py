@@ -1,0 +1,248 @@
+"""Async KServe-v2 gRPC transport to Triton: one decoupled request per ``ModelStreamInfer`` stream.
+
+Built on grpc.aio and the protobuf messages that tritonclient ships, so that a stream can ask for
+Triton's empty final response (how a decoupled request's end is known), be cancelled when the caller
+stops reading, and report gRPC status codes as typed errors. Connection failures before the first
+response are retried with exponential backoff; a stream that breaks after it started raises
+:class:`~nemo_client.errors.StreamInterruptedError` instead of returning truncated output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from nemo_client.errors import (
+    APIError,
+    BadRequestError,
+    DeadlineExceededError,
+    NotFoundError,
+    ServerError,
+    StreamInterruptedError,
+    UnavailableError,
+)
+
+TensorValue = np.ndarray | Sequence[str] | Sequence[bytes]
+_NUMPY_TO_TRITON = {
+    np.dtype(np.bool_): "BOOL",
+    np.dtype(np.int32): "INT32",
+    np.dtype(np.int64): "INT64",
+    np.dtype(np.uint64): "UINT64",
+    np.dtype(np.float32): "FP32",
+}
+_TRITON_TO_NUMPY = {name: dtype for dtype, name in _NUMPY_TO_TRITON.items()}
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of connection failures that happen before a request produced anything."""
+
+    max_retries: int = 2
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+
+    def backoff(self, attempt: int) -> float:
+        return min(self.max_backoff_s, self.initial_backoff_s * (2**attempt))
+
+
+def encode_bytes_tensor(values: Sequence[str] | Sequence[bytes]) -> bytes:
+    """Triton's BYTES layout: each element as a 4-byte little-endian length and its bytes."""
+    parts = []
+    for value in values:
+        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        parts.append(struct.pack("<I", len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def decode_bytes_tensor(raw: bytes) -> list[bytes]:
+    values, offset = [], 0
+    while offset < len(raw):
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        values.append(raw[offset : offset + length])
+        offset += length
+    return values
+
+
+def build_request(model: str, inputs: Mapping[str, TensorValue], request_id: str) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name=model, id=request_id)
+    request.parameters["triton_enable_empty_final_response"].bool_param = True
+    for name, value in inputs.items():
+        tensor = request.inputs.add()
+        tensor.name = name
+        if isinstance(value, np.ndarray) and value.dtype in _NUMPY_TO_TRITON:
+            tensor.datatype = _NUMPY_TO_TRITON[value.dtype]
+            tensor.shape.extend(value.shape)
+            request.raw_input_contents.append(np.ascontiguousarray(value).tobytes())
+        else:
+            values = list(value.reshape(-1)) if isinstance(value, np.ndarray) else list(value)
+            tensor.datatype = "BYTES"
+            tensor.shape.extend([len(values)])
+            request.raw_input_contents.append(encode_bytes_tensor(values))
+    return request
+
+
+def decode_outputs(response: service_pb2.ModelInferResponse) -> dict[str, Any]:
+    """Output tensors by name: numpy arrays, or lists of bytes for BYTES tensors."""
+    outputs: dict[str, Any] = {}
+    for index, tensor in enumerate(response.outputs):
+        raw = response.raw_output_contents[index] if index < len(response.raw_output_contents) else b""
+        if tensor.datatype == "BYTES":
+            outputs[tensor.name] = decode_bytes_tensor(raw)
+        else:
+            dtype = _TRITON_TO_NUMPY.get(tensor.datatype)
+            if dtype is None:
+                raise ServerError(f"output {tensor.name!r} has unsupported datatype {tensor.datatype}")
+            outputs[tensor.name] = np.frombuffer(raw, dtype=dtype).reshape(tuple(tensor.shape))
+    return outputs
+
+
+def error_from_rpc(error: grpc.aio.AioRpcError, *, after_responses: int = 0) -> APIError:
+    code, details = error.code(), error.details() or str(error.code())
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceededError(f"the request did not finish before its deadline ({details})")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        if after_responses:
+            return StreamInterruptedError(
+                f"the stream broke after {after_responses} responses; the output is incomplete ({details})"
+            )
+        return UnavailableError(f"Triton is unreachable ({details})")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return BadRequestError(details)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFoundError(details)
+    if after_responses and code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+        return StreamInterruptedError(f"the stream broke after {after_responses} responses ({details})")
+    return ServerError(f"{code.name}: {details}")
+
+
+def error_from_message(message: str) -> APIError:
+    """A per-request error Triton sent inside the stream (no status code travels with it)."""
+    if "unknown model" in message or "is not found" in message:
+        return NotFoundError(message)
+    if "is not ready" in message:
+        return UnavailableError(message)
+    return ServerError(message)
+
+
+class TritonTransport:
+    """gRPC channel to one Triton server. Create it, and use it, inside one event loop."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retry: RetryPolicy | None = None,
+        ssl: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self._retry = retry or RetryPolicy()
+        self._ssl = ssl
+        self._metadata = tuple((key.lower(), value) for key, value in (headers or {}).items())
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: service_pb2_grpc.GRPCInferenceServiceStub | None = None
+
+    @property
+    def stub(self) -> service_pb2_grpc.GRPCInferenceServiceStub:
+        if self._stub is None:
+            options = [
+                ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+            ]
+            if self._ssl:
+                self._channel = grpc.aio.secure_channel(self.url, grpc.ssl_channel_credentials(), options=options)
+            else:
+                self._channel = grpc.aio.insecure_channel(self.url, options=options)
+            self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        return self._stub
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = self._stub = None
+
+    async def unary(self, method: str, request: Any, *, deadline: float) -> Any:
+        """Call a unary RPC (``ServerReady``, ``ModelConfig``, ...) with retries on connection failures."""
+        for attempt in range(self._retry.max_retries + 1):
+            try:
+                return await getattr(self.stub, method)(request, timeout=_remaining(deadline), metadata=self._metadata)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == self._retry.max_retries:
+                    raise error_from_rpc(error) from None
+                await _sleep_before(deadline, self._retry.backoff(attempt))
+        raise AssertionError("unreachable")
+
+    async def stream(
+        self, model: str, inputs: Mapping[str, TensorValue], *, request_id: str, deadline: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Run one request on a (decoupled) model; yields each response's outputs until the final one.
+
+        Stopping the iteration early (``aclose``, ``break``, task cancellation) cancels the request
+        on the server.
+        """
+        request = build_request(model, inputs, request_id)
+        attempt = 0
+        while True:
+            finished = asyncio.Event()
+
+            async def requests(done: asyncio.Event = finished) -> AsyncIterator[service_pb2.ModelInferRequest]:
+                yield request
+                # Keep our half of the stream open until the final response: closing it early would
+                # end the stream before a decoupled model has answered.
+                await done.wait()
+
+            call = self.stub.ModelStreamInfer(requests(), timeout=_remaining(deadline), metadata=self._metadata)
+            received = 0
+            try:
+                async for message in call:
+                    if message.error_message:
+                        raise error_from_message(message.error_message)
+                    response = message.infer_response
+                    final = response.parameters["triton_final_response"].bool_param
+                    if response.outputs:
+                        received += 1
+                        yield decode_outputs(response)
+                    if final:
+                        return
+                if received == 0:
+                    raise UnavailableError("Triton closed the stream without answering")
+                raise StreamInterruptedError(f"the stream ended after {received} responses without a final one")
+            except grpc.aio.AioRpcError as error:
+                retryable = error.code() == grpc.StatusCode.UNAVAILABLE and received == 0
+                if not retryable or attempt >= self._retry.max_retries:
+                    raise error_from_rpc(error, after_responses=received) from None
+                await _sleep_before(deadline, self._retry.backoff(attempt))
+                attempt += 1
+            finally:
+                finished.set()
+                call.cancel()
+
+
+def deadline_after(timeout: float | None) -> float:
+    return time.monotonic() + timeout if timeout is not None else float("inf")
+
+
+def _remaining(deadline: float) -> float | None:
+    if deadline == float("inf"):
+        return None
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise DeadlineExceededError("the request's deadline passed before it could be sent")
+    return remaining
+
+
+async def _sleep_before(deadline: float, seconds: float) -> None:
+    if time.monotonic() + seconds >= deadline:
+        raise DeadlineExceededError("retrying the connection would exceed the request's deadline")
+    await asyncio.sleep(seconds)
