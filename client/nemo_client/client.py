@@ -99,10 +99,20 @@ class AsyncStream(Generic[T]):
         self._items = items
         self.request_id = request_id
 
+        self._first: list[T] = []
+
+    async def started(self) -> AsyncStream[T]:
+        """Wait for the first item so that an immediate error raises here; returns self."""
+        with contextlib.suppress(StopAsyncIteration):
+            self._first.append(await self._items.__anext__())
+        return self
+
     def __aiter__(self) -> AsyncStream[T]:
         return self
 
     async def __anext__(self) -> T:
+        if self._first:
+            return self._first.pop()
         return await self._items.__anext__()
 
     async def aclose(self) -> None:
@@ -196,12 +206,20 @@ class AsyncChatCompletions:
 
     async def create(self, **params: Unpack[ChatCompletionParams]) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
         """Create a chat completion; with ``stream=True`` an async stream of ``ChatCompletionChunk``."""
-        body = chat_request_body(params, self._client.model)
+        return await self.create_from_body(chat_request_body(params, self._client.model), timeout=params.get("timeout"))
+
+    async def create_from_body(
+        self, body: Mapping[str, Any], *, timeout: float | None = None
+    ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
+        """Send an already-built OpenAI request body as it is (the gateway's path); the server validates it."""
         request_id, responses = await self._client._responses(
-            self._client.chat_model, {"request": [json.dumps(body, ensure_ascii=False)]}, params.get("timeout")
+            self._client.chat_model, {"request": [json.dumps(body, ensure_ascii=False)]}, timeout
         )
         if body.get("stream"):
-            return AsyncStream(_parsed(responses, ChatCompletionChunk.model_validate), request_id)
+            stream = AsyncStream(_parsed(responses, ChatCompletionChunk.model_validate), request_id)
+            # A refused request raises here rather than at the first read, so that callers (and the
+            # gateway's status code) learn of it before they start streaming.
+            return await stream.started()
         return await _single(_parsed(responses, ChatCompletion.model_validate))
 
 
