@@ -1,0 +1,131 @@
+"""The gRPC transport: tensor encoding, typed errors, retries and deadlines against real sockets."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2
+
+from nemo_client import NemoClient
+from nemo_client.errors import (
+    BadRequestError,
+    DeadlineExceededError,
+    NotFoundError,
+    ServerError,
+    StreamInterruptedError,
+    UnavailableError,
+)
+from nemo_client.triton_transport import (
+    build_request,
+    decode_bytes_tensor,
+    decode_outputs,
+    encode_bytes_tensor,
+    error_from_rpc,
+)
+
+
+def test_bytes_tensor_round_trip() -> None:
+    values = ["", "hello", "日本語 🚀", '{"a": 1}']
+    assert [v.decode() for v in decode_bytes_tensor(encode_bytes_tensor(values))] == values
+
+
+def test_request_asks_for_the_final_response_and_types_tensors() -> None:
+    request = build_request(
+        "chat",
+        {"request": ["{}"], "max_tokens": np.array([[8]], dtype=np.int32), "stream": np.array([[True]])},
+        "req-1",
+    )
+    assert request.model_name == "chat" and request.id == "req-1"
+    assert request.parameters["triton_enable_empty_final_response"].bool_param
+    assert [(t.name, t.datatype, list(t.shape)) for t in request.inputs] == [
+        ("request", "BYTES", [1]),
+        ("max_tokens", "INT32", [1, 1]),
+        ("stream", "BOOL", [1, 1]),
+    ]
+    # The same bytes come back out when the request is read as a response would be.
+    response = service_pb2.ModelInferResponse(
+        outputs=[{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in request.inputs]
+    )
+    response.raw_output_contents.extend(request.raw_input_contents)
+    outputs = decode_outputs(response)
+    assert outputs["request"] == [b"{}"]
+    assert outputs["max_tokens"].tolist() == [[8]]
+
+
+def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+@pytest.mark.parametrize(
+    ("code", "after", "expected"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, 0, BadRequestError),
+        (grpc.StatusCode.NOT_FOUND, 0, NotFoundError),
+        (grpc.StatusCode.UNAVAILABLE, 0, UnavailableError),
+        (grpc.StatusCode.UNAVAILABLE, 3, StreamInterruptedError),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, 0, DeadlineExceededError),
+        (grpc.StatusCode.INTERNAL, 0, ServerError),
+        (grpc.StatusCode.INTERNAL, 2, StreamInterruptedError),
+    ],
+)
+def test_grpc_status_codes_become_typed_errors(code: grpc.StatusCode, after: int, expected: type) -> None:
+    error = error_from_rpc(_rpc_error(code, "the server's words"), after_responses=after)
+    assert type(error) is expected
+    assert "the server's words" in error.message
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_server_down_gives_unavailable_after_bounded_retries() -> None:
+    with NemoClient(f"127.0.0.1:{_closed_port()}", max_retries=2, timeout=30) as client:
+        start = time.monotonic()
+        with pytest.raises(UnavailableError, match="unreachable"):
+            client.chat.completions.create(messages=[{"role": "user", "content": "hi"}])
+        elapsed = time.monotonic() - start
+    assert elapsed >= 0.1 + 0.2, "two backoffs happened before giving up"
+    assert elapsed < 20, "retries are bounded"
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts connections and never answers: every call hangs until its deadline."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for sock in accepted:
+        sock.close()
+    listener.close()
+
+
+def test_deadline_covers_the_whole_call(silent_server: int) -> None:
+    with NemoClient(f"127.0.0.1:{silent_server}", max_retries=0) as client:
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            client.chat.completions.create(messages=[{"role": "user", "content": "hi"}], timeout=0.5)
+        assert time.monotonic() - start < 5
