@@ -8,7 +8,7 @@ CONSTRAINTS := requirements/constraints.txt
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint format bench clean
+.PHONY: help setup test lint format bench clean demo helm image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -36,6 +36,15 @@ format: setup ## apply ruff fixes and formatting
 
 bench: setup ## run every benchmark side by side and regenerate docs/BENCHMARKS.md
 	$(BIN)/python -m tests.bench.run
+
+helm: setup ## render, lint and validate the Helm chart against Kubernetes 1.33 (no cluster needed)
+	$(BIN)/python -m pytest tests/helm -q
+
+image: ## build the serving image (needs docker and access to nvcr.io)
+	docker build -t mistral-nemo-trtllm:0.1.0 .
+
+demo: setup ## the whole stack on CPU with the tiny model: build, FP8 calibrate, serve, chat, tools, OpenAI SDK
+	$(BIN)/python -m nemo_build.demo
 
 clean: ## remove build artifacts (keeps .venv)
 	rm -rf artifacts .pytest_cache .ruff_cache .hypothesis

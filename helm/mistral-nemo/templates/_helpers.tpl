@@ -1,0 +1,243 @@
+{{/*
+Names, labels and the values every template derives (image, tensor parallel size, engine cache key).
+*/}}
+
+{{- define "mistral-nemo.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* `<release>-<chart>`, or the release name alone when it already contains the chart name. */}}
+{{- define "mistral-nemo.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A component's resource name: `<fullname>-<component>`, kept within 63 characters. */}}
+{{- define "mistral-nemo.componentName" -}}
+{{- $full := include "mistral-nemo.fullname" .ctx -}}
+{{- printf "%s-%s" ($full | trunc (int (sub 62 (len .component)))) .component | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "mistral-nemo.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels of one component; usage: include "mistral-nemo.selectorLabels" (dict "ctx" $ "component" "triton") */}}
+{{- define "mistral-nemo.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mistral-nemo.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Full labels of one component's resources. */}}
+{{- define "mistral-nemo.labels" -}}
+helm.sh/chart: {{ include "mistral-nemo.chart" .ctx }}
+{{ include "mistral-nemo.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: {{ include "mistral-nemo.name" .ctx }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "mistral-nemo.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "mistral-nemo.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* `repository@digest` when a digest is given, else `repository:tag` (tag defaults to appVersion). */}}
+{{- define "mistral-nemo.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* `imagePullSecrets:` of a pod, or nothing. */}}
+{{- define "mistral-nemo.imagePullSecrets" -}}
+{{- with .Values.image.pullSecrets -}}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . | quote }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/* Tensor parallel size: engine.tensorParallelSize, else `tpN` in the profile name; the two must agree. */}}
+{{- define "mistral-nemo.tp" -}}
+{{- $fromProfile := regexFind "tp[0-9]+" .Values.engine.profile | trimPrefix "tp" -}}
+{{- $explicit := int .Values.engine.tensorParallelSize -}}
+{{- if and $explicit $fromProfile (ne $explicit (int $fromProfile)) -}}
+{{- fail (printf "engine.tensorParallelSize=%d contradicts engine.profile=%s (tp%s)" $explicit .Values.engine.profile $fromProfile) -}}
+{{- end -}}
+{{- if $explicit -}}
+{{- $explicit -}}
+{{- else if $fromProfile -}}
+{{- int $fromProfile -}}
+{{- else -}}
+{{- fail (printf "engine.profile=%s names no tensor parallel size (tpN): set engine.tensorParallelSize" .Values.engine.profile) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Weight/activation precision: engine.quantization, else fp8 or bf16 in the profile name. */}}
+{{- define "mistral-nemo.quantization" -}}
+{{- $fromProfile := regexFind "fp8|bf16" .Values.engine.profile -}}
+{{- if .Values.engine.quantization -}}
+{{- .Values.engine.quantization -}}
+{{- else if $fromProfile -}}
+{{- $fromProfile -}}
+{{- else -}}
+{{- fail (printf "engine.profile=%s names no precision (fp8 or bf16): set engine.quantization" .Values.engine.profile) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mistral-nemo.kvCacheDtype" -}}
+{{- default (include "mistral-nemo.quantization" .) .Values.engine.kvCacheDtype -}}
+{{- end -}}
+
+{{/* Short hash of the model's identity (name and revision). */}}
+{{- define "mistral-nemo.modelHash" -}}
+{{- printf "%s@%s" .Values.model.name .Values.model.revision | sha256sum | trunc 12 -}}
+{{- end -}}
+
+{{/*
+Engine cache key: GPU product / profile / model hash / TensorRT-LLM version. An engine only runs on the
+GPU model and TensorRT-LLM version it was built with, so each combination gets its own directory.
+*/}}
+{{- define "mistral-nemo.engineKey" -}}
+{{- $gpu := regexReplaceAll "[^a-z0-9]+" (lower .Values.gpu.product) "-" | trimAll "-" -}}
+{{- printf "%s/%s/%s/trtllm-%s" $gpu .Values.engine.profile (include "mistral-nemo.modelHash" .) .Values.engine.trtllmVersion -}}
+{{- end -}}
+
+{{- define "mistral-nemo.engineKeyHash" -}}
+{{- include "mistral-nemo.engineKey" . | sha256sum | trunc 16 -}}
+{{- end -}}
+
+{{- define "mistral-nemo.cacheMountPath" -}}/cache{{- end -}}
+
+{{/* Directory of one engine key on the cache volume: checkpoint/, engine/, repository/, BUILD_COMPLETE. */}}
+{{- define "mistral-nemo.engineDir" -}}
+{{- printf "%s/engines/%s" (include "mistral-nemo.cacheMountPath" .) (include "mistral-nemo.engineKey" .) -}}
+{{- end -}}
+
+{{- define "mistral-nemo.modelRepositoryDir" -}}
+{{- printf "%s/repository" (include "mistral-nemo.engineDir" .) -}}
+{{- end -}}
+
+{{/* The Hugging Face directory as the build container sees it. */}}
+{{- define "mistral-nemo.modelDir" -}}
+{{- if eq .Values.model.source "pvc" -}}
+/model
+{{- else -}}
+{{- printf "%s/hf/%s/%s" (include "mistral-nemo.cacheMountPath" .) .Values.model.name .Values.model.revision -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Everything that decides the build's output. The build writes it to BUILD_COMPLETE when it succeeds;
+Triton pods wait until the file holds exactly this text.
+*/}}
+{{- define "mistral-nemo.buildSpec" -}}
+{{- dict "key" (include "mistral-nemo.engineKey" .) "model" (printf "%s@%s" .Values.model.name .Values.model.revision) "tp" (int (include "mistral-nemo.tp" .)) "quantization" (include "mistral-nemo.quantization" .) "kvCache" (include "mistral-nemo.kvCacheDtype" .) "tokenizer" .Values.model.tokenizerFile "servedModelName" .Values.model.servedModelName "checkpointArgs" .Values.engine.checkpointArgs "engineArgs" .Values.engine.engineArgs "repositoryArgs" .Values.engine.repositoryArgs | toJson -}}
+{{- end -}}
+
+{{- define "mistral-nemo.cacheClaimName" -}}
+{{- default (include "mistral-nemo.componentName" (dict "ctx" . "component" "cache")) .Values.cache.existingClaim -}}
+{{- end -}}
+
+{{- define "mistral-nemo.scriptsName" -}}
+{{- include "mistral-nemo.componentName" (dict "ctx" . "component" "scripts") -}}
+{{- end -}}
+
+{{/* The build Job's name changes whenever its pod template would, because a Job's template is immutable. */}}
+{{- define "mistral-nemo.buildJobName" -}}
+{{- $hash := printf "%s|%s" (include "mistral-nemo.buildSpec" .) (include "mistral-nemo.image" .) | sha256sum | trunc 10 -}}
+{{- printf "%s-engine-%s" (include "mistral-nemo.fullname" . | trunc 45 | trimSuffix "-") $hash -}}
+{{- end -}}
+
+{{- define "mistral-nemo.tritonName" -}}
+{{- include "mistral-nemo.componentName" (dict "ctx" . "component" "triton") -}}
+{{- end -}}
+
+{{- define "mistral-nemo.gatewayName" -}}
+{{- include "mistral-nemo.componentName" (dict "ctx" . "component" "gateway") -}}
+{{- end -}}
+
+{{- define "mistral-nemo.gatewaySecretName" -}}
+{{- default (printf "%s-api-key" (include "mistral-nemo.gatewayName" .)) .Values.gateway.apiKey.existingSecret -}}
+{{- end -}}
+
+{{/* Container security context: the chart-wide one with a component's overrides merged on top. */}}
+{{- define "mistral-nemo.containerSecurityContext" -}}
+{{- toYaml (mergeOverwrite (deepCopy .ctx.Values.containerSecurityContext) (deepCopy .override)) -}}
+{{- end -}}
+
+{{/* Node selector of GPU pods: triton.nodeSelector plus the GPU product label when pinned. */}}
+{{- define "mistral-nemo.gpuNodeSelector" -}}
+{{- $selector := deepCopy .Values.triton.nodeSelector -}}
+{{- if .Values.gpu.pinProduct -}}
+{{- $_ := set $selector .Values.gpu.productLabel .Values.gpu.product -}}
+{{- end -}}
+{{- with $selector -}}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{/* Topology spread constraints; a constraint without labelSelector gets the component's selector labels. */}}
+{{- define "mistral-nemo.topologySpread" -}}
+{{- $ctx := .ctx -}}
+{{- $component := .component -}}
+{{- $constraints := list -}}
+{{- range .constraints -}}
+{{- $constraint := deepCopy . -}}
+{{- if not (hasKey $constraint "labelSelector") -}}
+{{- $_ := set $constraint "labelSelector" (dict "matchLabels" (include "mistral-nemo.selectorLabels" (dict "ctx" $ctx "component" $component) | fromYaml)) -}}
+{{- end -}}
+{{- $constraints = append $constraints $constraint -}}
+{{- end -}}
+{{- with $constraints -}}
+topologySpreadConstraints:
+{{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{/* GPU count of a container: one per tensor-parallel rank. */}}
+{{- define "mistral-nemo.gpuResources" -}}
+{{- $resources := deepCopy .resources -}}
+{{- $limits := default (dict) (get $resources "limits") -}}
+{{- $_ := set $limits .ctx.Values.gpu.resourceName (int (include "mistral-nemo.tp" .ctx)) -}}
+{{- $_ := set $resources "limits" $limits -}}
+{{- toYaml $resources -}}
+{{- end -}}
+
+{{/* Cross-field checks the schema cannot express. */}}
+{{- define "mistral-nemo.validate" -}}
+{{- if and (eq .Values.model.source "pvc") (not .Values.model.pvc.existingClaim) -}}
+{{- fail "model.source=pvc needs model.pvc.existingClaim: the claim that holds the Hugging Face directory" -}}
+{{- end -}}
+{{- if and .Values.triton.autoscaling.enabled (gt (int .Values.triton.autoscaling.minReplicas) (int .Values.triton.autoscaling.maxReplicas)) -}}
+{{- fail (printf "triton.autoscaling.minReplicas (%d) exceeds maxReplicas (%d)" (int .Values.triton.autoscaling.minReplicas) (int .Values.triton.autoscaling.maxReplicas)) -}}
+{{- end -}}
+{{- if le (int .Values.triton.terminationGracePeriodSeconds) (add 10 (int .Values.triton.preStopSleepSeconds)) -}}
+{{- fail (printf "triton.terminationGracePeriodSeconds (%d) must exceed triton.preStopSleepSeconds + 10 (%d) to leave Triton time to drain" (int .Values.triton.terminationGracePeriodSeconds) (add 10 (int .Values.triton.preStopSleepSeconds))) -}}
+{{- end -}}
+{{- if and .Values.gateway.ingress.enabled (not .Values.gateway.enabled) -}}
+{{- fail "gateway.ingress.enabled needs gateway.enabled: the Ingress routes to the gateway" -}}
+{{- end -}}
+{{- $_ := include "mistral-nemo.tp" . -}}
+{{- $_ := include "mistral-nemo.quantization" . -}}
+{{- end -}}

@@ -1,0 +1,247 @@
+"""Rendering the chart with the Helm v4 Go SDK (helm-python-sdk) and looking things up in the result."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART_DIR = REPO_ROOT / "helm" / "mistral-nemo"
+KUBE_VERSION = "1.33.0"
+RELEASE = "nemo"
+NAMESPACE = "llm"
+
+# Custom resources of the Prometheus Operator: no schema in the Kubernetes core set, checked structurally.
+CUSTOM_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
+WORKLOAD_KINDS = ("Deployment", "Job")
+
+
+def with_values(base: dict[str, Any], **dotted: Any) -> dict[str, Any]:
+    """A deep copy of `base` with dotted keys set: with_values({}, **{"engine.profile": "x"})."""
+    merged = copy.deepcopy(base)
+    for path, value in dotted.items():
+        node = merged
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return merged
+
+
+def values_from(**dotted: Any) -> dict[str, Any]:
+    """Nested values from dotted keys: values_from(**{"engine.profile": "x"}) == {"engine": {"profile": "x"}}."""
+    return with_values({}, **dotted)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A value set of the render matrix and what it implies."""
+
+    name: str
+    values: dict[str, Any] = field(default_factory=dict)
+    tp: int = 1
+
+    def __str__(self) -> str:
+        return self.name
+
+
+MATRIX: list[Case] = [
+    Case("defaults"),
+    Case("tp2", values_from(**{"engine.profile": "h100-fp8-tp2-128k"}), tp=2),
+    Case(
+        "a100-bf16-tp2",
+        values_from(**{"gpu.product": "NVIDIA-A100-SXM4-80GB", "engine.profile": "a100-bf16-tp2"}),
+        tp=2,
+    ),
+    Case("tp4-explicit", values_from(**{"engine.profile": "h100-fp8-custom", "engine.tensorParallelSize": 4}), tp=4),
+    Case("gateway-off", values_from(**{"gateway.enabled": False})),
+    Case("build-init-container", values_from(**{"engineBuild.mode": "initContainer"})),
+    Case(
+        "autoscaling",
+        values_from(
+            **{
+                "triton.autoscaling.enabled": True,
+                "triton.autoscaling.prometheusRule.labels": {"release": "kube-prometheus-stack"},
+                "metrics.serviceMonitor.enabled": True,
+                "metrics.serviceMonitor.labels": {"release": "kube-prometheus-stack"},
+            }
+        ),
+    ),
+    Case(
+        "ingress",
+        values_from(
+            **{
+                "gateway.ingress.enabled": True,
+                "gateway.ingress.className": "nginx",
+                "gateway.ingress.annotations": {"nginx.ingress.kubernetes.io/proxy-buffering": "off"},
+                "gateway.ingress.tls": [{"secretName": "nemo-tls", "hosts": ["mistral-nemo.example.com"]}],
+            }
+        ),
+    ),
+    Case(
+        "existing-pvcs",
+        values_from(
+            **{
+                "model.source": "pvc",
+                "model.pvc.existingClaim": "models",
+                "model.pvc.subPath": "Mistral-Nemo-Instruct-2407",
+                "cache.existingClaim": "engine-cache",
+                "gateway.apiKey.existingSecret": "gateway-key",
+            }
+        ),
+    ),
+    Case(
+        "everything",
+        values_from(
+            **{
+                "image.repository": "registry.example.com/ml/mistral-nemo-trtllm",
+                "image.digest": "sha256:" + "ab" * 32,
+                "image.pullSecrets": ["ngc", "registry"],
+                "engine.profile": "h100-fp8-tp2-128k",
+                "engine.checkpointArgs": ["--calib-dataset", "/cache/calib"],
+                "engineBuild.mode": "initContainer",
+                "model.download.tokenSecret.name": "hf-token",
+                "model.download.endpoint": "https://hf-mirror.example.com",
+                "triton.autoscaling.enabled": True,
+                "triton.extraArgs": ["--log-format=ISO8601"],
+                "triton.extraEnv": [{"name": "NCCL_DEBUG", "value": "WARN"}],
+                "triton.podAnnotations": {"example.com/team": "ml"},
+                "triton.affinity": {
+                    "podAntiAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [
+                            {
+                                "weight": 100,
+                                "podAffinityTerm": {
+                                    "topologyKey": "kubernetes.io/hostname",
+                                    "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "triton"}},
+                                },
+                            }
+                        ]
+                    }
+                },
+                "metrics.serviceMonitor.enabled": True,
+                "gateway.ingress.enabled": True,
+                "networkPolicy.allowedNamespaces": ["shop", "search"],
+                "networkPolicy.metricsNamespaces": ["monitoring"],
+                "networkPolicy.extraFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+                "commonLabels": {"cost-center": "ml"},
+            }
+        ),
+        tp=2,
+    ),
+    Case(
+        "minimal",
+        values_from(
+            **{
+                "networkPolicy.enabled": False,
+                "triton.pdb.enabled": False,
+                "gateway.pdb.enabled": False,
+                "triton.service.headless": False,
+                "serviceAccount.create": False,
+                "gateway.apiKey.enabled": False,
+                "cache.keepOnUninstall": False,
+            }
+        ),
+    ),
+]
+
+
+@functools.cache
+def chart() -> helm.Chart:
+    return helm.Chart.load(CHART_DIR)
+
+
+class Rendered:
+    """The objects one `helm template` produces, and NOTES.txt."""
+
+    def __init__(self, manifests: dict[str, str]) -> None:
+        self.notes = ""
+        self.objects: list[dict[str, Any]] = []
+        for path, text in sorted(manifests.items()):
+            if path.endswith("NOTES.txt"):
+                self.notes = text
+                continue
+            self.objects += [doc for doc in yaml.safe_load_all(text) if doc]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [obj for obj in self.objects if obj["kind"] == kind]
+
+    def component(self, kind: str, component: str) -> dict[str, Any]:
+        """The single object of a kind whose component label is `component`."""
+        found = [
+            obj
+            for obj in self.of_kind(kind)
+            if obj["metadata"]["labels"].get("app.kubernetes.io/component") == component
+        ]
+        assert len(found) == 1, f"expected one {kind} for {component}, found {len(found)}"
+        return found[0]
+
+    def named(self, kind: str, name: str) -> dict[str, Any]:
+        found = [obj for obj in self.of_kind(kind) if obj["metadata"]["name"] == name]
+        assert len(found) == 1, f"expected one {kind} named {name}, found {len(found)}"
+        return found[0]
+
+    def workloads(self) -> Iterator[dict[str, Any]]:
+        for obj in self.objects:
+            if obj["kind"] in WORKLOAD_KINDS:
+                yield obj
+
+
+@functools.cache
+def _render_json(values_json: str, release: str, namespace: str) -> Rendered:
+    return Rendered(chart().render(json.loads(values_json), name=release, namespace=namespace))
+
+
+def render(values: dict[str, Any] | None = None, release: str = RELEASE, namespace: str = NAMESPACE) -> Rendered:
+    """Render offline (no cluster) with the chart's schema enforced, as `helm install` would."""
+    return _render_json(json.dumps(values or {}, sort_keys=True), release, namespace)
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Init containers and containers of a pod spec."""
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def container(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [c for c in containers(spec) if c["name"] == name]
+    assert len(found) == 1, f"expected one container {name}, found {[c['name'] for c in containers(spec)]}"
+    return found[0]
+
+
+def env(cont: dict[str, Any]) -> dict[str, Any]:
+    """A container's environment: name -> value (or the valueFrom mapping)."""
+    return {item["name"]: item.get("value", item.get("valueFrom")) for item in cont.get("env", [])}
+
+
+def matches(match_labels: dict[str, str], labels: dict[str, str]) -> bool:
+    """Whether a matchLabels selector selects objects with these labels."""
+    return bool(match_labels) and all(labels.get(key) == value for key, value in match_labels.items())
+
+
+def build_container(rendered: Rendered) -> dict[str, Any]:
+    """The engine-build container, wherever the build mode put it."""
+    jobs = rendered.of_kind("Job")
+    if jobs:
+        return container(pod_spec(jobs[0]), "build-engine")
+    return container(pod_spec(rendered.component("Deployment", "triton")), "build-engine")

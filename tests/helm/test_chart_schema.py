@@ -1,0 +1,151 @@
+"""values.schema.json and the chart's own checks refuse bad values with a message that names the key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import helm_python as helm
+import pytest
+
+from tests.helm.chart_support import CHART_DIR, KUBE_VERSION, chart, render, values_from
+
+# (case, values, the key path Helm's message must name ('' is the root), a phrase of the reason)
+REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
+    ("wrong type", values_from(**{"triton.replicaCount": "two"}), "/triton/replicaCount", "want integer"),
+    ("string for boolean", values_from(**{"gateway.enabled": "yes"}), "/gateway/enabled", "want boolean"),
+    ("unknown top-level key", {"replicas": 2}, "", "'replicas' not allowed"),
+    ("misspelt nested key", values_from(**{"engine.profle": "h100-fp8-tp1"}), "/engine", "'profle' not allowed"),
+    (
+        "misspelt key inside a toleration",
+        values_from(**{"triton.tolerations": [{"key": "nvidia.com/gpu", "operater": "Exists"}]}),
+        "/triton/tolerations/0",
+        "'operater' not allowed",
+    ),
+    (
+        "unknown build mode",
+        values_from(**{"engineBuild.mode": "cronjob"}),
+        "/engineBuild/mode",
+        "'job', 'initContainer'",
+    ),
+    (
+        "TP that does not divide 8 KV heads",
+        values_from(**{"engine.tensorParallelSize": 3}),
+        "/engine/tensorParallelSize",
+        "0, 1, 2, 4, 8",
+    ),
+    ("model claim missing", values_from(**{"model.source": "pvc"}), "/model/pvc/existingClaim", "minLength"),
+    ("privileged port for a non-root gateway", values_from(**{"gateway.port": 80}), "/gateway/port", "minimum"),
+    ("digest that is a tag", values_from(**{"image.digest": "latest"}), "/image/digest", "does not match"),
+    ("size that is not a quantity", values_from(**{"triton.shmSize": "lots"}), "/triton/shmSize", "does not match"),
+    (
+        "memory limit that is not a quantity",
+        values_from(**{"triton.resources.limits": {"memory": "sixty gigs"}}),
+        "/triton/resources/limits/memory",
+        "does not match",
+    ),
+    (
+        "namespace that is not a DNS label",
+        values_from(**{"networkPolicy.allowedNamespaces": ["Shop_NS"]}),
+        "/networkPolicy/allowedNamespaces/0",
+        "does not match",
+    ),
+    (
+        "revision that escapes the cache",
+        values_from(**{"model.revision": "main/../../x"}),
+        "/model/revision",
+        "does not match",
+    ),
+    (
+        "absolute tokenizer path",
+        values_from(**{"model.tokenizerFile": "/etc/passwd"}),
+        "/model/tokenizerFile",
+        "does not match",
+    ),
+    (
+        "GPU product that is no label value",
+        values_from(**{"gpu.product": "NVIDIA H100"}),
+        "/gpu/product",
+        "does not match",
+    ),
+    (
+        "negative scale-down window",
+        values_from(**{"triton.autoscaling.scaleDown.stabilizationWindowSeconds": -1}),
+        "/triton/autoscaling/scaleDown/stabilizationWindowSeconds",
+        "minimum",
+    ),
+]
+
+
+@pytest.mark.parametrize(("values", "path", "reason"), [r[1:] for r in REJECTED], ids=[r[0] for r in REJECTED])
+def test_schema_rejects_bad_values_naming_the_key(values: dict[str, Any], path: str, reason: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as raised:
+        render(values)
+    message = str(raised.value)
+    assert f"at '{path}'" in message
+    assert reason in message
+    # `helm lint` reports the same as an error.
+    report = helm.lint(CHART_DIR, values, kube_version=f"v{KUBE_VERSION}")
+    assert any(f"at '{path}'" in error for error in report["errors"])
+
+
+# Checks across keys that JSON schema cannot express: the templates fail with the reason.
+FAILED: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "TP contradicts the profile",
+        values_from(**{"engine.profile": "h100-fp8-tp2-128k", "engine.tensorParallelSize": 4}),
+        "engine.tensorParallelSize=4 contradicts engine.profile=h100-fp8-tp2-128k",
+    ),
+    ("profile names no TP", values_from(**{"engine.profile": "h100-fp8-custom"}), "set engine.tensorParallelSize"),
+    ("profile names no precision", values_from(**{"engine.profile": "h100-tp1"}), "set engine.quantization"),
+    (
+        "min above max replicas",
+        values_from(
+            **{
+                "triton.autoscaling.enabled": True,
+                "triton.autoscaling.minReplicas": 5,
+                "triton.autoscaling.maxReplicas": 2,
+            }
+        ),
+        "minReplicas (5) exceeds maxReplicas (2)",
+    ),
+    (
+        "ingress without gateway",
+        values_from(**{"gateway.enabled": False, "gateway.ingress.enabled": True}),
+        "gateway.ingress.enabled needs gateway.enabled",
+    ),
+    (
+        "grace period too short to drain",
+        values_from(**{"triton.terminationGracePeriodSeconds": 20, "triton.preStopSleepSeconds": 15}),
+        "must exceed triton.preStopSleepSeconds + 10",
+    ),
+]
+
+
+@pytest.mark.parametrize(("values", "reason"), [f[1:] for f in FAILED], ids=[f[0] for f in FAILED])
+def test_inconsistent_values_fail_the_render_with_the_reason(values: dict[str, Any], reason: str) -> None:
+    with pytest.raises(helm.HelmRenderError) as raised:
+        render(values)
+    assert reason in str(raised.value)
+
+
+def test_chart_defaults_satisfy_the_schema() -> None:
+    chart().validate_schema(chart().values)
+
+
+def test_schema_allows_overriding_what_platform_teams_override() -> None:
+    render(
+        values_from(
+            **{
+                "image.repository": "registry.example.com:5000/ml/mistral-nemo-trtllm",
+                "image.tag": "0.1.0-rc.1",
+                "triton.resources.limits": {"cpu": "16", "memory": "96Gi"},
+                "triton.nodeSelector": {"node.kubernetes.io/instance-type": "p5.48xlarge"},
+                "triton.updateStrategy.maxSurge": "25%",
+                "gateway.tolerations": [
+                    {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}
+                ],
+                "cache.accessModes": ["ReadWriteOnce"],
+                "engineBuild.ttlSecondsAfterFinished": 3600,
+            }
+        )
+    )

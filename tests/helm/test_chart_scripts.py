@@ -1,0 +1,218 @@
+"""The engine-build and wait scripts the chart ships, run for real with bash against stand-ins.
+
+`nemo-build`, `nvidia-smi` and the Python interpreter are replaced by small scripts that record their
+calls, and the script environment is the one the rendered chart gives the build container (only the
+cache paths are moved into a temporary directory).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helm.chart_support import CHART_DIR, build_container, render, values_from
+
+SCRIPTS = CHART_DIR / "files"
+
+FAKE_NEMO_BUILD = r"""#!/usr/bin/env bash
+# Records the call; creates the --out directory with a manifest, as nemo-build does.
+printf '%s\n' "$*" >> "$CALLS"
+{ printf '%s\0' "$@"; printf '\n'; } >> "$CALLS.argv"
+step=$1; shift
+if [[ ${FAIL_STEP-} == "$step" ]]; then echo "nemo-build $step failed" >&2; exit 3; fi
+while (($#)); do
+  if [[ $1 == --out ]]; then mkdir -p "$2" && echo '{}' > "$2/manifest.json"; fi
+  shift
+done
+"""
+
+FAKE_NVIDIA_SMI = """#!/usr/bin/env bash
+echo "$FAKE_GPU"
+"""
+
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+# `-c ...` asks for the TensorRT-LLM version; `-` reads the download program from stdin.
+if [[ $1 == -c ]]; then echo "$FAKE_TRTLLM_VERSION"; exit 0; fi
+cat > /dev/null
+echo "download $HF_MODEL_NAME@$HF_MODEL_REVISION" >> "$CALLS"
+mkdir -p "$MODEL_DIR" && echo '{}' > "$MODEL_DIR/config.json" && echo '{}' > "$MODEL_DIR/tekken.json"
+"""
+
+
+def _write_tool(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+class Sandbox:
+    """A temporary cache volume, the stand-in tools and the build container's environment."""
+
+    def __init__(self, root: Path, values: dict[str, Any]) -> None:
+        self.root = root
+        self.calls = root / "calls.log"
+        tools = root / "bin"
+        tools.mkdir()
+        _write_tool(tools / "nemo-build", FAKE_NEMO_BUILD)
+        _write_tool(tools / "nvidia-smi", FAKE_NVIDIA_SMI)
+        _write_tool(tools / "fake-python", FAKE_PYTHON)
+        self.env = self.chart_env(values)
+        self.env.update(
+            PATH=f"{tools}:{os.environ['PATH']}",
+            PYTHON=str(tools / "fake-python"),
+            CALLS=str(self.calls),
+            FAKE_GPU="NVIDIA H100 80GB HBM3",
+            FAKE_TRTLLM_VERSION="1.2.1",
+            POLL_SECONDS="1",
+        )
+
+    def chart_env(self, values: dict[str, Any]) -> dict[str, str]:
+        """The rendered build container's plain env, with /cache and /model moved under the sandbox."""
+        result: dict[str, str] = {}
+        for item in build_container(render(values))["env"]:
+            if "value" in item:
+                value = str(item["value"])
+                for mount in ("/cache", "/model"):
+                    if value == mount or value.startswith(mount + "/"):
+                        value = str(self.root) + value
+                result[item["name"]] = value
+        return result
+
+    @property
+    def engine_dir(self) -> Path:
+        return Path(self.env["ENGINE_DIR"])
+
+    def run(self, script: str, timeout: float = 30, **overrides: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(SCRIPTS / script)],
+            env={**self.env, **overrides},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def steps(self) -> list[str]:
+        if not self.calls.exists():
+            return []
+        return [line.split()[0] for line in self.calls.read_text().splitlines()]
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Sandbox:
+    return Sandbox(tmp_path, values_from(**{"engine.checkpointArgs": ["--calib-dataset", "/data/calib set"]}))
+
+
+def test_build_downloads_runs_the_three_steps_and_marks_the_engine_complete(sandbox: Sandbox) -> None:
+    result = sandbox.run("build-engine.sh")
+    assert result.returncode == 0, result.stderr
+    assert sandbox.steps() == ["download", "checkpoint", "engine", "repository"]
+    calls = sandbox.calls.read_text().splitlines()
+    engine, model = sandbox.engine_dir, sandbox.env["MODEL_DIR"]
+    assert calls[1].startswith(
+        f"checkpoint --model-dir {model} --out {engine}/checkpoint --quant fp8 --kv-cache fp8 --tp 1 --device cuda"
+    )
+    assert calls[2] == f"engine --checkpoint {engine}/checkpoint --out {engine}/engine --profile h100-fp8-tp1"
+    assert calls[3] == (
+        f"repository --target gpu --engine {engine}/engine --tokenizer {model}/tekken.json "
+        f"--out {engine}/repository.new --served-model-name mistralai/mistral-nemo-12b-instruct"
+    )
+    assert (engine / "BUILD_COMPLETE").read_text() == sandbox.env["BUILD_SPEC"]
+    left = sorted(p.name for p in engine.iterdir())
+    assert left == [".build.lock", "BUILD_COMPLETE", "checkpoint", "engine", "repository"]
+
+
+def test_extra_arguments_reach_nemo_build_one_argument_per_item(sandbox: Sandbox) -> None:
+    assert sandbox.run("build-engine.sh").returncode == 0
+    argvs = [line.split("\0")[:-1] for line in (sandbox.root / "calls.log.argv").read_text().splitlines()]
+    checkpoint = next(argv for argv in argvs if argv[0] == "checkpoint")
+    assert checkpoint[-3:] == ["cuda", "--calib-dataset", "/data/calib set"]
+
+
+def test_a_second_run_finds_the_engine_and_skips_all_work(sandbox: Sandbox) -> None:
+    assert sandbox.run("build-engine.sh").returncode == 0
+    before = sandbox.steps()
+    result = sandbox.run("build-engine.sh")
+    assert result.returncode == 0
+    assert sandbox.steps() == before
+    assert "nothing to build" in result.stderr
+
+
+def test_a_changed_build_spec_runs_the_steps_again(sandbox: Sandbox, tmp_path: Path) -> None:
+    assert sandbox.run("build-engine.sh").returncode == 0
+    changed = sandbox.chart_env(values_from(**{"engine.engineArgs": ["--max-batch-size", "64"]}))
+    assert changed["ENGINE_DIR"] == sandbox.env["ENGINE_DIR"], "engine args are not part of the cache key"
+    result = sandbox.run("build-engine.sh", BUILD_SPEC=changed["BUILD_SPEC"], ENGINE_ARGS=changed["ENGINE_ARGS"])
+    assert result.returncode == 0, result.stderr
+    assert sandbox.steps()[-3:] == ["checkpoint", "engine", "repository"]
+    assert sandbox.calls.read_text().splitlines()[-2].endswith("--max-batch-size 64")
+    # The repository was rendered anew and swapped in: nothing is left beside it.
+    assert (sandbox.engine_dir / "repository" / "manifest.json").is_file()
+    assert not (sandbox.engine_dir / "repository.new").exists()
+    assert not (sandbox.engine_dir / "repository.old").exists()
+    assert (sandbox.engine_dir / "BUILD_COMPLETE").read_text() == changed["BUILD_SPEC"]
+
+
+def test_build_refuses_an_image_with_another_tensorrt_llm_version(sandbox: Sandbox) -> None:
+    result = sandbox.run("build-engine.sh", FAKE_TRTLLM_VERSION="1.3.0")
+    assert result.returncode != 0
+    assert "engine.trtllmVersion=1.3.0" in result.stderr
+    assert sandbox.steps() == []
+    assert not (sandbox.engine_dir / "BUILD_COMPLETE").exists()
+
+
+def test_build_refuses_to_file_an_engine_under_another_gpu(sandbox: Sandbox) -> None:
+    result = sandbox.run("build-engine.sh", FAKE_GPU="NVIDIA L40S")
+    assert result.returncode != 0
+    assert "NVIDIA-H100-80GB-HBM3" in result.stderr
+    assert sandbox.steps() == []
+
+
+def test_a_failed_step_leaves_no_completion_marker(sandbox: Sandbox) -> None:
+    result = sandbox.run("build-engine.sh", FAIL_STEP="engine")
+    assert result.returncode == 3
+    assert sandbox.steps() == ["download", "checkpoint", "engine"]
+    assert not (sandbox.engine_dir / "BUILD_COMPLETE").exists()
+
+
+def test_model_from_a_claim_is_used_in_place(tmp_path: Path) -> None:
+    sandbox = Sandbox(tmp_path, values_from(**{"model.source": "pvc", "model.pvc.existingClaim": "models"}))
+    model_dir = Path(sandbox.env["MODEL_DIR"])
+    model_dir.mkdir(parents=True)
+    (model_dir / "config.json").write_text("{}")
+    (model_dir / "tekken.json").write_text("{}")
+    result = sandbox.run("build-engine.sh")
+    assert result.returncode == 0, result.stderr
+    assert sandbox.steps() == ["checkpoint", "engine", "repository"]
+
+
+def test_a_model_directory_without_the_tokenizer_is_refused(tmp_path: Path) -> None:
+    sandbox = Sandbox(tmp_path, values_from(**{"model.source": "pvc", "model.pvc.existingClaim": "models"}))
+    model_dir = Path(sandbox.env["MODEL_DIR"])
+    model_dir.mkdir(parents=True)
+    (model_dir / "config.json").write_text("{}")
+    result = sandbox.run("build-engine.sh")
+    assert result.returncode != 0
+    assert "tokenizer tekken.json not found" in result.stderr
+
+
+def test_triton_waits_until_the_engine_of_its_spec_is_complete(sandbox: Sandbox) -> None:
+    with pytest.raises(subprocess.TimeoutExpired):
+        sandbox.run("wait-for-engine.sh", timeout=2.5)
+    assert sandbox.run("build-engine.sh").returncode == 0
+    result = sandbox.run("wait-for-engine.sh", timeout=10)
+    assert result.returncode == 0
+    assert "engine ready" in result.stderr
+    # An engine complete for another spec does not count.
+    with pytest.raises(subprocess.TimeoutExpired):
+        sandbox.run("wait-for-engine.sh", timeout=2.5, BUILD_SPEC='{"other": true}')
+
+
+def test_scripts_parse_and_ship_unchanged_in_the_config_map() -> None:
+    (config_map,) = render().of_kind("ConfigMap")
+    for script in ("build-engine.sh", "wait-for-engine.sh", "triton-drain.sh"):
+        subprocess.run(["bash", "-n", str(SCRIPTS / script)], check=True)
+        assert config_map["data"][script].rstrip("\n") == (SCRIPTS / script).read_text().rstrip("\n")
