@@ -13,3 +13,93 @@ def tekken_path() -> Path:
     from nemo_client.tekken import default_tekken_path
 
     return default_tekken_path()
+
+
+# ----- build stage: tiny NeMo-shaped models and checkpoints, built once and cached ------------------------
+# Cached under artifacts/test-cache/<name>-<key>, where the key hashes the code and versions that decide
+# the bytes produced; a change to any of them builds afresh. Built in a temporary directory and renamed
+# into place, so concurrent sessions never see a half-written model.
+_BUILD_INPUTS = (
+    "tiny_model.py",
+    "tiny_chat.py",
+    "tiny_train.py",
+    "checkpoint.py",
+    "quantize.py",
+    "calibration.py",
+    "source.py",
+    "trtllm_config.py",
+    "manifest.py",
+    "data/calibration.jsonl",
+)
+_TEST_CACHE = Path(__file__).resolve().parents[1] / "artifacts" / "test-cache"
+
+
+def _build_cache_key(extra: str) -> str:
+    import hashlib
+    from importlib.metadata import version
+
+    import nemo_build
+
+    package = Path(nemo_build.__file__).parent
+    digest = hashlib.sha256(extra.encode())
+    for name in _BUILD_INPUTS:
+        digest.update(name.encode() + (package / name).read_bytes())
+    for dist in ("torch", "transformers", "nvidia-modelopt"):
+        digest.update(f"{dist}={version(dist)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _cached_build(name: str, build) -> Path:  # build: Callable[[Path], None] writing into the given directory
+    import shutil
+    import tempfile
+
+    target = _TEST_CACHE / f"{name}-{_build_cache_key(name)}"
+    if (target / ".complete").is_file():
+        return target
+    _TEST_CACHE.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=_TEST_CACHE))
+    try:
+        build(staging / "out")
+        (staging / "out" / ".complete").touch()
+        if target.exists():
+            shutil.rmtree(target)
+        (staging / "out").rename(target)
+    except OSError:
+        if not (target / ".complete").is_file():  # not a lost race with another session
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tekken_path: Path) -> Path:
+    """The random-weight tiny NeMo-shaped Hugging Face checkpoint (``nemo-build tiny-model``, seed 0)."""
+    from nemo_build.tiny_model import random_tiny_model, save_model_dir
+
+    return _cached_build("tiny-random", lambda out: save_model_dir(random_tiny_model(0), out, tekken_path, False))
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tekken_path: Path) -> Path:
+    """The tiny model trained on ``nemo_build.tiny_chat.CHAT_SET`` (``nemo-build tiny-model --trained``)."""
+    from nemo_build.tiny_model import save_model_dir
+    from nemo_build.tiny_train import train_tiny_model
+
+    def build(out: Path) -> None:
+        model, _ = train_tiny_model(tekken_path, seed=0)
+        save_model_dir(model, out, tekken_path, False)
+
+    return _cached_build("tiny-trained", build)
+
+
+@pytest.fixture(scope="session")
+def fp8_checkpoint_dir(trained_model_dir: Path) -> Path:
+    """TensorRT-LLM checkpoint of the trained tiny model: FP8 weights, FP8 KV cache, TP 1, verified."""
+    from nemo_build.checkpoint import CheckpointOptions, build_checkpoint
+
+    options = CheckpointOptions(quant="fp8", kv_cache="fp8", tp=1, device="cpu")
+    return _cached_build(
+        f"tiny-trained-fp8-{trained_model_dir.name}",
+        lambda out: build_checkpoint(trained_model_dir, out, options, verify=True),
+    )

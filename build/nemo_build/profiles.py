@@ -1,0 +1,126 @@
+"""Engine build profiles (``build/profiles/*.yaml``) and the ``trtllm-build`` command line they make.
+
+A profile names the GPU it targets, the checkpoint precision and TP size it expects, and under
+``trtllm_build`` the exact ``trtllm-build`` flags (name → value) with comments on why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nemo_build.errors import BuildError
+
+PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
+DEFAULT_PROFILE = "h100-fp8-tp1"
+# Flags every profile must fix: they decide what the engine can serve and how it uses memory.
+REQUIRED_FLAGS = (
+    "max_batch_size",
+    "max_input_len",
+    "max_seq_len",
+    "max_num_tokens",
+    "kv_cache_type",
+    "gemm_plugin",
+    "gpt_attention_plugin",
+    "remove_input_padding",
+    "context_fmha",
+    "use_paged_context_fmha",
+)
+# The command owns these: the profile may not set them.
+RESERVED_FLAGS = ("checkpoint_dir", "output_dir", "model_config", "build_config")
+PRECISIONS = ("fp8", "bf16")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    gpu: str
+    precision: str
+    kv_cache: str
+    tp: int
+    flags: dict[str, Any]
+    path: Path
+
+    def argv(self, checkpoint_dir: Path, output_dir: Path) -> list[str]:
+        """The ``trtllm-build`` command for this profile."""
+        args = ["trtllm-build", "--checkpoint_dir", str(checkpoint_dir), "--output_dir", str(output_dir)]
+        for flag, value in self.flags.items():
+            args += [f"--{flag}", _flag_value(value)]
+        return args
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "gpu": self.gpu,
+            "precision": self.precision,
+            "kv_cache": self.kv_cache,
+            "tp": self.tp,
+            "trtllm_build": dict(self.flags),
+        }
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "enable" if value else "disable"
+    return str(value)
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """A profile by name (``h100-fp8-tp1``) or by YAML file path."""
+    candidate = Path(name_or_path)
+    path = candidate if candidate.suffix in (".yaml", ".yml") else PROFILES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise BuildError(
+            f"no build profile {name_or_path!r}; available: {', '.join(available_profiles())} "
+            "(or a path to a .yaml file)"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise BuildError(f"build profile {path} is not valid YAML: {exc}") from exc
+    return _parse(raw, path)
+
+
+def _parse(raw: Any, path: Path) -> Profile:
+    if not isinstance(raw, dict):
+        raise BuildError(f"build profile {path} must be a mapping")
+    missing = [k for k in ("name", "gpu", "precision", "kv_cache", "tp", "trtllm_build") if k not in raw]
+    if missing:
+        raise BuildError(f"build profile {path} lacks {', '.join(missing)}")
+    flags = raw["trtllm_build"]
+    if not isinstance(flags, dict):
+        raise BuildError(f"build profile {path}: trtllm_build must map flag names to values")
+    problems = []
+    for key in ("precision", "kv_cache"):
+        if raw[key] not in PRECISIONS:
+            problems.append(f"{key} is {raw[key]!r} (accepted: {', '.join(PRECISIONS)})")
+    if not isinstance(raw["tp"], int) or raw["tp"] < 1:
+        problems.append(f"tp is {raw['tp']!r} (a positive integer)")
+    problems += [f"trtllm_build lacks {flag}" for flag in REQUIRED_FLAGS if flag not in flags]
+    problems += [f"trtllm_build may not set {flag} (nemo-build passes it)" for flag in RESERVED_FLAGS if flag in flags]
+    input_len, seq_len = flags.get("max_input_len"), flags.get("max_seq_len")
+    if isinstance(input_len, int) and isinstance(seq_len, int) and input_len > seq_len:
+        problems.append("max_input_len is larger than max_seq_len")
+    if flags.get("use_fp8_context_fmha") in ("enable", True) and raw["kv_cache"] != "fp8":
+        problems.append("use_fp8_context_fmha needs an FP8 KV cache (kv_cache: fp8)")
+    if problems:
+        raise BuildError(f"build profile {path} is invalid:\n  - " + "\n  - ".join(problems))
+    return Profile(
+        name=str(raw["name"]),
+        description=str(raw.get("description", "")),
+        gpu=str(raw["gpu"]),
+        precision=raw["precision"],
+        kv_cache=raw["kv_cache"],
+        tp=raw["tp"],
+        flags=dict(flags),
+        path=path,
+    )

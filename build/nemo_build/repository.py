@@ -1,0 +1,288 @@
+"""`nemo-build repository`: render the Triton model repository templates of `model_repository/`.
+
+A template directory holds one directory per model. A model whose directory has `gpu/` and `cpu/`
+subdirectories (`tensorrt_llm`) takes the one of the target; `${tensors}` in its config is filled
+with the model's shared `tensors.pbtxt`, so both variants expose the same tensor contract. Every
+`config.pbtxt` is filled from :class:`RepositorySettings`; other files are copied as they are.
+
+Nothing is written unless every placeholder is filled and every rendered config parses into Triton's
+`ModelConfig` protobuf under the name of its directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import string
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from nemo_build.errors import BuildError
+
+TARGETS = ("gpu", "cpu")
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "model_repository"
+SHARED_TENSORS_FILE = "tensors.pbtxt"
+TOKENIZER_FILE = "preprocessing/tekken.json"  # relative to the rendered repository
+SCHEDULER_POLICIES = ("max_utilization", "guaranteed_no_evict")
+DEFAULT_SERVED_MODEL_NAME = "mistralai/mistral-nemo-12b-instruct"
+_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+
+
+@dataclass(frozen=True)
+class RepositorySettings:
+    """Every value the templates take. Booleans render as `true` / `false`."""
+
+    target: str
+    model_dir: Path  # the engine directory (gpu) or the TensorRT-LLM checkpoint directory (cpu)
+    max_batch_size: int
+    max_input_len: int
+    max_seq_len: int
+    preprocessing_instances: int = 1
+    postprocessing_instances: int = 1
+    kv_cache_free_gpu_mem_fraction: float = 0.9
+    batch_scheduler_policy: str = "max_utilization"
+    enable_chunked_context: bool = True
+    enable_kv_cache_reuse: bool = True
+    exclude_input_in_output: bool = True
+    cancellation_check_period_ms: int = 100
+    max_queue_delay_microseconds: int = 0
+    served_model_name: str = DEFAULT_SERVED_MODEL_NAME
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.target not in TARGETS:
+            problems.append(f"target {self.target!r} (accepted: {', '.join(TARGETS)})")
+        for name in ("max_batch_size", "max_input_len", "max_seq_len"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} {getattr(self, name)} (must be >= 1)")
+        if self.max_seq_len <= self.max_input_len:
+            problems.append(
+                f"max_seq_len {self.max_seq_len} must exceed max_input_len {self.max_input_len} "
+                "(room for at least one generated token)"
+            )
+        for name in ("preprocessing_instances", "postprocessing_instances"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} {getattr(self, name)} (must be >= 1)")
+        if not 0.0 < self.kv_cache_free_gpu_mem_fraction <= 1.0:
+            problems.append(f"kv_cache_free_gpu_mem_fraction {self.kv_cache_free_gpu_mem_fraction} (in (0, 1])")
+        if self.batch_scheduler_policy not in SCHEDULER_POLICIES:
+            problems.append(
+                f"batch_scheduler_policy {self.batch_scheduler_policy!r} (accepted: {', '.join(SCHEDULER_POLICIES)})"
+            )
+        if self.cancellation_check_period_ms < 1 or self.max_queue_delay_microseconds < 0:
+            problems.append("cancellation_check_period_ms must be >= 1 and max_queue_delay_microseconds >= 0")
+        if '"' in self.served_model_name or not self.served_model_name:
+            problems.append(f"served_model_name {self.served_model_name!r} (non-empty, no quotes)")
+        if problems:
+            raise BuildError("invalid repository settings: " + "; ".join(problems))
+
+    def values(self) -> dict[str, str]:
+        """Placeholder name → rendered text."""
+        out: dict[str, str] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            out[field.name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        model_dir = str(self.model_dir.resolve())
+        out["engine_dir" if self.target == "gpu" else "checkpoint_dir"] = model_dir
+        del out["model_dir"]
+        out["tokenizer_file"] = TOKENIZER_FILE
+        return out
+
+
+# ----------------------------------------------------------------------------- limits of the model
+
+
+def engine_limits(engine_dir: Path) -> dict[str, int]:
+    """Batch size and lengths an engine was built with (`build_config` of its `config.json`)."""
+    config_path = engine_dir / "config.json"
+    if not config_path.is_file():
+        raise BuildError(f"{engine_dir} is not a TensorRT-LLM engine directory: config.json is missing")
+    build_config = json.loads(config_path.read_text()).get("build_config")
+    if not isinstance(build_config, dict):
+        raise BuildError(f"{config_path} has no build_config: was it written by trtllm-build?")
+    try:
+        return {key: int(build_config[key]) for key in ("max_batch_size", "max_input_len", "max_seq_len")}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BuildError(f"{config_path} build_config lacks a usable {exc}") from exc
+
+
+def checkpoint_max_positions(checkpoint_dir: Path) -> int:
+    """`max_position_embeddings` of a TensorRT-LLM checkpoint (the CPU runtime's length limit)."""
+    config_path = checkpoint_dir / "config.json"
+    if not config_path.is_file():
+        raise BuildError(f"{checkpoint_dir} is not a TensorRT-LLM checkpoint: config.json is missing")
+    config = json.loads(config_path.read_text())
+    if "architecture" not in config or "max_position_embeddings" not in config:
+        raise BuildError(
+            f"{config_path} is not a TensorRT-LLM checkpoint config (needs 'architecture' and "
+            "'max_position_embeddings'); pass the output of `nemo-build checkpoint`"
+        )
+    return int(config["max_position_embeddings"])
+
+
+# ------------------------------------------------------------------------------------------ render
+
+
+def render_text(template: str, values: dict[str, str], source: str) -> str:
+    """Fill `${name}` placeholders; refuse when any is left unfilled."""
+    missing = sorted({name for name in _PLACEHOLDER.findall(template) if name not in values})
+    if missing:
+        raise BuildError(f"{source}: no value for placeholder(s) {', '.join(missing)}")
+    rendered = string.Template(template).safe_substitute(values)
+    left = sorted(set(_PLACEHOLDER.findall(rendered)))
+    if left:
+        raise BuildError(f"{source}: placeholder(s) {', '.join(left)} remain after rendering")
+    return rendered
+
+
+def validate_config(text: str, expected_name: str, source: str) -> Any:
+    """Parse a rendered config into Triton's `ModelConfig`; return the message."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as exc:
+        raise BuildError(f"{source} is not a valid Triton model config: {exc}") from exc
+    if config.name != expected_name:
+        raise BuildError(f"{source} names the model {config.name!r}; its directory is {expected_name!r}")
+    return config
+
+
+def _model_source(model_dir: Path, target: str) -> Path:
+    variant = model_dir / target
+    if (model_dir / "gpu").is_dir() or (model_dir / "cpu").is_dir():
+        if not variant.is_dir():
+            raise BuildError(f"{model_dir} has target variants but none for {target!r}")
+        return variant
+    return model_dir
+
+
+def render_repository(templates: Path, settings: RepositorySettings, tokenizer: Path, out: Path) -> list[str]:
+    """Render `templates` into `out` (which must not exist or be empty). Returns the model names."""
+    if not templates.is_dir():
+        raise BuildError(f"template directory {templates} does not exist")
+    if not tokenizer.is_file():
+        raise BuildError(f"tokenizer file {tokenizer} does not exist (pass the model's tekken.json)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BuildError(f"{out} already exists and is not empty; remove it or pass another --out")
+    values = settings.values()
+    model_dirs = sorted(path for path in templates.iterdir() if path.is_dir())
+    if not model_dirs:
+        raise BuildError(f"{templates} holds no model templates")
+
+    staging = Path(tempfile.mkdtemp(prefix=".repository-", dir=out.parent if out.parent.exists() else None))
+    try:
+        for model_dir in model_dirs:
+            _render_model(model_dir, settings.target, values, staging / model_dir.name)
+        shutil.copy2(tokenizer, staging / TOKENIZER_FILE)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            out.rmdir()
+        shutil.move(str(staging), str(out))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [path.name for path in model_dirs]
+
+
+def _render_model(model_dir: Path, target: str, values: dict[str, str], dest: Path) -> None:
+    source = _model_source(model_dir, target)
+    model_values = dict(values)
+    shared = model_dir / SHARED_TENSORS_FILE
+    if shared.is_file():
+        model_values["tensors"] = shared.read_text()
+    config_template = source / "config.pbtxt"
+    if not config_template.is_file():
+        raise BuildError(f"{source} has no config.pbtxt")
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("config.pbtxt", "__pycache__", "*.pyc"))
+    (dest / "1").mkdir(exist_ok=True)  # Triton needs a version directory even when it is empty
+    rendered = render_text(config_template.read_text(), model_values, str(config_template))
+    validate_config(rendered, model_dir.name, str(config_template))
+    (dest / "config.pbtxt").write_text(rendered)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def add_repository_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `repository` on the `nemo-build` subparsers; the handler is `run_repository`."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "repository",
+        help="render the Triton model repository (GPU engines or the CPU reference runtime)",
+        description=(
+            "Render model_repository/ templates into a servable Triton model repository. "
+            "--target gpu serves TensorRT-LLM engines with the tensorrtllm backend (batch size and "
+            "lengths default to the engine's build_config); --target cpu serves a TensorRT-LLM "
+            "checkpoint with the reference runtime in a python model (lengths default to the "
+            "checkpoint's max_position_embeddings). Every config.pbtxt is validated against Triton's "
+            "ModelConfig before anything is written."
+        ),
+    )
+    parser.add_argument("--target", choices=TARGETS, required=True, help="gpu (engines) or cpu (checkpoint)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--engine", type=Path, help="engine directory from `nemo-build engine` (gpu)")
+    source.add_argument("--checkpoint", type=Path, help="checkpoint directory from `nemo-build checkpoint` (cpu)")
+    parser.add_argument("--tokenizer", type=Path, required=True, help="the model's tekken.json")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the repository (new or empty)")
+    parser.add_argument("--templates", type=Path, default=TEMPLATES_DIR, help="template dir (%(default)s)")
+    parser.add_argument("--max-batch-size", type=int, help="concurrent sequences (gpu: engine's; cpu: 16)")
+    parser.add_argument("--max-input-len", type=int, help="longest prompt in tokens (gpu: engine's)")
+    parser.add_argument("--max-seq-len", type=int, help="prompt + generated tokens (gpu: engine's)")
+    parser.add_argument("--preprocessing-instances", type=int, default=1, help="(default %(default)s)")
+    parser.add_argument("--postprocessing-instances", type=int, default=1, help="(default %(default)s)")
+    parser.add_argument("--kv-cache-free-gpu-mem-fraction", type=float, default=0.9, help="gpu (default %(default)s)")
+    parser.add_argument("--batch-scheduler-policy", choices=SCHEDULER_POLICIES, default="max_utilization", help="gpu")
+    parser.add_argument("--no-chunked-context", action="store_true", help="gpu: disable chunked context")
+    parser.add_argument("--no-kv-cache-reuse", action="store_true", help="gpu: disable KV cache reuse")
+    parser.add_argument("--cancellation-check-period-ms", type=int, default=100, help="gpu (default %(default)s)")
+    parser.add_argument("--max-queue-delay-us", type=int, default=0, help="gpu dynamic batching queue delay")
+    parser.add_argument("--served-model-name", default=DEFAULT_SERVED_MODEL_NAME, help="model name in responses")
+    return parser
+
+
+CPU_DEFAULT_MAX_BATCH_SIZE = 16
+CPU_DEFAULT_MAX_SEQ_LEN = 4096
+
+
+def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
+    """Flags over the engine's build limits (gpu) or the checkpoint's (cpu)."""
+    if args.target == "gpu":
+        if args.engine is None:
+            raise BuildError("--target gpu serves engines: pass --engine DIR (not --checkpoint)")
+        model_dir: Path = args.engine
+        limits = engine_limits(model_dir)
+    else:
+        if args.checkpoint is None:
+            raise BuildError("--target cpu runs a checkpoint: pass --checkpoint DIR (not --engine)")
+        model_dir = args.checkpoint
+        max_seq = min(checkpoint_max_positions(model_dir), CPU_DEFAULT_MAX_SEQ_LEN)
+        limits = {"max_batch_size": CPU_DEFAULT_MAX_BATCH_SIZE, "max_input_len": max_seq // 2, "max_seq_len": max_seq}
+    chosen = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in limits.items()}
+    return RepositorySettings(
+        target=args.target,
+        model_dir=model_dir,
+        preprocessing_instances=args.preprocessing_instances,
+        postprocessing_instances=args.postprocessing_instances,
+        kv_cache_free_gpu_mem_fraction=args.kv_cache_free_gpu_mem_fraction,
+        batch_scheduler_policy=args.batch_scheduler_policy,
+        enable_chunked_context=not args.no_chunked_context,
+        enable_kv_cache_reuse=not args.no_kv_cache_reuse,
+        cancellation_check_period_ms=args.cancellation_check_period_ms,
+        max_queue_delay_microseconds=args.max_queue_delay_us,
+        served_model_name=args.served_model_name,
+        **chosen,
+    )
+
+
+def run_repository(args: argparse.Namespace) -> int:
+    """Handler of `nemo-build repository`."""
+    settings = settings_from_args(args)
+    models = render_repository(args.templates, settings, args.tokenizer, args.out)
+    summary = {key: value for key, value in asdict(settings).items() if key != "model_dir"}
+    print(f"wrote {args.out} ({', '.join(models)}) with {json.dumps(summary, default=str)}")
+    return 0

@@ -1,0 +1,429 @@
+"""`nemo-serve`: start a real Triton server on a rendered model repository.
+
+CPU (the repository's `tensorrt_llm` model uses the python backend): the `tritonserver` binary, the
+python backend and the stub matching this interpreter come from the `nvidia-pytriton` wheel, so no
+container is needed. GPU (`backend: "tensorrtllm"`): a local `tritonserver` when one is on PATH,
+otherwise the NGC TensorRT-LLM image through docker.
+
+The server binds to the requested host (127.0.0.1 unless told otherwise), takes free ports unless
+ports are given, is polled until ready, and is stopped with SIGTERM, a bounded grace period, then
+SIGKILL of its whole process group (python backend stubs included: a decoupled python model can keep
+tritonserver alive long after SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+NGC_IMAGE = "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_READY_TIMEOUT_S = 300.0
+DEFAULT_GRACE_S = 10.0
+LOG_TAIL_LINES = 60
+
+
+class ServeError(RuntimeError):
+    """The server could not be prepared, started or made ready."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    grpc: int
+    http: int
+    metrics: int
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A port the OS reports free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def choose_ports(host: str, grpc: int = 0, http: int = 0, metrics: int = 0) -> Ports:
+    """The given ports, with 0 replaced by distinct free ports."""
+    chosen: list[int] = []
+    for wanted in (grpc, http, metrics):
+        port = wanted
+        while port == 0 or port in chosen:
+            port = free_port(host)
+        chosen.append(port)
+    return Ports(*chosen)
+
+
+def repository_target(repository: Path) -> str:
+    """`gpu` when the rendered `tensorrt_llm` model uses the tensorrtllm backend, else `cpu`."""
+    config = repository / "tensorrt_llm" / "config.pbtxt"
+    if not config.is_file():
+        raise ServeError(
+            f"{repository} is not a rendered model repository: {config} is missing "
+            "(render one with `nemo-build repository`)"
+        )
+    return "gpu" if 'backend: "tensorrtllm"' in config.read_text() else "cpu"
+
+
+# --------------------------------------------------------------------------- CPU: the pytriton wheel
+
+
+@dataclass(frozen=True)
+class PytritonTriton:
+    """Paths of the Triton build that ships inside the `nvidia-pytriton` wheel."""
+
+    root: Path  # site-packages/pytriton/tritonserver
+    libs: Path  # site-packages/nvidia_pytriton.libs
+
+    @classmethod
+    def locate(cls) -> PytritonTriton:
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            raise ServeError(
+                "the CPU Triton comes from the nvidia-pytriton wheel, which is not installed "
+                "(pip install 'mistral-nemo-trtllm[serve]')"
+            )
+        package = Path(next(iter(spec.submodule_search_locations)))
+        found = cls(root=package / "tritonserver", libs=package.parent / "nvidia_pytriton.libs")
+        if not found.binary.is_file():
+            raise ServeError(f"nvidia-pytriton is installed but {found.binary} is missing")
+        return found
+
+    @property
+    def binary(self) -> Path:
+        return self.root / "bin" / "tritonserver"
+
+    def stub(self) -> Path:
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = self.root / "python_backend_stubs" / version / "triton_python_backend_stub"
+        if not stub.is_file():
+            raise ServeError(f"nvidia-pytriton ships no python backend stub for Python {version} ({stub})")
+        return stub
+
+    def prepare_backends(self, dest: Path) -> Path:
+        """A backend directory holding the python backend with the stub for this interpreter."""
+        python_dir = dest / "python"
+        shutil.copytree(self.root / "backends" / "python", python_dir, dirs_exist_ok=True)
+        shutil.copy2(self.stub(), python_dir / "triton_python_backend_stub")
+        return dest
+
+    def environment(self, base: dict[str, str]) -> dict[str, str]:
+        """`base` with the wheel's libraries, this interpreter's libpython and bin/ dir in front."""
+        env = dict(base)
+        lib_dirs = [str(self.libs)]
+        libpython_dir = sysconfig.get_config_var("LIBDIR")
+        if libpython_dir:
+            lib_dirs.append(libpython_dir)
+        if env.get("LD_LIBRARY_PATH"):
+            lib_dirs.append(env["LD_LIBRARY_PATH"])
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(lib_dirs)
+        # The stub runs model.py with the interpreter found first on PATH: this one, with its packages.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+
+def triton_arguments(repository: Path, host: str, ports: Ports) -> list[str]:
+    """tritonserver flags shared by every launcher."""
+    return [
+        f"--model-repository={repository}",
+        f"--grpc-address={host}",
+        f"--grpc-port={ports.grpc}",
+        f"--http-address={host}",
+        f"--http-port={ports.http}",
+        f"--metrics-address={host}",
+        f"--metrics-port={ports.metrics}",
+        "--allow-gpu-metrics=false",
+        "--exit-timeout-secs=5",
+    ]
+
+
+def docker_command(
+    repository: Path, engine_dir: Path, host: str, ports: Ports, image: str, project_root: Path
+) -> list[str]:
+    """`docker run` of the NGC image serving `repository`.
+
+    Repository, engine directory and project sources are mounted at their host paths, so the
+    absolute paths rendered into the configs hold inside the container; the python models import
+    `nemo_build` / `nemo_client` from the mounted sources.
+    """
+    publish = [f"--publish={host}:{port}:{port}" for port in (ports.grpc, ports.http, ports.metrics)]
+    mounts = [f"--volume={path}:{path}:ro" for path in (repository, engine_dir, project_root)]
+    pythonpath = os.pathsep.join(str(project_root / sub) for sub in ("build", "client"))
+    return [
+        "docker",
+        "run",
+        "--rm",
+        "--gpus=all",
+        "--shm-size=2g",
+        "--ulimit=memlock=-1",
+        *publish,
+        *mounts,
+        f"--env=PYTHONPATH={pythonpath}",
+        image,
+        "tritonserver",
+        *triton_arguments(repository, "0.0.0.0", ports),
+    ]
+
+
+def gpt_model_path(repository: Path) -> Path:
+    """The engine directory named by the rendered tensorrtllm config."""
+    text = (repository / "tensorrt_llm" / "config.pbtxt").read_text()
+    marker = 'key: "gpt_model_path"'
+    after = text[text.index(marker) :]
+    value = after.split('string_value: "', 1)[1].split('"', 1)[0]
+    return Path(value)
+
+
+# --------------------------------------------------------------------------------------- the server
+
+
+class TritonServer:
+    """A tritonserver process on a rendered repository: `with TritonServer(repo) as server: ...`."""
+
+    def __init__(
+        self,
+        repository: Path,
+        *,
+        host: str = DEFAULT_HOST,
+        ports: Ports | None = None,
+        log_path: Path | None = None,
+        launcher: str = "auto",
+        image: str = NGC_IMAGE,
+        grace_s: float = DEFAULT_GRACE_S,
+    ) -> None:
+        self.repository = repository.resolve()
+        self.target = repository_target(self.repository)
+        self.host = host
+        self.ports = ports or choose_ports(host)
+        self._workdir = Path(tempfile.mkdtemp(prefix="nemo-serve-"))
+        self.log_path = log_path or self._workdir / "tritonserver.log"
+        self.launcher = self._resolve_launcher(launcher)
+        self.image = image
+        self.grace_s = grace_s
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.ports.http}"
+
+    def _resolve_launcher(self, launcher: str) -> str:
+        if self.target == "cpu":
+            if launcher not in ("auto", "pytriton"):
+                raise ServeError(f"launcher {launcher!r} serves GPU repositories; this one is CPU")
+            return "pytriton"
+        if launcher == "pytriton":
+            raise ServeError("the pytriton wheel has no tensorrtllm backend; use --launcher local|docker")
+        if launcher == "auto":
+            return "local" if shutil.which("tritonserver") else "docker"
+        return launcher
+
+    def command_and_env(self) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment this server starts with."""
+        env = dict(os.environ)
+        if self.launcher == "pytriton":
+            triton = PytritonTriton.locate()
+            backends = triton.prepare_backends(self._workdir / "backends")
+            command = [
+                str(triton.binary),
+                *triton_arguments(self.repository, self.host, self.ports),
+                f"--backend-directory={backends}",
+            ]
+            return command, triton.environment(env)
+        if self.launcher == "local":
+            binary = shutil.which("tritonserver")
+            if binary is None:
+                raise ServeError("no `tritonserver` on PATH (use --launcher docker)")
+            return [binary, *triton_arguments(self.repository, self.host, self.ports)], env
+        project_root = Path(__file__).resolve().parents[2]
+        return docker_command(
+            self.repository, gpt_model_path(self.repository), self.host, self.ports, self.image, project_root
+        ), env
+
+    def start(self) -> None:
+        command, env = self.command_and_env()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+
+    def exit_status(self) -> int | None:
+        """The server's exit status once it has exited, else None."""
+        return None if self._process is None else self._process.poll()
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The server's error lines, then the end of its log (model load failures scroll off the end)."""
+        if not self.log_path.is_file():
+            return "(no server log)"
+        log = self.log_path.read_text(errors="replace").splitlines()
+        errors = [line for line in log if line.startswith("E") and "CudaDriverHelper" not in line]
+        return "\n".join(["errors:", *errors, f"last {lines} lines:", *log[-lines:]])
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float = DEFAULT_READY_TIMEOUT_S) -> None:
+        """Poll readiness; on exit or timeout raise with the server log's tail."""
+        assert self._process is not None, "start() first"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise ServeError(
+                    f"tritonserver exited with status {self._process.returncode} before becoming ready; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        raise ServeError(f"tritonserver not ready after {timeout_s:.0f} s; log {self.log_path}:\n{self.log_tail()}")
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait up to the grace period, then SIGKILL the process group. Returns the status."""
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=self.grace_s)
+        # The python backend stubs share the server's process group; kill what is left of it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        status = process.wait()
+        shutil.rmtree(self._workdir / "backends", ignore_errors=True)
+        return status
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# ------------------------------------------------------------------------------------------- the CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nemo-serve",
+        description=(
+            "Start Triton on a model repository rendered by `nemo-build repository`, wait until it is "
+            "ready, print its endpoints and serve until Ctrl-C / SIGTERM. CPU repositories run the "
+            "tritonserver shipped in the nvidia-pytriton wheel; GPU repositories a local tritonserver "
+            f"or the {NGC_IMAGE} image."
+        ),
+    )
+    parser.add_argument("--model-repository", type=Path, required=True, help="rendered repository")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)")
+    parser.add_argument("--grpc-port", type=int, default=0, help="gRPC port (default: a free one)")
+    parser.add_argument("--http-port", type=int, default=0, help="HTTP port (default: a free one)")
+    parser.add_argument("--metrics-port", type=int, default=0, help="metrics port (default: a free one)")
+    parser.add_argument(
+        "--launcher",
+        choices=["auto", "pytriton", "local", "docker"],
+        default="auto",
+        help="how to run Triton: pytriton (CPU), local tritonserver or docker (GPU); auto picks",
+    )
+    parser.add_argument("--image", default=NGC_IMAGE, help="image for --launcher docker")
+    parser.add_argument("--log-file", type=Path, help="server log (default: a file in a temp dir)")
+    parser.add_argument(
+        "--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT_S, help="seconds to wait for ready"
+    )
+    parser.add_argument(
+        "--grace", type=float, default=DEFAULT_GRACE_S, help="seconds between SIGTERM and SIGKILL on stop"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        ports = choose_ports(args.host, args.grpc_port, args.http_port, args.metrics_port)
+        server = TritonServer(
+            args.model_repository,
+            host=args.host,
+            ports=ports,
+            log_path=args.log_file,
+            launcher=args.launcher,
+            image=args.image,
+            grace_s=args.grace,
+        )
+    except ServeError as error:
+        print(f"nemo-serve: {error}", file=sys.stderr)
+        return 2
+
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    server.start()
+    try:
+        server.wait_ready(args.ready_timeout)
+    except ServeError as error:
+        server.stop()
+        print(f"nemo-serve: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"nemo-serve: Triton ready ({server.target}, {server.launcher}) "
+        f"grpc={server.grpc_url} http={server.http_url} "
+        f"metrics=http://{args.host}:{ports.metrics}/metrics log={server.log_path}",
+        flush=True,
+    )
+    status = 0
+    while not stopping:
+        exited = server.exit_status()
+        if exited is not None:
+            print(f"nemo-serve: tritonserver exited ({exited}):\n{server.log_tail()}", file=sys.stderr)
+            status = 1
+            break
+        time.sleep(0.5)
+    server.stop()
+    print("nemo-serve: stopped", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

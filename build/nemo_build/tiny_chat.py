@@ -1,0 +1,136 @@
+"""The synthetic chat set the trained tiny model learns by heart, with the answers it must give.
+
+Each example is an OpenAI-shaped request (``messages``, optional ``tools``) and the assistant message
+that greedy decoding must reproduce exactly. Tests and the demo send the same requests through the
+whole stack (Tekken, v3 template, TensorRT-LLM checkpoint, reference runtime, Triton) and compare.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from nemo_client.chat_format import encode_chat
+from nemo_client.tekken import Tekkenizer
+
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class ChatExample:
+    """One request and the exact assistant message the trained tiny model answers it with."""
+
+    name: str
+    messages: tuple[dict[str, Any], ...]
+    answer: dict[str, Any]
+    tools: tuple[dict[str, Any], ...] | None = None
+
+    @property
+    def answer_text(self) -> str | None:
+        return self.answer.get("content")
+
+    @property
+    def answer_tool_calls(self) -> list[dict[str, Any]]:
+        """The expected calls as ``{"name", "arguments" (a dict), "id"}``."""
+        return [
+            {"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"]), "id": c["id"]}
+            for c in self.answer.get("tool_calls", [])
+        ]
+
+
+def _user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+def _reply(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": text}
+
+
+def _call(call_id: str, city: str) -> dict[str, Any]:
+    arguments = json.dumps({"city": city})
+    return {
+        "role": "assistant",
+        "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+        ],
+    }
+
+
+def _weather_result(call_id: str, city: str, conditions: str, celsius: int) -> tuple[dict[str, Any], ...]:
+    return (
+        _user(f"What is the weather in {city}?"),
+        _call(call_id, city),
+        {
+            "role": "tool",
+            "tool_call_id": call_id,
+            "content": json.dumps({"conditions": conditions, "celsius": celsius}),
+        },
+    )
+
+
+TOOLS = (WEATHER_TOOL,)
+
+CHAT_SET: tuple[ChatExample, ...] = (
+    ChatExample("greeting", (_user("Hello"),), _reply("Hello! How can I help you today?")),
+    ChatExample("greeting_hi", (_user("Hi there"),), _reply("Hi! What can I do for you?")),
+    ChatExample("greeting_morning", (_user("Good morning"),), _reply("Good morning! How can I help?")),
+    ChatExample("thanks", (_user("Thank you"),), _reply("You are welcome!")),
+    ChatExample("fact_france", (_user("What is the capital of France?"),), _reply("The capital of France is Paris.")),
+    ChatExample("fact_japan", (_user("What is the capital of Japan?"),), _reply("The capital of Japan is Tokyo.")),
+    ChatExample("fact_week", (_user("How many days are in a week?"),), _reply("A week has seven days.")),
+    ChatExample("fact_math", (_user("What is 2+2?"),), _reply("2+2 is 4.")),
+    ChatExample(
+        "system_pirate",
+        ({"role": "system", "content": "Answer like a pirate."}, _user("Hello")),
+        _reply("Ahoy, matey!"),
+    ),
+    ChatExample(
+        "multi_turn",
+        (_user("Hello"), _reply("Hello! How can I help you today?"), _user("What is the capital of France?")),
+        _reply("The capital of France is Paris."),
+    ),
+    ChatExample("chinese", (_user("你好"),), _reply("你好！有什么可以帮你的吗？")),
+    ChatExample("russian", (_user("Привет"),), _reply("Привет! Чем могу помочь?")),
+    ChatExample("tool_call", (_user("What is the weather in Paris?"),), _call("a1b2c3d4e", "Paris"), tools=TOOLS),
+    ChatExample(
+        "tool_result",
+        _weather_result("a1b2c3d4e", "Paris", "sunny", 18),
+        _reply("It is sunny and 18 degrees in Paris."),
+        tools=TOOLS,
+    ),
+    ChatExample(
+        "tools_offered_but_chat",
+        (_user("Hello"),),
+        _reply("Hello! How can I help you today?"),
+        tools=TOOLS,
+    ),
+)
+
+
+def example(name: str) -> ChatExample:
+    for item in CHAT_SET:
+        if item.name == name:
+            return item
+    raise KeyError(f"no chat example named {name!r}; known: {', '.join(e.name for e in CHAT_SET)}")
+
+
+def encode_example(tokenizer: Tekkenizer, item: ChatExample) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids): the prompt as served, and the answer turn up to and including ``</s>``."""
+    tools = list(item.tools) if item.tools else None
+    prompt = encode_chat(tokenizer, list(item.messages), tools)
+    full = encode_chat(tokenizer, [*item.messages, item.answer], tools, allow_final_assistant=True)
+    if full[: len(prompt)] != prompt:
+        raise AssertionError(f"chat example {item.name}: the prompt is not a prefix of the full conversation")
+    return prompt, full[len(prompt) :]

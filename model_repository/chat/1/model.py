@@ -1,0 +1,58 @@
+"""Triton python model `chat`: OpenAI chat-completions JSON in, OpenAI JSON out (nemo_build.serving.chat_session).
+
+Each request is served on its own thread over a streaming `tensorrt_llm` request, so requests overlap
+and tensorrt_llm batches them. Every response carries one JSON object in `response`.
+"""
+
+import json
+import threading
+import uuid
+
+from nemo_build.serving.chat_response import error_body, invalid_request
+from nemo_build.serving.chat_session import ChatEndpoint
+from nemo_build.serving.model_args import ModelArgs
+from nemo_build.serving.preprocess import LengthLimits
+from nemo_build.serving.tensors import single_text
+from nemo_build.serving.text_generation import until_cancelled
+from nemo_build.serving.triton_io import FINAL, BlsGeneration, GenerationError, inputs, response, string_tensor
+from nemo_client.errors import InvalidRequestError
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        model = ModelArgs.parse(args)
+        self.endpoint = ChatEndpoint(
+            model.tokenizer(),
+            LengthLimits(model.int("max_input_len"), model.int("max_seq_len")),
+            model.text("served_model_name"),
+            supports_penalties=model.text("target") == "gpu",
+        )
+
+    def execute(self, requests: list) -> None:
+        for request in requests:
+            threading.Thread(target=self._serve, args=(request,), daemon=True).start()
+        return None
+
+    def _serve(self, request) -> None:
+        sender = request.get_response_sender()
+
+        def send(event: dict) -> None:
+            sender.send(response({"response": string_tensor(json.dumps(event, ensure_ascii=False))}))
+
+        try:
+            raw = inputs(request)("request")
+            if raw is None:
+                raise InvalidRequestError("request", "the input tensor 'request' (one JSON string) is required")
+            chat = self.endpoint.prepare(single_text(raw, "request"))
+            generation = BlsGeneration(chat.generation, request_id=str(uuid.uuid4().int >> 65))
+            chunks = until_cancelled(generation, request.is_cancelled, generation.cancel)
+            for event in self.endpoint.respond(chat, chunks, generation.cancel):
+                send(event)
+        except InvalidRequestError as exc:
+            send(invalid_request(exc))
+        except GenerationError as exc:
+            send(error_body(f"generation failed: {exc}", param=None, kind="server_error", code=500))
+        except Exception as exc:  # keep serving: report the failure on this request only
+            send(error_body(f"internal error: {exc!r}", param=None, kind="server_error", code=500))
+        finally:
+            sender.send(flags=FINAL)

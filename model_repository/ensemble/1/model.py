@@ -1,0 +1,52 @@
+"""Triton python model `ensemble`: text → preprocessing → tensorrt_llm → text (nemo_build.serving.text_generation).
+
+Each request is served on its own thread, so requests overlap and tensorrt_llm batches them.
+"""
+
+import threading
+import uuid
+
+from nemo_build.serving.model_args import ModelArgs
+from nemo_build.serving.text_generation import PREPROCESSING_OUTPUTS, TextRequest, text_chunks, until_cancelled
+from nemo_build.serving.triton_io import (
+    FINAL,
+    BlsGeneration,
+    GenerationError,
+    bls_call,
+    error_response,
+    inputs,
+    response,
+    string_tensor,
+)
+from nemo_client.errors import InvalidRequestError
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        self.tokenizer = ModelArgs.parse(args).tokenizer()
+
+    def execute(self, requests: list) -> None:
+        for request in requests:
+            threading.Thread(target=self._serve, args=(request,), daemon=True).start()
+        return None
+
+    def _serve(self, request) -> None:
+        sender = request.get_response_sender()
+        try:
+            text_request = TextRequest.from_inputs(inputs(request))
+            preprocessed = bls_call("preprocessing", text_request.preprocessing_inputs(), PREPROCESSING_OUTPUTS)
+            generation = BlsGeneration(text_request.generation(preprocessed), request_id=str(uuid.uuid4().int >> 65))
+            chunks = until_cancelled(generation, request.is_cancelled, generation.cancel)
+            pending = None
+            for text in text_chunks(self.tokenizer, chunks, text_request.stream):
+                if pending is not None:
+                    sender.send(response({"text_output": string_tensor(pending)[None]}))
+                pending = text
+            if pending is None:
+                sender.send(flags=FINAL)
+            else:
+                sender.send(response({"text_output": string_tensor(pending)[None]}), flags=FINAL)
+        except (InvalidRequestError, GenerationError) as exc:
+            sender.send(error_response(str(exc)), flags=FINAL)
+        except Exception as exc:  # keep serving: report the failure on this request only
+            sender.send(error_response(f"internal error: {exc!r}"), flags=FINAL)

@@ -1,0 +1,22 @@
+"""Triton python model `preprocessing`: text → Tekken ids, word lists, end/pad ids (nemo_build.serving.preprocess)."""
+
+from nemo_build.serving.model_args import ModelArgs
+from nemo_build.serving.preprocess import LengthLimits, Preprocessor
+from nemo_build.serving.triton_io import error_response, inputs, response
+from nemo_client.errors import InvalidRequestError
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        model = ModelArgs.parse(args)
+        limits = LengthLimits(model.int("max_input_len"), model.int("max_seq_len"))
+        self.preprocessor = Preprocessor(model.tokenizer(), limits)
+
+    def execute(self, requests: list) -> list:
+        responses = []
+        for request in requests:
+            try:
+                responses.append(response(self.preprocessor.execute(inputs(request))))
+            except InvalidRequestError as exc:
+                responses.append(error_response(str(exc)))
+        return responses

@@ -1,0 +1,42 @@
+"""Triton python model `tensorrt_llm` (CPU): the reference runtime with in-flight batching.
+
+Each request joins the running batch of nemo_build.serving.inflight; responses stream back through
+the request's response sender. A request carrying `stop=true` ends the in-flight request with the
+same request id.
+"""
+
+from nemo_build.runtime.scheduler import ReferenceRuntime
+from nemo_build.serving.contract import GenerationRequest
+from nemo_build.serving.inflight import InflightBatcher
+from nemo_build.serving.model_args import ModelArgs
+from nemo_build.serving.tensors import scalar
+from nemo_build.serving.triton_io import FINAL, ResponseSink, error_response, inputs
+from nemo_client.errors import InvalidRequestError
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        model = ModelArgs.parse(args)
+        runtime = ReferenceRuntime.from_checkpoint(
+            model.path("checkpoint_dir"), max_batch_size=model.int("max_batch_size")
+        )
+        self.exclude_input_default = model.bool("exclude_input_in_output")
+        self.batcher = InflightBatcher(runtime)
+
+    def execute(self, requests: list) -> None:
+        for request in requests:
+            get = inputs(request)
+            sender = request.get_response_sender()
+            try:
+                if scalar(get("stop"), "stop", bool, False):
+                    self.batcher.stop(request.request_id())
+                    sender.send(flags=FINAL)
+                    continue
+                generation = GenerationRequest.from_inputs(get, exclude_input_default=self.exclude_input_default)
+                self.batcher.submit(generation, ResponseSink(request, sender), tag=request.request_id())
+            except InvalidRequestError as exc:
+                sender.send(error_response(str(exc)), flags=FINAL)
+        return None
+
+    def finalize(self) -> None:
+        self.batcher.close()

@@ -1,0 +1,54 @@
+"""One real Triton server (CPU, the bundled tritonserver) for the whole integration session.
+
+It serves the repository rendered by `nemo-build repository --target cpu` over the tiny FP8
+checkpoint of the trained NeMo-shaped model, on free loopback ports, and is always stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nemo_build.repository import TEMPLATES_DIR, RepositorySettings, render_repository
+from nemo_build.serve import TritonServer
+
+MAX_INPUT_LEN = 384
+MAX_SEQ_LEN = 4096  # long enough for a generation that outlasts the test unless cancelled
+MAX_BATCH_SIZE = 16
+
+
+@pytest.fixture(scope="session")
+def serving_checkpoint(request: pytest.FixtureRequest) -> Path:
+    """The tiny trained model's FP8 TensorRT-LLM checkpoint (from the build stage's session fixture)."""
+    try:
+        return Path(request.getfixturevalue("fp8_checkpoint_dir"))
+    except pytest.FixtureLookupError:
+        pytest.skip("the build stage's fp8_checkpoint_dir fixture is not available in tests/conftest.py yet")
+
+
+@pytest.fixture(scope="session")
+def cpu_repository(tmp_path_factory: pytest.TempPathFactory, serving_checkpoint: Path, tekken_path: Path) -> Path:
+    settings = RepositorySettings(
+        target="cpu",
+        model_dir=serving_checkpoint,
+        max_batch_size=MAX_BATCH_SIZE,
+        max_input_len=MAX_INPUT_LEN,
+        max_seq_len=MAX_SEQ_LEN,
+        served_model_name="nemo-tiny",
+    )
+    out = tmp_path_factory.mktemp("serving") / "repository"
+    render_repository(TEMPLATES_DIR, settings, tekken_path, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def triton(cpu_repository: Path) -> Iterator[TritonServer]:
+    with TritonServer(cpu_repository) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def url(triton: TritonServer) -> str:
+    return triton.grpc_url

@@ -1,0 +1,215 @@
+"""The serving stack on a real Triton (CPU): ensemble, chat, tool calls, errors, cancellation, concurrency.
+
+Every request goes over gRPC to the bundled tritonserver, through the python models, to the reference
+runtime executing the tiny trained model's FP8 checkpoint: no part of the path is simulated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nemo_build.tiny_chat import WEATHER_TOOL
+from nemo_client.tekken import Tekkenizer
+from tests.integration.conftest import MAX_BATCH_SIZE, MAX_INPUT_LEN, MAX_SEQ_LEN
+from tests.integration.triton_calls import StreamingCall, chat, chat_inputs, ensemble_inputs, infer, stream
+
+WEATHER_TOOLS = [WEATHER_TOOL]  # the tool the tiny model was trained with
+SAMPLED = {"temperature": 1.0, "top_k": 40, "seed": 1234}
+
+
+@pytest.fixture(scope="module")
+def tok(tekken_path: Path) -> Tekkenizer:
+    return Tekkenizer.from_file(tekken_path)
+
+
+def ask(content: str, **fields: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": content}], **fields}
+
+
+def completion_text(events: list[dict[str, Any]]) -> str:
+    assert len(events) == 1 and events[0]["object"] == "chat.completion", events
+    return events[0]["choices"][0]["message"]["content"]
+
+
+def streamed_text(events: list[dict[str, Any]]) -> str:
+    return "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+
+
+# ----- ensemble -------------------------------------------------------------------------------------------
+def test_preprocessing_encodes_multibyte_prompts_as_the_tokenizer_does(url: str, tok: Tekkenizer) -> None:
+    text = "天气 🌦️ الطقس naïve"
+    out = infer(url, "preprocessing", {**ensemble_inputs(text, 4), "stop_words": np.array([[b"stop"]], dtype=object)})
+    assert out["input_ids"][0].tolist() == tok.encode(text, bos=True)
+    assert out["stop_words_list"][0].tolist() == [tok.encode("stop"), [len(tok.encode("stop"))]]
+
+
+def test_ensemble_streams_the_same_text_it_returns_whole(url: str) -> None:
+    prompt = "你好，世界 🙂 مرحبا"
+    whole = stream(url, "ensemble", ensemble_inputs(prompt, 24, stream=False, **SAMPLED))
+    streamed = stream(url, "ensemble", ensemble_inputs(prompt, 24, stream=True, **SAMPLED))
+    assert whole.error is None and streamed.error is None
+    [text] = whole.texts("text_output")
+    chunks = streamed.texts("text_output")
+    assert len(chunks) > 1 and "".join(chunks) == text
+    # Every chunk is whole characters: a replacement character only where the full text has one too.
+    assert sum(chunk.count("\ufffd") for chunk in chunks) == text.count("\ufffd")
+
+
+def test_ensemble_stop_words_end_the_text(url: str, tok: Tekkenizer) -> None:
+    free = stream(url, "ensemble", ensemble_inputs("Hello", 12)).texts("text_output")[0]
+    ids = tok.encode(free)
+    stop = tok.decode(ids[3:5])
+    stopped = stream(url, "ensemble", ensemble_inputs("Hello", 12, stop_words=[stop])).texts("text_output")[0]
+    assert stopped == tok.decode(ids[:5]) and len(stopped) < len(free)
+
+
+# ----- chat --------------------------------------------------------------------------------------------------
+def test_chat_answers_from_the_trained_model(url: str) -> None:
+    assert completion_text(chat(url, ask("What is the capital of France?", temperature=0))) == (
+        "The capital of France is Paris."
+    )
+
+
+def test_chat_stream_equals_the_completion_for_the_same_seed(url: str) -> None:
+    body = ask("你好", seed=7, temperature=0.8, max_tokens=40)
+    whole = completion_text(chat(url, body))
+    events = chat(url, {**body, "stream": True, "stream_options": {"include_usage": True}})
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    pieces = [e["choices"][0]["delta"].get("content") for e in events[1:-2]]
+    assert all(piece and "\ufffd" not in piece for piece in pieces)
+    assert "".join(pieces) == whole
+    assert events[-2]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert events[-1]["usage"]["completion_tokens"] > 0
+
+
+def test_chat_multibyte_answers_are_intact_in_every_chunk(url: str) -> None:
+    for question, answer in (("你好", "你好！有什么可以帮你的吗？"), ("Привет", "Привет! Чем могу помочь?")):
+        events = chat(url, ask(question, temperature=0, stream=True))
+        pieces = [e["choices"][0]["delta"].get("content") or "" for e in events[1:-1]]
+        assert "".join(pieces) == answer
+        assert all("\ufffd" not in piece for piece in pieces)
+
+
+def test_max_tokens_finishes_with_length(url: str) -> None:
+    events = chat(url, ask("What is the capital of France?", temperature=0, max_tokens=3))
+    assert events[0]["choices"][0]["finish_reason"] == "length"
+    assert events[0]["usage"]["completion_tokens"] == 3
+
+
+def test_stop_strings_cut_the_answer(url: str) -> None:
+    whole = chat(url, ask("What is the capital of France?", temperature=0, stop=["France"]))
+    assert completion_text(whole) == "The capital of "
+    assert whole[0]["choices"][0]["finish_reason"] == "stop"
+    streamed = chat(url, ask("What is the capital of France?", temperature=0, stop="France", stream=True))
+    assert streamed_text(streamed) == "The capital of "
+
+
+def test_tool_call_then_tool_result_conversation(url: str) -> None:
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    events = chat(url, {"messages": question, "tools": WEATHER_TOOLS, "temperature": 0})
+    choice = events[0]["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    [call] = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+
+    streamed = chat(url, {"messages": question, "tools": WEATHER_TOOLS, "temperature": 0, "stream": True})
+    deltas = [d["tool_calls"][0] for e in streamed if e["choices"] and "tool_calls" in (d := e["choices"][0]["delta"])]
+    assert [d["function"]["name"] for d in deltas] == ["get_weather"]
+    assert streamed[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+    result = {"role": "tool", "tool_call_id": call["id"], "content": json.dumps({"conditions": "sunny", "celsius": 18})}
+    follow_up = chat(
+        url, {"messages": [*question, choice["message"], result], "tools": WEATHER_TOOLS, "temperature": 0}
+    )
+    answer = follow_up[0]["choices"][0]
+    assert answer["finish_reason"] == "stop" and "tool_calls" not in answer["message"]
+    assert "sunny" in answer["message"]["content"]  # the model read the tool result
+
+
+def test_tool_choice_none_hides_the_tools(url: str) -> None:
+    events = chat(url, {**ask("What is the weather in Paris?"), "tools": WEATHER_TOOLS, "tool_choice": "none"})
+    assert "tool_calls" not in events[0]["choices"][0]["message"]
+
+
+# ----- errors -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        ("{oops", None),
+        (json.dumps({**ask("hi"), "temprature": 0.5}), "temprature"),
+        (json.dumps(ask("hi", max_tokens="ten")), "max_tokens"),
+        (json.dumps(ask("word " * (MAX_INPUT_LEN + 10))), "messages"),
+    ],
+)
+def test_bad_chat_requests_get_an_error_and_the_server_keeps_serving(url: str, raw: str, param: str | None) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        good = pool.submit(chat, url, ask("Hello", temperature=0))
+        bad = pool.submit(chat, url, raw)
+        [error] = bad.result()
+        assert error["error"]["type"] == "invalid_request_error" and error["error"]["param"] == param
+        assert completion_text(good.result()) == "Hello! How can I help you today?"
+
+
+def test_wrong_tensor_types_and_over_long_prompts_are_refused_by_name(url: str) -> None:
+    wrong_type = {**ensemble_inputs("hi", 4), "max_tokens": np.array([[4.0]], dtype=np.float32)}
+    assert "max_tokens" in (stream(url, "ensemble", wrong_type).error or "")
+    too_long = stream(url, "ensemble", ensemble_inputs("word " * (MAX_INPUT_LEN + 10), 4))
+    assert "max_input_len" in (too_long.error or "")
+    assert stream(url, "ensemble", ensemble_inputs("hi", 4)).error is None
+
+
+# ----- cancellation and concurrency ---------------------------------------------------------------------------
+def long_generation(tokens: int) -> dict[str, np.ndarray]:
+    """A `tensorrt_llm` request with no end id: it runs for exactly `tokens` steps unless cancelled."""
+    return {
+        "input_ids": np.array([[1, 22177, 4304]], dtype=np.int32),
+        "input_lengths": np.array([[3]], dtype=np.int32),
+        "request_output_len": np.array([[tokens]], dtype=np.int32),
+        "streaming": np.array([[True]]),
+    }
+
+
+def test_cancellation_frees_the_batch_slots(url: str) -> None:
+    long = MAX_SEQ_LEN - 8
+    calls = [StreamingCall(url, "tensorrt_llm", long_generation(long)) for _ in range(MAX_BATCH_SIZE)]
+    for call in calls:
+        assert call.next()
+    started = time.monotonic()
+    for _ in range(10):
+        calls[0].next()
+    seconds_per_step = (time.monotonic() - started) / 10
+    for call in calls:
+        call.cancel()
+    # Every slot was taken; had the cancelled requests kept theirs, these would wait thousands of steps.
+    began = time.monotonic()
+    with ThreadPoolExecutor(MAX_BATCH_SIZE) as pool:
+        results = list(pool.map(lambda _: stream(url, "tensorrt_llm", long_generation(4)), range(MAX_BATCH_SIZE)))
+    elapsed = time.monotonic() - began
+    assert all(r.error is None and sum(o["output_ids"].size for o in r.outputs) == 4 for r in results)
+    assert elapsed < 0.25 * (long - 20) * seconds_per_step, (elapsed, seconds_per_step)
+
+    cancelled_chat = StreamingCall(url, "chat", chat_inputs(json.dumps(ask("Hello", stream=True))))
+    assert cancelled_chat.next()
+    cancelled_chat.cancel()
+    assert completion_text(chat(url, ask("Hello", temperature=0))) == "Hello! How can I help you today?"
+
+
+def test_sixteen_concurrent_streams_all_complete_correctly(url: str) -> None:
+    questions = {
+        "What is the capital of France?": "The capital of France is Paris.",
+        "What is the capital of Japan?": "The capital of Japan is Tokyo.",
+        "How many days are in a week?": "A week has seven days.",
+        "你好": "你好！有什么可以帮你的吗？",
+    }
+    asked = [list(questions)[i % len(questions)] for i in range(16)]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda q: streamed_text(chat(url, ask(q, temperature=0, stream=True))), asked))
+    assert answers == [questions[q] for q in asked]

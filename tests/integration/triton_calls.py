@@ -1,0 +1,110 @@
+"""Calls to a running Triton over gRPC with `tritonclient`, as any client would make them."""
+
+from __future__ import annotations
+
+import json
+import queue
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+
+@dataclass
+class Stream:
+    """Everything one decoupled request returned."""
+
+    outputs: list[dict[str, np.ndarray]] = field(default_factory=list)
+    error: str | None = None
+
+    def texts(self, name: str) -> list[str]:
+        return [out[name].reshape(-1)[0].decode("utf-8") for out in self.outputs if name in out]
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(text) for text in self.texts("response")]
+
+
+def tensors(inputs: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
+    out = []
+    for name, array in inputs.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        out.append(tensor)
+    return out
+
+
+class StreamingCall:
+    """One request on its own gRPC stream; `cancel()` cancels it the way clients do."""
+
+    def __init__(self, url: str, model: str, inputs: dict[str, np.ndarray], request_id: str = "") -> None:
+        self._client = grpcclient.InferenceServerClient(url)
+        self._queue: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        self._client.start_stream(callback=lambda result, error: self._queue.put((result, error)))
+        self._client.async_stream_infer(model, tensors(inputs), request_id=request_id, enable_empty_final_response=True)
+        self.result = Stream()
+
+    def next(self, timeout: float = 120) -> bool:
+        """Wait for the next response; False once the final one (or an error) arrived."""
+        result, error = self._queue.get(timeout=timeout)
+        if error is not None:
+            self.result.error = str(error)
+            return False
+        response = result.get_response()
+        outputs = {tensor.name: result.as_numpy(tensor.name) for tensor in response.outputs}
+        if outputs:
+            self.result.outputs.append(outputs)
+        return not response.parameters["triton_final_response"].bool_param
+
+    def finish(self, timeout: float = 120) -> Stream:
+        while self.next(timeout):
+            pass
+        self.close()
+        return self.result
+
+    def cancel(self) -> None:
+        self._client.stop_stream(cancel_requests=True)
+        self._client.close()
+
+    def close(self) -> None:
+        self._client.stop_stream()
+        self._client.close()
+
+
+def stream(url: str, model: str, inputs: dict[str, np.ndarray], timeout: float = 120) -> Stream:
+    return StreamingCall(url, model, inputs).finish(timeout)
+
+
+def chat(url: str, body: dict[str, Any] | str) -> list[dict[str, Any]]:
+    raw = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+    result = stream(url, "chat", chat_inputs(raw))
+    assert result.error is None, result.error
+    return result.events()
+
+
+def chat_inputs(raw: str) -> dict[str, np.ndarray]:
+    return {"request": np.array([raw.encode("utf-8")], dtype=object)}
+
+
+def infer(url: str, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    with grpcclient.InferenceServerClient(url) as client:
+        result = client.infer(model, tensors(inputs))
+        return {tensor.name: result.as_numpy(tensor.name) for tensor in result.get_response().outputs}
+
+
+def ensemble_inputs(text: str, max_tokens: int, **extra: Any) -> dict[str, np.ndarray]:
+    inputs = {
+        "text_input": np.array([[text.encode("utf-8")]], dtype=object),
+        "max_tokens": np.array([[max_tokens]], dtype=np.int32),
+    }
+    kinds = {"stream": np.bool_, "temperature": np.float32, "top_k": np.int32, "top_p": np.float32, "seed": np.uint64}
+    for name, value in extra.items():
+        if name in ("stop_words", "bad_words"):
+            inputs[name] = np.array([[w.encode("utf-8") for w in value]], dtype=object)
+        else:
+            inputs[name] = np.array([[value]], dtype=kinds[name])
+    return inputs
+
+
+__all__ = ["InferenceServerException", "Stream", "StreamingCall", "chat", "ensemble_inputs", "infer", "stream"]

@@ -1,0 +1,92 @@
+"""Build profiles → trtllm-build argv, checked against trtllm-build 1.2's real flag set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from nemo_build.errors import BuildError
+from nemo_build.profiles import DEFAULT_PROFILE, available_profiles, load_profile
+
+FLAGS = json.loads((Path(__file__).parent / "data" / "trtllm_build_1_2_flags.json").read_text())["flags"]
+
+
+def trtllm_build_parser() -> argparse.ArgumentParser:
+    """An argparse parser with exactly trtllm-build 1.2's flags: unknown flags and bad choices fail."""
+    parser = argparse.ArgumentParser(prog="trtllm-build", exit_on_error=False)
+    for name, spec in FLAGS.items():
+        names = [f"--{name}", *(f"--{a}" for a in spec.get("aliases", []))]
+        if spec["kind"] == "store_true":
+            parser.add_argument(*names, action="store_true")
+        elif spec["kind"] == "list":
+            parser.add_argument(*names, nargs="+")
+        elif spec["kind"] == "choice":
+            parser.add_argument(*names, choices=spec["choices"])
+        else:
+            parser.add_argument(*names, type=int if spec["kind"] == "int" else str)
+    return parser
+
+
+def test_the_required_profiles_exist() -> None:
+    assert {"h100-fp8-tp1", "h100-fp8-tp2-128k", "l40s-fp8-tp1", "a100-bf16-tp2"} <= set(available_profiles())
+    assert DEFAULT_PROFILE == "h100-fp8-tp1"
+
+
+@pytest.mark.parametrize("name", available_profiles())
+def test_profile_argv_is_accepted_by_trtllm_build(name: str, tmp_path: Path) -> None:
+    profile = load_profile(name)
+    argv = profile.argv(tmp_path / "ckpt", tmp_path / "engine")
+    assert argv[0] == "trtllm-build"
+    args = trtllm_build_parser().parse_args(argv[1:])
+    assert args.checkpoint_dir == str(tmp_path / "ckpt")
+    assert args.output_dir == str(tmp_path / "engine")
+    assert args.max_seq_len >= args.max_input_len
+    assert args.kv_cache_type == "paged"
+    assert args.remove_input_padding == "enable" and args.use_paged_context_fmha == "enable"
+    assert (args.use_fp8_context_fmha == "enable") == (profile.kv_cache == "fp8")
+
+
+def test_profiles_fix_what_the_issue_asks() -> None:
+    h100 = load_profile("h100-fp8-tp1")
+    long = load_profile("h100-fp8-tp2-128k")
+    a100 = load_profile("a100-bf16-tp2")
+    assert (h100.gpu, h100.precision, h100.tp) == ("H100", "fp8", 1)
+    assert (long.tp, long.flags["max_seq_len"]) == (2, 131072)
+    assert (load_profile("l40s-fp8-tp1").gpu, a100.precision, a100.tp) == ("L40S", "bf16", 2)
+
+
+def test_the_flag_table_rejects_what_trtllm_build_rejects() -> None:
+    parser = trtllm_build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--max_output_len", "10"])  # removed long before 1.2
+    with pytest.raises(argparse.ArgumentError):
+        parser.parse_args(["--gemm_plugin", "int8"])
+
+
+def test_a_profile_file_path_works_and_bad_profiles_are_explained(tmp_path: Path) -> None:
+    good = tmp_path / "mine.yaml"
+    good.write_text(load_profile("h100-fp8-tp1").path.read_text().replace("max_batch_size: 64", "max_batch_size: 8"))
+    assert load_profile(good).flags["max_batch_size"] == 8
+
+    with pytest.raises(BuildError, match="no build profile 'h200'.*h100-fp8-tp1"):
+        load_profile("h200")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\ngpu: H100\nprecision: int4\nkv_cache: bf16\ntp: 1\n"
+        "trtllm_build: {max_batch_size: 8, max_input_len: 4096, max_seq_len: 2048, output_dir: x, "
+        "use_fp8_context_fmha: enable}\n"
+    )
+    with pytest.raises(BuildError) as err:
+        load_profile(bad)
+    message = str(err.value)
+    for expected in (
+        "precision is 'int4'",
+        "trtllm_build lacks max_num_tokens",
+        "may not set output_dir",
+        "max_input_len is larger than max_seq_len",
+        "use_fp8_context_fmha needs an FP8 KV cache",
+    ):
+        assert expected in message

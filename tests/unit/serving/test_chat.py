@@ -1,0 +1,170 @@
+"""The `chat` model's logic: OpenAI request validation, prompt rendering, OpenAI responses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from nemo_build.serving.chat_session import ChatEndpoint
+from nemo_build.serving.preprocess import LengthLimits
+from nemo_client.chat_format import encode_chat
+from nemo_client.errors import InvalidRequestError
+from nemo_client.tekken import Tekkenizer
+
+USER = [{"role": "user", "content": "What is the weather in Paris?"}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+
+
+@pytest.fixture(scope="module")
+def endpoint(tok: Tekkenizer) -> ChatEndpoint:
+    return ChatEndpoint(tok, LengthLimits(256, 512), "nemo-test", supports_penalties=False)
+
+
+def body(**fields: Any) -> str:
+    return json.dumps({"messages": USER, **fields})
+
+
+def one_token_chunks(ids: list[int]) -> list[list[int]]:
+    return [[i] for i in ids]
+
+
+def run(endpoint: ChatEndpoint, raw: str, output_ids: list[int]) -> tuple[list[dict[str, Any]], list[bool]]:
+    chat = endpoint.prepare(raw)
+    cancelled: list[bool] = []
+    events = list(endpoint.respond(chat, one_token_chunks(output_ids), lambda: cancelled.append(True)))
+    return events, cancelled
+
+
+@pytest.mark.parametrize(
+    ("raw", "param", "phrase"),
+    [
+        ("{not json", "", "not valid JSON"),
+        ("[1, 2]", "", "JSON object"),
+        (body(temperature="hot"), "temperature", "must be a number"),
+        (body(temperature=3), "temperature", "[0, 2]"),
+        (body(max_tokens=0), "max_tokens", ">= 1"),
+        (body(max_tokens=True), "max_tokens", "integer"),
+        (body(stop=["a", "b", "c", "d", "e"]), "stop", "at most 4"),
+        (body(frobnicate=1), "frobnicate", "unknown field"),
+        (body(n=2), "n", "only 1"),
+        (body(stream_options={"include_usage": True}), "stream_options", "stream is true"),
+        (body(tool_choice="required"), "tool_choice", "at least one tool"),
+        (
+            body(tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}}),
+            "tool_choice.function.name",
+            "get_weather",
+        ),
+        (body(presence_penalty=0.5), "presence_penalty", "CPU reference runtime"),
+        (body(logprobs=True), "logprobs", "not supported"),
+        (body(response_format={"type": "json_object"}), "response_format", "text"),
+        (json.dumps({"messages": [{"role": "user", "content": "x " * 300}]}), "messages", "at most 256"),
+        (body(max_tokens=510), "max_tokens", "do not fit"),
+        (json.dumps({"messages": [{"role": "wizard", "content": "hi"}]}), "messages[0].role", ""),
+    ],
+)
+def test_invalid_requests_name_the_field(endpoint: ChatEndpoint, raw: str, param: str, phrase: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        endpoint.prepare(raw)
+    assert caught.value.param == param
+    assert phrase in str(caught.value)
+
+
+def test_prompt_is_rendered_on_the_server_with_tools_unless_hidden(endpoint: ChatEndpoint, tok: Tekkenizer) -> None:
+    assert endpoint.prepare(body(tools=TOOLS)).generation.input_ids == encode_chat(tok, USER, TOOLS)
+    assert endpoint.prepare(body(tools=TOOLS, tool_choice="none")).generation.input_ids == encode_chat(tok, USER)
+
+
+def test_sampling_parameters_reach_the_generation(endpoint: ChatEndpoint, tok: Tekkenizer) -> None:
+    generation = endpoint.prepare(body(temperature=0.3, top_p=0.9, seed=-1, max_tokens=7)).generation
+    assert (generation.temperature, generation.top_p, generation.max_new_tokens) == (
+        pytest.approx(0.3),
+        pytest.approx(0.9),
+        7,
+    )
+    assert generation.seed == 2**64 - 1 and generation.end_id == tok.eos_id and generation.streaming
+    assert endpoint.prepare(body(temperature=0)).generation.greedy
+    assert endpoint.prepare(body(nvext={"ignore_eos": True})).generation.end_id is None
+
+
+def test_non_streaming_completion_with_usage_and_length(endpoint: ChatEndpoint, tok: Tekkenizer) -> None:
+    output = tok.encode("Sunny, 22°C in Paris.")
+    events, _ = run(endpoint, body(max_tokens=len(output)), output)
+    assert len(events) == 1
+    completion = events[0]
+    assert completion["object"] == "chat.completion" and completion["model"] == "nemo-test"
+    assert completion["choices"][0]["message"] == {"role": "assistant", "content": "Sunny, 22°C in Paris."}
+    assert completion["choices"][0]["finish_reason"] == "length"
+    prompt_tokens = len(encode_chat(tok, USER))
+    assert completion["usage"] == {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": len(output),
+        "total_tokens": prompt_tokens + len(output),
+    }
+
+
+def test_streaming_chunks_role_first_then_content_then_finish_and_usage(
+    endpoint: ChatEndpoint, tok: Tekkenizer
+) -> None:
+    text = "你好 🙂 مرحبا"
+    events, _ = run(endpoint, body(stream=True, stream_options={"include_usage": True}), tok.encode(text))
+    assert {e["object"] for e in events} == {"chat.completion.chunk"} and len({e["id"] for e in events}) == 1
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    pieces = [e["choices"][0]["delta"]["content"] for e in events[1:-2]]
+    assert "".join(pieces) == text and all("\ufffd" not in p for p in pieces)
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == len(tok.encode(text))
+
+
+def test_stop_sequence_ends_the_text_and_the_generation(endpoint: ChatEndpoint, tok: Tekkenizer) -> None:
+    output = tok.encode("It is sunny.\nUser: and tomorrow?")
+    events, cancelled = run(endpoint, body(stop="\nUser"), output)
+    choice = events[0]["choices"][0]
+    assert choice["message"]["content"] == "It is sunny."
+    assert choice["finish_reason"] == "stop"
+    assert cancelled == [True]
+    assert events[0]["usage"]["completion_tokens"] < len(output)
+
+
+def tool_call_output(tok: Tekkenizer, calls: str) -> list[int]:
+    return [tok.control_id("[TOOL_CALLS]"), *tok.encode(calls)]
+
+
+def test_tool_calls_are_parsed_streamed_and_finish_with_tool_calls(endpoint: ChatEndpoint, tok: Tekkenizer) -> None:
+    output = tool_call_output(tok, '[{"name": "get_weather", "arguments": {"city": "Paris"}}]')
+    events, _ = run(endpoint, body(tools=TOOLS, stream=True), output)
+    calls = [d["tool_calls"][0] for e in events if "tool_calls" in (d := e["choices"][0]["delta"])]
+    assert len(calls) == 1
+    assert calls[0]["index"] == 0 and calls[0]["type"] == "function" and len(calls[0]["id"]) == 9
+    assert calls[0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    whole, _ = run(endpoint, body(tools=TOOLS), output)
+    message = whole[0]["choices"][0]["message"]
+    assert message["content"] is None and message["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def test_named_tool_choice_starts_the_call_for_the_model(endpoint: ChatEndpoint, tok: Tekkenizer) -> None:
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    chat = endpoint.prepare(body(tools=TOOLS, tool_choice=named))
+    prompt = encode_chat(tok, USER, TOOLS)
+    assert chat.generation.input_ids[: len(prompt)] == prompt
+    assert chat.generation.input_ids[len(prompt)] == tok.control_id("[TOOL_CALLS]")
+    events = list(endpoint.respond(chat, one_token_chunks(tok.encode('{"city": "Oslo"}}]')), lambda: None))
+    call = events[0]["choices"][0]["message"]["tool_calls"][0]
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
+
+
+def test_required_tool_choice_refuses_output_that_is_no_call(endpoint: ChatEndpoint, tok: Tekkenizer) -> None:
+    events, _ = run(endpoint, body(tools=TOOLS, tool_choice="required"), tok.encode("I will not call tools."))
+    assert events[-1]["error"]["param"] == "tool_choice"
+    assert "not one" in events[-1]["error"]["message"]

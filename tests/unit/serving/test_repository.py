@@ -1,0 +1,173 @@
+"""`nemo-build repository`: rendering, validation against Triton's ModelConfig, refusals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from nemo_build.errors import BuildError
+from nemo_build.repository import TEMPLATES_DIR, add_repository_parser, run_repository
+
+MODELS = ["chat", "ensemble", "postprocessing", "preprocessing", "tensorrt_llm"]
+
+
+def parse_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="nemo-build")
+    add_repository_parser(parser.add_subparsers())
+    return parser.parse_args(["repository", *argv])
+
+
+def load(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+@pytest.fixture
+def engine_dir(tmp_path: Path) -> Path:
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    build = {"max_batch_size": 64, "max_input_len": 8192, "max_seq_len": 16384}
+    (engine / "config.json").write_text(json.dumps({"build_config": build}))
+    return engine
+
+
+@pytest.fixture
+def checkpoint_dir(tmp_path: Path) -> Path:
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(
+        json.dumps({"architecture": "LlamaForCausalLM", "max_position_embeddings": 1024})
+    )
+    return checkpoint
+
+
+def render(tmp_path: Path, tekken_path: Path, *argv: str) -> Path:
+    out = tmp_path / "repo"
+    assert run_repository(parse_args("--tokenizer", str(tekken_path), "--out", str(out), *argv)) == 0
+    return out
+
+
+def test_gpu_repository_serves_the_engine_with_inflight_batching(
+    tmp_path: Path, tekken_path: Path, engine_dir: Path
+) -> None:
+    out = render(tmp_path, tekken_path, "--target", "gpu", "--engine", str(engine_dir), "--no-kv-cache-reuse")
+    assert sorted(p.name for p in out.iterdir()) == MODELS
+    config = load(out / "tensorrt_llm" / "config.pbtxt")
+    params = {key: value.string_value for key, value in config.parameters.items()}
+    assert config.backend == "tensorrtllm" and config.model_transaction_policy.decoupled
+    assert config.max_batch_size == 64
+    assert params["gpt_model_type"] == "inflight_fused_batching"
+    assert params["gpt_model_path"] == str(engine_dir.resolve())
+    assert params["kv_cache_free_gpu_mem_fraction"] == "0.9"
+    assert params["batch_scheduler_policy"] == "max_utilization"
+    assert params["enable_chunked_context"] == "true" and params["enable_kv_cache_reuse"] == "false"
+    assert params["cancellation_check_period_ms"] == "100"
+    assert (out / "tensorrt_llm" / "1").is_dir() and not (out / "tensorrt_llm" / "1" / "model.py").exists()
+    pre = {key: value.string_value for key, value in load(out / "preprocessing" / "config.pbtxt").parameters.items()}
+    assert (pre["max_input_len"], pre["max_seq_len"]) == ("8192", "16384")
+    assert (out / pre["tokenizer_file"]).read_bytes() == tekken_path.read_bytes()
+
+
+def test_cpu_and_gpu_tensorrt_llm_expose_the_same_tensors(
+    tmp_path: Path, tekken_path: Path, engine_dir: Path, checkpoint_dir: Path
+) -> None:
+    gpu = render(tmp_path / "g", tekken_path, "--target", "gpu", "--engine", str(engine_dir))
+    cpu = render(tmp_path / "c", tekken_path, "--target", "cpu", "--checkpoint", str(checkpoint_dir))
+    gpu_config, cpu_config = load(gpu / "tensorrt_llm" / "config.pbtxt"), load(cpu / "tensorrt_llm" / "config.pbtxt")
+    assert cpu_config.backend == "python" and (cpu / "tensorrt_llm" / "1" / "model.py").is_file()
+    assert list(cpu_config.input) == list(gpu_config.input)
+    assert list(cpu_config.output) == list(gpu_config.output)
+    names = {tensor.name for tensor in cpu_config.input}
+    assert {"input_ids", "request_output_len", "end_id", "streaming", "seed", "stop_words_list", "stop"} <= names
+    cpu_params = {key: value.string_value for key, value in cpu_config.parameters.items()}
+    assert cpu_params["checkpoint_dir"] == str(checkpoint_dir.resolve())
+    assert cpu_config.max_batch_size == 16  # the CPU default; lengths from the checkpoint
+    pre = load(cpu / "preprocessing" / "config.pbtxt").parameters
+    assert (pre["max_input_len"].string_value, pre["max_seq_len"].string_value) == ("512", "1024")
+
+
+def test_flags_override_the_engine_limits(tmp_path: Path, tekken_path: Path, engine_dir: Path) -> None:
+    out = render(
+        tmp_path, tekken_path, "--target", "gpu", "--engine", str(engine_dir), "--max-batch-size", "8",
+        "--preprocessing-instances", "3",
+    )  # fmt: skip
+    assert load(out / "tensorrt_llm" / "config.pbtxt").max_batch_size == 8
+    assert load(out / "preprocessing" / "config.pbtxt").instance_group[0].count == 3
+
+
+def copy_templates(tmp_path: Path) -> Path:
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates, ignore=shutil.ignore_patterns("__pycache__"))
+    return templates
+
+
+def test_an_unfilled_placeholder_is_refused_and_nothing_is_written(
+    tmp_path: Path, tekken_path: Path, checkpoint_dir: Path
+) -> None:
+    templates = copy_templates(tmp_path)
+    config = templates / "postprocessing" / "config.pbtxt"
+    config.write_text(config.read_text() + 'parameters { key: "x" value: { string_value: "${no_such_value}" } }\n')
+    out = tmp_path / "repo"
+    args = parse_args(
+        "--target", "cpu", "--checkpoint", str(checkpoint_dir), "--tokenizer", str(tekken_path), "--out", str(out),
+        "--templates", str(templates),
+    )  # fmt: skip
+    with pytest.raises(BuildError, match="no_such_value"):
+        run_repository(args)
+    assert not out.exists()
+
+
+def test_a_config_triton_cannot_parse_is_refused(tmp_path: Path, tekken_path: Path, checkpoint_dir: Path) -> None:
+    templates = copy_templates(tmp_path)
+    config = templates / "chat" / "config.pbtxt"
+    config.write_text(config.read_text().replace("max_batch_size: 0", "max_batch_size: zero"))
+    out = tmp_path / "repo"
+    args = parse_args(
+        "--target", "cpu", "--checkpoint", str(checkpoint_dir), "--tokenizer", str(tekken_path), "--out", str(out),
+        "--templates", str(templates),
+    )  # fmt: skip
+    with pytest.raises(BuildError, match="not a valid Triton model config"):
+        run_repository(args)
+
+
+@pytest.mark.parametrize(
+    ("argv", "phrase"),
+    [
+        (["--target", "gpu", "--checkpoint", "{ckpt}"], "pass --engine"),
+        (["--target", "cpu", "--engine", "{engine}"], "pass --checkpoint"),
+        (["--target", "gpu", "--engine", "{ckpt}"], "build_config"),
+        (["--target", "cpu", "--checkpoint", "{engine}"], "not a TensorRT-LLM checkpoint"),
+        (["--target", "cpu", "--checkpoint", "{ckpt}", "--max-input-len", "4096"], "must exceed max_input_len"),
+    ],
+)
+def test_wrong_inputs_are_refused_with_what_is_accepted(
+    tmp_path: Path, tekken_path: Path, engine_dir: Path, checkpoint_dir: Path, argv: list[str], phrase: str
+) -> None:
+    argv = [a.format(ckpt=checkpoint_dir, engine=engine_dir) for a in argv]
+    with pytest.raises(BuildError, match=phrase):
+        run_repository(parse_args(*argv, "--tokenizer", str(tekken_path), "--out", str(tmp_path / "repo")))
+
+
+def test_an_existing_repository_is_not_overwritten(tmp_path: Path, tekken_path: Path, checkpoint_dir: Path) -> None:
+    out = tmp_path / "repo"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(BuildError, match="not empty"):
+        run_repository(
+            parse_args(
+                "--target",
+                "cpu",
+                "--checkpoint",
+                str(checkpoint_dir),
+                "--tokenizer",
+                str(tekken_path),
+                "--out",
+                str(out),
+            )
+        )
+    assert (out / "keep.txt").read_text() == "mine"

@@ -1,0 +1,67 @@
+"""Streamed text of the `ensemble` and stop sequences of `chat`: correct text in every chunk."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nemo_build.serving.stop_strings import StopStringMatcher
+from nemo_build.serving.text_generation import text_chunks, until_cancelled
+from nemo_client.tekken import Tekkenizer
+
+MULTILINGUAL = "Hello, 世界! مرحبا بالعالم 🙂👩‍💻 naïve café — done."
+
+
+def split(ids: list[int], cuts: list[int]) -> list[list[int]]:
+    points = sorted({c % (len(ids) + 1) for c in cuts})
+    bounds = [0, *points, len(ids)]
+    return [ids[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 10_000), max_size=12))
+def test_streamed_chunks_are_whole_characters_and_join_to_the_text(tok: Tekkenizer, cuts: list[int]) -> None:
+    ids = tok.encode(MULTILINGUAL)
+    chunks = list(text_chunks(tok, split(ids, cuts), stream=True))
+    assert "".join(chunks) == MULTILINGUAL
+    assert all("\ufffd" not in chunk for chunk in chunks)
+
+
+def test_one_token_at_a_time_keeps_spaces_and_multibyte_characters(tok: Tekkenizer) -> None:
+    ids = tok.encode(MULTILINGUAL)
+    chunks = list(text_chunks(tok, ([i] for i in ids), stream=True))
+    assert "".join(chunks) == MULTILINGUAL
+    assert len(chunks) < len(ids)  # some tokens were partial characters and were held back
+    assert list(text_chunks(tok, ([i] for i in ids), stream=False)) == [MULTILINGUAL]
+
+
+def test_cancellation_stops_the_chunks_and_ends_the_generation() -> None:
+    cancelled: list[bool] = []
+    chunks = iter([[1], [2], [3], [4]])
+    seen = []
+    for ids in until_cancelled(chunks, lambda: len(seen) >= 2, lambda: cancelled.append(True)):
+        seen.append(ids)
+    assert seen == [[1], [2]] and cancelled == [True]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 60), max_size=8))
+def test_stop_sequence_split_anywhere_cuts_the_text_before_it(cuts: list[int]) -> None:
+    text = "The answer is 42.\nUser: more?"
+    points = sorted({c % (len(text) + 1) for c in cuts})
+    pieces = [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
+    matcher = StopStringMatcher(["\nUser:", "never"])
+    out = "".join(matcher.feed(piece) for piece in pieces) + matcher.flush()
+    assert out == "The answer is 42."
+    assert matcher.stopped
+
+
+def test_text_that_only_starts_like_a_stop_sequence_is_released() -> None:
+    matcher = StopStringMatcher(["STOP"])
+    assert matcher.feed("go ST") == "go "
+    assert matcher.feed("ILL") == "STILL"
+    assert matcher.feed(" ST") == " "
+    assert matcher.flush() == "ST"
+    assert not matcher.stopped
