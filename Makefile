@@ -8,7 +8,7 @@ CONSTRAINTS := requirements/constraints.txt
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint format bench clean demo helm image
+.PHONY: help setup test test-reliability lint format bench clean demo helm image engine serve gateway
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 test: setup lint ## lint, then run the whole test suite (unit, integration on a real Triton, chart)
 	$(BIN)/python -m pytest tests --ignore=tests/bench $(PYTEST_ARGS)
 
+test-reliability: setup ## reliability at full length (minutes-long 64-stream soak, faults, 400-example fuzz) on a real CPU Triton
+	NEMO_RELIABILITY=full $(BIN)/python -m pytest tests/reliability -rxX $(PYTEST_ARGS)
+
 lint: setup ## ruff check + format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -42,6 +45,18 @@ helm: setup ## render, lint and validate the Helm chart against Kubernetes 1.33 
 
 image: ## build the serving image (needs docker and access to nvcr.io)
 	docker build -t mistral-nemo-trtllm:0.1.0 .
+
+REPO ?= artifacts/demo/repository
+serve: setup ## start Triton on a rendered repository (REPO=dir from `nemo-build repository`; default: the demo's)
+	$(BIN)/nemo-serve --model-repository $(REPO)
+
+TRITON_URL ?= localhost:8001
+gateway: setup ## start the OpenAI-compatible gateway in front of Triton (TRITON_URL=host:port)
+	$(BIN)/nemo-gateway --triton-url $(TRITON_URL)
+
+engine: ## on a GPU host: make engine MODEL_DIR=/path/to/Mistral-NeMo [PROFILE=h100-fp8-tp1] [OUT=artifacts/engine-build]
+	@test -n "$(MODEL_DIR)" || { echo "make engine: set MODEL_DIR=<Hugging Face Mistral NeMo directory>" >&2; exit 2; }
+	scripts/make_engine.sh "$(MODEL_DIR)" "$(or $(PROFILE),h100-fp8-tp1)" "$(or $(OUT),artifacts/engine-build)"
 
 demo: setup ## the whole stack on CPU with the tiny model: build, FP8 calibrate, serve, chat, tools, OpenAI SDK
 	$(BIN)/python -m nemo_build.demo

@@ -29,6 +29,7 @@ _BUILD_INPUTS = (
     "source.py",
     "trtllm_config.py",
     "manifest.py",
+    "verify.py",
     "data/calibration.jsonl",
 )
 _TEST_CACHE = Path(__file__).resolve().parents[1] / "artifacts" / "test-cache"

@@ -20,10 +20,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from nemo_build.serve import TritonServer, free_port
 from nemo_client import NemoClient
 from nemo_client.tekken import default_tekken_path
-
-from nemo_build.serve import TritonServer, free_port
 
 SERVED_NAME = "mistralai/mistral-nemo-12b-instruct"
 WEATHER = {"Paris": {"conditions": "sunny", "celsius": 18}, "Tokyo": {"conditions": "rainy", "celsius": 12}}

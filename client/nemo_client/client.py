@@ -232,11 +232,14 @@ class AsyncCompletions:
         inputs = completion_inputs(params)
         model = params.get("model") or self._client.model or self._client.text_model
         request_id, responses = await self._client._responses(self._client.text_model, inputs, params.get("timeout"))
-        texts = _texts(responses)
+        pieces = _text_pieces(responses)
         if params.get("stream"):
-            return AsyncStream(_completion_chunks(texts, model, request_id), request_id)
-        text = "".join([piece async for piece in texts])
-        return _completion(request_id, model, text)
+            return AsyncStream(_completion_chunks(pieces, model, request_id), request_id)
+        text, finish_reason = [], "stop"
+        async for piece, reason in pieces:
+            text.append(piece)
+            finish_reason = reason or finish_reason
+        return _completion(request_id, model, "".join(text), finish_reason)
 
 
 class AsyncModels:
@@ -310,11 +313,13 @@ async def _parsed(responses: AsyncIterator[dict[str, Any]], parse: Callable[[Any
         await responses.aclose()  # type: ignore[attr-defined]
 
 
-async def _texts(responses: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+async def _text_pieces(responses: AsyncIterator[dict[str, Any]]) -> AsyncIterator[tuple[str, str | None]]:
+    """(text, finish reason) per ``ensemble`` response; the reason comes with the last one only."""
     try:
         async for outputs in responses:
-            for raw in outputs.get("text_output", []):
-                yield raw.decode("utf-8")
+            text = b"".join(outputs.get("text_output", [])).decode("utf-8")
+            reasons = outputs.get("finish_reason")
+            yield text, reasons[0].decode("utf-8") if reasons else None
     finally:
         await responses.aclose()  # type: ignore[attr-defined]
 
@@ -326,9 +331,10 @@ async def _single(items: AsyncIterator[T]) -> T:
     return results[0]
 
 
-def _completion(request_id: str, model: str, text: str, finish_reason: str | None = "stop") -> Completion:
-    return Completion.model_validate(
-        {
+def _completion(request_id: str, model: str, text: str, finish_reason: str | None) -> Completion:
+    # construct, not validate: OpenAI's own SDK builds stream chunks (finish_reason None) the same way.
+    return Completion.construct(
+        **{
             "id": f"cmpl-{request_id}",
             "object": "text_completion",
             "created": int(time.time()),
@@ -338,11 +344,12 @@ def _completion(request_id: str, model: str, text: str, finish_reason: str | Non
     )
 
 
-async def _completion_chunks(texts: AsyncIterator[str], model: str, request_id: str) -> AsyncIterator[Completion]:
-    async for text in texts:
-        if text:
-            yield _completion(request_id, model, text, finish_reason=None)
-    yield _completion(request_id, model, "", finish_reason="stop")
+async def _completion_chunks(
+    pieces: AsyncIterator[tuple[str, str | None]], model: str, request_id: str
+) -> AsyncIterator[Completion]:
+    async for text, finish_reason in pieces:
+        if text or finish_reason:
+            yield _completion(request_id, model, text, finish_reason)
 
 
 # ----- sync -----------------------------------------------------------------------------------------------
@@ -355,12 +362,19 @@ class _LoopThread:
         self._thread.start()
 
     def run(self, coroutine: Awaitable[T]) -> T:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("the sync NemoClient cannot be called from its own event loop; use AsyncNemoClient")
         future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
         try:
             return future.result()
         except BaseException:
             future.cancel()
             raise
+
+    def submit(self, coroutine: Awaitable[Any]) -> None:
+        """Schedule without waiting: safe from any thread, the loop's own included (e.g. a finalizer)."""
+        if self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
 
     def stop(self) -> None:
         if self._loop.is_running():
@@ -388,6 +402,10 @@ class Stream(Generic[T]):
         except StopAsyncIteration:
             self._closed = True
             raise StopIteration from None
+        except BaseException:
+            # The stream ended with an error (or the caller was interrupted): release it on the server.
+            self.close()
+            raise
 
     def close(self) -> None:
         if not self._closed:
@@ -401,10 +419,12 @@ class Stream(Generic[T]):
         self.close()
 
     def __del__(self) -> None:
+        # A stream dropped without close() is cancelled on the server. The garbage collector may run this
+        # on any thread, the loop's own included, so it must schedule the close and never wait for it.
         if not getattr(self, "_closed", True):
-            # Best effort: at interpreter shutdown the loop may already be gone.
-            with contextlib.suppress(Exception):
-                self.close()
+            self._closed = True
+            with contextlib.suppress(Exception):  # at interpreter shutdown the loop may be gone
+                self._loop.submit(self._stream.aclose())
 
 
 class NemoClient:

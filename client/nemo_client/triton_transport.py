@@ -85,10 +85,10 @@ def build_request(model: str, inputs: Mapping[str, TensorValue], request_id: str
             tensor.shape.extend(value.shape)
             request.raw_input_contents.append(np.ascontiguousarray(value).tobytes())
         else:
-            values = list(value.reshape(-1)) if isinstance(value, np.ndarray) else list(value)
+            array = value if isinstance(value, np.ndarray) else np.array(list(value), dtype=object)
             tensor.datatype = "BYTES"
-            tensor.shape.extend([len(values)])
-            request.raw_input_contents.append(encode_bytes_tensor(values))
+            tensor.shape.extend(array.shape)
+            request.raw_input_contents.append(encode_bytes_tensor(list(array.reshape(-1))))
     return request
 
 
@@ -132,6 +132,8 @@ def error_from_message(message: str) -> APIError:
         return NotFoundError(message)
     if "is not ready" in message:
         return UnavailableError(message)
+    if "unexpected shape" in message or "unexpected datatype" in message or "unexpected inference input" in message:
+        return BadRequestError(message)
     return ServerError(message)
 
 
@@ -159,6 +161,11 @@ class TritonTransport:
             options = [
                 ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+                # gRPC's default reconnect backoff grows to minutes: after a Triton restart the client
+                # would keep failing long after the server is back. Retry the connection every 0.25-2 s.
+                ("grpc.initial_reconnect_backoff_ms", 250),
+                ("grpc.min_reconnect_backoff_ms", 250),
+                ("grpc.max_reconnect_backoff_ms", 2000),
             ]
             if self._ssl:
                 self._channel = grpc.aio.secure_channel(self.url, grpc.ssl_channel_credentials(), options=options)

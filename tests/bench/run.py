@@ -1,7 +1,10 @@
 """`make bench`: run every benchmark module side by side and regenerate docs/BENCHMARKS.md.
 
 Each ``tests/bench/bench_*.py`` exposes ``run() -> dict`` with ``title`` and ``markdown`` (and its raw
-``data``). Numbers in the report come only from this run; a benchmark that fails is reported as failed.
+``data``). A benchmark that draws writes its PNGs into :data:`PLOTS_DIR` and links them from its markdown
+as ``benchmarks/<name>.png``. Numbers in the report come only from this run; a benchmark that fails is
+reported as failed. The GPU section is built from the ``nemo-bench`` result files of an H100 run kept
+under ``docs/gpu/`` (see docs/BENCHMARKING.md), and says how to produce them when there are none.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "docs" / "BENCHMARKS.md"
 RAW = ROOT / "docs" / "benchmarks.json"
+PLOTS_DIR = ROOT / "docs" / "benchmarks"
+GPU_RESULTS = ROOT / "docs" / "gpu"
+GPU_WORKLOADS = ("isl128-osl128", "isl1000-osl1000", "isl2048-osl2048")
 PACKAGES = ["tiktoken", "mistral_common", "torch", "nvidia-modelopt", "transformers", "nvidia-pytriton", "tritonclient"]
 
 
@@ -44,8 +50,46 @@ def _machine() -> list[str]:
     ]
 
 
+def _gpu_section() -> str:
+    """The H100 figures from ``docs/gpu/<workload>/results.json`` (written by nemo-bench), or how to get them."""
+    from nemo_client.bench.metrics import LevelSummary
+    from nemo_client.bench.report import console_table
+
+    lines = [
+        "## GPU figures (H100, TensorRT-LLM engines)",
+        "Produced on a GPU host with the recipe in [BENCHMARKING.md](BENCHMARKING.md): build the default "
+        "profile, serve it, then for each workload run "
+        "`nemo-bench --grpc-url HOST:8001 --input-tokens N --output-tokens N --concurrency 1,8,32,64,128,256 "
+        "--out docs/gpu/islN-oslN` and copy `docs/gpu/` here; `make bench` then renders the tables below from "
+        "those files. BENCHMARKING.md compares them with the published Llama-3.1-8B FP8 figures and the "
+        "decode roofline.",
+    ]
+    machine = GPU_RESULTS / "machine.txt"
+    if machine.is_file():
+        lines.append("GPU run on: " + " ".join(machine.read_text(encoding="utf-8").split()))
+    found = False
+    for workload in GPU_WORKLOADS:
+        results = GPU_RESULTS / workload / "results.json"
+        if not results.is_file():
+            continue
+        found = True
+        document = json.loads(results.read_text(encoding="utf-8"))
+        levels = [LevelSummary.from_dict(level) for level in document["levels"]]
+        plot = GPU_RESULTS / workload / "results.png"
+        lines.append(f"### {workload} (started {document['settings'].get('started', '?')})")
+        lines.append("```\n" + console_table(levels) + "\n```")
+        if plot.is_file():
+            lines.append(f"![{workload}](gpu/{workload}/results.png)")
+    if not found:
+        lines.append(
+            f"_No GPU result files in this checkout ({GPU_RESULTS.relative_to(ROOT)}/<workload>/results.json)._"
+        )
+    return "\n\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     names = argv or sorted(p.stem for p in Path(__file__).parent.glob("bench_*.py"))
+    PLOTS_DIR.mkdir(parents=True, exist_ok=True)
     sections, raw, failed = [], {}, []
     for name in names:
         print(f"== {name}", flush=True)
@@ -69,6 +113,7 @@ def main(argv: list[str]) -> int:
             "in the same process.",
             "\n".join(_machine()),
             *sections,
+            _gpu_section(),
         ]
     )
     REPORT.parent.mkdir(parents=True, exist_ok=True)

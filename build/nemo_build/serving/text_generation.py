@@ -114,6 +114,23 @@ def text_chunks(tokenizer: Tekkenizer, chunks: Iterable[list[int]], stream: bool
         yield tail
 
 
+class CountedChunks:
+    """Passes generated id chunks through and counts the ids, to tell a length stop from a natural one."""
+
+    def __init__(self, chunks: Iterable[list[int]]) -> None:
+        self._chunks = chunks
+        self.generated = 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for ids in self._chunks:
+            self.generated += len(ids)
+            yield ids
+
+    def finish_reason(self, max_tokens: int) -> str:
+        """OpenAI's ``finish_reason`` of a completion: ``length`` when the budget ran out."""
+        return "length" if self.generated >= max_tokens else "stop"
+
+
 def until_cancelled(
     chunks: Iterable[list[int]], is_cancelled: Callable[[], bool], cancel: Callable[[], None]
 ) -> Iterator[list[int]]:

@@ -7,7 +7,13 @@ import threading
 import uuid
 
 from nemo_build.serving.model_args import ModelArgs
-from nemo_build.serving.text_generation import PREPROCESSING_OUTPUTS, TextRequest, text_chunks, until_cancelled
+from nemo_build.serving.text_generation import (
+    PREPROCESSING_OUTPUTS,
+    CountedChunks,
+    TextRequest,
+    text_chunks,
+    until_cancelled,
+)
 from nemo_build.serving.triton_io import (
     FINAL,
     BlsGeneration,
@@ -36,16 +42,18 @@ class TritonPythonModel:
             text_request = TextRequest.from_inputs(inputs(request))
             preprocessed = bls_call("preprocessing", text_request.preprocessing_inputs(), PREPROCESSING_OUTPUTS)
             generation = BlsGeneration(text_request.generation(preprocessed), request_id=str(uuid.uuid4().int >> 65))
-            chunks = until_cancelled(generation, request.is_cancelled, generation.cancel)
+            chunks = CountedChunks(until_cancelled(generation, request.is_cancelled, generation.cancel))
             pending = None
             for text in text_chunks(self.tokenizer, chunks, text_request.stream):
                 if pending is not None:
                     sender.send(response({"text_output": string_tensor(pending)[None]}))
                 pending = text
-            if pending is None:
-                sender.send(flags=FINAL)
-            else:
-                sender.send(response({"text_output": string_tensor(pending)[None]}), flags=FINAL)
+            # The last response always carries the finish reason (and the last text, possibly empty).
+            final = {
+                "text_output": string_tensor(pending or "")[None],
+                "finish_reason": string_tensor(chunks.finish_reason(text_request.max_tokens))[None],
+            }
+            sender.send(response(final), flags=FINAL)
         except (InvalidRequestError, GenerationError) as exc:
             sender.send(error_response(str(exc)), flags=FINAL)
         except Exception as exc:  # keep serving: report the failure on this request only

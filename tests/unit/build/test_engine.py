@@ -91,7 +91,7 @@ def test_serving_refuses_engines_from_another_gpu_or_version(fp8_checkpoint_dir:
     assert check_engine_compatible(engine_dir, H100.name, "1.2.1")["inputs"] == inputs
     with pytest.raises(BuildError, match="built on NVIDIA H100 80GB HBM3, this GPU is NVIDIA L40S"):
         check_engine_compatible(engine_dir, "NVIDIA L40S", "1.2.1")
-    with pytest.raises(BuildError, match="TensorRT-LLM 1.2.1, this is 1.3.0"):
+    with pytest.raises(BuildError, match=r"TensorRT-LLM 1\.2\.1, this is 1\.3\.0"):
         check_engine_compatible(engine_dir, H100.name, "1.3.0")
     with pytest.raises(BuildError, match="no engine build manifest"):
         check_engine_compatible(tmp_path, H100.name, "1.2.1")

@@ -71,7 +71,7 @@ def test_a_profile_file_path_works_and_bad_profiles_are_explained(tmp_path: Path
     good.write_text(load_profile("h100-fp8-tp1").path.read_text().replace("max_batch_size: 64", "max_batch_size: 8"))
     assert load_profile(good).flags["max_batch_size"] == 8
 
-    with pytest.raises(BuildError, match="no build profile 'h200'.*h100-fp8-tp1"):
+    with pytest.raises(BuildError, match=r"no build profile 'h200'.*h100-fp8-tp1"):
         load_profile("h200")
     bad = tmp_path / "bad.yaml"
     bad.write_text(

@@ -1,0 +1,1 @@
+"""``nemo-bench``: load generation and NIM-style serving metrics against a Mistral NeMo deployment."""
