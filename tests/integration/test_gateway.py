@@ -1,0 +1,221 @@
+"""nemo-gateway on a real HTTP socket in front of the real Triton: the official openai SDK, SSE,
+OpenAI error bodies, auth, body limits, readiness, disconnects and metrics."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from nemo_build.tiny_chat import WEATHER_TOOL
+from nemo_client import NemoClient
+from nemo_client.gateway.app import GatewaySettings, create_app
+from tests.integration.conftest import MAX_BATCH_SIZE, MAX_SEQ_LEN
+from tests.integration.test_client import seconds_per_token
+
+SERVED = "nemo-tiny"
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+PARIS_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_gateway(settings: GatewaySettings) -> Iterator[str]:
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def gateway(url: str) -> Iterator[str]:
+    with running_gateway(GatewaySettings(triton_url=url, served_model_name=SERVED, max_body_bytes=64 * 1024)) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def sdk(gateway: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def direct(url: str) -> Iterator[NemoClient]:
+    with NemoClient(url, timeout=120) as client:
+        yield client
+
+
+def test_openai_sdk_chat_equals_nemo_client(sdk: openai.OpenAI, direct: NemoClient) -> None:
+    for params in ({"temperature": 0}, {"temperature": 1.0, "seed": 11}):
+        via_gateway = sdk.chat.completions.create(model=SERVED, messages=FRANCE, **params)
+        via_grpc = direct.chat.completions.create(messages=FRANCE, **params)
+        assert via_gateway.choices[0].message.content == via_grpc.choices[0].message.content
+        assert via_gateway.choices[0].finish_reason == "stop"
+        assert via_gateway.usage == via_grpc.usage
+        assert via_gateway.model == via_grpc.model
+
+
+def test_openai_sdk_streaming(sdk: openai.OpenAI, direct: NemoClient) -> None:
+    whole = direct.chat.completions.create(messages=FRANCE, temperature=0).choices[0].message.content
+    chunks = list(sdk.chat.completions.create(model=SERVED, messages=FRANCE, temperature=0, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(c.usage is None for c in chunks), "usage only when stream_options asks for it"
+    with_usage = list(
+        sdk.chat.completions.create(
+            model=SERVED, messages=FRANCE, temperature=0, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert with_usage[-1].usage is not None and with_usage[-1].usage.completion_tokens > 0
+
+
+def test_openai_sdk_tool_round_trip(sdk: openai.OpenAI, direct: NemoClient) -> None:
+    reply = sdk.chat.completions.create(model=SERVED, messages=PARIS_WEATHER, tools=[WEATHER_TOOL], temperature=0)
+    assert reply.choices[0].finish_reason == "tool_calls"
+    [call] = reply.choices[0].message.tool_calls
+    same = direct.chat.completions.create(messages=PARIS_WEATHER, tools=[WEATHER_TOOL], temperature=0)
+    assert (call.function.name, call.function.arguments) == (
+        same.choices[0].message.tool_calls[0].function.name,
+        same.choices[0].message.tool_calls[0].function.arguments,
+    )
+    streamed = list(
+        sdk.chat.completions.create(
+            model=SERVED, messages=PARIS_WEATHER, tools=[WEATHER_TOOL], temperature=0, stream=True
+        )
+    )
+    deltas = [d for c in streamed if c.choices for d in c.choices[0].delta.tool_calls or []]
+    assert [d.function.name for d in deltas] == ["get_weather"]
+    result = {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"conditions": "sunny", "celsius": 18})}
+    answer = sdk.chat.completions.create(
+        model=SERVED,
+        messages=[*PARIS_WEATHER, reply.choices[0].message.model_dump(exclude_none=True), result],
+        tools=[WEATHER_TOOL],
+        temperature=0,
+    )
+    assert "sunny" in answer.choices[0].message.content
+
+
+def test_openai_sdk_completions_and_models(sdk: openai.OpenAI, direct: NemoClient) -> None:
+    text = sdk.completions.create(model=SERVED, prompt="Hello", max_tokens=8, temperature=0)
+    assert (
+        text.choices[0].text == direct.completions.create(prompt="Hello", max_tokens=8, temperature=0).choices[0].text
+    )
+    assert text.choices[0].finish_reason == "length"
+    assert [m.id for m in sdk.models.list()] == [SERVED]
+
+
+def test_errors_are_openai_bodies_with_status_codes(gateway: str, sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.chat.completions.create(model=SERVED, messages=[{"role": "robot", "content": "hi"}])
+    assert raised.value.status_code == 400
+    assert raised.value.body["param"] == "messages[0].role" and raised.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk.chat.completions.create(model="gpt-4o", messages=FRANCE)
+    assert "gpt-4o" in missing.value.body["message"]
+    bad_json = httpx.post(
+        f"{gateway}/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"}
+    )
+    assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]["message"]
+    too_big = httpx.post(
+        f"{gateway}/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 70_000}]}
+    )
+    assert too_big.status_code == 413 and "limit" in too_big.json()["error"]["message"]
+    unknown = httpx.post(f"{gateway}/v1/completions", json={"prompt": "hi", "best_of": 3})
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "best_of"
+    # The server kept serving through all of that.
+    assert sdk.chat.completions.create(model=SERVED, messages=FRANCE, temperature=0).choices[0].message.content
+
+
+def test_api_key(url: str) -> None:
+    settings = GatewaySettings(triton_url=url, served_model_name=SERVED, api_key="s3cret")
+    with running_gateway(settings) as base:
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{base}/v1", api_key="wrong", max_retries=0).models.list()
+        good = openai.OpenAI(base_url=f"{base}/v1", api_key="s3cret", max_retries=0)
+        assert good.chat.completions.create(model=SERVED, messages=FRANCE, temperature=0).choices[0].message.content
+        assert httpx.get(f"{base}/v1/health/live").status_code == 200, "probes need no key"
+
+
+def test_503_with_a_clear_body_while_triton_is_unreachable() -> None:
+    settings = GatewaySettings(triton_url=f"127.0.0.1:{_free_port()}", served_model_name=SERVED)
+    with running_gateway(settings) as base:
+        assert httpx.get(f"{base}/v1/health/live").status_code == 200
+        ready = httpx.get(f"{base}/v1/health/ready", timeout=30)
+        assert ready.status_code == 503 and "not reachable" in ready.json()["message"]
+        chat = httpx.post(f"{base}/v1/chat/completions", json={"messages": FRANCE}, timeout=30)
+        assert chat.status_code == 503
+        assert (
+            chat.json()["error"]["type"] == "service_unavailable" and "unreachable" in chat.json()["error"]["message"]
+        )
+
+
+def test_client_disconnect_cancels_the_upstream_request(gateway: str, sdk: openai.OpenAI, direct: NemoClient) -> None:
+    endless = {
+        "model": SERVED,
+        "messages": FRANCE,
+        "stream": True,
+        "max_tokens": MAX_SEQ_LEN - 64,
+        "nvext": {"ignore_eos": True},
+    }
+    seconds_per_step = seconds_per_token(direct)
+    clients = [httpx.Client(timeout=60) for _ in range(MAX_BATCH_SIZE)]
+    responses = []
+    for client in clients:
+        response = client.send(
+            client.build_request("POST", f"{gateway}/v1/chat/completions", json=endless), stream=True
+        )
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))
+        responses.append((response, lines))
+    for (response, _), client in zip(responses, clients, strict=True):
+        response.close()
+        client.close()
+    # Every batch slot was held by a stream thousands of tokens long; only cancellation frees them.
+    began = time.monotonic()
+    with ThreadPoolExecutor(MAX_BATCH_SIZE) as pool:
+        answers = list(
+            pool.map(
+                lambda _: sdk.chat.completions.create(model=SERVED, messages=FRANCE, temperature=0, timeout=60),
+                range(MAX_BATCH_SIZE),
+            )
+        )
+    assert all(a.choices[0].message.content == "The capital of France is Paris." for a in answers)
+    assert time.monotonic() - began < 0.25 * (MAX_SEQ_LEN - 100) * seconds_per_step
+
+
+def test_metrics_count_requests_tokens_and_first_token_latency(gateway: str, sdk: openai.OpenAI) -> None:
+    list(sdk.chat.completions.create(model=SERVED, messages=FRANCE, temperature=0, stream=True))
+    metrics = httpx.get(f"{gateway}/v1/metrics").text
+    samples = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in metrics.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples['nemo_gateway_requests_total{endpoint="chat",status="200"}'] >= 1
+    assert samples['nemo_gateway_requests_total{endpoint="chat",status="400"}'] >= 0
+    assert samples["nemo_gateway_completion_tokens_total"] > 0
+    assert samples["nemo_gateway_prompt_tokens_total"] > 0
+    assert samples["nemo_gateway_time_to_first_token_seconds_count"] >= 1
+    assert samples["nemo_gateway_in_flight_requests"] == 0
