@@ -307,10 +307,19 @@ async def _parsed(responses: AsyncIterator[dict[str, Any]], parse: Callable[[Any
             for raw in outputs.get("response", []):
                 body = json.loads(raw)
                 if "error" in body:
+                    # The server has finished this request: read its final response rather than
+                    # cancelling a stream that is about to end.
+                    with contextlib.suppress(APIError, asyncio.TimeoutError):
+                        await asyncio.wait_for(_drain(responses), timeout=5)
                     raise error_from_body(body)
                 yield parse(body)
     finally:
         await responses.aclose()  # type: ignore[attr-defined]
+
+
+async def _drain(items: AsyncIterator[Any]) -> None:
+    async for _ in items:
+        pass
 
 
 async def _text_pieces(responses: AsyncIterator[dict[str, Any]]) -> AsyncIterator[tuple[str, str | None]]:

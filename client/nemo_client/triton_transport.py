@@ -210,30 +210,38 @@ class TritonTransport:
                 await done.wait()
 
             call = self.stub.ModelStreamInfer(requests(), timeout=_remaining(deadline), metadata=self._metadata)
-            received = 0
+            received, complete = 0, False
             try:
                 async for message in call:
                     if message.error_message:
                         raise error_from_message(message.error_message)
                     response = message.infer_response
-                    final = response.parameters["triton_final_response"].bool_param
                     if response.outputs:
                         received += 1
                         yield decode_outputs(response)
-                    if final:
-                        return
+                    if response.parameters["triton_final_response"].bool_param:
+                        # Half-close our side and let the server end the stream: cancelling a stream
+                        # that is already complete races with Triton's own clean-up.
+                        complete = True
+                        finished.set()
+                if complete:
+                    return
                 if received == 0:
                     raise UnavailableError("Triton closed the stream without answering")
                 raise StreamInterruptedError(f"the stream ended after {received} responses without a final one")
             except grpc.aio.AioRpcError as error:
                 retryable = error.code() == grpc.StatusCode.UNAVAILABLE and received == 0
+                if complete:
+                    return
                 if not retryable or attempt >= self._retry.max_retries:
                     raise error_from_rpc(error, after_responses=received) from None
                 await _sleep_before(deadline, self._retry.backoff(attempt))
                 attempt += 1
             finally:
                 finished.set()
-                call.cancel()
+                if not complete:
+                    # Abandoned midway (closed, broken, timed out): cancel the request on the server.
+                    call.cancel()
 
 
 def deadline_after(timeout: float | None) -> float:

@@ -123,6 +123,13 @@ class ReferenceModel:
         self._q_size = c.num_heads * c.head_size
         self._kv_size = c.num_kv_heads * c.head_size
         self._fp8_kv = c.kv_cache_quant_algo == "FP8"
+        # Rows of the output layer that are all zero give a logit of exactly 0 whatever the input, so the
+        # projection only needs the others. Real checkpoints have none; the trained tiny model zeroes the
+        # rows of every id it never emits (all but ~100 of 131072), and without this the CPU step time
+        # would be a 131072-wide matmul that batching cannot amortise.
+        live = weights.lm_head.abs().sum(dim=1).nonzero().flatten()
+        self._live_rows = live if len(live) < len(weights.lm_head) // 2 else None
+        self._live_head = weights.lm_head[live] if self._live_rows is not None else None
 
     @property
     def vocab_size(self) -> int:
@@ -149,7 +156,12 @@ class ReferenceModel:
         return h + _linear(F.silu(_linear(x, layer.fc)) * _linear(x, layer.gate), layer.proj)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return _rms_norm(hidden, self.weights.final_norm, self.config.norm_epsilon) @ self.weights.lm_head.T
+        normed = _rms_norm(hidden, self.weights.final_norm, self.config.norm_epsilon)
+        if self._live_rows is None:
+            return normed @ self.weights.lm_head.T
+        logits = normed.new_zeros(*normed.shape[:-1], self.weights.lm_head.shape[0])
+        logits[..., self._live_rows] = normed @ self._live_head.T
+        return logits
 
     @torch.inference_mode()
     def prefill(self, slot: int, token_ids: list[int], all_logits: bool = False) -> torch.Tensor:

@@ -151,3 +151,20 @@ def test_tp2_checkpoint_merges_into_the_same_weights(trained_model_dir: Path, tm
     for la, lb in zip(a.layers, b.layers, strict=True):
         for name in ("qkv", "dense", "fc", "gate", "proj"):
             assert torch.equal(getattr(la, name).weight, getattr(lb, name).weight), name
+
+
+def test_output_rows_that_are_all_zero_are_skipped_exactly(bf16_checkpoint_dir: Path) -> None:
+    weights = load_weights(bf16_checkpoint_dir)
+    keep = torch.randperm(weights.lm_head.shape[0], generator=torch.Generator().manual_seed(1))[:100]
+    sparse_head = torch.zeros_like(weights.lm_head)
+    sparse_head[keep] = weights.lm_head[keep]
+    weights.lm_head = sparse_head
+    model = ReferenceModel(weights)
+    hidden = torch.randn(3, weights.lm_head.shape[1], generator=torch.Generator().manual_seed(2))
+    normed = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + model.config.norm_epsilon)
+    expected = (normed * weights.final_norm) @ sparse_head.T
+    got = model.logits(hidden)
+    assert torch.allclose(got, expected, atol=1e-6, rtol=1e-6)
+    dropped = torch.ones(sparse_head.shape[0], dtype=torch.bool)
+    dropped[keep] = False
+    assert torch.count_nonzero(got[:, dropped]) == 0

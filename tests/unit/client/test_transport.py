@@ -6,11 +6,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
 import pytest
-from tritonclient.grpc import service_pb2
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from nemo_client import NemoClient
 from nemo_client.errors import (
@@ -97,8 +98,8 @@ def test_server_down_gives_unavailable_after_bounded_retries() -> None:
 
 
 @pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server that accepts connections and never answers: every call hangs until its deadline."""
+def silent_tcp_peer() -> Iterator[int]:
+    """A TCP server that accepts connections and never speaks: the HTTP/2 handshake never completes."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -123,8 +124,37 @@ def silent_server() -> Iterator[int]:
     listener.close()
 
 
-def test_deadline_covers_the_whole_call(silent_server: int) -> None:
-    with NemoClient(f"127.0.0.1:{silent_server}", max_retries=0) as client:
+class _HangingInference(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """A KServe-v2 gRPC server that takes requests and never answers them."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    def ModelStreamInfer(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        next(request_iterator)
+        self.release.wait(30)
+        return iter(())
+
+
+@pytest.fixture
+def hanging_grpc_server() -> Iterator[int]:
+    release = threading.Event()
+    server = grpc.server(ThreadPoolExecutor(4))
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(_HangingInference(release), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield port
+    release.set()
+    server.stop(grace=None)
+
+
+def test_a_peer_that_never_completes_the_handshake_is_unavailable(silent_tcp_peer: int) -> None:
+    with NemoClient(f"127.0.0.1:{silent_tcp_peer}", max_retries=0) as client, pytest.raises(UnavailableError):
+        client.chat.completions.create(messages=[{"role": "user", "content": "hi"}], timeout=60)
+
+
+def test_deadline_covers_the_whole_call(hanging_grpc_server: int) -> None:
+    with NemoClient(f"127.0.0.1:{hanging_grpc_server}", max_retries=0) as client:
         start = time.monotonic()
         with pytest.raises(DeadlineExceededError):
             client.chat.completions.create(messages=[{"role": "user", "content": "hi"}], timeout=0.5)
