@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from nemo_build.stub_supervisor import StubSupervisor
+
 NGC_IMAGE = "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_READY_TIMEOUT_S = 300.0
@@ -148,6 +150,9 @@ def triton_arguments(repository: Path, host: str, ports: Ports) -> list[str]:
         f"--metrics-port={ports.metrics}",
         "--allow-gpu-metrics=false",
         "--exit-timeout-secs=5",
+        # Explicit model control (every model loaded at start) lets the stub supervisor reload a model.
+        "--model-control-mode=explicit",
+        "--load-model=*",
     ]
 
 
@@ -215,6 +220,7 @@ class TritonServer:
         self.image = image
         self.grace_s = grace_s
         self._process: subprocess.Popen[bytes] | None = None
+        self.supervisor: StubSupervisor | None = None
 
     @property
     def grpc_url(self) -> str:
@@ -300,12 +306,18 @@ class TritonServer:
                     f"log {self.log_path}:\n{self.log_tail()}"
                 )
             if self.is_ready():
+                if self.launcher != "docker":  # a container's processes are not ours to watch
+                    self.supervisor = StubSupervisor(self._process.pid, self.http_url)
+                    self.supervisor.start()
                 return
             time.sleep(0.25)
         raise ServeError(f"tritonserver not ready after {timeout_s:.0f} s; log {self.log_path}:\n{self.log_tail()}")
 
     def stop(self) -> int | None:
         """SIGTERM, wait up to the grace period, then SIGKILL the process group. Returns the status."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
         process, self._process = self._process, None
         if process is None:
             return None

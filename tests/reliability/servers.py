@@ -145,21 +145,3 @@ def process_group_rss_mib(group: int) -> float:
         if fields is not None and int(fields[2]) == group:
             total += int(fields[21]) * page  # field 24 (rss, pages) of /proc/PID/stat
     return total / 2**20
-
-
-def stub_pids(group: int, model: str) -> list[int]:
-    """The python backend stub processes serving ``model`` in a server's process group."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is None or int(fields[2]) != group:
-            continue
-        with contextlib.suppress(OSError):
-            argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-            # The stub's arguments: the model file <repository>/<model>/<version>/model.py first.
-            is_stub = len(argv) > 1 and argv[0].endswith(b"triton_python_backend_stub")
-            if is_stub and Path(argv[1].decode()).parts[-3:-2] == (model,):
-                found.append(int(entry.name))
-    return found

@@ -17,12 +17,12 @@ import httpx
 import pytest
 
 from nemo_build.serve import TritonServer
+from nemo_build.stub_supervisor import stub_processes
 from nemo_client import NemoClient
 from nemo_client.client import AsyncNemoClient
 from nemo_client.errors import APIError, UnavailableError
 from tests.reliability import traffic
 from tests.reliability.conftest import Stack, start_stack
-from tests.reliability.servers import stub_pids
 
 LONG = traffic.ask(
     "Hello", stream=True, stream_options={"include_usage": True}, max_tokens=3000, temperature=1.0,
@@ -136,15 +136,9 @@ def test_triton_killed_mid_stream_then_restarted(healthy: Stack) -> None:
         assert answer.json()["choices"][0]["message"]["content"] == "Hello! How can I help you today?"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Triton's python backend restarts a dead stub only for non-decoupled models, and ModelReady keeps "
-    "answering true: the decoupled `chat` model answers every request with \"Stub process 'chat_0_0' is not "
-    'healthy" until Triton restarts. Needs a supervisor in nemo-serve (reload the model or restart Triton).',
-)
 def test_killed_chat_stub_makes_the_model_unready_then_recovers(healthy: Stack) -> None:
     group = healthy.triton._process.pid  # type: ignore[union-attr]
-    (stub,) = stub_pids(group, "chat")
+    (stub,) = stub_processes(group)["chat"]
     os.kill(stub, signal.SIGKILL)
     with NemoClient(healthy.grpc_url, timeout=30, max_retries=0) as client:
         _poll(lambda: not client.health().models["chat"], "Triton never reported `chat` unready", UNREADY_POLLS)
