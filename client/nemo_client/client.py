@@ -209,18 +209,23 @@ class AsyncChatCompletions:
         return await self.create_from_body(chat_request_body(params, self._client.model), timeout=params.get("timeout"))
 
     async def create_from_body(
-        self, body: Mapping[str, Any], *, timeout: float | None = None
-    ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
-        """Send an already-built OpenAI request body as it is (the gateway's path); the server validates it."""
+        self, body: Mapping[str, Any], *, timeout: float | None = None, raw: bool = False
+    ) -> Any:
+        """Send an already-built OpenAI request body as it is (the gateway's path); the server validates it.
+
+        With ``raw`` the results are the server's JSON objects (dicts), not typed objects: a proxy that
+        only forwards them skips building and dumping pydantic models.
+        """
         request_id, responses = await self._client._responses(
             self._client.chat_model, {"request": [json.dumps(body, ensure_ascii=False)]}, timeout
         )
         if body.get("stream"):
-            stream = AsyncStream(_parsed(responses, ChatCompletionChunk.model_validate), request_id)
+            parse_chunk = _as_is if raw else ChatCompletionChunk.model_validate
+            stream = AsyncStream(_parsed(responses, parse_chunk), request_id)
             # A refused request raises here rather than at the first read, so that callers (and the
             # gateway's status code) learn of it before they start streaming.
             return await stream.started()
-        return await _single(_parsed(responses, ChatCompletion.model_validate))
+        return await _single(_parsed(responses, _as_is if raw else ChatCompletion.model_validate))
 
 
 class AsyncCompletions:
@@ -315,6 +320,10 @@ async def _parsed(responses: AsyncIterator[dict[str, Any]], parse: Callable[[Any
                 yield parse(body)
     finally:
         await responses.aclose()  # type: ignore[attr-defined]
+
+
+def _as_is(body: Any) -> Any:
+    return body
 
 
 async def _drain(items: AsyncIterator[Any]) -> None:

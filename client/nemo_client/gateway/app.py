@@ -32,9 +32,8 @@ from nemo_client.gateway.metrics import GatewayMetrics
 
 logger = logging.getLogger("nemo_gateway")
 DEFAULT_SERVED_MODEL_NAME = "mistralai/mistral-nemo-12b-instruct"
-ChunkShaper = Callable[[Any], "tuple[dict[str, Any] | None, bool]"]
+ChunkShaper = Callable[[dict[str, Any]], "tuple[dict[str, Any] | None, bool]"]
 """Turns a stream item into the SSE payload (None to skip it) and says whether it carries a token."""
-_OPEN_PATHS = {"/v1/health/live", "/v1/health/ready", "/v1/metrics", "/v1/version"}
 
 
 @dataclass(frozen=True)
@@ -61,14 +60,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     app = FastAPI(title="Mistral NeMo gateway", version=_version(), lifespan=lifespan)
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next: Any) -> Response:
-        if settings.api_key and request.url.path not in _OPEN_PATHS:
-            header = request.headers.get("authorization", "")
-            if header != f"Bearer {settings.api_key}":
-                error = AuthenticationError("missing or wrong API key: send 'Authorization: Bearer <key>'")
-                return _error_response(error, metrics, request.url.path)
-        return await call_next(request)
+    def authorize(request: Request) -> None:
+        if settings.api_key and request.headers.get("authorization", "") != f"Bearer {settings.api_key}":
+            raise AuthenticationError("missing or wrong API key: send 'Authorization: Bearer <key>'")
 
     async def answer(endpoint: str, started: float, call: Awaitable[Any], shape: ChunkShaper) -> Response:
         """Run one upstream call and turn its result, stream or not, into the HTTP response."""
@@ -82,15 +76,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             events = _server_sent_events(result, shape, metrics, endpoint, started)
             return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         metrics.in_flight.dec()
-        _count_usage(metrics, result.usage)
+        payload = _payload(result)
+        _count_usage(metrics, payload.get("usage"))
         metrics.requests.labels(endpoint, "200").inc()
         metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
-        return JSONResponse(result.model_dump(mode="json", exclude_unset=True))
+        return JSONResponse(payload)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         started = time.perf_counter()
         try:
+            authorize(request)
             body = await _json_body(request, settings.max_body_bytes)
             _check_model(body, settings.served_model_name)
             wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -98,7 +94,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 # Usage is always asked for so that the token metrics see streams; the caller gets it
                 # only when they asked for it.
                 body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
-            call = state["client"].chat.completions.create_from_body(body, timeout=settings.request_timeout_s)
+            call = state["client"].chat.completions.create_from_body(body, timeout=settings.request_timeout_s, raw=True)
             return await answer("chat", started, call, _chat_chunk_shaper(metrics, wants_usage))
         except APIError as error:
             return _error_response(error, metrics, "chat")
@@ -107,6 +103,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def completions(request: Request) -> Response:
         started = time.perf_counter()
         try:
+            authorize(request)
             body = await _json_body(request, settings.max_body_bytes)
             _check_model(body, settings.served_model_name)
             call = state["client"].completions.create(**_completion_params(body), timeout=settings.request_timeout_s)
@@ -115,7 +112,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             return _error_response(error, metrics, "completions")
 
     @app.get("/v1/models")
-    async def models() -> Response:
+    async def models(request: Request) -> Response:
+        try:
+            authorize(request)
+        except APIError as error:
+            return _error_response(error, metrics, "models")
         return JSONResponse(
             {
                 "object": "list",
@@ -193,21 +194,27 @@ def _completion_params(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _chat_chunk_shaper(metrics: GatewayMetrics, wants_usage: bool) -> ChunkShaper:
-    def shape(chunk: Any) -> tuple[dict[str, Any] | None, bool]:
-        if chunk.usage is not None:
-            _count_usage(metrics, chunk.usage)
+    def shape(chunk: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+        if chunk.get("usage") is not None:
+            _count_usage(metrics, chunk["usage"])
             if not wants_usage:
-                if not chunk.choices:
+                if not chunk.get("choices"):
                     return None, False
-                chunk = chunk.model_copy(update={"usage": None})
-        has_token = any(c.delta.content or c.delta.tool_calls for c in chunk.choices)
-        return chunk.model_dump(mode="json", exclude_unset=True), has_token
+                chunk = {key: value for key, value in chunk.items() if key != "usage"}
+        deltas = [choice.get("delta") or {} for choice in chunk.get("choices") or []]
+        return chunk, any(delta.get("content") or delta.get("tool_calls") for delta in deltas)
 
     return shape
 
 
-def _completion_chunk_shaper(chunk: Any) -> tuple[dict[str, Any] | None, bool]:
-    return chunk.model_dump(mode="json", exclude_unset=True), bool(chunk.choices and chunk.choices[0].text)
+def _completion_chunk_shaper(chunk: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+    choices = chunk.get("choices") or []
+    return chunk, bool(choices and choices[0].get("text"))
+
+
+def _payload(item: Any) -> dict[str, Any]:
+    """The JSON object of a result: the server's own dict, or a typed object dumped as the SDK would."""
+    return item if isinstance(item, dict) else item.model_dump(mode="json", exclude_unset=True)
 
 
 async def _server_sent_events(
@@ -217,7 +224,7 @@ async def _server_sent_events(
     status, waiting_for_first_token = "200", True
     try:
         async for chunk in stream:
-            payload, has_token = shape(chunk)
+            payload, has_token = shape(_payload(chunk))
             if has_token and waiting_for_first_token:
                 metrics.time_to_first_token.observe(time.perf_counter() - started)
                 waiting_for_first_token = False
@@ -239,10 +246,10 @@ def _event(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, ensure_ascii=False).encode("utf-8") + b"\n\n"
 
 
-def _count_usage(metrics: GatewayMetrics, usage: Any) -> None:
-    if usage is not None:
-        metrics.prompt_tokens.inc(usage.prompt_tokens or 0)
-        metrics.completion_tokens.inc(usage.completion_tokens or 0)
+def _count_usage(metrics: GatewayMetrics, usage: dict[str, Any] | None) -> None:
+    if usage:
+        metrics.prompt_tokens.inc(usage.get("prompt_tokens") or 0)
+        metrics.completion_tokens.inc(usage.get("completion_tokens") or 0)
 
 
 def _error_response(error: APIError, metrics: GatewayMetrics, endpoint: str) -> JSONResponse:
