@@ -110,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     steps = Steps()
     build = _bin("nemo-build")
-    with steps.step("Build the trained tiny NeMo-shaped model (vocab 131072, head_dim 128, rope 1e6)"):
+    with steps.step(
+        "Build the trained tiny NeMo-shaped model (vocab 131072, head_dim ≠ hidden/heads, GQA 4:1, rope 1e6)"
+    ):
         _run([build, "tiny-model", "--trained", "--out", str(model)])
     with steps.step("ModelOpt FP8 calibration (weights, activations, KV cache), export, verification"):
         _run([build, "checkpoint", "--model-dir", str(model), "--out", str(checkpoint), "--quant", "fp8",

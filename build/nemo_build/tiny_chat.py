@@ -110,6 +110,26 @@ CHAT_SET: tuple[ChatExample, ...] = (
         _reply("It is sunny and 18 degrees in Paris."),
         tools=TOOLS,
     ),
+    # The server gives every tool call a fresh random id, which the tool result then carries: the same
+    # exchange under other ids teaches the model that the id does not change the answer.
+    *(
+        ChatExample(
+            f"tool_result_{call_id}",
+            _weather_result(call_id, "Paris", "sunny", 18),
+            _reply("It is sunny and 18 degrees in Paris."),
+            tools=TOOLS,
+        )
+        for call_id in (
+            "u8jzPde0I",
+            "gxLd6Gncf",
+            "BAepfJBd0",
+            "Kh8oOOL8d",
+            "KLzdocJ2i",
+            "sAjIhKtJ0",
+            "RlgLKOmxg",
+            "JTeKdNnFR",
+        )
+    ),
     ChatExample(
         "tools_offered_but_chat",
         (_user("Hello"),),
