@@ -9,8 +9,6 @@ runtime (``--verify``), write the manifest, and only then move it into place.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 
 from nemo_build import manifest as mf
+from nemo_build.atomic_dir import atomic_directory
 from nemo_build.calibration import DEFAULT_CALIB_SEQ_LEN, DEFAULT_CALIB_SIZE, CalibrationSet, load_calibration
 from nemo_build.errors import BuildError
 from nemo_build.quantize import (
@@ -137,9 +136,7 @@ def _build(
         model = calibrate(model, config, calib.samples)
         timings["calibration_s"] = time.perf_counter() - started
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as staging:
         started = time.perf_counter()
         export_checkpoint(model, staging, options.tp)
         timings["export_s"] = time.perf_counter() - started
@@ -188,12 +185,6 @@ def _build(
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         mf.write_manifest(staging, manifest)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return CheckpointResult(out_dir, True, manifest, checks, source.warnings)
 
 

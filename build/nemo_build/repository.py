@@ -16,11 +16,11 @@ import json
 import re
 import shutil
 import string
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from nemo_build.atomic_dir import atomic_directory
 from nemo_build.errors import BuildError
 
 TARGETS = ("gpu", "cpu")
@@ -176,17 +176,10 @@ def render_repository(templates: Path, settings: RepositorySettings, tokenizer: 
     if not model_dirs:
         raise BuildError(f"{templates} holds no model templates")
 
-    staging = Path(tempfile.mkdtemp(prefix=".repository-", dir=out.parent if out.parent.exists() else None))
-    try:
+    with atomic_directory(out) as staging:
         for model_dir in model_dirs:
             _render_model(model_dir, settings.target, values, staging / model_dir.name)
         shutil.copy2(tokenizer, staging / TOKENIZER_FILE)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            out.rmdir()
-        shutil.move(str(staging), str(out))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return [path.name for path in model_dirs]
 
 

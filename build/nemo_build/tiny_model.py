@@ -8,12 +8,12 @@ with an index, ``tekken.json`` beside them. Small: 2 layers, hidden 64. Determin
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import MistralConfig, MistralForCausalLM
 
+from nemo_build.atomic_dir import atomic_directory
 from nemo_build.errors import BuildError
 
 TINY_CONFIG = {
@@ -54,15 +54,7 @@ def save_model_dir(model: MistralForCausalLM, out_dir: Path, tekken_path: Path, 
         raise BuildError(f"{out_dir} exists and is not empty; pass --force to replace it")
     if not Path(tekken_path).is_file():
         raise BuildError(f"Tekken file {tekken_path} does not exist")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as staging:
         model.to(torch.bfloat16).save_pretrained(staging, max_shard_size=SHARD_SIZE)
         shutil.copyfile(tekken_path, staging / "tekken.json")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return out_dir
