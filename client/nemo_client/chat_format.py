@@ -225,20 +225,26 @@ def _tool_calls(message: Mapping[str, Any], where: str) -> list[_Call]:
     calls = []
     for i, call in enumerate(raw):
         path = f"{where}.tool_calls[{i}]"
-        if not isinstance(call, Mapping):
-            raise InvalidRequestError(path, "must be an object with 'id', 'type' and 'function'")
-        if call.get("type", "function") != "function":
-            raise InvalidRequestError(f"{path}.type", f"must be 'function', got {call.get('type')!r}")
+        function = _function_of(call, path, "{'id', 'type': 'function', 'function': {'name', 'arguments'}}")
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:
             raise InvalidRequestError(f"{path}.id", "is required: a non-empty string")
-        function = call.get("function")
-        if not isinstance(function, Mapping):
-            raise InvalidRequestError(f"{path}.function", "must be an object with 'name' and 'arguments'")
         name = _function_name(function.get("name"), f"{path}.function.name")
         arguments = _arguments(function.get("arguments"), f"{path}.function.arguments")
         calls.append(_Call(name=name, arguments=arguments, model_id=to_model_tool_call_id(call_id)))
     return calls
+
+
+def _function_of(item: Any, where: str, shape: str) -> Mapping[str, Any]:
+    """The ``function`` object of a tool or a tool call, once its envelope is checked."""
+    if not isinstance(item, Mapping):
+        raise InvalidRequestError(where, f"must be an object {shape}")
+    if item.get("type", "function") != "function":
+        raise InvalidRequestError(f"{where}.type", f"must be 'function', got {item.get('type')!r}")
+    function = item.get("function")
+    if not isinstance(function, Mapping):
+        raise InvalidRequestError(f"{where}.function", f"is required: an object, as in {shape}")
+    return function
 
 
 def _function_name(name: Any, param: str) -> str:
@@ -310,13 +316,7 @@ def _tools_json(tools: Sequence[Mapping[str, Any]] | None) -> str | None:
     seen: set[str] = set()
     for i, tool in enumerate(tools):
         where = f"tools[{i}]"
-        if not isinstance(tool, Mapping):
-            raise InvalidRequestError(where, "must be an object {'type': 'function', 'function': {...}}")
-        if tool.get("type", "function") != "function":
-            raise InvalidRequestError(f"{where}.type", f"must be 'function', got {tool.get('type')!r}")
-        function = tool.get("function")
-        if not isinstance(function, Mapping):
-            raise InvalidRequestError(f"{where}.function", "is required: an object with at least 'name'")
+        function = _function_of(tool, where, "{'type': 'function', 'function': {'name', ...}}")
         name = _function_name(function.get("name"), f"{where}.function.name")
         if name in seen:
             raise InvalidRequestError(f"{where}.function.name", f"{name!r} is defined twice")
