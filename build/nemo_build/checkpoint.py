@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+import nemo_build
 from nemo_build import manifest as mf
 from nemo_build.atomic_dir import atomic_directory
 from nemo_build.calibration import DEFAULT_CALIB_SEQ_LEN, DEFAULT_CALIB_SIZE, CalibrationSet, load_calibration
@@ -219,7 +220,7 @@ def _versions() -> dict[str, str]:
         name: version(dist) for name, dist in (("modelopt", "nvidia-modelopt"), ("transformers", "transformers"))
     } | {
         "torch": torch.__version__,
-        "nemo_build": version("mistral-nemo-trtllm"),
+        "nemo_build": nemo_build.__version__,
     }
 
 
