@@ -44,7 +44,7 @@ def _tiny_model(args: argparse.Namespace) -> int:
 
 
 def add_tiny_model(sub: argparse._SubParsersAction) -> None:
-    from nemo_build.tiny_train import DEFAULT_STEPS
+    from nemo_build.tiny_chat import DEFAULT_STEPS
 
     p = sub.add_parser(
         "tiny-model",
@@ -123,9 +123,9 @@ def add_checkpoint(sub: argparse._SubParsersAction) -> None:
 
 def _engine(args: argparse.Namespace) -> int:
     from nemo_build.engine import build_engine
-    from nemo_build.profiles import load_profile
+    from nemo_build.profiles import load_profile, parse_flag_overrides
 
-    profile = load_profile(args.profile)
+    profile = load_profile(args.profile).with_flags(parse_flag_overrides(args.set))
     built = build_engine(args.checkpoint, args.out, profile)
     print(f"engines: {args.out} ({'built' if built else 'up to date, nothing to do'}) with profile {profile.name}")
     return 0
@@ -145,6 +145,14 @@ def add_engine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="engine directory to write")
     p.add_argument(
         "--profile", default=DEFAULT_PROFILE, help=f"profile name or .yaml path (default: {DEFAULT_PROFILE})"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FLAG=VALUE",
+        help="override one trtllm-build flag of the profile, e.g. --set max_batch_size=128 (repeatable; the "
+        "result is validated like a profile file)",
     )
     p.set_defaults(handler=_engine)
 

@@ -52,6 +52,12 @@ class Profile:
             args += [f"--{flag}", _flag_value(value)]
         return args
 
+    def with_flags(self, overrides: dict[str, Any]) -> Profile:
+        """This profile with some `trtllm_build` flags replaced, validated as a profile file would be."""
+        raw = self.as_dict()
+        raw["trtllm_build"] = {**self.flags, **overrides}
+        return _parse(raw, self.path)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -68,6 +74,19 @@ def _flag_value(value: Any) -> str:
     if isinstance(value, bool):
         return "enable" if value else "disable"
     return str(value)
+
+
+def parse_flag_overrides(assignments: list[str]) -> dict[str, Any]:
+    """`FLAG=VALUE` strings (values read as YAML scalars, as in a profile file) → flag name → value."""
+    overrides: dict[str, Any] = {}
+    for assignment in assignments:
+        flag, sep, text = assignment.partition("=")
+        if not sep or not flag or flag.startswith("-"):
+            raise BuildError(
+                f"--set {assignment!r}: write FLAG=VALUE with a trtllm-build flag name, e.g. max_batch_size=128"
+            )
+        overrides[flag] = yaml.safe_load(text) if text else ""
+    return overrides
 
 
 def available_profiles() -> list[str]:

@@ -59,11 +59,10 @@ class RepositorySettings:
         for name in ("max_batch_size", "max_input_len", "max_seq_len"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} {getattr(self, name)} (must be >= 1)")
-        if self.max_seq_len <= self.max_input_len:
-            problems.append(
-                f"max_seq_len {self.max_seq_len} must exceed max_input_len {self.max_input_len} "
-                "(room for at least one generated token)"
-            )
+        # trtllm-build keeps max_input_len as given, equal to max_seq_len included (the profiles' choice: any
+        # prompt length up to the sequence limit); a prompt of max_seq_len tokens is refused per request.
+        if self.max_input_len > self.max_seq_len:
+            problems.append(f"max_input_len {self.max_input_len} may not exceed max_seq_len {self.max_seq_len}")
         for name in ("preprocessing_instances", "postprocessing_instances"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} {getattr(self, name)} (must be >= 1)")
@@ -163,14 +162,20 @@ def _model_source(model_dir: Path, target: str) -> Path:
     return model_dir
 
 
-def render_repository(templates: Path, settings: RepositorySettings, tokenizer: Path, out: Path) -> list[str]:
-    """Render `templates` into `out` (which must not exist or be empty). Returns the model names."""
+def render_repository(
+    templates: Path, settings: RepositorySettings, tokenizer: Path, out: Path, replace: bool = False
+) -> list[str]:
+    """Render `templates` into `out`. Returns the model names.
+
+    `out` must not exist or be empty, unless `replace`: then the new repository is written beside it and
+    swapped in only when complete, so a server reading it never sees half of one.
+    """
     if not templates.is_dir():
         raise BuildError(f"template directory {templates} does not exist")
     if not tokenizer.is_file():
         raise BuildError(f"tokenizer file {tokenizer} does not exist (pass the model's tekken.json)")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise BuildError(f"{out} already exists and is not empty; remove it or pass another --out")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not replace)):
+        raise BuildError(f"{out} already exists and is not empty; pass --replace, remove it or pass another --out")
     values = settings.values()
     model_dirs = sorted(path for path in templates.iterdir() if path.is_dir())
     if not model_dirs:
@@ -222,6 +227,9 @@ def add_repository_parser(subparsers: Any) -> argparse.ArgumentParser:
     source.add_argument("--checkpoint", type=Path, help="checkpoint directory from `nemo-build checkpoint` (cpu)")
     parser.add_argument("--tokenizer", type=Path, required=True, help="the model's tekken.json")
     parser.add_argument("--out", type=Path, required=True, help="where to write the repository (new or empty)")
+    parser.add_argument(
+        "--replace", action="store_true", help="replace an existing --out (the new one is swapped in when complete)"
+    )
     parser.add_argument("--templates", type=Path, default=TEMPLATES_DIR, help="template dir (%(default)s)")
     parser.add_argument("--max-batch-size", type=int, help="concurrent sequences (gpu: engine's; cpu: 16)")
     parser.add_argument("--max-input-len", type=int, help="longest prompt in tokens (gpu: engine's)")
@@ -275,7 +283,7 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
 def run_repository(args: argparse.Namespace) -> int:
     """Handler of `nemo-build repository`."""
     settings = settings_from_args(args)
-    models = render_repository(args.templates, settings, args.tokenizer, args.out)
+    models = render_repository(args.templates, settings, args.tokenizer, args.out, replace=args.replace)
     summary = {key: value for key, value in asdict(settings).items() if key != "model_dir"}
     print(f"wrote {args.out} ({', '.join(models)}) with {json.dumps(summary, default=str)}")
     return 0

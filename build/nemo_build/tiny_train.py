@@ -17,10 +17,9 @@ from tqdm import tqdm
 from transformers import MistralForCausalLM
 
 from nemo_build.errors import BuildError
-from nemo_build.tiny_chat import CHAT_SET, encode_example
+from nemo_build.tiny_chat import CHAT_SET, DEFAULT_STEPS, encode_example
 from nemo_build.tiny_model import random_tiny_model
 
-DEFAULT_STEPS = 250
 LEARNING_RATE = 1e-2
 
 

@@ -109,7 +109,7 @@ MATRIX: list[Case] = [
                 "image.digest": "sha256:" + "ab" * 32,
                 "image.pullSecrets": ["ngc", "registry"],
                 "engine.profile": "h100-fp8-tp2-128k",
-                "engine.checkpointArgs": ["--calib-dataset", "/cache/calib"],
+                "engine.checkpointArgs": ["--calib-data", "/cache/calib"],
                 "engineBuild.mode": "initContainer",
                 "model.download.tokenSecret.name": "hf-token",
                 "model.download.endpoint": "https://hf-mirror.example.com",

@@ -460,7 +460,9 @@ def test_build_job_is_renamed_when_its_spec_changes() -> None:
     """A Job's pod template is immutable: a changed build must be a new Job, not a failed upgrade."""
     name = render().of_kind("Job")[0]["metadata"]["name"]
     assert (
-        render(values_from(**{"engine.engineArgs": ["--max-batch-size", "64"]})).of_kind("Job")[0]["metadata"]["name"]
+        render(values_from(**{"engine.engineArgs": ["--set", "max_batch_size=128"]})).of_kind("Job")[0]["metadata"][
+            "name"
+        ]
         != name
     )
     assert render(values_from(**{"image.tag": "0.1.1"})).of_kind("Job")[0]["metadata"]["name"] != name

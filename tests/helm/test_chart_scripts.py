@@ -7,8 +7,10 @@ cache paths are moved into a temporary directory).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +20,24 @@ from tests.helm.chart_support import CHART_DIR, build_container, render, values_
 
 SCRIPTS = CHART_DIR / "files"
 
-FAKE_NEMO_BUILD = r"""#!/usr/bin/env bash
-# Records the call; creates the --out directory with a manifest, as nemo-build does.
-printf '%s\n' "$*" >> "$CALLS"
-{ printf '%s\0' "$@"; printf '\n'; } >> "$CALLS.argv"
-step=$1; shift
-if [[ ${FAIL_STEP-} == "$step" ]]; then echo "nemo-build $step failed" >&2; exit 3; fi
-while (($#)); do
-  if [[ $1 == --out ]]; then mkdir -p "$2" && echo '{}' > "$2/manifest.json"; fi
-  shift
-done
+FAKE_NEMO_BUILD = f"""#!{sys.executable}
+# Records the call, parses it with the real nemo-build parser (what nemo-build rejects fails here too, exit 2),
+# and creates the --out directory with a manifest, as nemo-build does; it builds nothing.
+import json, os, sys
+from pathlib import Path
+
+from nemo_build.cli import build_parser
+
+with open(os.environ["CALLS"], "a") as log:
+    log.write(" ".join(sys.argv[1:]) + "\\n")
+with open(os.environ["CALLS"] + ".argv", "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+args = build_parser().parse_args(sys.argv[1:])
+if os.environ.get("FAIL_STEP") == args.command:
+    print(f"nemo-build {{args.command}} failed", file=sys.stderr)
+    sys.exit(3)
+Path(args.out).mkdir(parents=True, exist_ok=True)
+(Path(args.out) / "manifest.json").write_text("{{}}")
 """
 
 FAKE_NVIDIA_SMI = """#!/usr/bin/env bash
@@ -103,7 +113,7 @@ class Sandbox:
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Sandbox:
-    return Sandbox(tmp_path, values_from(**{"engine.checkpointArgs": ["--calib-dataset", "/data/calib set"]}))
+    return Sandbox(tmp_path, values_from(**{"engine.checkpointArgs": ["--calib-data", "/data/calib set"]}))
 
 
 def test_build_downloads_runs_the_three_steps_and_marks_the_engine_complete(sandbox: Sandbox) -> None:
@@ -118,7 +128,7 @@ def test_build_downloads_runs_the_three_steps_and_marks_the_engine_complete(sand
     assert calls[2] == f"engine --checkpoint {engine}/checkpoint --out {engine}/engine --profile h100-fp8-tp1"
     assert calls[3] == (
         f"repository --target gpu --engine {engine}/engine --tokenizer {model}/tekken.json "
-        f"--out {engine}/repository.new --served-model-name mistralai/mistral-nemo-12b-instruct"
+        f"--out {engine}/repository --replace --served-model-name mistralai/mistral-nemo-12b-instruct"
     )
     assert (engine / "BUILD_COMPLETE").read_text() == sandbox.env["BUILD_SPEC"]
     left = sorted(p.name for p in engine.iterdir())
@@ -127,9 +137,18 @@ def test_build_downloads_runs_the_three_steps_and_marks_the_engine_complete(sand
 
 def test_extra_arguments_reach_nemo_build_one_argument_per_item(sandbox: Sandbox) -> None:
     assert sandbox.run("build-engine.sh").returncode == 0
-    argvs = [line.split("\0")[:-1] for line in (sandbox.root / "calls.log.argv").read_text().splitlines()]
+    argvs = [json.loads(line) for line in (sandbox.root / "calls.log.argv").read_text().splitlines()]
     checkpoint = next(argv for argv in argvs if argv[0] == "checkpoint")
-    assert checkpoint[-3:] == ["cuda", "--calib-dataset", "/data/calib set"]
+    assert checkpoint[-3:] == ["cuda", "--calib-data", "/data/calib set"]
+
+
+def test_arguments_nemo_build_rejects_fail_the_build(tmp_path: Path) -> None:
+    sandbox = Sandbox(tmp_path, values_from(**{"engine.checkpointArgs": ["--calib-dataset", "/data/calib"]}))
+    result = sandbox.run("build-engine.sh")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --calib-dataset" in result.stderr
+    assert sandbox.steps() == ["download", "checkpoint"]
+    assert not (sandbox.engine_dir / "BUILD_COMPLETE").exists()
 
 
 def test_a_second_run_finds_the_engine_and_skips_all_work(sandbox: Sandbox) -> None:
@@ -143,12 +162,12 @@ def test_a_second_run_finds_the_engine_and_skips_all_work(sandbox: Sandbox) -> N
 
 def test_a_changed_build_spec_runs_the_steps_again(sandbox: Sandbox, tmp_path: Path) -> None:
     assert sandbox.run("build-engine.sh").returncode == 0
-    changed = sandbox.chart_env(values_from(**{"engine.engineArgs": ["--max-batch-size", "64"]}))
+    changed = sandbox.chart_env(values_from(**{"engine.engineArgs": ["--set", "max_batch_size=128"]}))
     assert changed["ENGINE_DIR"] == sandbox.env["ENGINE_DIR"], "engine args are not part of the cache key"
     result = sandbox.run("build-engine.sh", BUILD_SPEC=changed["BUILD_SPEC"], ENGINE_ARGS=changed["ENGINE_ARGS"])
     assert result.returncode == 0, result.stderr
     assert sandbox.steps()[-3:] == ["checkpoint", "engine", "repository"]
-    assert sandbox.calls.read_text().splitlines()[-2].endswith("--max-batch-size 64")
+    assert sandbox.calls.read_text().splitlines()[-2].endswith("--set max_batch_size=128")
     # The repository was rendered anew and swapped in: nothing is left beside it.
     assert (sandbox.engine_dir / "repository" / "manifest.json").is_file()
     assert not (sandbox.engine_dir / "repository.new").exists()

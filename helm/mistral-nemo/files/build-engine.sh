@@ -10,7 +10,7 @@
 # Inputs (environment): ENGINE_DIR MODEL_DIR MODEL_SOURCE(download|pvc) TOKENIZER_FILE SERVED_MODEL_NAME
 # PROFILE TP QUANTIZATION KV_CACHE_DTYPE BUILD_SPEC; optional: HF_MODEL_NAME HF_MODEL_REVISION HF_ALLOW_PATTERNS
 # (download), EXPECTED_TRTLLM_VERSION, EXPECTED_GPU_PRODUCT, CHECKPOINT_ARGS ENGINE_ARGS
-# REPOSITORY_ARGS (one argument per line), NEMO_BUILD, PYTHON.
+# REPOSITORY_ARGS (one argument per line), NEMO_BUILD, PYTHON, CALIBRATION_DEVICE (cuda; cpu for dry runs).
 set -euo pipefail
 
 log() { printf '%s [build-engine] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
@@ -85,21 +85,16 @@ fi
 
 log "step 1/3: TensorRT-LLM checkpoint ($QUANTIZATION weights, $KV_CACHE_DTYPE KV cache, TP $TP)"
 "$NEMO_BUILD" checkpoint --model-dir "$MODEL_DIR" --out "$ENGINE_DIR/checkpoint" \
-  --quant "$QUANTIZATION" --kv-cache "$KV_CACHE_DTYPE" --tp "$TP" --device cuda "${checkpoint_args[@]}"
+  --quant "$QUANTIZATION" --kv-cache "$KV_CACHE_DTYPE" --tp "$TP" --device "${CALIBRATION_DEVICE:-cuda}" \
+  "${checkpoint_args[@]}"
 log "step 2/3: engine (profile $PROFILE)"
 "$NEMO_BUILD" engine --checkpoint "$ENGINE_DIR/checkpoint" --out "$ENGINE_DIR/engine" \
   --profile "$PROFILE" "${engine_args[@]}"
 log "step 3/3: Triton model repository"
 # The repository takes its own copy of the tokenizer, so Triton pods need only the cache volume.
-# Rendering is cheap and wants a new directory: render beside the current one, then swap it in.
-rm -rf "$ENGINE_DIR/repository.new" "$ENGINE_DIR/repository.old"
+# --replace renders beside the current repository and swaps the new one in when it is complete.
 "$NEMO_BUILD" repository --target gpu --engine "$ENGINE_DIR/engine" --tokenizer "$MODEL_DIR/$TOKENIZER_FILE" \
-  --out "$ENGINE_DIR/repository.new" --served-model-name "$SERVED_MODEL_NAME" "${repository_args[@]}"
-if [[ -d $ENGINE_DIR/repository ]]; then
-  mv "$ENGINE_DIR/repository" "$ENGINE_DIR/repository.old"
-fi
-mv "$ENGINE_DIR/repository.new" "$ENGINE_DIR/repository"
-rm -rf "$ENGINE_DIR/repository.old"
+  --out "$ENGINE_DIR/repository" --replace --served-model-name "$SERVED_MODEL_NAME" "${repository_args[@]}"
 
 printf '%s' "$BUILD_SPEC" >"$marker.tmp"
 mv -f "$marker.tmp" "$marker"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nemo_build.errors import BuildError
-from nemo_build.profiles import DEFAULT_PROFILE, available_profiles, load_profile
+from nemo_build.profiles import DEFAULT_PROFILE, available_profiles, load_profile, parse_flag_overrides
 
 FLAGS = json.loads((Path(__file__).parent / "data" / "trtllm_build_1_2_flags.json").read_text())["flags"]
 
@@ -90,3 +90,18 @@ def test_a_profile_file_path_works_and_bad_profiles_are_explained(tmp_path: Path
         "use_fp8_context_fmha needs an FP8 KV cache",
     ):
         assert expected in message
+
+
+def test_single_flags_can_be_overridden_and_are_validated_again() -> None:
+    profile = load_profile("h100-fp8-tp1")
+    bigger = profile.with_flags(parse_flag_overrides(["max_batch_size=128", "multiple_profiles=disable"]))
+    assert (bigger.flags["max_batch_size"], bigger.flags["multiple_profiles"]) == (128, "disable")
+    assert bigger.flags["max_seq_len"] == profile.flags["max_seq_len"]
+    args = trtllm_build_parser().parse_args(bigger.argv(Path("c"), Path("e"))[1:])
+    assert args.max_batch_size == 128
+    with pytest.raises(BuildError, match="max_input_len is larger than max_seq_len"):
+        profile.with_flags(parse_flag_overrides(["max_input_len=99999"]))
+    with pytest.raises(BuildError, match="may not set output_dir"):
+        profile.with_flags(parse_flag_overrides(["output_dir=/tmp/x"]))
+    with pytest.raises(BuildError, match="write FLAG=VALUE"):
+        parse_flag_overrides(["--max_batch_size", "8"])

@@ -73,6 +73,29 @@ def test_gpu_repository_serves_the_engine_with_inflight_batching(
     assert (out / pre["tokenizer_file"]).read_bytes() == tekken_path.read_bytes()
 
 
+def test_an_engine_whose_input_limit_is_its_sequence_limit_renders(tmp_path: Path, tekken_path: Path) -> None:
+    # every shipped profile builds so (trtllm-build keeps both values in build_config)
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    build = {"max_batch_size": 64, "max_input_len": 16384, "max_seq_len": 16384}
+    (engine / "config.json").write_text(json.dumps({"build_config": build}))
+    out = render(tmp_path, tekken_path, "--target", "gpu", "--engine", str(engine))
+    pre = {key: value.string_value for key, value in load(out / "preprocessing" / "config.pbtxt").parameters.items()}
+    assert (pre["max_input_len"], pre["max_seq_len"]) == ("16384", "16384")
+
+
+def test_replace_swaps_in_a_new_repository(tmp_path: Path, tekken_path: Path, engine_dir: Path) -> None:
+    out = render(tmp_path, tekken_path, "--target", "gpu", "--engine", str(engine_dir))
+    (out / "stale.txt").write_text("from the last render")
+    assert run_repository(parse_args(
+        "--tokenizer", str(tekken_path), "--out", str(out), "--target", "gpu", "--engine", str(engine_dir),
+        "--max-batch-size", "8", "--replace",
+    )) == 0  # fmt: skip
+    assert not (out / "stale.txt").exists()
+    assert load(out / "tensorrt_llm" / "config.pbtxt").max_batch_size == 8
+    assert sorted(p.name for p in out.parent.iterdir()) == ["engine", "repo"]
+
+
 def test_cpu_and_gpu_tensorrt_llm_expose_the_same_tensors(
     tmp_path: Path, tekken_path: Path, engine_dir: Path, checkpoint_dir: Path
 ) -> None:
@@ -142,7 +165,7 @@ def test_a_config_triton_cannot_parse_is_refused(tmp_path: Path, tekken_path: Pa
         (["--target", "cpu", "--engine", "{engine}"], "pass --checkpoint"),
         (["--target", "gpu", "--engine", "{ckpt}"], "build_config"),
         (["--target", "cpu", "--checkpoint", "{engine}"], "not a TensorRT-LLM checkpoint"),
-        (["--target", "cpu", "--checkpoint", "{ckpt}", "--max-input-len", "4096"], "must exceed max_input_len"),
+        (["--target", "cpu", "--checkpoint", "{ckpt}", "--max-input-len", "4097"], "may not exceed max_seq_len"),
     ],
 )
 def test_wrong_inputs_are_refused_with_what_is_accepted(
