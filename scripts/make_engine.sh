@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # `make engine MODEL_DIR=... [PROFILE=...] [OUT=...]`: Hugging Face Mistral NeMo directory → FP8 (or bf16)
 # TensorRT-LLM checkpoint → engines → filled Triton model repository, on an NVIDIA GPU host.
-# Runs directly when trtllm-build is on PATH, else inside the pinned NGC image with docker.
+# Runs directly when trtllm-build is on PATH, else inside the pinned NGC image with docker. Runs from the
+# source tree (PYTHONPATH), so the image needs no install of this project. Writes OUT/checkpoint, OUT/engine
+# and OUT/repository (serve it with `make serve REPO=OUT/repository`).
+# DEVICE=cpu calibrates on the CPU (dry runs with the tiny model; a 12B model wants the GPU, the default).
 set -euo pipefail
 
 MODEL_DIR=${1:?usage: scripts/make_engine.sh MODEL_DIR [PROFILE] [OUT]}
@@ -27,14 +30,31 @@ if ! command -v trtllm-build >/dev/null 2>&1; then
     echo "  run inside $IMAGE or install docker with the NVIDIA container toolkit." >&2
     exit 2
   fi
+  # Every directory is mounted at its host path: the paths rendered into the repository (the engine
+  # directory) must hold where it is served, and an OUT outside the project must land on the host.
   MODEL_ABS=$(cd "$MODEL_DIR" && pwd)
-  exec docker run --rm --gpus all --ipc=host --ulimit memlock=-1 \
-    -v "$ROOT":/workspace -v "$MODEL_ABS":/model:ro -w /workspace \
-    "$IMAGE" bash scripts/make_engine.sh /model "$PROFILE" "$OUT"
+  mkdir -p "$OUT"
+  OUT_ABS=$(cd "$OUT" && pwd)
+  exec docker run --rm --gpus all --ipc=host --ulimit memlock=-1 --user "$(id -u):$(id -g)" \
+    -e HOME=/tmp -e HF_HOME="${HF_HOME:-/tmp/hf}" \
+    -v "$ROOT":"$ROOT" -v "$MODEL_ABS":"$MODEL_ABS":ro -v "$OUT_ABS":"$OUT_ABS" -w "$ROOT" \
+    "$IMAGE" bash scripts/make_engine.sh "$MODEL_ABS" "$PROFILE" "$OUT_ABS"
 fi
 
 export PYTHONPATH="$ROOT/build:$ROOT/client${PYTHONPATH:+:$PYTHONPATH}"
-python3 -c "import tiktoken" 2>/dev/null || python3 -m pip install --quiet "tiktoken>=0.7"
+# The image has torch, ModelOpt and transformers at TensorRT-LLM's pins; add what else nemo-build imports.
+missing=$(python3 -c '
+import importlib.util
+needed = {"tiktoken": "tiktoken", "yaml": "pyyaml", "tqdm": "tqdm", "safetensors": "safetensors",
+          "tritonclient": "tritonclient[grpc]"}  # tritonclient: Triton ModelConfig validation of the repository
+print(" ".join(package for module, package in needed.items() if importlib.util.find_spec(module) is None))')
+if [ -n "$missing" ]; then
+  echo "make engine: installing $missing (pinned by requirements/constraints.txt)" >&2
+  # as the invoking user inside the image (see the docker run above): into that user's site-packages
+  user_site=$([ "$(id -u)" = 0 ] || echo --user)
+  # shellcheck disable=SC2086 # one word per package
+  python3 -m pip install --quiet $user_site -c "$ROOT/requirements/constraints.txt" $missing
+fi
 nemo_build() { python3 -m nemo_build.cli "$@"; }
 
 read -r PRECISION KV_CACHE TP < <(python3 -c "
@@ -43,8 +63,8 @@ p = load_profile('$PROFILE')
 print(p.precision, p.kv_cache, p.tp)")
 
 nemo_build checkpoint --model-dir "$MODEL_DIR" --out "$OUT/checkpoint" \
-  --quant "$PRECISION" --kv-cache "$KV_CACHE" --tp "$TP" --device cuda
+  --quant "$PRECISION" --kv-cache "$KV_CACHE" --tp "$TP" --device "${DEVICE:-cuda}"
 nemo_build engine --checkpoint "$OUT/checkpoint" --out "$OUT/engine" --profile "$PROFILE"
 nemo_build repository --target gpu --engine "$OUT/engine" --tokenizer "$MODEL_DIR/tekken.json" \
-  --out "$OUT/model_repository"
-echo "engines and model repository: $OUT"
+  --out "$OUT/repository" --replace
+echo "engines in $OUT/engine, model repository in $OUT/repository: make serve REPO=$OUT/repository"

@@ -1,8 +1,8 @@
 """``nemo-build engine``: TensorRT-LLM checkpoint + profile → engines and a build manifest beside them.
 
 The build manifest (``manifest.json`` beside the engines) records the checkpoint manifest, the profile,
-the TensorRT-LLM / TensorRT versions and the GPU. The serving side calls :func:`check_engine_compatible`
-and refuses engines built for another GPU model or another TensorRT-LLM version.
+the TensorRT-LLM / TensorRT versions and the GPU. `nemo-serve` calls :func:`check_engine_compatible` before
+it starts Triton and refuses engines built for another GPU model or another TensorRT-LLM version.
 """
 
 from __future__ import annotations
@@ -82,8 +82,11 @@ def build_engine(checkpoint_dir: Path, out_dir: Path, profile: Profile, machine:
     return True
 
 
-def check_engine_compatible(engine_dir: Path, gpu_name: str, trtllm_version: str) -> dict[str, Any]:
-    """Refuse engines built for another GPU model or TensorRT-LLM version; returns the build manifest."""
+def check_engine_compatible(engine_dir: Path, gpu_name: str, trtllm_version: str | None) -> dict[str, Any]:
+    """Refuse engines built for another GPU model or TensorRT-LLM version (None: not known, not checked).
+
+    Returns the build manifest. `nemo-serve` calls this before it starts Triton on a GPU repository.
+    """
     manifest = mf.read_manifest(Path(engine_dir))
     if manifest is None or manifest.get("kind") != "nemo-build engine":
         raise BuildError(f"{engine_dir} has no engine build manifest; build the engines with `nemo-build engine`")
@@ -91,7 +94,7 @@ def check_engine_compatible(engine_dir: Path, gpu_name: str, trtllm_version: str
     problems = []
     if inputs.get("gpu") != gpu_name:
         problems.append(f"they were built on {inputs.get('gpu')}, this GPU is {gpu_name}")
-    if inputs.get("tensorrt_llm") != trtllm_version:
+    if trtllm_version is not None and inputs.get("tensorrt_llm") != trtllm_version:
         problems.append(f"they were built with TensorRT-LLM {inputs.get('tensorrt_llm')}, this is {trtllm_version}")
     if problems:
         raise BuildError(

@@ -11,9 +11,10 @@ import subprocess
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nemo_build.profiles import Profile
+if TYPE_CHECKING:  # profiles need pyyaml, which serving a repository does not
+    from nemo_build.profiles import Profile
 
 PINNED_TRTLLM = "1.2.1"
 NGC_IMAGE = "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3"
@@ -45,6 +46,10 @@ def _package_version(name: str) -> str | None:
         return None
 
 
+def installed_trtllm_version() -> str | None:
+    return _package_version("tensorrt_llm") or _package_version("tensorrt-llm")
+
+
 def probe_gpus() -> tuple[Gpu, ...]:
     """The GPUs ``nvidia-smi`` reports; empty when there is no NVIDIA driver."""
     if shutil.which("nvidia-smi") is None:
@@ -74,7 +79,7 @@ def probe_machine(output_dir: Path) -> Machine:
         existing = existing.parent
     return Machine(
         gpus=probe_gpus(),
-        trtllm_version=_package_version("tensorrt_llm") or _package_version("tensorrt-llm"),
+        trtllm_version=installed_trtllm_version(),
         tensorrt_version=_package_version("tensorrt"),
         trtllm_build_on_path=shutil.which("trtllm-build") is not None,
         free_disk_bytes=shutil.disk_usage(existing).free,

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from nemo_build.errors import BuildError
+from nemo_build.preflight import NGC_IMAGE, PINNED_TRTLLM, installed_trtllm_version, probe_gpus
 from nemo_build.stub_supervisor import StubSupervisor
 
-NGC_IMAGE = "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_READY_TIMEOUT_S = 300.0
 DEFAULT_GRACE_S = 10.0
@@ -193,6 +194,35 @@ def gpt_model_path(repository: Path) -> Path:
     return Path(value)
 
 
+def check_gpu_engine(repository: Path, launcher: str, image: str) -> str:
+    """Refuse engines built for another GPU model or TensorRT-LLM version than the ones about to serve them.
+
+    The GPU is the first one `nvidia-smi` lists; TensorRT-LLM is the installed one (local launcher) or the
+    pinned image's. Returns a note for the log when the version cannot be known (another docker image).
+    """
+    from nemo_build.engine import check_engine_compatible  # the build pipeline's modules: GPU repositories only
+
+    gpus = probe_gpus()
+    if not gpus:
+        raise ServeError(
+            "no NVIDIA GPU visible (nvidia-smi is missing or lists none): this repository serves TensorRT-LLM "
+            "engines; run on the GPU host they were built on, or render a CPU repository (--target cpu)"
+        )
+    if launcher == "docker" and image != NGC_IMAGE:
+        version, note = None, f"TensorRT-LLM version of {image} unknown: only the GPU model was checked"
+    else:
+        version = PINNED_TRTLLM if launcher == "docker" else installed_trtllm_version()
+        note = ""
+    if version is None and not note:
+        raise ServeError("tensorrt_llm is not installed beside this tritonserver (use --launcher docker)")
+    try:
+        manifest = check_engine_compatible(gpt_model_path(repository), gpus[0].name, version)
+    except BuildError as error:
+        raise ServeError(str(error)) from error
+    built = manifest["inputs"]
+    return note or f"engines built on {built['gpu']} with TensorRT-LLM {built['tensorrt_llm']}: compatible"
+
+
 # --------------------------------------------------------------------------------------- the server
 
 
@@ -264,6 +294,8 @@ class TritonServer:
         ), env
 
     def start(self) -> None:
+        if self.target == "gpu":
+            print(f"nemo-serve: {check_gpu_engine(self.repository, self.launcher, self.image)}", flush=True)
         command, env = self.command_and_env()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
@@ -411,7 +443,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    server.start()
+    try:
+        server.start()
+    except ServeError as error:
+        print(f"nemo-serve: {error}", file=sys.stderr)
+        return 2
     try:
         server.wait_ready(args.ready_timeout)
     except ServeError as error:

@@ -1,33 +1,15 @@
-"""Build profiles → trtllm-build argv, checked against trtllm-build 1.2's real flag set."""
+"""Build profiles → trtllm-build argv, checked against trtllm-build 1.2.1's flag set (tests/data/upstream)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pytest
 
 from nemo_build.errors import BuildError
 from nemo_build.profiles import DEFAULT_PROFILE, available_profiles, load_profile, parse_flag_overrides
-
-FLAGS = json.loads((Path(__file__).parent / "data" / "trtllm_build_1_2_flags.json").read_text())["flags"]
-
-
-def trtllm_build_parser() -> argparse.ArgumentParser:
-    """An argparse parser with exactly trtllm-build 1.2's flags: unknown flags and bad choices fail."""
-    parser = argparse.ArgumentParser(prog="trtllm-build", exit_on_error=False)
-    for name, spec in FLAGS.items():
-        names = [f"--{name}", *(f"--{a}" for a in spec.get("aliases", []))]
-        if spec["kind"] == "store_true":
-            parser.add_argument(*names, action="store_true")
-        elif spec["kind"] == "list":
-            parser.add_argument(*names, nargs="+")
-        elif spec["kind"] == "choice":
-            parser.add_argument(*names, choices=spec["choices"])
-        else:
-            parser.add_argument(*names, type=int if spec["kind"] == "int" else str)
-    return parser
+from tests.gpu_host.trtllm_build import parser as trtllm_build_parser
 
 
 def test_the_required_profiles_exist() -> None:

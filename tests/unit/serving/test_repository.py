@@ -13,6 +13,7 @@ from tritonclient.grpc import model_config_pb2
 
 from nemo_build.errors import BuildError
 from nemo_build.repository import TEMPLATES_DIR, add_repository_parser, run_repository
+from tests.gpu_host.conformance import gpu_repository_problems
 
 MODELS = ["chat", "ensemble", "postprocessing", "preprocessing", "tensorrt_llm"]
 
@@ -68,6 +69,7 @@ def test_gpu_repository_serves_the_engine_with_inflight_batching(
     assert params["enable_chunked_context"] == "true" and params["enable_kv_cache_reuse"] == "false"
     assert params["cancellation_check_period_ms"] == "100"
     assert (out / "tensorrt_llm" / "1").is_dir() and not (out / "tensorrt_llm" / "1" / "model.py").exists()
+    assert gpu_repository_problems(out) == []
     pre = {key: value.string_value for key, value in load(out / "preprocessing" / "config.pbtxt").parameters.items()}
     assert (pre["max_input_len"], pre["max_seq_len"]) == ("8192", "16384")
     assert (out / pre["tokenizer_file"]).read_bytes() == tekken_path.read_bytes()
@@ -121,6 +123,7 @@ def test_flags_override_the_engine_limits(tmp_path: Path, tekken_path: Path, eng
     )  # fmt: skip
     assert load(out / "tensorrt_llm" / "config.pbtxt").max_batch_size == 8
     assert load(out / "preprocessing" / "config.pbtxt").instance_group[0].count == 3
+    assert gpu_repository_problems(out) == []
 
 
 def copy_templates(tmp_path: Path) -> Path:
