@@ -8,7 +8,7 @@ CONSTRAINTS := requirements/constraints.txt
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-reliability lint format bench clean demo helm image engine serve gateway
+.PHONY: help setup test test-reliability lint format bench clean demo helm image engine gpu-check serve gateway
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -57,6 +57,10 @@ gateway: setup ## start the OpenAI-compatible gateway in front of Triton (TRITON
 engine: ## on a GPU host: make engine MODEL_DIR=/path/to/Mistral-NeMo [PROFILE=h100-fp8-tp1] [OUT=artifacts/engine-build]
 	@test -n "$(MODEL_DIR)" || { echo "make engine: set MODEL_DIR=<Hugging Face Mistral NeMo directory>" >&2; exit 2; }
 	scripts/make_engine.sh "$(MODEL_DIR)" "$(or $(PROFILE),h100-fp8-tp1)" "$(or $(OUT),artifacts/engine-build)"
+
+gpu-check: setup ## on a GPU host: preflight, build, serve, chat+tools+stream, bench → docs/gpu/ (MODEL_DIR=... [PROFILE=] [OUT=] [GPU_CHECK_ARGS=])
+	@test -n "$(MODEL_DIR)" || { echo "make gpu-check: set MODEL_DIR=<Hugging Face Mistral NeMo Instruct directory>" >&2; exit 2; }
+	$(BIN)/python -m nemo_build.gpu_check --model-dir "$(MODEL_DIR)" --profile "$(or $(PROFILE),h100-fp8-tp1)" --out "$(or $(OUT),artifacts/gpu-check)" $(GPU_CHECK_ARGS)
 
 demo: setup ## the whole stack on CPU with the tiny model: build, FP8 calibrate, serve, chat, tools, OpenAI SDK
 	$(BIN)/python -m nemo_build.demo

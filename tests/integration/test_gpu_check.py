@@ -1,0 +1,74 @@
+"""`make gpu-check`'s steps after the build, for real on the CPU stack: Triton on the tiny FP8 repository,
+nemo-gateway, the openai SDK smoke (chat, stream, tool call → tool result → answer), a tiny nemo-bench
+sweep and the report files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nemo_build import gpu_check
+
+
+@pytest.fixture(scope="module")
+def checked(cpu_repository: Path, trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("gpu-check")
+    argv = [
+        "--model-dir", str(trained_model_dir), "--skip-preflight", "--repository", str(cpu_repository),
+        "--out", str(work / "out"), "--results-dir", str(work / "results"), "--ready-timeout", "300",
+        "--bench-concurrency", "1,2", "--bench-requests", "3", "--bench-input-tokens", "16",
+        "--bench-output-tokens", "8",
+    ]  # fmt: skip
+    status = gpu_check.main(argv)
+    assert status == 0
+    return work / "results"
+
+
+def test_every_step_after_the_build_passes_and_is_timed(checked: Path) -> None:
+    doc = json.loads((checked / "results.json").read_text())
+    steps = {step["name"]: step for step in doc["steps"]}
+    assert list(steps) == list(gpu_check.STEP_NAMES)
+    assert steps["preflight"]["status"] == steps["build"]["status"] == "skipped"
+    for name in ("serve", "gateway", "smoke", "bench", "report"):
+        assert steps[name]["status"] == "ok" and steps[name]["seconds"] >= 0
+    assert doc["repository_target"] == "cpu" and doc["machine"]["triton_launcher"] == "pytriton"
+    assert doc["profile"]["name"] == "h100-fp8-tp1"
+    assert doc["model"]["architectures"] == ["MistralForCausalLM"] and doc["model"]["vocab_size"] == 131072
+
+
+def test_smoke_replies_are_the_trained_answers(checked: Path) -> None:
+    smoke = json.loads((checked / "results.json").read_text())["smoke"]
+    assert smoke["chat"]["reply"] == "The capital of France is Paris."
+    assert smoke["chat"]["finish_reason"] == "stop" and smoke["chat"]["usage"]["completion_tokens"] > 0
+    stream = smoke["stream"]
+    assert stream["reply"] == "A week has seven days." and stream["finish_reason"] == "stop"
+    assert stream["chunks"] >= 2 and stream["usage"]["completion_tokens"] > 0
+    tools = smoke["tools"]
+    assert tools["finish_reason"] == "tool_calls"
+    [call] = tools["tool_calls"]
+    assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris"}
+    assert json.loads(tools["tool_result"]) == {"conditions": "sunny", "celsius": 18}
+    assert tools["final"]["reply"] == "It is sunny and 18 degrees in Paris."
+
+
+def test_bench_numbers_and_files(checked: Path) -> None:
+    bench = json.loads((checked / "results.json").read_text())["bench"]
+    assert [level["concurrency"] for level in bench["levels"]] == [1, 2]
+    for level in bench["levels"]:
+        assert level["successes"] == level["requests"] == 3 and not level["errors"]
+        assert level["request_throughput"] > 0 and level["output_token_throughput"] > 0
+        assert level["ttft_p50_ms"] > 0 and level["e2e_p50_ms"] > 0
+    for name in ("results.json", "results.csv", "results.png"):
+        assert (checked / "bench" / name).stat().st_size > 0
+
+
+def test_readme_summarises_the_run(checked: Path) -> None:
+    readme = (checked / "README.md").read_text()
+    assert readme.startswith("# gpu-check ")
+    assert "| 3 serve | ok |" in readme and "| 1 preflight | skipped |" in readme
+    assert "The capital of France is Paris." in readme and "It is sunny and 18 degrees in Paris." in readme
+    assert "get_weather" in readme
+    assert "| 1 | 3/3 |" in readme and "| 2 | 3/3 |" in readme
+    assert "bench/results.png" in readme
