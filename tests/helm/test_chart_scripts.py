@@ -1,14 +1,16 @@
-"""The engine-build and wait scripts the chart ships, run for real with bash against stand-ins.
+"""The engine-build and wait scripts the chart ships, run for real with bash.
 
-`nemo-build`, `nvidia-smi` and the Python interpreter are replaced by small scripts that record their
-calls, and the script environment is the one the rendered chart gives the build container (only the
-cache paths are moved into a temporary directory).
+Most tests replace `nemo-build`, `nvidia-smi` and the Python interpreter with small scripts that record their
+calls (the `nemo-build` stand-in still parses its argv with the real parser); one runs the real `nemo-build` on
+the tiny model on a stand-in GPU host (`tests/gpu_host`). The script environment is the one the rendered chart
+gives the build container (only the cache paths are moved into a temporary directory).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.gpu_host.conformance import gpu_repository_problems
+from tests.gpu_host.host import GPUS, GpuHost
 from tests.helm.chart_support import CHART_DIR, build_container, render, values_from
 
 SCRIPTS = CHART_DIR / "files"
@@ -235,3 +239,27 @@ def test_scripts_parse_and_ship_unchanged_in_the_config_map() -> None:
     for script in ("build-engine.sh", "wait-for-engine.sh", "triton-drain.sh"):
         subprocess.run(["bash", "-n", str(SCRIPTS / script)], check=True)
         assert config_map["data"][script].rstrip("\n") == (SCRIPTS / script).read_text().rstrip("\n")
+
+
+def test_the_build_script_runs_the_real_nemo_build_to_a_servable_repository(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The chart's build container, dry: the real nemo-build on the tiny model, a stand-in GPU host."""
+    sandbox = Sandbox(tmp_path, values_from(**{"model.source": "pvc", "model.pvc.existingClaim": "models"}))
+    shutil.copytree(tiny_model_dir, sandbox.env["MODEL_DIR"])
+    host = GpuHost(tmp_path / "host", *GPUS["H100"])
+    env = host.env(sandbox.env) | {
+        "NEMO_BUILD": str(Path(sys.executable).with_name("nemo-build")),
+        "PYTHON": sys.executable,
+        "CALIBRATION_DEVICE": "cpu",
+    }
+    run = subprocess.run(
+        ["bash", str(SCRIPTS / "build-engine.sh")], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    engine = sandbox.engine_dir
+    assert len(host.trtllm_build_calls()) == 1
+    assert gpu_repository_problems(engine / "repository") == []
+    assert (engine / "BUILD_COMPLETE").read_text() == sandbox.env["BUILD_SPEC"]
+    served = json.loads((engine / "engine" / "manifest.json").read_text())["inputs"]
+    assert (served["gpu"], served["tensorrt_llm"]) == (GPUS["H100"][0], "1.2.1")
