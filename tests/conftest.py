@@ -31,6 +31,7 @@ _BUILD_INPUTS = (
     "manifest.py",
     "verify.py",
     "data/calibration.jsonl",
+    "data/calibration_chat.json",
 )
 _TEST_CACHE = Path(__file__).resolve().parents[1] / "artifacts" / "test-cache"
 
@@ -99,7 +100,7 @@ def fp8_checkpoint_dir(trained_model_dir: Path) -> Path:
     """TensorRT-LLM checkpoint of the trained tiny model: FP8 weights, FP8 KV cache, TP 1, verified."""
     from nemo_build.checkpoint import CheckpointOptions, build_checkpoint
 
-    options = CheckpointOptions(quant="fp8", kv_cache="fp8", tp=1, device="cpu")
+    options = CheckpointOptions(quant="fp8", kv_cache="fp8", tp=1, device="cpu", calib_data="shipped")
     return _cached_build(
         f"tiny-trained-fp8-{trained_model_dir.name}",
         lambda out: build_checkpoint(trained_model_dir, out, options, verify=True),

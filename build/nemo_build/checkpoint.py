@@ -51,7 +51,7 @@ class CheckpointOptions:
     quant: Precision = "fp8"
     kv_cache: Precision = "fp8"
     tp: int = 1
-    calib_data: Path | None = None
+    calib_data: str | Path | None = None  # None: `auto`; see nemo_build.calibration
     calib_size: int = DEFAULT_CALIB_SIZE
     calib_seq_len: int = DEFAULT_CALIB_SEQ_LEN
     device: str = "cuda"
@@ -180,7 +180,12 @@ def _build(
             },
             "calibration": None
             if calib is None or config is None
-            else {"samples": len(calib.samples), "tokens": calib.num_tokens, "seq_len": calib.seq_len},
+            else {
+                "samples": len(calib.samples),
+                "tokens": calib.num_tokens,
+                "seq_len": calib.seq_len,
+                "fallback_reason": calib.fallback_reason,
+            },
             "timings": timings,
             "verification": [c.as_dict() for c in checks] or None,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -240,6 +245,8 @@ def summary(result: CheckpointResult) -> str:
     if m.get("calibration"):
         c = m["calibration"]
         lines.append(f"  calibration: {c['samples']} samples, {c['tokens']} tokens (max {c['seq_len']} per sample)")
+        fallback = f"; Hub not used: {c['fallback_reason']}" if c.get("fallback_reason") else ""
+        lines.append(f"  calibration data: {m.get('paths', {}).get('calibration')}{fallback}")
     if m.get("timings"):
         lines.append("  time: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in m["timings"].items()))
     for check in m.get("verification") or []:

@@ -82,15 +82,23 @@ def _checkpoint(args: argparse.Namespace) -> int:
 
 
 def add_checkpoint(sub: argparse._SubParsersAction) -> None:
-    from nemo_build.calibration import DEFAULT_CALIB_SEQ_LEN, DEFAULT_CALIB_SIZE
+    from nemo_build.calibration import (
+        AUTO,
+        DEFAULT_CALIB_SEQ_LEN,
+        DEFAULT_CALIB_SIZE,
+        HUB_DATASET,
+        HUB_SNAPSHOT,
+        LANGUAGES,
+        SHIPPED,
+    )
 
     p = sub.add_parser(
         "checkpoint",
         help="quantize (ModelOpt FP8) and export a TensorRT-LLM checkpoint",
-        description="Validate a Hugging Face Mistral NeMo directory, calibrate FP8 with ModelOpt on a local "
-        "dataset (default: a small multilingual/code/chat/tool-call set shipped here), export a TensorRT-LLM "
-        "checkpoint to TP ranks, check its config against the source, and write manifest.json. Re-running "
-        "with the same inputs does nothing.",
+        description="Validate a Hugging Face Mistral NeMo directory, calibrate FP8 with ModelOpt (default data: "
+        f"{HUB_DATASET} in NeMo's languages plus generated chat/tool-call conversations, or the set shipped here "
+        "when the Hub cannot be used), export a TensorRT-LLM checkpoint to TP ranks, check its config against "
+        "the source, and write manifest.json. Re-running with the same inputs does nothing.",
     )
     p.add_argument("--model-dir", type=Path, required=True, help="Hugging Face model directory (with tekken.json)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
@@ -99,8 +107,15 @@ def add_checkpoint(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks to export (default: 1)")
     p.add_argument(
         "--calib-data",
-        type=Path,
-        help="JSONL (`text` or `messages`+`tools` per line) or a folder of .txt files (default: the shipped set)",
+        default=AUTO,
+        metavar="auto|shipped|PATH",
+        help=f"`{AUTO}` (default): {HUB_DATASET} {HUB_SNAPSHOT} articles in {', '.join(LANGUAGES)} (equal "
+        "shares, streamed with the `datasets` package) + 1 sample in 8 a generated chat/tool conversation in "
+        f"the v3 template; falls back to `{SHIPPED}` when `datasets` is missing, HF_HUB_OFFLINE or "
+        "HF_DATASETS_OFFLINE is set, or the Hub is unreachable, and the summary says so. "
+        f"`{SHIPPED}`: the offline set in this package + the generated conversations. PATH: a JSONL file "
+        "(`text` or `messages`+`tools` per line), a folder of .txt files, or a local Hugging Face dataset "
+        "folder whose `train` split has a `text` column",
     )
     p.add_argument(
         "--calib-size", type=int, default=DEFAULT_CALIB_SIZE, help=f"samples (default: {DEFAULT_CALIB_SIZE})"

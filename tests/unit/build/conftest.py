@@ -14,7 +14,9 @@ from nemo_build.runtime.scheduler import ReferenceRuntime
 def bf16_checkpoint_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The random tiny model exported unquantized at TP 1."""
     out = tmp_path_factory.mktemp("ckpt") / "bf16-tp1"
-    build_checkpoint(tiny_model_dir, out, CheckpointOptions(quant="bf16", kv_cache="bf16", device="cpu"))
+    build_checkpoint(
+        tiny_model_dir, out, CheckpointOptions(quant="bf16", kv_cache="bf16", device="cpu", calib_data="shipped")
+    )
     return out
 
 

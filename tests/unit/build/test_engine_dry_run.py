@@ -134,7 +134,12 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
         key = (profile.precision, profile.tp)
         if key not in made:
             options = CheckpointOptions(
-                quant=profile.precision, kv_cache=profile.kv_cache, tp=profile.tp, device="cpu", calib_size=8
+                quant=profile.precision,
+                kv_cache=profile.kv_cache,
+                tp=profile.tp,
+                device="cpu",
+                calib_size=8,
+                calib_data="shipped",
             )
             made[key] = build_checkpoint(tiny_model_dir, root / f"{key[0]}-tp{key[1]}", options).out_dir
     return made

@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from nemo_build.calibration import default_calibration_path, load_calibration
+from nemo_build.calibration import load_calibration
 from nemo_build.errors import BuildError
 from nemo_build.verify import model_logits, quantized_checks, runtime_logits, verification_samples
 
@@ -87,7 +87,7 @@ def verification_set(trained_model_dir: Path) -> tuple[list[list[int]], list[tor
     from nemo_client.tekken import Tekkenizer
 
     samples = verification_samples(
-        load_calibration(Tekkenizer.from_file(trained_model_dir / "tekken.json"), default_calibration_path()).samples
+        load_calibration(Tekkenizer.from_file(trained_model_dir / "tekken.json"), "shipped").samples
     )
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir, torch_dtype=torch.float32)
     return samples, model_logits(model, samples)
@@ -139,7 +139,9 @@ def test_checkpoint_verify_refuses_a_broken_export(
 
     monkeypatch.setattr(checkpoint, "export_checkpoint", export_then_break)
     out = tmp_path / "ckpt"
-    options = checkpoint.CheckpointOptions(quant="fp8", kv_cache="fp8", device="cpu", calib_size=16)
+    options = checkpoint.CheckpointOptions(
+        quant="fp8", kv_cache="fp8", device="cpu", calib_size=16, calib_data="shipped"
+    )
     with pytest.raises(BuildError, match="verification failed") as failure:
         checkpoint.build_checkpoint(trained_model_dir, out, options, verify=True)
     assert "FAILED" in str(failure.value)

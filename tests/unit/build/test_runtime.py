@@ -143,8 +143,16 @@ def test_tp2_checkpoint_merges_into_the_same_weights(trained_model_dir: Path, tm
 
     one = tmp_path / "tp1"
     two = tmp_path / "tp2"
-    build_checkpoint(trained_model_dir, one, CheckpointOptions(quant="bf16", kv_cache="bf16", tp=1, device="cpu"))
-    build_checkpoint(trained_model_dir, two, CheckpointOptions(quant="bf16", kv_cache="bf16", tp=2, device="cpu"))
+    build_checkpoint(
+        trained_model_dir,
+        one,
+        CheckpointOptions(quant="bf16", kv_cache="bf16", tp=1, device="cpu", calib_data="shipped"),
+    )
+    build_checkpoint(
+        trained_model_dir,
+        two,
+        CheckpointOptions(quant="bf16", kv_cache="bf16", tp=2, device="cpu", calib_data="shipped"),
+    )
     assert sorted(p.name for p in two.glob("rank*.safetensors")) == ["rank0.safetensors", "rank1.safetensors"]
     a, b = load_weights(one), load_weights(two)
     assert torch.equal(a.embedding, b.embedding) and torch.equal(a.lm_head, b.lm_head)
