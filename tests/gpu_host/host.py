@@ -21,6 +21,7 @@ DRIVER_VERSION = "590.48.01"
 # What nvidia-smi prints (name, compute capability) for the GPU a build profile names.
 GPUS = {
     "H100": ("NVIDIA H100 80GB HBM3", "9.0"),
+    "H200": ("NVIDIA H200", "9.0"),
     "L40S": ("NVIDIA L40S", "8.9"),
     "A100": ("NVIDIA A100-SXM4-80GB", "8.0"),
 }
