@@ -8,89 +8,23 @@ repository → a real Triton → the gateway → a streamed chat and a function-
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import shutil
 import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from nemo_build.serve import TritonServer, free_port
+from nemo_build.serve import TritonServer
+from nemo_build.stack import SERVED_NAME, Steps, gateway, get_weather, venv_bin
 from nemo_client import NemoClient
 from nemo_client.tekken import default_tekken_path
 
-SERVED_NAME = "mistralai/mistral-nemo-12b-instruct"
-WEATHER = {"Paris": {"conditions": "sunny", "celsius": 18}, "Tokyo": {"conditions": "rainy", "celsius": 12}}
-
-
-class Steps:
-    """Prints each step as it starts and keeps its duration for the summary."""
-
-    def __init__(self) -> None:
-        self.timings: list[tuple[str, float]] = []
-
-    @contextlib.contextmanager
-    def step(self, title: str) -> Iterator[None]:
-        print(f"\n\033[1m▶ {title}\033[0m", flush=True)
-        started = time.perf_counter()
-        yield
-        elapsed = time.perf_counter() - started
-        self.timings.append((title, elapsed))
-        print(f"  done in {elapsed:.1f} s", flush=True)
-
-    def summary(self) -> None:
-        print("\n\033[1mSummary\033[0m")
-        for title, elapsed in self.timings:
-            print(f"  {elapsed:7.1f} s  {title}")
+STEP_NAMES = ("model", "checkpoint", "repository", "serve", "chat", "tools", "openai", "stop")
 
 
 def _run(command: Sequence[str]) -> None:
     print("  $ " + " ".join(command), flush=True)
     subprocess.run(command, check=True)
-
-
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
-
-
-def get_weather(city: str) -> dict[str, Any]:
-    """Current weather in a city."""
-    return WEATHER.get(city, {"conditions": "unknown", "celsius": None})
-
-
-@contextlib.contextmanager
-def gateway(triton_url: str) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [_bin("nemo-gateway"), "--triton-url", triton_url, "--port", str(port), "--log-level", "warning"],
-        env={**os.environ, "NIM_SERVED_MODEL_NAME": SERVED_NAME},
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/v1/health/ready", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("nemo-gateway did not become ready")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,19 +42,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "few seconds on a scripted chat set). The answers are canned by design; the 12B path is the same code\n"
         "with engines built on a GPU host: `make engine MODEL_DIR=/path/to/Mistral-NeMo-12B-Instruct`."
     )
-    steps = Steps()
-    build = _bin("nemo-build")
+    steps = Steps("demo", STEP_NAMES)
+    build = venv_bin("nemo-build")
     with steps.step(
-        "Build the trained tiny NeMo-shaped model (vocab 131072, head_dim ≠ hidden/heads, GQA 4:1, rope 1e6)"
+        "model", "Build the trained tiny NeMo-shaped model (vocab 131072, head_dim ≠ hidden/heads, GQA 4:1, rope 1e6)"
     ):
-        _run([build, "tiny-model", "--trained", "--out", str(model)])
-    with steps.step("ModelOpt FP8 calibration (weights, activations, KV cache), export, verification"):
+        if (model / "config.json").is_file():
+            print(f"  reusing {model} (--fresh rebuilds it)")
+        else:
+            _run([build, "tiny-model", "--trained", "--out", str(model)])
+    with steps.step("checkpoint", "ModelOpt FP8 calibration (weights, activations, KV cache), export, verification"):
         _run([build, "checkpoint", "--model-dir", str(model), "--out", str(checkpoint), "--quant", "fp8",
               "--kv-cache", "fp8", "--device", "cpu", "--verify"])  # fmt: skip
-    with steps.step("Render the CPU Triton model repository"):
+    with steps.step("repository", "Render the CPU Triton model repository"):
         _run([build, "repository", "--target", "cpu", "--checkpoint", str(checkpoint),
-              "--tokenizer", str(model / "tekken.json"), "--out", str(repository)])  # fmt: skip
-    with steps.step("Start Triton (bundled tritonserver, python backend) on free loopback ports"):
+              "--tokenizer", str(model / "tekken.json"), "--out", str(repository), "--replace"])  # fmt: skip
+    with steps.step("serve", "Start Triton (bundled tritonserver, python backend) on free loopback ports"):
         server = TritonServer(repository)
         server.start()
         server.wait_ready()
@@ -129,12 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with NemoClient(server.grpc_url, timeout=120) as client, gateway(server.grpc_url) as gateway_url:
             print(f"  gateway at {gateway_url}")
             question = [{"role": "user", "content": "What is the capital of France?"}]
-            with steps.step("Streamed chat through nemo_client (gRPC)"):
+            with steps.step("chat", "Streamed chat through nemo_client (gRPC)"):
                 print("  you> What is the capital of France?\n  nemo> ", end="", flush=True)
                 for chunk in client.chat.completions.create(messages=question, stream=True, temperature=0):
                     print(chunk.choices[0].delta.content or "" if chunk.choices else "", end="", flush=True)
                 print()
-            with steps.step("Function call round trip: tool call → tool result → answer (chat.run_tools)"):
+            with steps.step("tools", "Function call round trip: tool call → tool result → answer (chat.run_tools)"):
                 run = client.chat.run_tools(
                     messages=[{"role": "user", "content": "What is the weather in Paris?"}],
                     tools={"get_weather": get_weather},
@@ -143,14 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for message in run.messages[1:]:
                     print("  " + json.dumps(message, ensure_ascii=False))
                 print(f"  final answer: {run.content}")
-            with steps.step("The same chat through the official openai SDK against nemo-gateway"):
+            with steps.step("openai", "The same chat through the official openai SDK against nemo-gateway"):
                 from openai import OpenAI
 
                 sdk = OpenAI(base_url=f"{gateway_url}/v1", api_key="not-needed")
                 reply = sdk.chat.completions.create(model=SERVED_NAME, messages=question, temperature=0)
                 print(f"  openai SDK> {reply.choices[0].message.content}  (usage: {reply.usage.total_tokens} tokens)")
     finally:
-        with steps.step("Stop the servers"):
+        with steps.step("stop", "Stop the servers"):
             server.stop()
     steps.summary()
     print(f"\nTokenizer: {default_tekken_path().name} (the Mistral NeMo Tekken file). Artifacts in {work}.")

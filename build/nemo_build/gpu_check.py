@@ -30,25 +30,27 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nemo_build.demo import gateway, get_weather
 from nemo_build.errors import BuildError
 from nemo_build.preflight import (
-    DISK_FACTOR,
+    DISK_MARGIN_BYTES,
     NGC_IMAGE,
     PINNED_TRTLLM,
     Gpu,
-    Machine,
-    preflight_problems,
+    disk_problems,
+    engine_disk_bytes,
+    gpu_problems,
     probe_machine,
+    trtllm_problems,
 )
 from nemo_build.profiles import DEFAULT_PROFILE, Profile, available_profiles, load_profile
 from nemo_build.repository import TOKENIZER_FILE
 from nemo_build.serve import ServeError, TritonServer, gpt_model_path, repository_target
+from nemo_build.stack import RunAborted, StepFailed, StepRecord, Steps, gateway, get_weather, venv_bin
 from nemo_build.tiny_chat import WEATHER_TOOL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,73 +74,7 @@ TOOL_PROMPT = "What is the weather in Paris?"
 SMOKE_MAX_TOKENS = 256
 
 
-# --------------------------------------------------------------------------------------------- steps
-
-
-class StepFailed(Exception):
-    """A check of a step failed; the message says why and what to do."""
-
-
-@dataclass
-class StepRecord:
-    number: int
-    name: str
-    status: str  # ok | failed | skipped
-    seconds: float
-    detail: str = ""
-
-
-class CheckAborted(Exception):
-    """The run stopped at a failed step."""
-
-    def __init__(self, record: StepRecord) -> None:
-        super().__init__(f"gpu-check: step {record.number} ({record.name}) failed: {record.detail}")
-        self.record = record
-
-
-def _bold(text: str) -> str:
-    return f"\033[1m{text}\033[0m" if sys.stdout.isatty() else text
-
-
-class Steps:
-    """Prints each step as it starts and its duration; turns the first failure into :class:`CheckAborted`."""
-
-    def __init__(self) -> None:
-        self.records: list[StepRecord] = []
-
-    @staticmethod
-    def number(name: str) -> int:
-        return STEP_NAMES.index(name) + 1
-
-    @contextlib.contextmanager
-    def step(self, name: str, title: str) -> Iterator[None]:
-        number = self.number(name)
-        print(_bold(f"\n▶ step {number}/{len(STEP_NAMES)} {name}: {title}"), flush=True)
-        started = time.perf_counter()
-        try:
-            yield
-        except StepFailed as error:
-            raise self._failed(number, name, started, str(error)) from error
-        except Exception as error:  # an unexpected failure still names its step
-            raise self._failed(number, name, started, f"{type(error).__name__}: {error}") from error
-        elapsed = time.perf_counter() - started
-        self.records.append(StepRecord(number, name, "ok", round(elapsed, 2)))
-        print(f"  done in {elapsed:.1f} s", flush=True)
-
-    def _failed(self, number: int, name: str, started: float, why: str) -> CheckAborted:
-        record = StepRecord(number, name, "failed", round(time.perf_counter() - started, 2), why)
-        self.records.append(record)
-        return CheckAborted(record)
-
-    def skip(self, name: str, why: str) -> None:
-        number = self.number(name)
-        print(_bold(f"\n▷ step {number}/{len(STEP_NAMES)} {name}: skipped ({why})"), flush=True)
-        self.records.append(StepRecord(number, name, "skipped", 0.0, why))
-
-    def summary(self) -> None:
-        print(_bold("\nSummary"))
-        for record in self.records:
-            print(f"  {record.seconds:8.1f} s  {record.number} {record.name:<9} {record.status}")
+# ------------------------------------------------------------------------------------------ commands
 
 
 def run_logged(command: Sequence[str], log_path: Path, *, cwd: Path | None = None) -> tuple[int, str]:
@@ -170,10 +106,6 @@ def run_logged(command: Sequence[str], log_path: Path, *, cwd: Path | None = Non
             raise
         status = process.wait()
     return status, "\n".join(tail)
-
-
-def _venv_bin(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
 
 
 # ----------------------------------------------------------------------------------------- preflight
@@ -305,35 +237,11 @@ def tool_problems(builder: str | None) -> list[str]:
     ]
 
 
-def planned_checkpoint_config(profile: Profile) -> dict[str, Any]:
-    """The TensorRT-LLM checkpoint config make_engine.sh will export for ``profile``."""
-    return {
-        "mapping": {"tp_size": profile.tp},
-        "quantization": {
-            "quant_algo": "FP8" if profile.precision == "fp8" else None,
-            "kv_cache_quant_algo": "FP8" if profile.kv_cache == "fp8" else None,
-        },
-    }
-
-
 def build_disk_bytes(model_dir: Path, profile: Profile) -> int:
-    """The checkpoint size to judge free disk by, so that preflight's engine-build estimate
-    (DISK_FACTOR × checkpoint + margin) also covers the checkpoint make_engine.sh writes first into OUT."""
+    """The free disk make_engine.sh needs in OUT: the checkpoint it writes first, then the engines built from it."""
     weights = sum(path.stat().st_size for path in model_dir.glob("*.safetensors"))
-    checkpoint = weights * CHECKPOINT_FRACTION[profile.precision]
-    return int(checkpoint * (1 + DISK_FACTOR) / DISK_FACTOR)
-
-
-def judged_machine(machine: Machine, builder: str | None, version: str | None) -> Machine:
-    """The machine facts that matter for this run, for :func:`preflight_problems`.
-
-    Building with a local trtllm-build: make_engine.sh runs ``python3``, so its TensorRT-LLM is the one to
-    judge (this venv never has one). Building inside the NGC image, or not building: the image's
-    TensorRT-LLM is the pinned one and the host's does not matter.
-    """
-    if builder == LOCAL_BUILDER:
-        return replace(machine, trtllm_version=version)
-    return replace(machine, trtllm_version=PINNED_TRTLLM, trtllm_build_on_path=True)
+    checkpoint = int(weights * CHECKPOINT_FRACTION[profile.precision])
+    return checkpoint + engine_disk_bytes(checkpoint)
 
 
 def preflight(model_dir: Path, profile_name: str, out: Path, repository: Path | None) -> tuple[Facts, Profile]:
@@ -354,9 +262,11 @@ def preflight(model_dir: Path, profile_name: str, out: Path, repository: Path | 
     except BuildError as error:
         problems.append(str(error))
     if profile is not None:
-        disk = build_disk_bytes(model_dir, profile) if build and model_dir.is_dir() else 0
-        judged = judged_machine(machine, builder, version)
-        problems += preflight_problems(judged, profile, planned_checkpoint_config(profile), disk)
+        # make_engine.sh exports the checkpoint the profile expects, so only the machine is judged here.
+        problems += gpu_problems(machine, profile)
+        if builder == LOCAL_BUILDER:  # make_engine.sh runs python3: its TensorRT-LLM builds (the image's is pinned)
+            problems += trtllm_problems(replace(machine, trtllm_version=version))
+        problems += disk_problems(machine, build_disk_bytes(model_dir, profile) if build else DISK_MARGIN_BYTES)
     elif not machine.gpus:
         problems.append("no NVIDIA GPU found (nvidia-smi is missing or lists none): run this on the GPU host")
     problems += model_dir_problems(model_dir, need_weights=build)
@@ -662,7 +572,7 @@ def bench_summary(levels: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def bench(base_url: str, model: str, tokenizer: Path, plan: BenchPlan, out: Path) -> dict[str, Any]:
     """Step 6: nemo-bench through the gateway into ``out``; fails on any error or an empty level."""
     command = [
-        _venv_bin("nemo-bench"), "--http-url", base_url, "--model", model, "--tokenizer", str(tokenizer),
+        venv_bin("nemo-bench"), "--http-url", base_url, "--model", model, "--tokenizer", str(tokenizer),
         "--concurrency", ",".join(map(str, plan.concurrency)), "--requests", str(plan.requests),
         "--input-tokens", str(plan.input_tokens), "--output-tokens", str(plan.output_tokens),
         "--out", str(out), "--no-progress",
@@ -951,10 +861,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_check(args: argparse.Namespace) -> Path:
-    """Steps 1-7; returns the results folder. Raises :class:`CheckAborted` at the first failed step."""
+    """Steps 1-7; returns the results folder. Raises :class:`RunAborted` at the first failed step."""
     out: Path = args.out
     run = Run(started=dt.datetime.now(dt.timezone.utc), model_dir=args.model_dir, profile_name=args.profile)
-    steps = Steps()
+    steps = Steps("gpu-check", STEP_NAMES)
     repository: Path | None = args.repository or (out / "repository" if args.skip_build else None)
     try:
         if args.skip_preflight:
@@ -989,7 +899,7 @@ def run_check(args: argparse.Namespace) -> Path:
         with steps.step("report", f"results in {results_dir}"):
             document = run.document(steps.records)
             seconds = round(time.perf_counter() - report_started, 2)  # the writing below takes milliseconds
-            document["steps"].append(asdict(StepRecord(Steps.number("report"), "report", "ok", seconds)))
+            document["steps"].append(asdict(StepRecord(steps.number("report"), "report", "ok", seconds)))
             write_report(results_dir, document, bench_dir)
     finally:
         steps.summary()
@@ -1000,7 +910,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         results_dir = run_check(args)
-    except CheckAborted as failure:
+    except RunAborted as failure:
         print(f"\n{failure}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:

@@ -1,7 +1,9 @@
 """Checks before ``trtllm-build`` spends minutes: GPU, compute capability, TensorRT-LLM, TP, precision, disk.
 
 ``probe_machine`` reads the facts (``nvidia-smi``, installed packages, free disk); ``preflight_problems``
-judges them against a profile and a checkpoint, so the judgement is testable on any machine.
+judges them against a profile and a checkpoint, so the judgement is testable on any machine. It is made of
+``gpu_problems``, ``trtllm_problems``, ``checkpoint_problems`` and ``disk_problems``, for a caller to which
+only some of them apply.
 """
 
 from __future__ import annotations
@@ -86,39 +88,47 @@ def probe_machine(output_dir: Path) -> Machine:
     )
 
 
-def preflight_problems(
-    machine: Machine, profile: Profile, checkpoint_config: dict[str, Any], checkpoint_bytes: int
-) -> list[str]:
-    """Everything that would make the build fail or produce the wrong engine, each with what to do."""
-    problems = []
+def gpu_problems(machine: Machine, profile: Profile) -> list[str]:
+    """A GPU, of the model ``profile`` targets, that runs its precision (FP8 needs compute capability 8.9+)."""
     if not machine.gpus:
-        problems.append(
+        return [
             "no NVIDIA GPU found (nvidia-smi is missing or lists none): engines are compiled on the GPU "
             f"model that will serve them; run on a {profile.gpu} host"
-        )
-    else:
-        gpu = machine.gpus[0]
-        if profile.gpu.lower() not in gpu.name.lower():
-            problems.append(
-                f"profile {profile.name} targets {profile.gpu} but this machine has {gpu.name}; engines only run on "
-                "the GPU model they were built on: build on the serving GPU type, or pick a profile for this one"
-            )
-        if profile.precision == "fp8" and gpu.compute_capability < FP8_MIN_COMPUTE_CAPABILITY:
-            cap = ".".join(map(str, gpu.compute_capability))
-            problems.append(
-                f"{gpu.name} has compute capability {cap}; FP8 needs 8.9 or newer (Ada, Hopper, Blackwell): "
-                "use a bf16 profile (e.g. a100-bf16-tp2) with a --quant bf16 checkpoint"
-            )
-    if machine.trtllm_version is None or not machine.trtllm_build_on_path:
+        ]
+    problems = []
+    gpu = machine.gpus[0]
+    if profile.gpu.lower() not in gpu.name.lower():
         problems.append(
+            f"profile {profile.name} targets {profile.gpu} but this machine has {gpu.name}; engines only run on "
+            "the GPU model they were built on: build on the serving GPU type, or pick a profile for this one"
+        )
+    if profile.precision == "fp8" and gpu.compute_capability < FP8_MIN_COMPUTE_CAPABILITY:
+        cap = ".".join(map(str, gpu.compute_capability))
+        problems.append(
+            f"{gpu.name} has compute capability {cap}; FP8 needs 8.9 or newer (Ada, Hopper, Blackwell): "
+            "use a bf16 profile (e.g. a100-bf16-tp2) with a --quant bf16 checkpoint"
+        )
+    return problems
+
+
+def trtllm_problems(machine: Machine) -> list[str]:
+    """TensorRT-LLM installed with its trtllm-build, at the pinned version."""
+    if machine.trtllm_version is None or not machine.trtllm_build_on_path:
+        return [
             f"TensorRT-LLM is not installed here (no tensorrt_llm package or no trtllm-build on PATH): run inside "
             f"{NGC_IMAGE} (`make engine` does this when docker is available)"
-        )
-    elif machine.trtllm_version != PINNED_TRTLLM:
-        problems.append(
+        ]
+    if machine.trtllm_version != PINNED_TRTLLM:
+        return [
             f"TensorRT-LLM {machine.trtllm_version} is installed but this project pins {PINNED_TRTLLM} "
             f"(the {NGC_IMAGE} image): engines and the serving backend must come from the same version"
-        )
+        ]
+    return []
+
+
+def checkpoint_problems(profile: Profile, checkpoint_config: dict[str, Any]) -> list[str]:
+    """The checkpoint's TP size, weight precision and KV cache are the ones ``profile`` expects."""
+    problems = []
     mapping = checkpoint_config.get("mapping") or {}
     tp = mapping.get("tp_size", 1)
     if tp != profile.tp:
@@ -135,10 +145,31 @@ def preflight_problems(
             f"expects {profile.precision} / {profile.kv_cache}: re-export with "
             f"`nemo-build checkpoint --quant {profile.precision} --kv-cache {profile.kv_cache}`"
         )
-    needed = int(checkpoint_bytes * DISK_FACTOR) + DISK_MARGIN_BYTES
-    if machine.free_disk_bytes < needed:
-        problems.append(
-            f"only {machine.free_disk_bytes / 2**30:.1f} GiB free where the engines go; the build needs about "
-            f"{needed / 2**30:.1f} GiB: free space or choose another --out"
-        )
     return problems
+
+
+def engine_disk_bytes(checkpoint_bytes: int) -> int:
+    """The free disk building engines from a checkpoint of ``checkpoint_bytes`` needs."""
+    return int(checkpoint_bytes * DISK_FACTOR) + DISK_MARGIN_BYTES
+
+
+def disk_problems(machine: Machine, needed_bytes: int) -> list[str]:
+    """At least ``needed_bytes`` free where the engines go."""
+    if machine.free_disk_bytes >= needed_bytes:
+        return []
+    return [
+        f"only {machine.free_disk_bytes / 2**30:.1f} GiB free where the engines go; the build needs about "
+        f"{needed_bytes / 2**30:.1f} GiB: free space or choose another --out"
+    ]
+
+
+def preflight_problems(
+    machine: Machine, profile: Profile, checkpoint_config: dict[str, Any], checkpoint_bytes: int
+) -> list[str]:
+    """Everything that would make the build fail or produce the wrong engine, each with what to do."""
+    return (
+        gpu_problems(machine, profile)
+        + trtllm_problems(machine)
+        + checkpoint_problems(profile, checkpoint_config)
+        + disk_problems(machine, engine_disk_bytes(checkpoint_bytes))
+    )
