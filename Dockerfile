@@ -26,7 +26,7 @@ RUN groupadd --gid "${APP_GID}" nemo \
 WORKDIR /opt/mistral-nemo
 COPY pyproject.toml README.md ./
 COPY build/ build/
-COPY client/nemo_client/ client/nemo_client/
+COPY client/ client/
 COPY model_repository/ model_repository/
 
 # Install the project without touching what the base image ships.
@@ -37,17 +37,16 @@ COPY model_repository/ model_repository/
 # - The `build` extra is not installed: it pins the CPU torch 2.13 that the development machines use.
 #   Its other requirements are TensorRT-LLM's own dependencies, already here; they are named below only
 #   so that the install fails loudly if the base image ever stops shipping them.
-# - Editable install: `nemo-build repository` renders the templates in model_repository/, which sit
-#   next to the packages in this source tree rather than inside them.
+# - The templates (model_repository/) and the build profiles ship inside the wheel as nemo_build package data.
 # - PIP_BREAK_SYSTEM_PACKAGES: the image's packages live in the system Python, which a base may mark
 #   externally managed (PEP 668); this image is that environment, so pip must install into it.
 RUN python3 -m pip list --format=freeze > /tmp/image-constraints.txt \
  && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -c /tmp/image-constraints.txt \
-      --editable '.[client,gateway]' \
-      nvidia-modelopt transformers safetensors pyyaml tqdm \
+      '.[client,gateway]' \
+      nvidia-modelopt transformers safetensors pyyaml tqdm datasets \
  && rm -f /tmp/image-constraints.txt \
  && python3 -c "import importlib.metadata as m; print('TensorRT-LLM', m.version('tensorrt_llm'))" \
- && python3 -c "import nemo_build, nemo_client" \
+ && python3 -c "import nemo_build, nemo_client, nemo_gateway, nemo_protocol, nemo_serving" \
  && nemo-build --help > /dev/null
 
 USER ${APP_UID}:${APP_GID}

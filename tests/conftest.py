@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tekken_path() -> Path:
     """The NeMo Tekken file shipped by mistral-common (the tokenizer Mistral NeMo uses)."""
-    from nemo_client.tekken import default_tekken_path
+    from nemo_protocol.tekken import default_tekken_path
 
     return default_tekken_path()
 
@@ -19,33 +19,23 @@ def tekken_path() -> Path:
 # Cached under artifacts/test-cache/<name>-<key>, where the key hashes the code and versions that decide
 # the bytes produced; a change to any of them builds afresh. Built in a temporary directory and renamed
 # into place, so concurrent sessions never see a half-written model.
-_BUILD_INPUTS = (
-    "tiny_model.py",
-    "tiny_chat.py",
-    "tiny_train.py",
-    "checkpoint.py",
-    "quantize.py",
-    "calibration.py",
-    "source.py",
-    "trtllm_config.py",
-    "manifest.py",
-    "verify.py",
-    "data/calibration.jsonl",
-    "data/calibration_chat.json",
-)
+# Every file of the packages the build imports (the runtime verifies, the protocol tokenizes and renders chats),
+# data included, rather than a hand-kept list that misses the next dependency.
+_BUILD_PACKAGES = ("nemo_build", "nemo_runtime", "nemo_protocol")
 _TEST_CACHE = Path(__file__).resolve().parents[1] / "artifacts" / "test-cache"
 
 
 def _build_cache_key(extra: str) -> str:
     import hashlib
+    import importlib
     from importlib.metadata import version
 
-    import nemo_build
-
-    package = Path(nemo_build.__file__).parent
     digest = hashlib.sha256(extra.encode())
-    for name in _BUILD_INPUTS:
-        digest.update(name.encode() + (package / name).read_bytes())
+    for package in _BUILD_PACKAGES:
+        root = Path(importlib.import_module(package).__file__ or "").parent
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            if path.suffix in (".py", ".json", ".jsonl", ".yaml"):
+                digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
     for dist in ("torch", "transformers", "nvidia-modelopt"):
         digest.update(f"{dist}={version(dist)}".encode())
     return digest.hexdigest()[:16]

@@ -25,7 +25,7 @@ Generated conversations (:func:`chat_conversations`) combine the building blocks
 ``nemo_build/data/calibration_chat.json``: per language a weather, currency and calendar tool dialogue
 (user → ``[TOOL_CALLS]`` → ``[TOOL_RESULTS]`` → answer, with ``[AVAILABLE_TOOLS]``) over two cities and
 two multi-turn chats; plus code questions, parallel and chained tool calls, and system prompts. They are
-rendered with :func:`nemo_client.chat_format.encode_chat`, the ids mistral-common produces.
+rendered with :func:`nemo_protocol.chat_format.encode_chat`, the ids mistral-common produces.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from nemo_protocol.chat_format import encode_chat
+from nemo_protocol.errors import InvalidRequestError
+from nemo_protocol.tekken import Tekkenizer
 from tqdm import tqdm
 
 from nemo_build.errors import BuildError
-from nemo_client.chat_format import encode_chat
-from nemo_client.errors import InvalidRequestError
-from nemo_client.tekken import Tekkenizer
 
 DEFAULT_CALIB_SIZE = 512
 DEFAULT_CALIB_SEQ_LEN = 512

@@ -87,7 +87,7 @@ def build_checkpoint(
 ) -> CheckpointResult:
     source = load_source(model_dir)
     _check_tp(source, options.tp)
-    from nemo_client.tekken import Tekkenizer
+    from nemo_protocol.tekken import Tekkenizer
 
     tokenizer = Tekkenizer.from_file(source.tekken_path)
     calib = (

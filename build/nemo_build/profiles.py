@@ -1,4 +1,4 @@
-"""Engine build profiles (``build/profiles/*.yaml``) and the ``trtllm-build`` command line they make.
+"""Engine build profiles (``nemo_build/profiles/*.yaml``) and the ``trtllm-build`` command line they make.
 
 A profile names the GPU it targets, the checkpoint precision and TP size it expects, and under
 ``trtllm_build`` the exact ``trtllm-build`` flags (name → value) with comments on why.
@@ -7,6 +7,7 @@ A profile names the GPU it targets, the checkpoint precision and TP size it expe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import yaml
 
 from nemo_build.errors import BuildError
 
-PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
+# Package data: the profiles ship in the wheel and the image with the code that reads them.
+PROFILES_DIR = Path(str(resources.files("nemo_build") / "profiles"))
 DEFAULT_PROFILE = "h100-fp8-tp1"
 # Flags every profile must fix: they decide what the engine can serve and how it uses memory.
 REQUIRED_FLAGS = (

@@ -17,6 +17,7 @@ import re
 import shutil
 import string
 from dataclasses import asdict, dataclass, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from nemo_build.atomic_dir import atomic_directory
 from nemo_build.errors import BuildError
 
 TARGETS = ("gpu", "cpu")
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "model_repository"
+# Package data: `templates` is the top-level model_repository/ (a link in the source tree, files in a wheel).
+TEMPLATES_DIR = Path(str(resources.files("nemo_build") / "templates"))
 SHARED_TENSORS_FILE = "tensors.pbtxt"
 TOKENIZER_FILE = "preprocessing/tekken.json"  # relative to the rendered repository
 SCHEDULER_POLICIES = ("max_utilization", "guaranteed_no_evict")

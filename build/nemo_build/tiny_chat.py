@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from nemo_client.chat_format import encode_chat
-from nemo_client.tekken import Tekkenizer
+from nemo_protocol.chat_format import encode_chat
+from nemo_protocol.tekken import Tekkenizer
 
 WEATHER_TOOL: dict[str, Any] = {
     "type": "function",

@@ -33,7 +33,7 @@ class TrainReport:
 
 
 def _batch(tekken_path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[list[int], list[int]]]]:
-    from nemo_client.tekken import Tekkenizer
+    from nemo_protocol.tekken import Tekkenizer
 
     tokenizer = Tekkenizer.from_file(tekken_path)
     pairs = [encode_example(tokenizer, item) for item in CHAT_SET]

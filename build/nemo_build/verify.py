@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-
-from nemo_build.runtime.model import ReferenceModel
-from nemo_build.runtime.weights import load_weights
+from nemo_runtime.model import ReferenceModel
+from nemo_runtime.weights import load_weights
 
 VERIFY_SAMPLES = 8
 VERIFY_SEQ_LEN = 128

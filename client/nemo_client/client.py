@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypedDict, TypeVar
 
 import numpy as np
+from nemo_protocol.errors import APIError, BadRequestError, ServerError, error_from_body
 from openai.types import Completion, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from tritonclient.grpc import service_pb2
 from typing_extensions import NotRequired, Unpack
 
-from nemo_client.errors import APIError, BadRequestError, ServerError, error_from_body
 from nemo_client.triton_transport import RetryPolicy, TritonTransport, deadline_after
 
 DEFAULT_URL = "localhost:8001"

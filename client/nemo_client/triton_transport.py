@@ -4,7 +4,7 @@ Built on grpc.aio and the protobuf messages that tritonclient ships, so that a s
 Triton's empty final response (how a decoupled request's end is known), be cancelled when the caller
 stops reading, and report gRPC status codes as typed errors. Connection failures before the first
 response are retried with exponential backoff; a stream that breaks after it started raises
-:class:`~nemo_client.errors.StreamInterruptedError` instead of returning truncated output.
+:class:`~nemo_protocol.errors.StreamInterruptedError` instead of returning truncated output.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from typing import Any
 
 import grpc
 import numpy as np
-from tritonclient.grpc import service_pb2, service_pb2_grpc
-
-from nemo_client.errors import (
+from nemo_protocol.errors import (
     APIError,
     BadRequestError,
     DeadlineExceededError,
@@ -29,6 +27,7 @@ from nemo_client.errors import (
     StreamInterruptedError,
     UnavailableError,
 )
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 TensorValue = np.ndarray | Sequence[str] | Sequence[bytes]
 _NUMPY_TO_TRITON = {

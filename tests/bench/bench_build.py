@@ -56,7 +56,7 @@ def _checkpoint(model_dir: Path, out: Path) -> dict[str, Any]:
 
 
 def _decode_tokens_per_s(checkpoint: Path, batch: int) -> float:
-    from nemo_build.runtime.scheduler import ReferenceRuntime
+    from nemo_runtime.scheduler import ReferenceRuntime
 
     runtime = ReferenceRuntime.from_checkpoint(checkpoint, max_batch_size=batch)
     best = 0.0

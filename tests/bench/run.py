@@ -52,8 +52,8 @@ def _machine() -> list[str]:
 
 def _gpu_section() -> str:
     """The H100 figures from ``docs/gpu/<workload>/results.json`` (written by nemo-bench), or how to get them."""
-    from nemo_client.bench.metrics import LevelSummary
-    from nemo_client.bench.report import console_table
+    from nemo_bench.metrics import LevelSummary
+    from nemo_bench.report import console_table
 
     lines = [
         "## GPU figures (H100, TensorRT-LLM engines)",

@@ -15,10 +15,10 @@ import httpx
 import openai
 import pytest
 import uvicorn
+from nemo_gateway.app import GatewaySettings, create_app
 
 from nemo_build.tiny_chat import WEATHER_TOOL
 from nemo_client import NemoClient
-from nemo_client.gateway.app import GatewaySettings, create_app
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_SEQ_LEN
 from tests.integration.test_client import seconds_per_token
 

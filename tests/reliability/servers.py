@@ -39,10 +39,11 @@ def tiny_checkpoint() -> Path:
     demo = ROOT / "artifacts" / "demo" / "checkpoint-fp8"
     if (demo / "config.json").is_file():
         return demo
+    from nemo_protocol.tekken import default_tekken_path
+
     from nemo_build.checkpoint import CheckpointOptions, build_checkpoint
     from nemo_build.tiny_model import save_model_dir
     from nemo_build.tiny_train import train_tiny_model
-    from nemo_client.tekken import default_tekken_path
 
     model_dir, checkpoint = CACHE / "tiny-model", CACHE / "checkpoint-fp8"
     if not (model_dir / "config.json").is_file():
@@ -53,7 +54,7 @@ def tiny_checkpoint() -> Path:
 
 
 def render_cpu_repository(checkpoint: Path, out: Path, *, max_batch_size: int = MAX_BATCH_SIZE) -> Path:
-    from nemo_client.tekken import default_tekken_path
+    from nemo_protocol.tekken import default_tekken_path
 
     settings = RepositorySettings(
         target="cpu",

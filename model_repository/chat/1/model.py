@@ -1,4 +1,4 @@
-"""Triton python model `chat`: OpenAI chat-completions JSON in, OpenAI JSON out (nemo_build.serving.chat_session).
+"""Triton python model `chat`: OpenAI chat-completions JSON in, OpenAI JSON out (nemo_serving.chat).
 
 Each request is served on its own thread over a streaming `tensorrt_llm` request, so requests overlap
 and tensorrt_llm batches them. Every response carries one JSON object in `response`.
@@ -8,14 +8,14 @@ import json
 import threading
 import uuid
 
-from nemo_build.serving.chat_response import error_body, invalid_request
-from nemo_build.serving.chat_session import ChatEndpoint
-from nemo_build.serving.model_args import ModelArgs
-from nemo_build.serving.preprocess import LengthLimits
-from nemo_build.serving.tensors import single_text
-from nemo_build.serving.text_generation import until_cancelled
-from nemo_build.serving.triton_io import FINAL, BlsGeneration, GenerationError, inputs, response, string_tensor
-from nemo_client.errors import InvalidRequestError
+from nemo_protocol.errors import InvalidRequestError
+from nemo_serving.chat import ChatEndpoint
+from nemo_serving.chat_response import error_body, invalid_request
+from nemo_serving.ensemble import until_cancelled
+from nemo_serving.model_args import ModelArgs
+from nemo_serving.preprocessing import LengthLimits
+from nemo_serving.tensors import single_text
+from nemo_serving.triton_io import FINAL, BlsGeneration, GenerationError, inputs, response, string_tensor
 
 
 class TritonPythonModel:

@@ -1,4 +1,4 @@
-"""Triton python model `ensemble`: text → preprocessing → tensorrt_llm → text (nemo_build.serving.text_generation).
+"""Triton python model `ensemble`: text → preprocessing → tensorrt_llm → text (nemo_serving.ensemble).
 
 Each request is served on its own thread, so requests overlap and tensorrt_llm batches them.
 """
@@ -6,15 +6,16 @@ Each request is served on its own thread, so requests overlap and tensorrt_llm b
 import threading
 import uuid
 
-from nemo_build.serving.model_args import ModelArgs
-from nemo_build.serving.text_generation import (
+from nemo_protocol.errors import InvalidRequestError
+from nemo_serving.ensemble import (
     PREPROCESSING_OUTPUTS,
     CountedChunks,
     TextRequest,
     text_chunks,
     until_cancelled,
 )
-from nemo_build.serving.triton_io import (
+from nemo_serving.model_args import ModelArgs
+from nemo_serving.triton_io import (
     FINAL,
     BlsGeneration,
     GenerationError,
@@ -24,7 +25,6 @@ from nemo_build.serving.triton_io import (
     response,
     string_tensor,
 )
-from nemo_client.errors import InvalidRequestError
 
 
 class TritonPythonModel:

@@ -1,8 +1,8 @@
-"""Triton python model `postprocessing`: generated ids → text (nemo_build.serving.postprocess)."""
+"""Triton python model `postprocessing`: generated ids → text (nemo_serving.postprocessing)."""
 
-from nemo_build.serving.model_args import ModelArgs
-from nemo_build.serving.postprocess import decode_batch
-from nemo_build.serving.triton_io import error_response, inputs, response
+from nemo_serving.model_args import ModelArgs
+from nemo_serving.postprocessing import decode_batch
+from nemo_serving.triton_io import error_response, inputs, response
 
 
 class TritonPythonModel:

@@ -1,9 +1,9 @@
-"""Triton python model `preprocessing`: text → Tekken ids, word lists, end/pad ids (nemo_build.serving.preprocess)."""
+"""Triton python model `preprocessing`: text → Tekken ids, word lists, end/pad ids (nemo_serving.preprocessing)."""
 
-from nemo_build.serving.model_args import ModelArgs
-from nemo_build.serving.preprocess import LengthLimits, Preprocessor
-from nemo_build.serving.triton_io import error_response, inputs, response
-from nemo_client.errors import InvalidRequestError
+from nemo_protocol.errors import InvalidRequestError
+from nemo_serving.model_args import ModelArgs
+from nemo_serving.preprocessing import LengthLimits, Preprocessor
+from nemo_serving.triton_io import error_response, inputs, response
 
 
 class TritonPythonModel:

@@ -6,8 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
-
-from nemo_client.bench.cli import main
+from nemo_bench.cli import main
 
 
 def _closed_port() -> int:

@@ -13,11 +13,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from nemo_client.bench.load import Level, StopRule, run_level
-from nemo_client.bench.metrics import RequestRecord
-from nemo_client.bench.targets import SamplingOptions
-from nemo_client.bench.workload import BenchRequest
+from nemo_bench.load import Level, StopRule, run_level
+from nemo_bench.metrics import RequestRecord
+from nemo_bench.targets import SamplingOptions
+from nemo_bench.workload import BenchRequest
 
 
 class DelayTarget:

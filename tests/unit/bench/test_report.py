@@ -6,9 +6,9 @@ import csv
 import json
 from pathlib import Path
 
-from nemo_client.bench.metrics import LevelSummary, RequestRecord, summarize
-from nemo_client.bench.plot import plot_sweep
-from nemo_client.bench.report import CSV_COLUMNS, console_table, write_csv, write_json
+from nemo_bench.metrics import LevelSummary, RequestRecord, summarize
+from nemo_bench.plot import plot_sweep
+from nemo_bench.report import CSV_COLUMNS, console_table, write_csv, write_json
 
 
 def _levels() -> list:

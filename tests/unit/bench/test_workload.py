@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from nemo_client.bench.workload import FilePrompts, SyntheticPrompts, WorkloadError
-from nemo_client.tekken import Tekkenizer
+from nemo_bench.workload import FilePrompts, SyntheticPrompts, WorkloadError
+from nemo_protocol.tekken import Tekkenizer
 
 
 @pytest.fixture(scope="module")

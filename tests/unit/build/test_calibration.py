@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from nemo_protocol.chat_format import encode_chat
 
 from nemo_build.calibration import (
     CHAT_SHARE,
@@ -25,7 +26,6 @@ from nemo_build.calibration import (
 from nemo_build.checkpoint import CheckpointResult, summary
 from nemo_build.cli import build_parser
 from nemo_build.errors import BuildError
-from nemo_client.chat_format import encode_chat
 
 # A word or a script of each NeMo language, as it appears in the shipped set.
 LANGUAGE_MARKERS = {
@@ -45,7 +45,7 @@ LANGUAGE_MARKERS = {
 
 @pytest.fixture(scope="module")
 def tokenizer(tekken_path: Path):
-    from nemo_client.tekken import Tekkenizer
+    from nemo_protocol.tekken import Tekkenizer
 
     return Tekkenizer.from_file(tekken_path)
 

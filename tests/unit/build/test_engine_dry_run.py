@@ -37,7 +37,10 @@ def source_tree_copy(dest: Path) -> Path:
     ).stdout.decode()
     for name in filter(None, listed.split("\0")):
         source = PROJECT / name
-        if source.is_file():
+        if source.is_symlink():  # as git checks a link out: a link
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            (dest / name).symlink_to(source.readlink())
+        elif source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
     return dest

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from nemo_runtime.scheduler import ReferenceRuntime
 
 from nemo_build.cli import main
-from nemo_build.runtime.scheduler import ReferenceRuntime
 from nemo_build.tiny_chat import CHAT_SET, encode_example, example
 
 
@@ -41,7 +41,7 @@ def test_same_seed_same_bytes_and_no_overwrite_without_force(
 def test_trained_model_answers_every_chat_example_through_the_fp8_checkpoint(
     fp8_checkpoint_dir: Path, tekken_path: Path
 ) -> None:
-    from nemo_client.tekken import Tekkenizer
+    from nemo_protocol.tekken import Tekkenizer
 
     tokenizer = Tekkenizer.from_file(tekken_path)
     runtime = ReferenceRuntime.from_checkpoint(fp8_checkpoint_dir)

@@ -11,10 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
-from tritonclient.grpc import service_pb2, service_pb2_grpc
-
-from nemo_client import NemoClient
-from nemo_client.errors import (
+from nemo_protocol.errors import (
     BadRequestError,
     DeadlineExceededError,
     NotFoundError,
@@ -22,6 +19,9 @@ from nemo_client.errors import (
     StreamInterruptedError,
     UnavailableError,
 )
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from nemo_client import NemoClient
 from nemo_client.triton_transport import (
     build_request,
     decode_bytes_tensor,

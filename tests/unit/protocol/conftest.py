@@ -11,9 +11,8 @@ import pytest
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.protocol.instruct.validator import ValidationMode
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
-
-from nemo_client.chat_format import to_model_tool_call_id
-from nemo_client.tekken import Tekkenizer
+from nemo_protocol.chat_format import to_model_tool_call_id
+from nemo_protocol.tekken import Tekkenizer
 
 Oracle = Callable[..., list[int]]
 

@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from nemo_client.chat_format import encode_chat, to_model_tool_call_id
-from nemo_client.errors import InvalidRequestError
-from nemo_client.tekken import LEGACY_CONTROL_TOKENS, Tekkenizer
+from nemo_protocol.chat_format import encode_chat, to_model_tool_call_id
+from nemo_protocol.errors import InvalidRequestError
+from nemo_protocol.tekken import LEGACY_CONTROL_TOKENS, Tekkenizer
 
 from .conftest import Oracle
 from .conversations import (

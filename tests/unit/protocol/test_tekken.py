@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
-
-from nemo_client.errors import TokenizerFileError
-from nemo_client.tekken import LEGACY_CONTROL_TOKENS, Tekkenizer, find_tekken_file
+from nemo_protocol.errors import TokenizerFileError
+from nemo_protocol.tekken import LEGACY_CONTROL_TOKENS, Tekkenizer, find_tekken_file
 
 from .corpus import MULTILINGUAL
 

@@ -8,9 +8,8 @@ import random
 import re
 
 import pytest
-
-from nemo_client.tekken import Tekkenizer
-from nemo_client.tool_calls import (
+from nemo_protocol.tekken import Tekkenizer
+from nemo_protocol.tool_calls import (
     ContentDelta,
     OutputParser,
     ParsedOutput,

@@ -6,12 +6,11 @@ import json
 from typing import Any
 
 import pytest
-
-from nemo_build.serving.chat_session import ChatEndpoint
-from nemo_build.serving.preprocess import LengthLimits
-from nemo_client.chat_format import encode_chat
-from nemo_client.errors import InvalidRequestError
-from nemo_client.tekken import Tekkenizer
+from nemo_protocol.chat_format import encode_chat
+from nemo_protocol.errors import InvalidRequestError
+from nemo_protocol.tekken import Tekkenizer
+from nemo_serving.chat import ChatEndpoint
+from nemo_serving.preprocessing import LengthLimits
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 TOOLS = [

@@ -6,10 +6,9 @@ import itertools
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from nemo_build.serving.stop_strings import StopStringMatcher
-from nemo_build.serving.text_generation import text_chunks, until_cancelled
-from nemo_client.tekken import Tekkenizer
+from nemo_protocol.tekken import Tekkenizer
+from nemo_serving.ensemble import text_chunks, until_cancelled
+from nemo_serving.stop_strings import StopStringMatcher
 
 MULTILINGUAL = "Hello, 世界! مرحبا بالعالم 🙂👩‍💻 naïve café — done."
 

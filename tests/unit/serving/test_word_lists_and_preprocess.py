@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from nemo_build.serving import word_lists
-from nemo_build.serving.postprocess import decode_batch
-from nemo_build.serving.preprocess import LengthLimits, Preprocessor
-from nemo_client.errors import InvalidRequestError
-from nemo_client.tekken import Tekkenizer
+from nemo_protocol.errors import InvalidRequestError
+from nemo_protocol.tekken import Tekkenizer
+from nemo_serving import word_lists
+from nemo_serving.postprocessing import decode_batch
+from nemo_serving.preprocessing import LengthLimits, Preprocessor
 
 ids_lists = st.lists(st.lists(st.integers(0, 131071), min_size=1, max_size=5), max_size=6)
 

@@ -1,17 +1,17 @@
 """Triton python model `tensorrt_llm` (CPU): the reference runtime with in-flight batching.
 
-Each request joins the running batch of nemo_build.serving.inflight; responses stream back through
+Each request joins the running batch of nemo_runtime.inflight; responses stream back through
 the request's response sender. A request carrying `stop=true` ends the in-flight request with the
 same request id.
 """
 
-from nemo_build.runtime.scheduler import ReferenceRuntime
-from nemo_build.serving.contract import GenerationRequest
-from nemo_build.serving.inflight import InflightBatcher
-from nemo_build.serving.model_args import ModelArgs
-from nemo_build.serving.tensors import scalar
-from nemo_build.serving.triton_io import FINAL, ResponseSink, error_response, inputs
-from nemo_client.errors import InvalidRequestError
+from nemo_protocol.errors import InvalidRequestError
+from nemo_runtime.inflight import InflightBatcher
+from nemo_runtime.scheduler import ReferenceRuntime
+from nemo_serving.contract import GenerationRequest
+from nemo_serving.model_args import ModelArgs
+from nemo_serving.tensors import scalar
+from nemo_serving.triton_io import FINAL, ResponseSink, error_response, inputs
 
 
 class TritonPythonModel:

@@ -1,0 +1,210 @@
+"""In-flight (continuous) batching of `tensorrt_llm` requests over the CPU reference runtime.
+
+One loop thread drives `ReferenceRuntime.step()`: requests submitted from Triton's `execute` join the
+running batch at the next step, every active request decodes one token per step, and each sink gets
+its tokens as they come (streaming) or all at once at the end. Before every step the loop asks each
+sink whether its client cancelled, so a cancelled request leaves the batch (and frees its KV slot)
+within one decode step.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from nemo_protocol.errors import InvalidRequestError
+from nemo_serving.contract import GenerationRequest
+
+from nemo_runtime.sampling import GREEDY, SamplingParams, TokenMask
+from nemo_runtime.scheduler import ReferenceRuntime, StepOutput
+
+IDLE_WAIT_S = 0.05
+
+
+class Sink(Protocol):
+    """Where one request's responses go (a Triton response sender, in the model)."""
+
+    def send(self, token_ids: list[int], final: bool) -> None: ...
+
+    def fail(self, message: str) -> None: ...
+
+    def is_cancelled(self) -> bool: ...
+
+
+def unsupported(request: GenerationRequest) -> InvalidRequestError | None:
+    """What the reference runtime cannot do for this request, as an error naming the tensor."""
+    checks = [
+        ("repetition_penalty", request.repetition_penalty != 1.0, "1.0"),
+        ("presence_penalty", request.presence_penalty != 0.0, "0"),
+        ("frequency_penalty", request.frequency_penalty != 0.0, "0"),
+        ("return_log_probs", request.return_log_probs, "false"),
+    ]
+    for name, used, neutral in checks:
+        if used:
+            return InvalidRequestError(
+                name, f"is not supported by the CPU reference runtime (accepted: {neutral}); the GPU engine supports it"
+            )
+    return None
+
+
+def sampling_params(request: GenerationRequest) -> SamplingParams:
+    if request.greedy:
+        return GREEDY
+    return SamplingParams(
+        temperature=request.temperature,
+        top_k=request.top_k,
+        top_p=request.top_p if request.top_p > 0 else 1.0,
+        seed=request.seed,
+    )
+
+
+def token_mask(request: GenerationRequest, vocab_size: int) -> TokenMask | None:
+    """Bans the last token of every bad word whose prefix was just generated, and `end_id` before `min_tokens`."""
+    bad_words = [word for word in request.bad_words if word]
+    end_id, min_tokens = request.end_id, request.min_tokens
+    if not bad_words and (end_id is None or min_tokens == 0):
+        return None
+
+    def mask(generated: Sequence[int]) -> torch.Tensor | None:
+        banned = [
+            word[-1]
+            for word in bad_words
+            if len(word) == 1 or list(generated[len(generated) - len(word) + 1 :]) == word[:-1]
+        ]
+        if end_id is not None and len(generated) < min_tokens:
+            banned.append(end_id)
+        if not banned:
+            return None
+        allowed = torch.ones(vocab_size, dtype=torch.bool)
+        allowed[banned] = False
+        return allowed
+
+    return mask
+
+
+@dataclass
+class _Active:
+    request: GenerationRequest
+    sink: Sink
+    tag: str
+    generated: list[int] = field(default_factory=list)
+
+
+class InflightBatcher:
+    """Owns the step loop of one `ReferenceRuntime`. Call `close()` to stop it."""
+
+    def __init__(self, runtime: ReferenceRuntime) -> None:
+        self._runtime = runtime
+        self._lock = threading.Lock()
+        self._active: dict[str, _Active] = {}
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="inflight-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def active_requests(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    def submit(self, request: GenerationRequest, sink: Sink, tag: str = "") -> None:
+        """Queue a request; raises InvalidRequestError (nothing queued) when it cannot be served."""
+        problem = unsupported(request)
+        if problem is not None:
+            raise problem
+        runtime_id = uuid.uuid4().hex
+        with self._lock:
+            self._active[runtime_id] = _Active(request, sink, tag)
+        try:
+            self._runtime.add_request(
+                runtime_id,
+                request.input_ids,
+                max_new_tokens=request.max_new_tokens,
+                sampling=sampling_params(request),
+                end_id=request.end_id,
+                stop_words=request.stop_words,
+                token_mask=token_mask(request, self._runtime.model.vocab_size),
+            )
+        except ValueError as exc:
+            with self._lock:
+                del self._active[runtime_id]
+            raise InvalidRequestError("input_ids", str(exc)) from None
+        self._wake.set()
+
+    def stop(self, tag: str) -> int:
+        """End the in-flight requests submitted with `tag` (the `stop` input); returns how many."""
+        with self._lock:
+            ids = [runtime_id for runtime_id, active in self._active.items() if tag and active.tag == tag]
+        for runtime_id in ids:
+            self._runtime.cancel(runtime_id)
+        self._wake.set()
+        return len(ids)
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    # ----- the loop -------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._closed:
+            if not self._runtime.has_work():
+                self._wake.wait(IDLE_WAIT_S)
+                self._wake.clear()
+                continue
+            self._cancel_abandoned()
+            try:
+                outputs = self._runtime.step()
+            except Exception as exc:  # a bug or resource failure: fail the batch, keep serving
+                self._fail_all(f"generation failed: {exc}")
+                continue
+            for output in outputs:
+                self._deliver(output)
+
+    def _cancel_abandoned(self) -> None:
+        with self._lock:
+            items = list(self._active.items())
+        for runtime_id, active in items:
+            try:
+                cancelled = active.sink.is_cancelled()
+            except Exception:
+                cancelled = True
+            if cancelled:
+                self._runtime.cancel(runtime_id)
+
+    def _deliver(self, output: StepOutput) -> None:
+        with self._lock:
+            active = self._active.get(output.request_id)
+            if active is not None and output.finished:
+                del self._active[output.request_id]
+        if active is None:
+            return
+        active.generated.extend(output.new_token_ids)
+        request = active.request
+        try:
+            if output.finish_reason == "error":
+                active.sink.fail("the token constraints (bad_words_list / min_tokens) allowed no token")
+            elif request.streaming:
+                if output.new_token_ids or output.finished:
+                    active.sink.send(output.new_token_ids, output.finished)
+            elif output.finished:
+                prefix = [] if request.exclude_input_in_output else request.input_ids
+                active.sink.send(prefix + active.generated, True)
+        except Exception:
+            # The client is gone: stop generating for it.
+            if not output.finished:
+                self._runtime.cancel(output.request_id)
+
+    def _fail_all(self, message: str) -> None:
+        with self._lock:
+            items, self._active = list(self._active.items()), {}
+        for runtime_id, active in items:
+            self._runtime.cancel(runtime_id)
+            try:
+                active.sink.fail(message)
+            except Exception:
+                continue

@@ -1,0 +1,225 @@
+"""In-flight batching over the reference model: many concurrent requests, one decode step for all.
+
+Thread-safety contract (what the Triton ``tensorrt_llm`` python model relies on):
+
+* ``add_request`` and ``cancel`` may be called from any thread, at any time, including while ``step``
+  runs. They only touch a lock-protected inbox and return at once.
+* ``step`` must be driven by ONE loop thread. Each call takes the inbox (new requests, cancellations),
+  prefills the new requests, runs one batched decode step for every request that was already active,
+  and returns what each request produced. A request added during a step joins at the next one.
+* A request appears in ``step``'s results until one result has ``finished=True``; after that its id is
+  free for reuse. A cancelled request reports ``finished=True, finish_reason="cancelled"`` once.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from nemo_runtime.model import ReferenceModel
+from nemo_runtime.sampling import GREEDY, NoAllowedToken, Sampler, SamplingParams, TokenMask
+from nemo_runtime.weights import load_weights
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What one request produced in one ``step``.
+
+    ``new_token_ids`` holds this step's token (empty when it finished without one). The end id is not
+    emitted; the ids of a matched stop word are (as TensorRT-LLM does).
+    """
+
+    request_id: str
+    new_token_ids: list[int]
+    finished: bool
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    token_ids: list[int]
+    finish_reason: FinishReason
+
+
+@dataclass
+class _Request:
+    request_id: str
+    prompt_ids: list[int]
+    max_new_tokens: int
+    sampler: Sampler
+    end_id: int | None
+    stop_words: list[list[int]]
+    generated: list[int] = field(default_factory=list)
+    slot: int = -1
+
+    @property
+    def next_position(self) -> int:
+        """Position of the last generated token, the input of the next decode step."""
+        return len(self.prompt_ids) + len(self.generated) - 1
+
+
+class ReferenceRuntime:
+    """Serve many requests over one :class:`ReferenceModel` with in-flight batching."""
+
+    def __init__(self, model: ReferenceModel, max_batch_size: int = 64) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self._lock = threading.Lock()
+        self._pending: deque[_Request] = deque()
+        self._cancelled: set[str] = set()
+        self._known: set[str] = set()
+        self._active: dict[str, _Request] = {}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint_dir: str | Path, max_batch_size: int = 64) -> ReferenceRuntime:
+        return cls(ReferenceModel(load_weights(checkpoint_dir)), max_batch_size=max_batch_size)
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.model.config.max_position_embeddings
+
+    def add_request(
+        self,
+        request_id: str,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int,
+        sampling: SamplingParams = GREEDY,
+        end_id: int | None = None,
+        stop_words: Sequence[Sequence[int]] = (),
+        token_mask: TokenMask | None = None,
+    ) -> None:
+        """Queue a request; it is prefilled by the next ``step``. Raises ValueError for a bad request."""
+        prompt = [int(t) for t in prompt_ids]
+        vocab = self.model.vocab_size
+        if not prompt:
+            raise ValueError("prompt_ids must not be empty")
+        if any(not 0 <= t < vocab for t in prompt):
+            raise ValueError(f"prompt_ids must be token ids in [0, {vocab})")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if len(prompt) + max_new_tokens > self.max_seq_len:
+            raise ValueError(
+                f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
+                f"maximum sequence length {self.max_seq_len}"
+            )
+        words = [[int(t) for t in word] for word in stop_words if len(word) > 0]
+        request = _Request(request_id, prompt, max_new_tokens, Sampler(sampling, vocab, token_mask), end_id, words)
+        with self._lock:
+            if request_id in self._known:
+                raise ValueError(f"request id {request_id!r} is already in flight")
+            self._known.add(request_id)
+            self._pending.append(request)
+
+    def cancel(self, request_id: str) -> bool:
+        """Ask for a request to stop; returns False when no such request is in flight."""
+        with self._lock:
+            if request_id not in self._known:
+                return False
+            self._cancelled.add(request_id)
+            return True
+
+    def has_work(self) -> bool:
+        with self._lock:
+            return bool(self._pending or self._active or self._cancelled)
+
+    def step(self) -> list[StepOutput]:
+        """Prefill newly added requests (up to ``max_batch_size`` active) and decode one token for the rest."""
+        outputs: list[StepOutput] = []
+        with self._lock:
+            cancelled, self._cancelled = self._cancelled, set()
+            still_pending: deque[_Request] = deque()
+            for request in self._pending:
+                if request.request_id in cancelled:
+                    outputs.append(self._finish(request, None, "cancelled"))
+                else:
+                    still_pending.append(request)
+            self._pending = still_pending
+            admitted = []
+            while self._pending and len(self._active) + len(admitted) < self.max_batch_size:
+                admitted.append(self._pending.popleft())
+        for request_id in cancelled:
+            request = self._active.pop(request_id, None)
+            if request is not None:
+                outputs.append(self._finish(request, None, "cancelled"))
+
+        decoding = list(self._active.values())
+        if decoding:
+            logits = self.model.decode(
+                [r.slot for r in decoding], [r.generated[-1] for r in decoding], [r.next_position for r in decoding]
+            )
+            for request, row in zip(decoding, logits, strict=True):
+                outputs.append(self._advance(request, row))
+        for request in admitted:
+            request.slot = self.model.cache.acquire()
+            self._active[request.request_id] = request
+            outputs.append(self._advance(request, self.model.prefill(request.slot, request.prompt_ids)))
+        return outputs
+
+    def _advance(self, request: _Request, logits: torch.Tensor) -> StepOutput:
+        try:
+            token = request.sampler.choose(logits, request.generated)
+        except NoAllowedToken:
+            return self._finish(request, None, "error")
+        if token == request.end_id:
+            return self._finish(request, None, "stop")
+        request.generated.append(token)
+        if any(request.generated[-len(w) :] == w for w in request.stop_words):
+            return self._finish(request, token, "stop")
+        if len(request.generated) >= request.max_new_tokens:
+            return self._finish(request, token, "length")
+        return StepOutput(request.request_id, [token], False)
+
+    def _finish(self, request: _Request, token: int | None, reason: FinishReason) -> StepOutput:
+        if request.slot >= 0:
+            self._active.pop(request.request_id, None)
+            self.model.cache.release(request.slot)
+            request.slot = -1
+        with self._lock:
+            self._known.discard(request.request_id)
+        return StepOutput(request.request_id, [] if token is None else [token], True, reason)
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int,
+        sampling: SamplingParams = GREEDY,
+        end_id: int | None = None,
+        stop_words: Sequence[Sequence[int]] = (),
+        token_mask: TokenMask | None = None,
+    ) -> GenerationResult:
+        """Run one request to completion and return its tokens.
+
+        This drives ``step`` itself: use it when no other thread runs the step loop. Results of other
+        requests produced meanwhile are dropped.
+        """
+        request_id = f"generate-{uuid.uuid4().hex}"
+        self.add_request(
+            request_id,
+            prompt_ids,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            end_id=end_id,
+            stop_words=stop_words,
+            token_mask=token_mask,
+        )
+        tokens: list[int] = []
+        while True:
+            for out in self.step():
+                if out.request_id != request_id:
+                    continue
+                tokens.extend(out.new_token_ids)
+                if out.finished:
+                    return GenerationResult(tokens, out.finish_reason or "stop")

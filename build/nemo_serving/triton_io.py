@@ -1,0 +1,109 @@
+"""Glue between Triton's python backend objects and the serving logic. Importable only inside Triton.
+
+Reads request tensors, builds responses, sends `tensorrt_llm` results through a response sender, and
+calls other models of the repository (BLS) — nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from nemo_serving.contract import GenerationRequest, output_tensors, output_token_ids, stop_inputs
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+def inputs(request: pb_utils.InferenceRequest) -> Callable[[str], np.ndarray | None]:
+    """Input tensor lookup by name for one request (None when absent)."""
+
+    def get(name: str) -> np.ndarray | None:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        return None if tensor is None else tensor.as_numpy()
+
+    return get
+
+
+def response(tensors: dict[str, np.ndarray]) -> pb_utils.InferenceResponse:
+    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in tensors.items()])
+
+
+def error_response(message: str) -> pb_utils.InferenceResponse:
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+
+
+def string_tensor(text: str) -> np.ndarray:
+    return np.array([text.encode("utf-8")], dtype=object)
+
+
+class ResponseSink:
+    """The in-flight batcher's sink for one decoupled `tensorrt_llm` request."""
+
+    def __init__(self, request: pb_utils.InferenceRequest, sender: pb_utils.InferenceResponseSender) -> None:
+        self._request = request
+        self._sender = sender
+
+    def send(self, token_ids: list[int], final: bool) -> None:
+        if final and not token_ids:
+            self._sender.send(flags=FINAL)
+        else:
+            self._sender.send(response(output_tensors(token_ids)), flags=FINAL if final else 0)
+
+    def fail(self, message: str) -> None:
+        self._sender.send(error_response(message), flags=FINAL)
+
+    def is_cancelled(self) -> bool:
+        return bool(self._request.is_cancelled())
+
+
+class BlsGeneration:
+    """A request to the `tensorrt_llm` model, iterated as chunks of new token ids."""
+
+    def __init__(self, request: GenerationRequest, request_id: str, model: str = "tensorrt_llm") -> None:
+        self._model = model
+        self._request_id = request_id
+        self._responses = pb_utils.InferenceRequest(
+            model_name=model,
+            request_id=request_id,
+            inputs=[pb_utils.Tensor(k, v) for k, v in request.to_inputs().items()],
+            requested_output_names=["output_ids", "sequence_length"],
+        ).exec(decoupled=True)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for item in self._responses:
+            if item.has_error():
+                raise GenerationError(item.error().message())
+            ids = pb_utils.get_output_tensor_by_name(item, "output_ids")
+            lengths = pb_utils.get_output_tensor_by_name(item, "sequence_length")
+            if ids is None:
+                continue
+            yield output_token_ids(ids.as_numpy(), None if lengths is None else lengths.as_numpy())
+
+    def cancel(self) -> None:
+        """End the generation early (a `stop` request with the same id), freeing its batch slot."""
+        stop = pb_utils.InferenceRequest(
+            model_name=self._model,
+            request_id=self._request_id,
+            inputs=[pb_utils.Tensor(k, v) for k, v in stop_inputs().items()],
+            requested_output_names=["output_ids"],
+        )
+        for _ in stop.exec(decoupled=True):
+            pass
+
+
+class GenerationError(RuntimeError):
+    """`tensorrt_llm` answered with an error."""
+
+
+def bls_call(model: str, tensors: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+    """A non-decoupled call to another model; raises GenerationError with its error message."""
+    result = pb_utils.InferenceRequest(
+        model_name=model,
+        inputs=[pb_utils.Tensor(k, v) for k, v in tensors.items()],
+        requested_output_names=outputs,
+    ).exec()
+    if result.has_error():
+        raise GenerationError(result.error().message())
+    return {name: pb_utils.get_output_tensor_by_name(result, name).as_numpy() for name in outputs}

@@ -1,0 +1,175 @@
+"""The CPU `tensorrt_llm` loop: in-flight batching, streaming, stop conditions, cancellation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from nemo_protocol.errors import InvalidRequestError
+from nemo_runtime.inflight import InflightBatcher
+from nemo_runtime.sampling import SamplingParams
+from nemo_runtime.scheduler import ReferenceRuntime
+from nemo_serving.contract import GenerationRequest
+
+PROMPT = [1, 300, 301, 302, 303]
+
+
+class RecordingSink:
+    """Collects what the batcher sends, as Triton's response sender would receive it."""
+
+    def __init__(self) -> None:
+        self.sends: list[tuple[list[int], bool, float]] = []
+        self.error: str | None = None
+        self.cancelled = False
+        self.done = threading.Event()
+
+    def send(self, token_ids: list[int], final: bool) -> None:
+        self.sends.append((list(token_ids), final, time.monotonic()))
+        if final:
+            self.done.set()
+
+    def fail(self, message: str) -> None:
+        self.error = message
+        self.done.set()
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled
+
+    @property
+    def tokens(self) -> list[int]:
+        return [t for ids, _, _ in self.sends for t in ids]
+
+    def wait(self) -> RecordingSink:
+        assert self.done.wait(30), "the request never finished"
+        return self
+
+
+@pytest.fixture
+def batcher(new_runtime: Callable[..., ReferenceRuntime]) -> Iterator[InflightBatcher]:
+    running = InflightBatcher(new_runtime())
+    yield running
+    running.close()
+
+
+def request(**overrides: object) -> GenerationRequest:
+    fields: dict[str, object] = {"input_ids": PROMPT, "max_new_tokens": 8, "streaming": True}
+    fields.update(overrides)
+    return GenerationRequest(**fields)  # type: ignore[arg-type]
+
+
+def test_streams_one_token_per_response_and_matches_a_lone_run(
+    batcher: InflightBatcher, new_runtime: Callable[..., ReferenceRuntime]
+) -> None:
+    sink = RecordingSink()
+    batcher.submit(request(), sink)
+    sink.wait()
+    expected = new_runtime().generate(PROMPT, max_new_tokens=8).token_ids
+    assert sink.tokens == expected
+    assert [len(ids) for ids, _, _ in sink.sends] == [1] * 8
+    assert [final for _, final, _ in sink.sends] == [False] * 7 + [True]
+
+
+def test_non_streaming_sends_everything_once_with_or_without_the_prompt(batcher: InflightBatcher) -> None:
+    streamed, whole, with_prompt = RecordingSink(), RecordingSink(), RecordingSink()
+    batcher.submit(request(), streamed)
+    batcher.submit(request(streaming=False), whole)
+    batcher.submit(request(streaming=False, exclude_input_in_output=False), with_prompt)
+    for sink in (streamed, whole, with_prompt):
+        sink.wait()
+    assert len(whole.sends) == 1 and whole.sends[0][1] is True
+    assert whole.tokens == streamed.tokens
+    assert with_prompt.tokens == PROMPT + streamed.tokens
+
+
+def test_a_new_request_joins_the_running_batch(batcher: InflightBatcher) -> None:
+    long, short = RecordingSink(), RecordingSink()
+    batcher.submit(request(max_new_tokens=60), long)
+    while len(long.sends) < 3:
+        time.sleep(0.001)
+    batcher.submit(request(max_new_tokens=3), short)
+    short.wait()
+    long.wait()
+    # The short request was served between the long one's decode steps, not after it.
+    assert short.sends[-1][2] < long.sends[-1][2]
+    assert len(long.tokens) == 60 and len(short.tokens) == 3
+
+
+def test_requests_are_independent_of_their_batch_mates(
+    batcher: InflightBatcher, new_runtime: Callable[..., ReferenceRuntime]
+) -> None:
+    seeded = {"temperature": 1.0, "top_k": 50, "seed": 1234}
+    sinks = [RecordingSink() for _ in range(6)]
+    for i, sink in enumerate(sinks):
+        batcher.submit(request(input_ids=[*PROMPT, 400 + i], **seeded), sink)
+    for sink in sinks:
+        sink.wait()
+    alone = new_runtime().generate(
+        [*PROMPT, 400], max_new_tokens=8, sampling=SamplingParams(temperature=1.0, top_k=50, seed=1234)
+    )
+    assert sinks[0].tokens == alone.token_ids
+
+
+def test_end_id_stop_words_bad_words_and_min_tokens(
+    batcher: InflightBatcher, new_runtime: Callable[..., ReferenceRuntime]
+) -> None:
+    free = new_runtime().generate(PROMPT, max_new_tokens=8).token_ids
+    ended, stopped, banned, at_least = RecordingSink(), RecordingSink(), RecordingSink(), RecordingSink()
+    batcher.submit(request(end_id=free[3]), ended)
+    batcher.submit(request(stop_words=[free[2:4]]), stopped)
+    batcher.submit(request(bad_words=[[free[0]]]), banned)
+    batcher.submit(request(end_id=free[0], min_tokens=2), at_least)
+    assert ended.wait().tokens == free[:3]  # the end id itself is not returned
+    assert stopped.wait().tokens == free[:4]  # a stop word is returned, then generation ends
+    assert banned.wait().tokens[0] != free[0]
+    assert at_least.wait().tokens[0] != free[0]
+
+
+def test_cancellation_frees_the_slot_within_a_step(
+    batcher: InflightBatcher, new_runtime: Callable[..., ReferenceRuntime]
+) -> None:
+    sink = RecordingSink()
+    batcher.submit(request(max_new_tokens=200), sink)
+    while len(sink.sends) < 2:
+        time.sleep(0.001)
+    sink.cancelled = True
+    sink.wait()
+    assert len(sink.tokens) < 200
+    assert sink.sends[-1][1] is True
+    deadline = time.monotonic() + 5
+    while batcher.active_requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert batcher.active_requests == 0
+    follow_up = RecordingSink()
+    batcher.submit(request(), follow_up)
+    assert follow_up.wait().tokens == new_runtime().generate(PROMPT, max_new_tokens=8).token_ids
+
+
+def test_stop_by_tag_ends_only_that_request(batcher: InflightBatcher) -> None:
+    doomed, kept = RecordingSink(), RecordingSink()
+    batcher.submit(request(max_new_tokens=200), doomed, tag="41")
+    batcher.submit(request(max_new_tokens=20), kept, tag="42")
+    while not doomed.sends:
+        time.sleep(0.001)
+    assert batcher.stop("41") == 1
+    assert len(doomed.wait().tokens) < 200
+    assert len(kept.wait().tokens) == 20
+
+
+@pytest.mark.parametrize(
+    ("overrides", "tensor"),
+    [
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"return_log_probs": True}, "return_log_probs"),
+        ({"max_new_tokens": 1000}, "input_ids"),
+    ],
+)
+def test_requests_it_cannot_serve_are_refused_by_name(
+    batcher: InflightBatcher, overrides: dict[str, object], tensor: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        batcher.submit(request(**overrides), RecordingSink())
+    assert caught.value.param == tensor
+    assert batcher.active_requests == 0
