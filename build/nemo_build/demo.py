@@ -14,10 +14,11 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 from nemo_protocol.tekken import default_tekken_path
 
 from nemo_build.serve import TritonServer
-from nemo_build.stack import SERVED_NAME, Steps, gateway, get_weather, venv_bin
+from nemo_build.stack import Steps, gateway, get_weather, venv_bin
 from nemo_client import NemoClient
 
 STEP_NAMES = ("model", "checkpoint", "repository", "serve", "chat", "tools", "openai", "stop")
@@ -85,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from openai import OpenAI
 
                 sdk = OpenAI(base_url=f"{gateway_url}/v1", api_key="not-needed")
-                reply = sdk.chat.completions.create(model=SERVED_NAME, messages=question, temperature=0)
+                reply = sdk.chat.completions.create(model=DEFAULT_SERVED_MODEL_NAME, messages=question, temperature=0)
                 print(f"  openai SDK> {reply.choices[0].message.content}  (usage: {reply.usage.total_tokens} tokens)")
     finally:
         with steps.step("stop", "Stop the servers"):

@@ -21,6 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
+
 from nemo_build.atomic_dir import atomic_directory
 from nemo_build.errors import BuildError
 
@@ -30,7 +32,6 @@ TEMPLATES_DIR = Path(str(resources.files("nemo_build") / "templates"))
 SHARED_TENSORS_FILE = "tensors.pbtxt"
 TOKENIZER_FILE = "preprocessing/tekken.json"  # relative to the rendered repository
 SCHEDULER_POLICIES = ("max_utilization", "guaranteed_no_evict")
-DEFAULT_SERVED_MODEL_NAME = "mistralai/mistral-nemo-12b-instruct"
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 
 

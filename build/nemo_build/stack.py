@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
+
 from nemo_build.serve import free_port
 
-SERVED_NAME = "mistralai/mistral-nemo-12b-instruct"
 WEATHER = {"Paris": {"conditions": "sunny", "celsius": 18}, "Tokyo": {"conditions": "rainy", "celsius": 12}}
 
 
@@ -43,7 +44,7 @@ def gateway(triton_url: str, ready_timeout_s: float = 60) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [venv_bin("nemo-gateway"), "--triton-url", triton_url, "--port", str(port), "--log-level", "warning"],
-        env={**os.environ, "NIM_SERVED_MODEL_NAME": SERVED_NAME},
+        env={**os.environ, "NIM_SERVED_MODEL_NAME": DEFAULT_SERVED_MODEL_NAME},
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
