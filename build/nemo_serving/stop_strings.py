@@ -22,8 +22,11 @@ class StopStringMatcher:
         if not self._stops:
             return text
         buffer = self._held + text
-        cut = min((i for i in (buffer.find(stop) for stop in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        # The stop sequence that completes first, as if the text arrived one character at a time (ties: the one
+        # that starts first), so that where the text is cut never depends on how it was chunked.
+        matches = [(i + len(stop), i) for stop in self._stops if (i := buffer.find(stop)) >= 0]
+        if matches:
+            _, cut = min(matches)
             self.stopped = True
             self._held = ""
             return buffer[:cut]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nemo_protocol.tekken import Tekkenizer
@@ -55,6 +56,34 @@ def test_stop_sequence_split_anywhere_cuts_the_text_before_it(cuts: list[int]) -
     out = "".join(matcher.feed(piece) for piece in pieces) + matcher.flush()
     assert out == "The answer is 42."
     assert matcher.stopped
+
+
+@pytest.mark.parametrize(
+    ("stops", "pieces", "expected"),
+    [
+        (["world", "lo"], ["hello world"], "hel"),  # both match in one chunk: the earlier one cuts
+        (["lo", "world"], ["hello world"], "hel"),  # whatever their order in the request
+        (["wor", "world"], ["hello ", "world"], "hello "),  # same start, different lengths
+        (["abcd", "bc"], ["xa", "bc", "d"], "xa"),  # the shorter completes first: generation stops there
+        (["\nUser:", "User"], ["A.\nUs", "er: hi"], "A.\n"),  # overlapping, split across chunks
+    ],
+)
+def test_two_stop_sequences_matching_at_once_cut_at_the_first(
+    stops: list[str], pieces: list[str], expected: str
+) -> None:
+    matcher = StopStringMatcher(stops)
+    assert "".join(matcher.feed(piece) for piece in pieces) + matcher.flush() == expected
+    assert matcher.stopped
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 40), max_size=6))
+def test_where_overlapping_stops_cut_does_not_depend_on_the_chunks(cuts: list[int]) -> None:
+    text = "Sure.\nUser: and\nUser: again"
+    points = sorted({c % (len(text) + 1) for c in cuts})
+    pieces = [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
+    matcher = StopStringMatcher(["\nUser:", "User"])
+    assert "".join(matcher.feed(piece) for piece in pieces) + matcher.flush() == "Sure.\n"
 
 
 def test_text_that_only_starts_like_a_stop_sequence_is_released() -> None:
