@@ -20,12 +20,9 @@ MAX_BATCH_SIZE = 16
 
 
 @pytest.fixture(scope="session")
-def serving_checkpoint(request: pytest.FixtureRequest) -> Path:
-    """The tiny trained model's FP8 TensorRT-LLM checkpoint (from the build stage's session fixture)."""
-    try:
-        return Path(request.getfixturevalue("fp8_checkpoint_dir"))
-    except pytest.FixtureLookupError:
-        pytest.skip("the build stage's fp8_checkpoint_dir fixture is not available in tests/conftest.py yet")
+def serving_checkpoint(fp8_checkpoint_dir: Path) -> Path:
+    """The tiny trained model's FP8 TensorRT-LLM checkpoint (the build stage's session fixture)."""
+    return fp8_checkpoint_dir
 
 
 @pytest.fixture(scope="session")
