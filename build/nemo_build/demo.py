@@ -87,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 sdk = OpenAI(base_url=f"{gateway_url}/v1", api_key="not-needed")
                 reply = sdk.chat.completions.create(model=DEFAULT_SERVED_MODEL_NAME, messages=question, temperature=0)
-                print(f"  openai SDK> {reply.choices[0].message.content}  (usage: {reply.usage.total_tokens} tokens)")
+                tokens = reply.usage.total_tokens if reply.usage else "no usage reported"
+                print(f"  openai SDK> {reply.choices[0].message.content}  (usage: {tokens} tokens)")
     finally:
         with steps.step("stop", "Stop the servers"):
             server.stop()

@@ -37,7 +37,7 @@ def load_model(model_dir: Path, device: torch.device) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16, low_cpu_mem_usage=True)
-    return model.to(device).eval()
+    return model.to(device).eval()  # type: ignore[arg-type]  # transformers wraps .to untyped
 
 
 def quant_config(weights: Precision, kv_cache: Precision) -> dict[str, Any] | None:

@@ -55,6 +55,7 @@ def save_model_dir(model: MistralForCausalLM, out_dir: Path, tekken_path: Path, 
     if not Path(tekken_path).is_file():
         raise BuildError(f"Tekken file {tekken_path} does not exist")
     with atomic_directory(out_dir) as staging:
-        model.to(torch.bfloat16).save_pretrained(staging, max_shard_size=SHARD_SIZE)
+        bf16 = model.to(torch.bfloat16)  # type: ignore[arg-type]  # transformers wraps .to untyped
+        bf16.save_pretrained(staging, max_shard_size=SHARD_SIZE)
         shutil.copyfile(tekken_path, staging / "tekken.json")
     return out_dir

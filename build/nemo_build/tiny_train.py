@@ -86,7 +86,7 @@ def train_tiny_model(
         model.lm_head.weight.zero_()
         model.lm_head.weight[used] = head.detach()
         model.model.embed_tokens.weight[seen] = embedding.detach()
-        model.to(torch.bfloat16).float()  # check what will be saved: bf16 weights
+        model.to(torch.bfloat16).float()  # type: ignore[arg-type]  # transformers wraps .to untyped  # check what will be saved: bf16 weights
     _check_answers(model, pairs)
     report = TrainReport(steps, float(loss.detach()), time.perf_counter() - started, len(pairs), int(used.numel()))
     return model, report

@@ -157,7 +157,7 @@ class ReferenceModel:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         normed = _rms_norm(hidden, self.weights.final_norm, self.config.norm_epsilon)
-        if self._live_rows is None:
+        if self._live_rows is None or self._live_head is None:
             return normed @ self.weights.lm_head.T
         logits = normed.new_zeros(*normed.shape[:-1], self.weights.lm_head.shape[0])
         logits[..., self._live_rows] = normed @ self._live_head.T

@@ -14,7 +14,6 @@ Thread-safety contract (what the Triton ``tensorrt_llm`` python model relies on)
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from nemo_protocol.request_ids import new_request_id
 
 from nemo_runtime.model import ReferenceModel
 from nemo_runtime.sampling import GREEDY, NoAllowedToken, Sampler, SamplingParams, TokenMask
@@ -146,13 +146,12 @@ class ReferenceRuntime:
                 else:
                     still_pending.append(request)
             self._pending = still_pending
-            admitted = []
+            admitted: list[_Request] = []
             while self._pending and len(self._active) + len(admitted) < self.max_batch_size:
                 admitted.append(self._pending.popleft())
         for request_id in cancelled:
-            request = self._active.pop(request_id, None)
-            if request is not None:
-                outputs.append(self._finish(request, None, "cancelled"))
+            if request_id in self._active:
+                outputs.append(self._finish(self._active.pop(request_id), None, "cancelled"))
 
         decoding = list(self._active.values())
         if decoding:
@@ -205,7 +204,7 @@ class ReferenceRuntime:
         This drives ``step`` itself: use it when no other thread runs the step loop. Results of other
         requests produced meanwhile are dropped.
         """
-        request_id = f"generate-{uuid.uuid4().hex}"
+        request_id = new_request_id("generate-")
         self.add_request(
             request_id,
             prompt_ids,

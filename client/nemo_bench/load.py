@@ -119,7 +119,7 @@ async def _open_loop(
         records.append(record)
         on_done(record)
 
-    tasks = []
+    tasks: list[asyncio.Task[None]] = []
     next_arrival = time.perf_counter()
     while may_send(len(tasks)):
         delay = next_arrival - time.perf_counter()

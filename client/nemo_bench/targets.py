@@ -127,8 +127,8 @@ class GrpcTarget:
         tally = _Tally(request)
         try:
             stream = await self._client.chat.completions.create_from_body(chat_body(request, options))
-            async with stream:  # type: ignore[union-attr]
-                async for chunk in stream:  # type: ignore[union-attr]
+            async with stream:
+                async for chunk in stream:
                     tally.chunk(chunk.model_dump(exclude_unset=True))
         except Exception as error:
             return tally.fail(grpc_error_type(error), str(error))
