@@ -49,7 +49,7 @@ from nemo_build.preflight import (
 )
 from nemo_build.profiles import DEFAULT_PROFILE, Profile, available_profiles, load_profile
 from nemo_build.repository import TOKENIZER_FILE
-from nemo_build.serve import ServeError, TritonServer, gpt_model_path, repository_target
+from nemo_build.serve import ServeError, TritonServer, repository_manifest
 from nemo_build.stack import RunAborted, StepFailed, StepRecord, Steps, gateway, get_weather, venv_bin
 from nemo_build.tiny_chat import WEATHER_TOOL
 
@@ -193,11 +193,11 @@ def model_dir_problems(model_dir: Path, *, need_weights: bool) -> list[str]:
 def repository_problems(repository: Path) -> list[str]:
     """Why ``repository`` cannot be served as it is; for GPU ones, that its engine directory exists here."""
     try:
-        target = repository_target(repository)
+        manifest = repository_manifest(repository)
     except ServeError as error:
         return [str(error)]
-    if target == "gpu":
-        engine = gpt_model_path(repository)
+    if manifest.target == "gpu":
+        engine = manifest.model_dir
         if not (engine / "config.json").is_file():
             return [
                 f"{repository} serves the engine directory {engine}, which does not exist on this machine "

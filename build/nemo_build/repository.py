@@ -7,6 +7,15 @@ with the model's shared `tensors.pbtxt`, so both variants expose the same tensor
 
 Nothing is written unless every placeholder is filled and every rendered config parses into Triton's
 `ModelConfig` protobuf under the name of its directory.
+
+Beside the model directories the repository holds `manifest.json` (Triton loads model directories only and
+ignores files at the root): what `nemo-serve` and `make gpu-check` read instead of the rendered configs —
+
+    {"kind": "nemo-build repository", "format": 1, "nemo_build": "0.1.0",
+     "target": "gpu" | "cpu", "model_dir": "/abs/engine-or-checkpoint", "served_model_name": "...",
+     "models": ["chat", ...], "tokenizer_file": "preprocessing/tekken.json", "settings": {every setting}}
+
+A repository without it (rendered before manifests, or by hand) is refused with the command that re-renders it.
 """
 
 from __future__ import annotations
@@ -21,10 +30,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
-
+from nemo_build import __version__
 from nemo_build.atomic_dir import atomic_directory
 from nemo_build.errors import BuildError
+from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 TARGETS = ("gpu", "cpu")
 # Package data: `templates` is the top-level model_repository/ (a link in the source tree, files in a wheel).
@@ -32,6 +41,9 @@ TEMPLATES_DIR = Path(str(resources.files("nemo_build") / "templates"))
 SHARED_TENSORS_FILE = "tensors.pbtxt"
 TOKENIZER_FILE = "preprocessing/tekken.json"  # relative to the rendered repository
 SCHEDULER_POLICIES = ("max_utilization", "guaranteed_no_evict")
+MANIFEST_FILE = "manifest.json"  # at the repository root, beside the model directories
+MANIFEST_KIND = "nemo-build repository"
+MANIFEST_FORMAT = 1  # bump when a reader of the old format would misread the new one
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 
 
@@ -184,11 +196,13 @@ def render_repository(
     if not model_dirs:
         raise BuildError(f"{templates} holds no model templates")
 
+    models = [path.name for path in model_dirs]
     with atomic_directory(out) as staging:
         for model_dir in model_dirs:
             _render_model(model_dir, settings.target, values, staging / model_dir.name)
         shutil.copy2(tokenizer, staging / TOKENIZER_FILE)
-    return [path.name for path in model_dirs]
+        write_repository_manifest(staging, settings, models)
+    return models
 
 
 def _render_model(model_dir: Path, target: str, values: dict[str, str], dest: Path) -> None:
@@ -205,6 +219,102 @@ def _render_model(model_dir: Path, target: str, values: dict[str, str], dest: Pa
     rendered = render_text(config_template.read_text(), model_values, str(config_template))
     validate_config(rendered, model_dir.name, str(config_template))
     (dest / "config.pbtxt").write_text(rendered)
+
+
+# -------------------------------------------------------------------------------------------- manifest
+
+
+@dataclass(frozen=True)
+class RepositoryManifest:
+    """What `manifest.json` says about a rendered repository."""
+
+    path: Path  # the manifest file
+    target: str  # "gpu" (tensorrtllm backend, engines) or "cpu" (python reference runtime, a checkpoint)
+    model_dir: Path  # the engine directory (gpu) or the TensorRT-LLM checkpoint directory (cpu), absolute
+    served_model_name: str
+    models: tuple[str, ...]
+    settings: dict[str, Any]
+    nemo_build_version: str  # the nemo_build that rendered it
+
+    @property
+    def repository(self) -> Path:
+        return self.path.parent
+
+
+def manifest_data(settings: RepositorySettings, models: list[str]) -> dict[str, Any]:
+    """The JSON object `manifest.json` holds for a repository rendered from `settings`."""
+    model_dir = str(settings.model_dir.resolve())  # the path the configs name
+    return {
+        "kind": MANIFEST_KIND,
+        "format": MANIFEST_FORMAT,
+        "nemo_build": __version__,
+        "target": settings.target,
+        "model_dir": model_dir,
+        "served_model_name": settings.served_model_name,
+        "models": list(models),
+        "tokenizer_file": TOKENIZER_FILE,
+        "settings": {**asdict(settings), "model_dir": model_dir},
+    }
+
+
+def write_repository_manifest(repository: Path, settings: RepositorySettings, models: list[str]) -> Path:
+    """Write `manifest.json` into `repository` (a directory being rendered, or one made by hand in tests)."""
+    path = repository / MANIFEST_FILE
+    path.write_text(json.dumps(manifest_data(settings, models), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_repository_manifest(repository: Path) -> RepositoryManifest:
+    """The manifest of a repository rendered by `nemo-build repository`; BuildError saying what to do otherwise."""
+    rerender = (
+        "re-render it: `nemo-build repository --target gpu|cpu --engine DIR|--checkpoint DIR --tokenizer tekken.json "
+        f"--out {repository} --replace`"
+    )
+    if not repository.is_dir():
+        raise BuildError(f"{repository} is not a rendered model repository: no such directory; {rerender}")
+    path = repository / MANIFEST_FILE
+    if not path.is_file():
+        raise BuildError(
+            f"{repository} is not a rendered model repository: it has no {MANIFEST_FILE} (not rendered by "
+            f"`nemo-build repository`, or by a version before {MANIFEST_FILE}); {rerender}"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BuildError(f"{path} is not readable JSON ({exc}); {rerender}") from exc
+    if not isinstance(data, dict) or data.get("kind") != MANIFEST_KIND:
+        raise BuildError(f"{path} is not a `nemo-build repository` manifest (kind {MANIFEST_KIND!r}); {rerender}")
+    written_by = data.get("nemo_build", "an unknown version")
+    if data.get("format") != MANIFEST_FORMAT:
+        raise BuildError(
+            f"{path} has format {data.get('format')!r} (nemo_build {written_by}); this nemo_build {__version__} "
+            f"reads format {MANIFEST_FORMAT}: {rerender}"
+        )
+    problems = []
+    if data.get("target") not in TARGETS:
+        problems.append(f"target {data.get('target')!r} (accepted: {', '.join(TARGETS)})")
+    for key in ("model_dir", "served_model_name", "nemo_build"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            problems.append(f"{key} {data.get(key)!r} (a non-empty string)")
+    models, settings = data.get("models"), data.get("settings")
+    if not isinstance(models, list) or not models or not all(isinstance(name, str) and name for name in models):
+        problems.append(f"models {models!r} (a non-empty list of model names)")
+    if not isinstance(settings, dict):
+        problems.append(f"settings {settings!r} (an object)")
+    if problems:
+        raise BuildError(f"{path} is damaged: {'; '.join(problems)}; {rerender}")
+    missing = [name for name in models if not (repository / name / "config.pbtxt").is_file()]
+    if missing:
+        raise BuildError(f"{path} lists model(s) {', '.join(missing)} that {repository} lacks; {rerender}")
+    return RepositoryManifest(
+        path=path,
+        target=data["target"],
+        model_dir=Path(data["model_dir"]),
+        served_model_name=data["served_model_name"],
+        models=tuple(models),
+        settings=settings,
+        nemo_build_version=data["nemo_build"],
+    )
 
 
 # --------------------------------------------------------------------------------------------- CLI

@@ -9,6 +9,9 @@ The server binds to the requested host (127.0.0.1 unless told otherwise), takes 
 ports are given, is polled until ready, and is stopped with SIGTERM, a bounded grace period, then
 SIGKILL of its whole process group (python backend stubs included: a decoupled python model can keep
 tritonserver alive long after SIGTERM).
+
+What the repository serves (target, engine or checkpoint directory) comes from the `manifest.json` that
+`nemo-build repository` writes at its root, never from the rendered configs.
 """
 
 from __future__ import annotations
@@ -32,14 +35,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from nemo_build import __version__
 from nemo_build.errors import BuildError
 from nemo_build.preflight import NGC_IMAGE, PINNED_TRTLLM, installed_trtllm_version, probe_gpus
+from nemo_build.repository import RepositoryManifest, read_repository_manifest
 from nemo_build.stub_supervisor import StubSupervisor
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_READY_TIMEOUT_S = 300.0
 DEFAULT_GRACE_S = 10.0
 LOG_TAIL_LINES = 60
+# What the repository's python models import (nemo_runtime: the CPU tensorrt_llm model; it imports nemo_build's
+# errors). The docker launcher mounts each package directory, wherever it is installed, under CONTAINER_PYTHONPATH.
+SERVING_PACKAGES = ("nemo_serving", "nemo_protocol", "nemo_runtime", "nemo_build")
+CONTAINER_PYTHONPATH = "/opt/nemo-serve/python"
 
 
 class ServeError(RuntimeError):
@@ -71,15 +80,23 @@ def choose_ports(host: str, grpc: int = 0, http: int = 0, metrics: int = 0) -> P
     return Ports(*chosen)
 
 
-def repository_target(repository: Path) -> str:
-    """`gpu` when the rendered `tensorrt_llm` model uses the tensorrtllm backend, else `cpu`."""
-    config = repository / "tensorrt_llm" / "config.pbtxt"
-    if not config.is_file():
-        raise ServeError(
-            f"{repository} is not a rendered model repository: {config} is missing "
-            "(render one with `nemo-build repository`)"
-        )
-    return "gpu" if 'backend: "tensorrtllm"' in config.read_text() else "cpu"
+def repository_manifest(repository: Path) -> RepositoryManifest:
+    """The repository's `manifest.json` (target, engine or checkpoint directory); ServeError when it has none."""
+    try:
+        return read_repository_manifest(repository)
+    except BuildError as error:
+        raise ServeError(str(error)) from error
+
+
+def package_dirs(names: Sequence[str] = SERVING_PACKAGES) -> dict[str, Path]:
+    """Where each package is installed (source tree or site-packages), from its `__file__`, without importing it."""
+    found: dict[str, Path] = {}
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ServeError(f"package {name} is not importable here; the repository's python models import it")
+        found[name] = Path(spec.origin).resolve().parent
+    return found
 
 
 # --------------------------------------------------------------------------- CPU: the pytriton wheel
@@ -158,17 +175,18 @@ def triton_arguments(repository: Path, host: str, ports: Ports) -> list[str]:
 
 
 def docker_command(
-    repository: Path, engine_dir: Path, host: str, ports: Ports, image: str, project_root: Path
+    repository: Path, engine_dir: Path, host: str, ports: Ports, image: str, packages: dict[str, Path]
 ) -> list[str]:
     """`docker run` of the NGC image serving `repository`.
 
-    Repository, engine directory and project sources are mounted at their host paths, so the
-    absolute paths rendered into the configs hold inside the container; the python models import
-    `nemo_build` / `nemo_client` from the mounted sources.
+    Repository and engine directory are mounted at their host paths, so the absolute paths rendered into
+    the configs hold inside the container. The python models' packages (`packages`: name → directory, see
+    :func:`package_dirs`) are mounted one by one under CONTAINER_PYTHONPATH: from a source tree or from
+    site-packages alike, and without the rest of a site-packages shadowing the image's own libraries.
     """
     publish = [f"--publish={host}:{port}:{port}" for port in (ports.grpc, ports.http, ports.metrics)]
-    mounts = [f"--volume={path}:{path}:ro" for path in (repository, engine_dir, project_root)]
-    pythonpath = os.pathsep.join(str(project_root / sub) for sub in ("build", "client"))
+    mounts = [f"--volume={path}:{path}:ro" for path in (repository, engine_dir)]
+    mounts += [f"--volume={path}:{CONTAINER_PYTHONPATH}/{name}:ro" for name, path in sorted(packages.items())]
     return [
         "docker",
         "run",
@@ -178,27 +196,19 @@ def docker_command(
         "--ulimit=memlock=-1",
         *publish,
         *mounts,
-        f"--env=PYTHONPATH={pythonpath}",
+        f"--env=PYTHONPATH={CONTAINER_PYTHONPATH}",
         image,
         "tritonserver",
         *triton_arguments(repository, "0.0.0.0", ports),
     ]
 
 
-def gpt_model_path(repository: Path) -> Path:
-    """The engine directory named by the rendered tensorrtllm config."""
-    text = (repository / "tensorrt_llm" / "config.pbtxt").read_text()
-    marker = 'key: "gpt_model_path"'
-    after = text[text.index(marker) :]
-    value = after.split('string_value: "', 1)[1].split('"', 1)[0]
-    return Path(value)
-
-
-def check_gpu_engine(repository: Path, launcher: str, image: str) -> str:
+def check_gpu_engine(manifest: RepositoryManifest, launcher: str, image: str) -> str:
     """Refuse engines built for another GPU model or TensorRT-LLM version than the ones about to serve them.
 
-    The GPU is the first one `nvidia-smi` lists; TensorRT-LLM is the installed one (local launcher) or the
-    pinned image's. Returns a note for the log when the version cannot be known (another docker image).
+    The engines are the manifest's `model_dir`. The GPU is the first one `nvidia-smi` lists; TensorRT-LLM is
+    the installed one (local launcher) or the pinned image's. Returns a note for the log when the version
+    cannot be known (another docker image).
     """
     from nemo_build.engine import check_engine_compatible  # the build pipeline's modules: GPU repositories only
 
@@ -216,10 +226,10 @@ def check_gpu_engine(repository: Path, launcher: str, image: str) -> str:
     if version is None and not note:
         raise ServeError("tensorrt_llm is not installed beside this tritonserver (use --launcher docker)")
     try:
-        manifest = check_engine_compatible(gpt_model_path(repository), gpus[0].name, version)
+        engine_manifest = check_engine_compatible(manifest.model_dir, gpus[0].name, version)
     except BuildError as error:
         raise ServeError(str(error)) from error
-    built = manifest["inputs"]
+    built = engine_manifest["inputs"]
     return note or f"engines built on {built['gpu']} with TensorRT-LLM {built['tensorrt_llm']}: compatible"
 
 
@@ -241,7 +251,8 @@ class TritonServer:
         grace_s: float = DEFAULT_GRACE_S,
     ) -> None:
         self.repository = repository.resolve()
-        self.target = repository_target(self.repository)
+        self.manifest = repository_manifest(self.repository)
+        self.target = self.manifest.target
         self.host = host
         self.ports = ports or choose_ports(host)
         self._workdir = Path(tempfile.mkdtemp(prefix="nemo-serve-"))
@@ -288,14 +299,19 @@ class TritonServer:
             if binary is None:
                 raise ServeError("no `tritonserver` on PATH (use --launcher docker)")
             return [binary, *triton_arguments(self.repository, self.host, self.ports)], env
-        project_root = Path(__file__).resolve().parents[2]
         return docker_command(
-            self.repository, gpt_model_path(self.repository), self.host, self.ports, self.image, project_root
+            self.repository, self.manifest.model_dir, self.host, self.ports, self.image, package_dirs()
         ), env
 
     def start(self) -> None:
+        if self.manifest.nemo_build_version != __version__:
+            print(
+                f"nemo-serve: {self.repository} was rendered by nemo_build {self.manifest.nemo_build_version}, "
+                f"this is {__version__}: if a model fails to load, re-render it with `nemo-build repository --replace`",
+                flush=True,
+            )
         if self.target == "gpu":
-            print(f"nemo-serve: {check_gpu_engine(self.repository, self.launcher, self.image)}", flush=True)
+            print(f"nemo-serve: {check_gpu_engine(self.manifest, self.launcher, self.image)}", flush=True)
         command, env = self.command_and_env()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:

@@ -1,7 +1,10 @@
-"""`nemo-serve`: readiness, clean shutdown on SIGTERM (python stubs included), the log on failure."""
+"""`nemo-serve`: readiness, clean shutdown on SIGTERM (python stubs included), the log on failure; what it reads
+of a repository (its manifest.json, which Triton ignores) and what the docker launcher mounts."""
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import re
 import signal
@@ -10,6 +13,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from nemo_build.repository import MANIFEST_FILE, RepositorySettings, write_repository_manifest
+from nemo_build.serve import CONTAINER_PYTHONPATH, SERVING_PACKAGES, Ports, docker_command, package_dirs
 
 CONFIG = """
 name: "tensorrt_llm"
@@ -24,7 +30,7 @@ READY = re.compile(r"nemo-serve: Triton ready .* grpc=127\.0\.0\.1:(\d+)")
 
 
 def repository(tmp_path: Path, initialize: str) -> Path:
-    """A one-model repository whose decoupled python model runs `initialize` at load."""
+    """A one-model CPU repository (with its manifest) whose decoupled python model runs `initialize` at load."""
     model = tmp_path / "repo" / "tensorrt_llm"
     (model / "1").mkdir(parents=True)
     (model / "config.pbtxt").write_text(CONFIG)
@@ -32,6 +38,8 @@ def repository(tmp_path: Path, initialize: str) -> Path:
         f"class TritonPythonModel:\n    def initialize(self, args):\n        {initialize}\n"
         "    def execute(self, requests):\n        return None\n"
     )
+    settings = RepositorySettings(target="cpu", model_dir=tmp_path, max_batch_size=1, max_input_len=1, max_seq_len=2)
+    write_repository_manifest(model.parent, settings, ["tensorrt_llm"])
     return model.parent
 
 
@@ -47,6 +55,7 @@ def stubs_serving(repo: Path) -> list[str]:
 
 def test_serves_until_sigterm_then_leaves_nothing_running(tmp_path: Path) -> None:
     repo = repository(tmp_path, "pass")
+    assert (repo / MANIFEST_FILE).is_file()  # a file at the repository root: Triton loads model directories only
     process = nemo_serve(repo)
     try:
         assert process.stdout is not None
@@ -79,3 +88,42 @@ def test_a_model_that_fails_to_load_exits_with_the_server_log(tmp_path: Path) ->
     assert process.returncode == 1
     assert "checkpoint_dir /nowhere has no config.json" in err
     assert not stubs_serving(repo)
+
+
+def test_a_repository_without_a_manifest_is_refused_before_triton_starts(tmp_path: Path) -> None:
+    repo = repository(tmp_path, "pass")
+    (repo / MANIFEST_FILE).unlink()
+    process = nemo_serve(repo)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 2, out + err
+    assert f"{repo} is not a rendered model repository: it has no manifest.json (not rendered by `nemo-build" in err
+    assert f"--out {repo} --replace" in err
+    assert "Triton ready" not in out
+
+
+def test_the_docker_launcher_mounts_the_packages_where_they_are_installed(tmp_path: Path) -> None:
+    found = package_dirs()
+    assert set(found) == set(SERVING_PACKAGES) >= {"nemo_serving", "nemo_protocol", "nemo_runtime"}
+    for name, path in found.items():
+        assert path == Path(importlib.import_module(name).__file__ or "").resolve().parent
+    repo, engine = tmp_path / "repo", tmp_path / "engine"
+    command = docker_command(repo, engine, "127.0.0.1", Ports(1, 2, 3), "image", found)
+    volumes = sorted(arg.removeprefix("--volume=") for arg in command if arg.startswith("--volume="))
+    expected = [f"{path}:{CONTAINER_PYTHONPATH}/{name}:ro" for name, path in found.items()]
+    assert volumes == sorted([f"{repo}:{repo}:ro", f"{engine}:{engine}:ro", *expected])
+    assert f"--env=PYTHONPATH={CONTAINER_PYTHONPATH}" in command
+
+
+def test_packages_are_found_where_python_finds_them_not_beside_nemo_build(tmp_path: Path) -> None:
+    # as from an install elsewhere: two of the packages in a site-packages of their own, ahead of this checkout
+    site = tmp_path / "site-packages"
+    moved = ("nemo_serving", "nemo_runtime")  # neither is imported by nemo_build.serve itself
+    for name in moved:
+        (site / name).mkdir(parents=True)
+        (site / name / "__init__.py").write_text("")
+    probe = "import json, nemo_build.serve as s; print(json.dumps({k: str(v) for k, v in s.package_dirs().items()}))"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    expected = {name: str(path) for name, path in package_dirs().items()}
+    expected.update({name: str(site.resolve() / name) for name in moved})
+    assert json.loads(out) == expected

@@ -1,18 +1,26 @@
-"""`nemo-build repository`: rendering, validation against Triton's ModelConfig, refusals."""
+"""`nemo-build repository`: rendering, validation against Triton's ModelConfig, the manifest, refusals."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+import nemo_build
 from nemo_build.errors import BuildError
-from nemo_build.repository import TEMPLATES_DIR, add_repository_parser, run_repository
+from nemo_build.repository import (
+    MANIFEST_FILE,
+    TEMPLATES_DIR,
+    add_repository_parser,
+    read_repository_manifest,
+    run_repository,
+)
 from tests.gpu_host.conformance import gpu_repository_problems
 
 MODELS = ["chat", "ensemble", "postprocessing", "preprocessing", "tensorrt_llm"]
@@ -26,6 +34,12 @@ def parse_args(*argv: str) -> argparse.Namespace:
 
 def load(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def models_and_files(repository: Path) -> tuple[list[str], list[str]]:
+    """(model directories, files) at the root of a rendered repository."""
+    entries = sorted(repository.iterdir())
+    return [p.name for p in entries if p.is_dir()], [p.name for p in entries if not p.is_dir()]
 
 
 @pytest.fixture
@@ -57,7 +71,7 @@ def test_gpu_repository_serves_the_engine_with_inflight_batching(
     tmp_path: Path, tekken_path: Path, engine_dir: Path
 ) -> None:
     out = render(tmp_path, tekken_path, "--target", "gpu", "--engine", str(engine_dir), "--no-kv-cache-reuse")
-    assert sorted(p.name for p in out.iterdir()) == MODELS
+    assert models_and_files(out) == (MODELS, [MANIFEST_FILE])
     config = load(out / "tensorrt_llm" / "config.pbtxt")
     params = {key: value.string_value for key, value in config.parameters.items()}
     assert config.backend == "tensorrtllm" and config.model_transaction_policy.decoupled
@@ -95,7 +109,66 @@ def test_replace_swaps_in_a_new_repository(tmp_path: Path, tekken_path: Path, en
     )) == 0  # fmt: skip
     assert not (out / "stale.txt").exists()
     assert load(out / "tensorrt_llm" / "config.pbtxt").max_batch_size == 8
+    assert read_repository_manifest(out).settings["max_batch_size"] == 8  # the new render's manifest
     assert sorted(p.name for p in out.parent.iterdir()) == ["engine", "repo"]
+
+
+def test_the_manifest_says_what_the_repository_serves(
+    tmp_path: Path, tekken_path: Path, engine_dir: Path, checkpoint_dir: Path
+) -> None:
+    gpu = render(
+        tmp_path / "g", tekken_path, "--target", "gpu", "--engine", str(engine_dir), "--served-model-name", "nemo"
+    )
+    data = json.loads((gpu / MANIFEST_FILE).read_text())
+    assert data["kind"] == "nemo-build repository" and data["format"] == 1
+    assert data["nemo_build"] == nemo_build.__version__
+    assert (data["target"], data["model_dir"], data["served_model_name"]) == ("gpu", str(engine_dir.resolve()), "nemo")
+    assert data["models"] == MODELS and data["tokenizer_file"] == "preprocessing/tekken.json"
+    assert data["settings"]["max_batch_size"] == 64 and data["settings"]["enable_kv_cache_reuse"] is True
+    params = load(gpu / "tensorrt_llm" / "config.pbtxt").parameters
+    assert params["gpt_model_path"].string_value == data["model_dir"]  # the manifest and the config agree
+
+    cpu = render(tmp_path / "c", tekken_path, "--target", "cpu", "--checkpoint", str(checkpoint_dir))
+    manifest = read_repository_manifest(cpu)
+    assert (manifest.target, manifest.model_dir, manifest.models) == ("cpu", checkpoint_dir.resolve(), tuple(MODELS))
+    assert manifest.repository == cpu and manifest.nemo_build_version == nemo_build.__version__
+    params = load(cpu / "tensorrt_llm" / "config.pbtxt").parameters
+    assert params["checkpoint_dir"].string_value == str(manifest.model_dir)
+
+
+def _no_manifest(repo: Path) -> None:
+    (repo / MANIFEST_FILE).unlink()
+
+
+def _edit(**changes: object) -> Callable[[Path], None]:
+    def edit(repo: Path) -> None:
+        data = json.loads((repo / MANIFEST_FILE).read_text())
+        (repo / MANIFEST_FILE).write_text(json.dumps({**data, **changes}))
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("damage", "phrase"),
+    [
+        (shutil.rmtree, "is not a rendered model repository: no such directory"),
+        (_no_manifest, "is not a rendered model repository: it has no manifest.json .not rendered by `nemo-build"),
+        (lambda repo: (repo / MANIFEST_FILE).write_text("{not json"), "not readable JSON"),
+        (_edit(kind="engine"), "is not a `nemo-build repository` manifest"),
+        (_edit(format=2, nemo_build="9.0"), "has format 2 .nemo_build 9.0.; this nemo_build .* reads format 1"),
+        (_edit(target="tpu", model_dir=""), "damaged: target 'tpu' .*; model_dir ''"),
+        (lambda repo: shutil.rmtree(repo / "chat"), "lists model.s. chat that"),
+    ],
+)
+def test_a_repository_without_a_usable_manifest_is_refused_with_how_to_re_render_it(
+    tmp_path: Path, tekken_path: Path, checkpoint_dir: Path, damage: Callable[[Path], None], phrase: str
+) -> None:
+    repo = render(tmp_path, tekken_path, "--target", "cpu", "--checkpoint", str(checkpoint_dir))
+    damage(repo)
+    with pytest.raises(BuildError, match=phrase) as refused:
+        read_repository_manifest(repo)
+    assert "nemo-build repository --target gpu|cpu" in str(refused.value)
+    assert f"--out {repo} --replace" in str(refused.value)
 
 
 def test_cpu_and_gpu_tensorrt_llm_expose_the_same_tensors(
