@@ -43,12 +43,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from nemo_protocol.chat_format import encode_chat
-from nemo_protocol.errors import InvalidRequestError
-from nemo_protocol.tekken import Tekkenizer
 from tqdm import tqdm
 
 from nemo_build.errors import BuildError
+from nemo_protocol.chat_format import encode_chat
+from nemo_protocol.errors import BadRequestError
+from nemo_protocol.tekken import Tekkenizer
 
 DEFAULT_CALIB_SIZE = 512
 DEFAULT_CALIB_SEQ_LEN = 512
@@ -519,6 +519,6 @@ def _encode_record(tokenizer: Tekkenizer, record: Any, where: str) -> list[int]:
     if isinstance(record, dict) and isinstance(record.get("messages"), list):
         try:
             return encode_chat(tokenizer, record["messages"], record.get("tools"), allow_final_assistant=True)
-        except InvalidRequestError as exc:
+        except BadRequestError as exc:
             raise BuildError(f"{where}: the conversation is not valid for the v3 template: {exc}") from exc
     raise BuildError(f"{where}: each record needs a string `text` field or a `messages` list")

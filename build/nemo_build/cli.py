@@ -22,9 +22,8 @@ examples:
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
-    from nemo_protocol.tekken import default_tekken_path
-
     from nemo_build.tiny_model import random_tiny_model, save_model_dir
+    from nemo_protocol.tekken import default_tekken_path
 
     tekken = args.tekken or default_tekken_path()
     if args.trained:

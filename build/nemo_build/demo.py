@@ -14,12 +14,11 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
-from nemo_protocol.tekken import default_tekken_path
-
 from nemo_build.serve import TritonServer
 from nemo_build.stack import Steps, gateway, get_weather, venv_bin
 from nemo_client import NemoClient
+from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
+from nemo_protocol.tekken import default_tekken_path
 
 STEP_NAMES = ("model", "checkpoint", "repository", "serve", "chat", "tools", "openai", "stop")
 

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
-
 from nemo_build.serve import free_port
+from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 WEATHER = {"Paris": {"conditions": "sunny", "celsius": 18}, "Tokyo": {"conditions": "rainy", "celsius": 12}}
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
 from nemo_runtime.model import ReferenceModel
 from nemo_runtime.weights import load_weights
 

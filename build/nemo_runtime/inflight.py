@@ -10,17 +10,17 @@ within one decode step.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
-from nemo_protocol.errors import InvalidRequestError
-from nemo_serving.contract import GenerationRequest
 
+from nemo_protocol.errors import BadRequestError
+from nemo_protocol.request_ids import new_request_id
 from nemo_runtime.sampling import GREEDY, SamplingParams, TokenMask
 from nemo_runtime.scheduler import ReferenceRuntime, StepOutput
+from nemo_serving.contract import GenerationRequest
 
 IDLE_WAIT_S = 0.05
 
@@ -35,30 +35,32 @@ class Sink(Protocol):
     def is_cancelled(self) -> bool: ...
 
 
-def unsupported(request: GenerationRequest) -> InvalidRequestError | None:
+def unsupported(request: GenerationRequest) -> BadRequestError | None:
     """What the reference runtime cannot do for this request, as an error naming the tensor."""
     checks = [
-        ("repetition_penalty", request.repetition_penalty != 1.0, "1.0"),
-        ("presence_penalty", request.presence_penalty != 0.0, "0"),
-        ("frequency_penalty", request.frequency_penalty != 0.0, "0"),
+        ("repetition_penalty", request.sampling.repetition_penalty != 1.0, "1.0"),
+        ("presence_penalty", request.sampling.presence_penalty != 0.0, "0"),
+        ("frequency_penalty", request.sampling.frequency_penalty != 0.0, "0"),
         ("return_log_probs", request.return_log_probs, "false"),
     ]
     for name, used, neutral in checks:
         if used:
-            return InvalidRequestError(
-                name, f"is not supported by the CPU reference runtime (accepted: {neutral}); the GPU engine supports it"
+            return BadRequestError(
+                f"is not supported by the CPU reference runtime (accepted: {neutral}); the GPU engine supports it",
+                param=name,
             )
     return None
 
 
 def sampling_params(request: GenerationRequest) -> SamplingParams:
-    if request.greedy:
+    sampling = request.sampling
+    if sampling.greedy:
         return GREEDY
     return SamplingParams(
-        temperature=request.temperature,
-        top_k=request.top_k,
-        top_p=request.top_p if request.top_p > 0 else 1.0,
-        seed=request.seed,
+        temperature=sampling.temperature,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p if sampling.top_p > 0 else 1.0,
+        seed=sampling.seed,
     )
 
 
@@ -112,11 +114,11 @@ class InflightBatcher:
             return len(self._active)
 
     def submit(self, request: GenerationRequest, sink: Sink, tag: str = "") -> None:
-        """Queue a request; raises InvalidRequestError (nothing queued) when it cannot be served."""
+        """Queue a request; raises BadRequestError (nothing queued) when it cannot be served."""
         problem = unsupported(request)
         if problem is not None:
             raise problem
-        runtime_id = uuid.uuid4().hex
+        runtime_id = new_request_id()
         with self._lock:
             self._active[runtime_id] = _Active(request, sink, tag)
         try:
@@ -132,7 +134,7 @@ class InflightBatcher:
         except ValueError as exc:
             with self._lock:
                 del self._active[runtime_id]
-            raise InvalidRequestError("input_ids", str(exc)) from None
+            raise BadRequestError(str(exc), param="input_ids") from None
         self._wake.set()
 
     def stop(self, tag: str) -> int:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from nemo_protocol.request_ids import new_request_id
 
+from nemo_protocol.request_ids import new_request_id
 from nemo_runtime.model import ReferenceModel
 from nemo_runtime.sampling import GREEDY, NoAllowedToken, Sampler, SamplingParams, TokenMask
 from nemo_runtime.weights import load_weights

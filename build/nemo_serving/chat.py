@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from nemo_protocol.chat_format import encode_chat
-from nemo_protocol.errors import InvalidRequestError
+from nemo_protocol.errors import BadRequestError, error_body
 from nemo_protocol.tekken import Tekkenizer
 from nemo_protocol.tool_calls import ContentDelta, Delta, OutputParser, ToolCall, ToolCallDelta
-
 from nemo_serving.chat_request import ChatRequest, ToolChoice
-from nemo_serving.chat_response import ResponseBuilder, Usage, error_body
+from nemo_serving.chat_response import ResponseBuilder, Usage
 from nemo_serving.contract import GenerationRequest
 from nemo_serving.preprocessing import LengthLimits
 from nemo_serving.stop_strings import StopStringMatcher
@@ -66,7 +65,7 @@ class ChatEndpoint:
 
     # ----- request ---------------------------------------------------------------------------------
     def prepare(self, raw: bytes | str) -> PreparedChat:
-        """Validate and render; raises InvalidRequestError naming the field."""
+        """Validate and render; raises BadRequestError naming the field."""
         request = ChatRequest.parse(raw)
         self._check_capabilities(request)
         tools = None if request.tool_choice.mode == "none" else request.tools
@@ -80,29 +79,24 @@ class ChatEndpoint:
             end_id=None if request.ignore_eos else self.tokenizer.eos_id,
             pad_id=self.tokenizer.pad_id,
             streaming=True,  # always: stop sequences and cancellation end generation early
-            temperature=request.temperature,
-            top_k=request.top_k,
-            top_p=request.top_p,
-            seed=request.seed,
-            presence_penalty=request.presence_penalty,
-            frequency_penalty=request.frequency_penalty,
-            repetition_penalty=request.repetition_penalty,
+            sampling=request.sampling,
         )
         return PreparedChat(request, generation, forced)
 
     def _check_capabilities(self, request: ChatRequest) -> None:
         if request.logprobs:
-            raise InvalidRequestError("logprobs", "is not supported by this deployment (accepted: false)")
+            raise BadRequestError("is not supported by this deployment (accepted: false)", param="logprobs")
         if self.supports_penalties:
             return
         for name, value, neutral in (
-            ("presence_penalty", request.presence_penalty, 0.0),
-            ("frequency_penalty", request.frequency_penalty, 0.0),
-            ("nvext.repetition_penalty", request.repetition_penalty, 1.0),
+            ("presence_penalty", request.sampling.presence_penalty, 0.0),
+            ("frequency_penalty", request.sampling.frequency_penalty, 0.0),
+            ("nvext.repetition_penalty", request.sampling.repetition_penalty, 1.0),
         ):
             if value != neutral:
-                raise InvalidRequestError(
-                    name, f"is not supported by the CPU reference runtime (accepted: {neutral:g}); GPU engines apply it"
+                raise BadRequestError(
+                    f"is not supported by the CPU reference runtime (accepted: {neutral:g}); GPU engines apply it",
+                    param=name,
                 )
 
     def _forced_prefix(self, choice: ToolChoice) -> list[int]:
@@ -164,8 +158,8 @@ class ChatEndpoint:
             reason = parser.tool_call_error or "no tool call was generated"
             yield error_body(
                 f"tool_choice requires a tool call but the model's output is not one: {reason}",
+                error_type="server_error",
                 param="tool_choice",
-                kind="server_error",
                 code=500,
             )
             return

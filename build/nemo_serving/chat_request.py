@@ -1,6 +1,6 @@
 """Validation of an OpenAI chat-completions request body for the `chat` model.
 
-Every problem raises `InvalidRequestError` naming the field (OpenAI's `param`) and what is accepted.
+Every problem raises `BadRequestError` naming the field (OpenAI's `param`) and what is accepted.
 The conversation itself (`messages`, `tools`) is validated by `nemo_protocol.chat_format.encode_chat`.
 """
 
@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nemo_protocol.errors import InvalidRequestError
+from nemo_protocol.errors import BadRequestError
+from nemo_serving.sampling import Sampling
 
 SEED_MODULUS = 2**64
 
@@ -42,17 +43,11 @@ class ChatRequest:
     messages: list[Any]
     tools: list[Any] | None
     tool_choice: ToolChoice
-    temperature: float
-    top_p: float
-    top_k: int
+    sampling: Sampling
     max_tokens: int | None
     stop: tuple[str, ...]
-    seed: int | None
     stream: bool
     include_usage: bool
-    presence_penalty: float
-    frequency_penalty: float
-    repetition_penalty: float
     logprobs: bool
     ignore_eos: bool = False  # NIM's nvext.ignore_eos: generate exactly max_tokens (benchmarks)
 
@@ -61,54 +56,61 @@ class ChatRequest:
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidRequestError("", f"the request body is not valid JSON: {exc}") from None
+            raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
-            raise InvalidRequestError("", "the request body must be a JSON object")
+            raise BadRequestError("the request body must be a JSON object")
         return cls.from_body(body)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ChatRequest:
         unknown = sorted(set(body) - _USED - _IGNORED)
         if unknown:
-            raise InvalidRequestError(
-                unknown[0], f"unknown field; accepted fields: {', '.join(sorted(_USED | _IGNORED))}"
+            raise BadRequestError(
+                f"unknown field; accepted fields: {', '.join(sorted(_USED | _IGNORED))}", param=unknown[0]
             )
         if "messages" not in body:
-            raise InvalidRequestError("messages", "is required")
+            raise BadRequestError("is required", param="messages")
         _check_unsupported(body)
         tools = body.get("tools")
         if tools is not None and not isinstance(tools, list):
-            raise InvalidRequestError("tools", f"must be a list of tools, got {_kind(tools)}")
+            raise BadRequestError(f"must be a list of tools, got {_kind(tools)}", param="tools")
         stream = _optional(body, "stream", bool, False)
         stream_options = body.get("stream_options")
         include_usage = False
         if stream_options is not None:
             if not stream:
-                raise InvalidRequestError("stream_options", "is only allowed when stream is true")
+                raise BadRequestError("is only allowed when stream is true", param="stream_options")
             if not isinstance(stream_options, dict) or set(stream_options) - {"include_usage"}:
-                raise InvalidRequestError("stream_options", "must be an object with only 'include_usage'")
+                raise BadRequestError("must be an object with only 'include_usage'", param="stream_options")
             include_usage = _optional(stream_options, "include_usage", bool, False, "stream_options.include_usage")
         nvext = body.get("nvext") or {}
         if not isinstance(nvext, dict) or set(nvext) - _NVEXT:
-            raise InvalidRequestError("nvext", f"accepted keys: {', '.join(sorted(_NVEXT))}")
+            raise BadRequestError(f"accepted keys: {', '.join(sorted(_NVEXT))}", param="nvext")
         return cls(
             messages=body["messages"],
             tools=tools or None,
             tool_choice=_tool_choice(body.get("tool_choice"), tools or []),
-            temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
-            top_p=_number(body, "top_p", 1.0, 0.0, 1.0, low_open=True),
-            top_k=_integer(nvext, "top_k", 0, 0, None, "nvext.top_k"),
+            sampling=_sampling(body, nvext),
             max_tokens=_max_tokens(body),
             stop=_stop(body.get("stop")),
-            seed=_seed(body.get("seed")),
             stream=stream,
             include_usage=include_usage,
-            presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
-            frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0),
-            repetition_penalty=_number(nvext, "repetition_penalty", 1.0, 0.0, None, "nvext.repetition_penalty", True),
             logprobs=_optional(body, "logprobs", bool, False),
             ignore_eos=_optional(nvext, "ignore_eos", bool, False, "nvext.ignore_eos"),
         )
+
+
+def _sampling(body: Mapping[str, Any], nvext: Mapping[str, Any]) -> Sampling:
+    """The sampling fields within OpenAI's ranges (NIM's `nvext` for `top_k` and `repetition_penalty`)."""
+    return Sampling(
+        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=_number(body, "top_p", 1.0, 0.0, 1.0, low_open=True),
+        top_k=_integer(nvext, "top_k", 0, 0, None, "nvext.top_k"),
+        seed=_seed(body.get("seed")),
+        presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
+        frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0),
+        repetition_penalty=_number(nvext, "repetition_penalty", 1.0, 0.0, None, "nvext.repetition_penalty", True),
+    )
 
 
 def _kind(value: Any) -> str:
@@ -122,7 +124,7 @@ def _optional(body: Mapping[str, Any], key: str, kind: type, default: Any, param
     if value is None:
         return default
     if not isinstance(value, kind):
-        raise InvalidRequestError(param or key, f"must be a {kind.__name__}, got {_kind(value)}")
+        raise BadRequestError(f"must be a {kind.__name__}, got {_kind(value)}", param=param or key)
     return value
 
 
@@ -140,11 +142,11 @@ def _number(
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequestError(param, f"must be a number, got {_kind(value)}")
+        raise BadRequestError(f"must be a number, got {_kind(value)}", param=param)
     too_low = value <= low if low_open else value < low
     if too_low or (high is not None and value > high):
         bounds = f"{'(' if low_open else '['}{low:g}, {'∞)' if high is None else f'{high:g}]'}"
-        raise InvalidRequestError(param, f"must be in {bounds}, got {value}")
+        raise BadRequestError(f"must be in {bounds}, got {value}", param=param)
     return float(value)
 
 
@@ -156,9 +158,9 @@ def _integer(
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequestError(param, f"must be an integer, got {_kind(value)}")
+        raise BadRequestError(f"must be an integer, got {_kind(value)}", param=param)
     if value < low or (high is not None and value > high):
-        raise InvalidRequestError(param, f"must be >= {low}, got {value}")
+        raise BadRequestError(f"must be >= {low}, got {value}", param=param)
     return value
 
 
@@ -174,9 +176,9 @@ def _stop(value: Any) -> tuple[str, ...]:
         return ()
     stops = [value] if isinstance(value, str) else value
     if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
-        raise InvalidRequestError("stop", "must be a non-empty string or a list of up to 4 non-empty strings")
+        raise BadRequestError("must be a non-empty string or a list of up to 4 non-empty strings", param="stop")
     if len(stops) > 4:
-        raise InvalidRequestError("stop", f"accepts at most 4 sequences, got {len(stops)}")
+        raise BadRequestError(f"accepts at most 4 sequences, got {len(stops)}", param="stop")
     return tuple(stops)
 
 
@@ -184,7 +186,7 @@ def _seed(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequestError("seed", f"must be an integer, got {_kind(value)}")
+        raise BadRequestError(f"must be an integer, got {_kind(value)}", param="seed")
     return value % SEED_MODULUS
 
 
@@ -193,32 +195,32 @@ def _tool_choice(value: Any, tools: list[Any]) -> ToolChoice:
         return ToolChoice("auto")
     if value in ("auto", "none", "required"):
         if value == "required" and not tools:
-            raise InvalidRequestError("tool_choice", "'required' needs at least one tool in 'tools'")
+            raise BadRequestError("'required' needs at least one tool in 'tools'", param="tool_choice")
         return ToolChoice(value)
     if isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("function"), dict):
         name = value["function"].get("name")
         names = [t.get("function", {}).get("name") for t in tools if isinstance(t, dict)]
         if name not in names:
-            raise InvalidRequestError(
-                "tool_choice.function.name",
+            raise BadRequestError(
                 f"{name!r} is not one of the request's tools ({', '.join(map(str, names)) or 'none given'})",
+                param="tool_choice.function.name",
             )
         return ToolChoice("function", name)
-    raise InvalidRequestError(
-        "tool_choice",
-        "must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}",
+    raise BadRequestError(
+        "must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}", param="tool_choice"
     )
 
 
 def _check_unsupported(body: Mapping[str, Any]) -> None:
     if body.get("n") not in (None, 1):
-        raise InvalidRequestError("n", f"only 1 choice per request is served, got {body.get('n')!r}")
+        raise BadRequestError(f"only 1 choice per request is served, got {body.get('n')!r}", param="n")
     if body.get("logit_bias") not in (None, {}):
-        raise InvalidRequestError("logit_bias", "is not supported by this deployment")
+        raise BadRequestError("is not supported by this deployment", param="logit_bias")
     if body.get("top_logprobs") not in (None, 0):
-        raise InvalidRequestError("top_logprobs", "is not supported by this deployment")
+        raise BadRequestError("is not supported by this deployment", param="top_logprobs")
     response_format = body.get("response_format")
     if response_format is not None and response_format != {"type": "text"}:
-        raise InvalidRequestError(
-            "response_format", "only {'type': 'text'} is supported (schema-constrained output is not available yet)"
+        raise BadRequestError(
+            "only {'type': 'text'} is supported (schema-constrained output is not available yet)",
+            param="response_format",
         )

@@ -1,13 +1,12 @@
-"""OpenAI chat-completions response objects: streamed chunks, the whole completion, usage, errors."""
+"""OpenAI chat-completions response objects: streamed chunks, the whole completion, usage."""
 
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from nemo_protocol.errors import InvalidRequestError
+from nemo_protocol.request_ids import new_request_id
 from nemo_protocol.tool_calls import ToolCall
 
 
@@ -32,7 +31,7 @@ class ResponseBuilder:
     """Builds the objects of one response; they share an id, creation time and model name."""
 
     def __init__(self, model: str) -> None:
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.id = new_request_id("chatcmpl-")
         self.created = int(time.time())
         self.model = model
 
@@ -66,12 +65,3 @@ class ResponseBuilder:
             message["tool_calls"] = [tool_call_dict(call) for call in tool_calls]
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
         return {**self._envelope("chat.completion", [choice]), "usage": usage.as_dict()}
-
-
-def error_body(message: str, *, param: str | None, kind: str, code: int) -> dict[str, Any]:
-    """`{"error": {...}}` as OpenAI and NIM send it."""
-    return {"error": {"message": message, "type": kind, "param": param or None, "code": code}}
-
-
-def invalid_request(exc: InvalidRequestError) -> dict[str, Any]:
-    return error_body(str(exc), param=exc.param, kind="invalid_request_error", code=400)

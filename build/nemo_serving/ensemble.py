@@ -8,14 +8,15 @@ so no chunk carries a broken character and no space is lost (the stock ensemble'
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from nemo_protocol.errors import InvalidRequestError
-from nemo_protocol.tekken import Tekkenizer
 
+from nemo_protocol.errors import BadRequestError
+from nemo_protocol.tekken import Tekkenizer
 from nemo_serving import word_lists
 from nemo_serving.contract import GenerationRequest
+from nemo_serving.sampling import Sampling
 from nemo_serving.tensors import Inputs, scalar, single_text, texts
 
 PREPROCESSING_OUTPUTS = [
@@ -36,13 +37,7 @@ class TextRequest:
     text: str
     max_tokens: int
     stream: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 0.0
-    seed: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
+    sampling: Sampling = field(default_factory=Sampling)
     stop_words: tuple[str, ...] = ()
     bad_words: tuple[str, ...] = ()
 
@@ -50,19 +45,12 @@ class TextRequest:
     def from_inputs(cls, get: Inputs) -> TextRequest:
         text, max_tokens = get("text_input"), get("max_tokens")
         if text is None or max_tokens is None:
-            raise InvalidRequestError("text_input" if text is None else "max_tokens", "is required")
-        seed = get("seed")
+            raise BadRequestError("is required", param="text_input" if text is None else "max_tokens")
         return cls(
             text=single_text(text, "text_input"),
             max_tokens=scalar(max_tokens, "max_tokens", int, 0),
             stream=scalar(get("stream"), "stream", bool, False),
-            temperature=scalar(get("temperature"), "temperature", float, 1.0),
-            top_k=scalar(get("top_k"), "top_k", int, 0),
-            top_p=scalar(get("top_p"), "top_p", float, 0.0),
-            seed=None if seed is None else scalar(seed, "seed", int, 0),
-            presence_penalty=scalar(get("presence_penalty"), "presence_penalty", float, 0.0),
-            frequency_penalty=scalar(get("frequency_penalty"), "frequency_penalty", float, 0.0),
-            repetition_penalty=scalar(get("repetition_penalty"), "repetition_penalty", float, 1.0),
+            sampling=Sampling.from_inputs(get, top_k="top_k", top_p="top_p"),
             stop_words=tuple(texts(get("stop_words"), "stop_words")),
             bad_words=tuple(texts(get("bad_words"), "bad_words")),
         )
@@ -87,13 +75,7 @@ class TextRequest:
             end_id=int(preprocessed["end_id"].reshape(-1)[0]),
             pad_id=int(preprocessed["pad_id"].reshape(-1)[0]),
             streaming=self.stream,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            seed=self.seed,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            repetition_penalty=self.repetition_penalty,
+            sampling=self.sampling,
             stop_words=word_lists.words(preprocessed["stop_words_list"], "stop_words"),
             bad_words=word_lists.words(preprocessed["bad_words_list"], "bad_words"),
         )

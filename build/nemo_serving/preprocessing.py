@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from nemo_protocol.errors import InvalidRequestError
-from nemo_protocol.tekken import Tekkenizer
 
+from nemo_protocol.errors import BadRequestError
+from nemo_protocol.tekken import Tekkenizer
 from nemo_serving import word_lists
 from nemo_serving.tensors import Inputs, texts
 
@@ -22,19 +22,19 @@ class LengthLimits:
 
     def check(self, prompt_tokens: int, max_tokens: int, *, prompt_param: str, max_tokens_param: str) -> None:
         if prompt_tokens > self.max_input_len:
-            raise InvalidRequestError(
-                prompt_param,
+            raise BadRequestError(
                 f"the prompt is {prompt_tokens} tokens; this deployment accepts at most "
                 f"{self.max_input_len} (max_input_len)",
+                param=prompt_param,
             )
         if max_tokens < 1:
-            raise InvalidRequestError(max_tokens_param, f"must be at least 1, got {max_tokens}")
+            raise BadRequestError(f"must be at least 1, got {max_tokens}", param=max_tokens_param)
         room = self.max_seq_len - prompt_tokens
         if max_tokens > room:
-            raise InvalidRequestError(
-                max_tokens_param,
+            raise BadRequestError(
                 f"{max_tokens} new tokens do not fit: the prompt takes {prompt_tokens} of the "
                 f"{self.max_seq_len} tokens of a sequence (max_seq_len), leaving {room}",
+                param=max_tokens_param,
             )
 
 
@@ -72,7 +72,7 @@ class Preprocessor:
         text = get("text_input")
         max_tokens = get("max_tokens")
         if text is None or max_tokens is None:
-            raise InvalidRequestError("text_input" if text is None else "max_tokens", "is required")
+            raise BadRequestError("is required", param="text_input" if text is None else "max_tokens")
         rows = text.shape[0]
         stop, bad = get("stop_words"), get("bad_words")
         items = []

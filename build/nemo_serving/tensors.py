@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
-from nemo_protocol.errors import InvalidRequestError
+
+from nemo_protocol.errors import BadRequestError
 
 T = TypeVar("T")
 
@@ -14,13 +15,18 @@ Inputs = Callable[[str], "np.ndarray | None"]
 """Looks an input tensor of one request up by name; None when the request does not carry it."""
 
 
-def scalar(array: np.ndarray | None, name: str, convert: Callable[[object], T], default: T) -> T:
+def scalar(array: np.ndarray | None, name: str, convert: Callable[[Any], T], default: T) -> T:
     """The one value of a per-request scalar tensor (any shape holding one element), or `default`."""
     if array is None:
         return default
     if array.size != 1:
-        raise InvalidRequestError(name, f"expected one value, got shape {list(array.shape)}")
+        raise BadRequestError(f"expected one value, got shape {list(array.shape)}", param=name)
     return convert(array.reshape(-1)[0].item())
+
+
+def scalar_tensor(value: object, dtype: type) -> np.ndarray:
+    """A per-request scalar tensor of a batch of one: shape [1, 1]."""
+    return np.array([[value]], dtype=dtype)
 
 
 def texts(array: np.ndarray | None, name: str) -> list[str]:
@@ -33,7 +39,7 @@ def texts(array: np.ndarray | None, name: str) -> list[str]:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InvalidRequestError(name, f"is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            raise BadRequestError(f"is not valid UTF-8 ({exc.reason} at byte {exc.start})", param=name) from None
         if text:
             out.append(text)
     return out
@@ -42,6 +48,6 @@ def texts(array: np.ndarray | None, name: str) -> list[str]:
 def single_text(array: np.ndarray, name: str) -> str:
     """The one string of a per-request BYTES tensor."""
     if array.size != 1:
-        raise InvalidRequestError(name, f"expected one string, got shape {list(array.shape)}")
+        raise BadRequestError(f"expected one string, got shape {list(array.shape)}", param=name)
     values = texts(array, name)
     return values[0] if values else ""

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from nemo_protocol.errors import InvalidRequestError
+
+from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
 
 
@@ -52,12 +53,12 @@ def words(array: np.ndarray | None, name: str) -> list[list[int]]:
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 2 or array.shape[0] != 2:
-        raise InvalidRequestError(name, f"a word list has shape [2, N], got {list(array.shape)}")
+        raise BadRequestError(f"a word list has shape [2, N], got {list(array.shape)}", param=name)
     ids, ends = array[0].tolist(), [end for end in array[1].tolist() if end >= 0]
     out, start = [], 0
     for end in ends:
         if not start < end <= len(ids):
-            raise InvalidRequestError(name, f"offsets (row 1) must increase within the {len(ids)} ids, got {ends}")
+            raise BadRequestError(f"offsets (row 1) must increase within the {len(ids)} ids, got {ends}", param=name)
         out.append(ids[start:end])
         start = end
     return out

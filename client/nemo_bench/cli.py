@@ -17,15 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nemo_protocol.errors import TokenizerFileError
-from nemo_protocol.tekken import Tekkenizer, default_tekken_path
-
 from nemo_bench.load import Level, StopRule
 from nemo_bench.plot import plot_sweep
 from nemo_bench.report import console_table, write_csv, write_json
 from nemo_bench.sweep import BenchError, SweepResult, sweep
 from nemo_bench.targets import GrpcTarget, HttpTarget, SamplingOptions, Target
 from nemo_bench.workload import FilePrompts, SyntheticPrompts, WorkloadError
+from nemo_protocol.errors import TokenizerFileError
+from nemo_protocol.tekken import Tekkenizer, default_tekken_path
 
 DEFAULT_OUTPUT_TOKENS = 128
 API_KEY_ENV = "NEMO_GATEWAY_API_KEY"

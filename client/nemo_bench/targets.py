@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+
+from nemo_bench.metrics import RequestRecord
+from nemo_bench.workload import BenchRequest
+from nemo_client.client import AsyncNemoClient
 from nemo_protocol.errors import (
     APIError,
     BadRequestError,
@@ -22,10 +26,6 @@ from nemo_protocol.errors import (
     StreamInterruptedError,
     UnavailableError,
 )
-
-from nemo_bench.metrics import RequestRecord
-from nemo_bench.workload import BenchRequest
-from nemo_client.client import AsyncNemoClient
 
 _GRPC_ERRORS: tuple[tuple[type[APIError], str], ...] = (
     (BadRequestError, "bad_request"),

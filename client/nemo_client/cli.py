@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from nemo_protocol.errors import APIError
-
 from nemo_client.client import DEFAULT_URL, NemoClient
+from nemo_protocol.errors import APIError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,20 +15,20 @@ import contextlib
 import json
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypedDict, TypeVar
 
 import numpy as np
-from nemo_protocol.errors import APIError, BadRequestError, ServerError, error_from_body
 from openai.types import Completion, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from tritonclient.grpc import service_pb2
 from typing_extensions import NotRequired, Unpack
 
 from nemo_client.triton_transport import RetryPolicy, TritonTransport, deadline_after
+from nemo_protocol.errors import APIError, BadRequestError, ServerError, error_from_body
+from nemo_protocol.request_ids import new_request_id
 
 DEFAULT_URL = "localhost:8001"
 DEFAULT_TIMEOUT_S = 600.0
@@ -183,7 +183,7 @@ class AsyncNemoClient:
     async def _responses(
         self, model: str, inputs: Mapping[str, Any], timeout: float | None
     ) -> tuple[str, AsyncIterator[dict[str, Any]]]:
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         deadline = deadline_after(self.timeout if timeout is None else timeout)
         return request_id, self._transport.stream(model, inputs, request_id=request_id, deadline=deadline)
 

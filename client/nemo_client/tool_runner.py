@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
-from nemo_protocol.errors import NemoError
 from openai.types.chat import ChatCompletion, ChatCompletionMessageToolCall
+
+from nemo_protocol.errors import NemoError
 
 _JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
 

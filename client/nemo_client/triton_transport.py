@@ -18,6 +18,8 @@ from typing import Any
 
 import grpc
 import numpy as np
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
 from nemo_protocol.errors import (
     APIError,
     BadRequestError,
@@ -27,7 +29,6 @@ from nemo_protocol.errors import (
     StreamInterruptedError,
     UnavailableError,
 )
-from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 TensorValue = np.ndarray | Sequence[str] | Sequence[bytes]
 _NUMPY_TO_TRITON = {

@@ -6,7 +6,14 @@ import argparse
 import logging
 import os
 
-from nemo_gateway.app import DEFAULT_SERVED_MODEL_NAME, GatewaySettings, create_app
+from nemo_gateway.app import create_app
+from nemo_gateway.settings import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_TRITON_URL,
+    GatewaySettings,
+)
+from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 API_KEY_ENV = "NEMO_GATEWAY_API_KEY"
 
@@ -15,12 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nemo-gateway",
         description="OpenAI / NIM-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, "
-        "/v1/health/{live,ready}, /v1/metrics) in front of Triton's gRPC endpoint.",
+        "/v1/health/{live,ready}, /v1/metrics, /v1/version) in front of Triton's gRPC endpoint.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--triton-url",
-        default=os.environ.get("TRITON_GRPC_URL", "localhost:8001"),
+        default=os.environ.get("TRITON_GRPC_URL", DEFAULT_TRITON_URL),
         help="Triton gRPC address host:port (env TRITON_GRPC_URL)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
@@ -35,9 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("NIM_SERVED_MODEL_NAME", DEFAULT_SERVED_MODEL_NAME),
         help="model name clients use (env NIM_SERVED_MODEL_NAME)",
     )
-    parser.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body accepted")
     parser.add_argument(
-        "--request-timeout", type=float, default=600.0, help="seconds one request may take, stream included"
+        "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="largest request body accepted"
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT_S,
+        help="seconds one request may take, stream included",
     )
     parser.add_argument(
         "--log-level",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -34,6 +37,22 @@ class GatewayMetrics:
         self.completion_tokens = Counter(
             "nemo_gateway_completion_tokens", "Completion tokens generated", registry=self.registry
         )
+
+    def count_usage(self, usage: Mapping[str, Any] | None) -> None:
+        """Add an OpenAI ``usage`` object's prompt and completion tokens."""
+        if usage:
+            self.prompt_tokens.inc(usage.get("prompt_tokens") or 0)
+            self.completion_tokens.inc(usage.get("completion_tokens") or 0)
+
+    def answered(self, endpoint: str, status: int, latency_s: float | None) -> None:
+        """Count one answered request under its endpoint and HTTP status, and observe its latency when known."""
+        self.requests.labels(endpoint, str(status)).inc()
+        if latency_s is not None:
+            self.request_latency.labels(endpoint).observe(latency_s)
+
+    def failed(self, error_type: str) -> None:
+        """Count one error answer (an error body, or an error event that ended a stream) by its OpenAI type."""
+        self.errors.labels(error_type).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

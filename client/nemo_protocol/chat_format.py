@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nemo_protocol.errors import InvalidRequestError
+from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -94,7 +94,7 @@ def encode_chat(
 
     ``allow_final_assistant`` accepts a conversation that ends with a complete assistant turn
     (training and calibration data); a serving request must end with a user or tool message.
-    Raises :class:`InvalidRequestError` naming the field and the rule on any invalid input.
+    Raises :class:`BadRequestError` naming the field and the rule on any invalid input.
     """
     tools_json = _tools_json(tools)
     turns, system_prompt = _validate_messages(messages, allow_final_assistant)
@@ -106,7 +106,7 @@ def _validate_messages(
     messages: Sequence[Mapping[str, Any]], allow_final_assistant: bool
 ) -> tuple[list[_Turn], str | None]:
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
-        raise InvalidRequestError("messages", "must be a non-empty list of messages")
+        raise BadRequestError("must be a non-empty list of messages", param="messages")
     system_parts: list[str] = []
     turns: list[_Turn] = []
     previous_role: str | None = None
@@ -115,12 +115,14 @@ def _validate_messages(
         where = f"messages[{index}]"
         role = _role(message, where)
         if previous_role is not None and role not in _ALLOWED_NEXT[previous_role]:
-            raise InvalidRequestError(f"{where}.role", f"a '{role}' message cannot follow a '{previous_role}' message")
+            raise BadRequestError(
+                f"a '{role}' message cannot follow a '{previous_role}' message", param=f"{where}.role"
+            )
         if role != "tool" and open_calls:
-            raise InvalidRequestError(
-                where,
+            raise BadRequestError(
                 f"tool call {', '.join(repr(p) for p in open_calls.values())} has no tool result; "
                 "every tool call must be answered by a tool message before the conversation goes on",
+                param=where,
             )
         if role == "system":
             text = _text_content(message, where, required=True)
@@ -134,13 +136,13 @@ def _validate_messages(
             text = _text_content(message, where, required=False)
             calls = _tool_calls(message, where)
             if text and calls:
-                raise InvalidRequestError(where, "an assistant message has either content or tool_calls, not both")
+                raise BadRequestError("an assistant message has either content or tool_calls, not both", param=where)
             if not text and not calls:
-                raise InvalidRequestError(where, "an assistant message needs non-empty content or tool_calls")
+                raise BadRequestError("an assistant message needs non-empty content or tool_calls", param=where)
             if calls:
                 open_calls = {call.model_id: f"{where}.tool_calls[{i}]" for i, call in enumerate(calls)}
                 if len(open_calls) != len(calls):
-                    raise InvalidRequestError(f"{where}.tool_calls", "tool call ids must be unique")
+                    raise BadRequestError("tool call ids must be unique", param=f"{where}.tool_calls")
                 _merge_calls(turns, calls, where)
             else:
                 _merge_text(turns, "assistant", text)
@@ -151,17 +153,17 @@ def _validate_messages(
         previous_role = role
     last_role = previous_role
     if open_calls and not (allow_final_assistant and last_role == "assistant"):
-        raise InvalidRequestError(
-            f"messages[{len(messages) - 1}]",
+        raise BadRequestError(
             f"tool call {', '.join(repr(p) for p in open_calls.values())} has no tool result",
+            param=f"messages[{len(messages) - 1}]",
         )
     if len(messages) == 1 and last_role not in ("user", "system"):
-        raise InvalidRequestError("messages[0].role", "a conversation starts with a user or system message")
+        raise BadRequestError("a conversation starts with a user or system message", param="messages[0].role")
     final_assistant_allowed = allow_final_assistant and last_role == "assistant"
     if len(messages) > 1 and last_role not in ("user", "tool") and not final_assistant_allowed:
-        raise InvalidRequestError(
-            f"messages[{len(messages) - 1}].role",
+        raise BadRequestError(
             f"the last message must be from the user or a tool, not '{last_role}'",
+            param=f"messages[{len(messages) - 1}].role",
         )
     rendered = [turn for turn in turns if turn.role != "system"]
     if not rendered or rendered[0].role != "user":
@@ -171,21 +173,21 @@ def _validate_messages(
 
 def _role(message: Any, where: str) -> str:
     if not isinstance(message, Mapping):
-        raise InvalidRequestError(where, f"must be an object with 'role' and 'content', got {type(message).__name__}")
+        raise BadRequestError(f"must be an object with 'role' and 'content', got {type(message).__name__}", param=where)
     role = message.get("role")
     role = ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
     if role not in ROLES:
-        raise InvalidRequestError(
-            f"{where}.role", f"unknown role {message.get('role')!r}; expected one of {', '.join(ROLES)}"
+        raise BadRequestError(
+            f"unknown role {message.get('role')!r}; expected one of {', '.join(ROLES)}", param=f"{where}.role"
         )
     unknown = set(message) - _MESSAGE_KEYS[role]
     if unknown:
-        raise InvalidRequestError(
-            f"{where}.{sorted(unknown)[0]}",
+        raise BadRequestError(
             f"unknown field in a {role} message; accepted fields: {', '.join(sorted(_MESSAGE_KEYS[role]))}",
+            param=f"{where}.{sorted(unknown)[0]}",
         )
     if role == "assistant" and message.get("refusal") is not None:
-        raise InvalidRequestError(f"{where}.refusal", "must be null: refusals cannot be sent back to the model")
+        raise BadRequestError("must be null: refusals cannot be sent back to the model", param=f"{where}.refusal")
     return role
 
 
@@ -194,22 +196,22 @@ def _text_content(message: Mapping[str, Any], where: str, *, required: bool) -> 
     content = message.get("content")
     if content is None:
         if required:
-            raise InvalidRequestError(f"{where}.content", "is required for this role")
+            raise BadRequestError("is required for this role", param=f"{where}.content")
         return ""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise InvalidRequestError(
-            f"{where}.content", f"must be a string or a list of text parts, got {type(content).__name__}"
+        raise BadRequestError(
+            f"must be a string or a list of text parts, got {type(content).__name__}", param=f"{where}.content"
         )
     texts: list[str] = []
     for i, part in enumerate(content):
         if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
             kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-            raise InvalidRequestError(
-                f"{where}.content[{i}]",
+            raise BadRequestError(
                 f"only text parts {{'type': 'text', 'text': '...'}} are accepted (Mistral NeMo reads text "
                 f"only), got {kind!r}",
+                param=f"{where}.content[{i}]",
             )
         if part["text"]:
             texts.append(part["text"])
@@ -221,14 +223,14 @@ def _tool_calls(message: Mapping[str, Any], where: str) -> list[_Call]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise InvalidRequestError(f"{where}.tool_calls", "must be a list of tool calls")
+        raise BadRequestError("must be a list of tool calls", param=f"{where}.tool_calls")
     calls = []
     for i, call in enumerate(raw):
         path = f"{where}.tool_calls[{i}]"
         function = _function_of(call, path, "{'id', 'type': 'function', 'function': {'name', 'arguments'}}")
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:
-            raise InvalidRequestError(f"{path}.id", "is required: a non-empty string")
+            raise BadRequestError("is required: a non-empty string", param=f"{path}.id")
         name = _function_name(function.get("name"), f"{path}.function.name")
         arguments = _arguments(function.get("arguments"), f"{path}.function.arguments")
         calls.append(_Call(name=name, arguments=arguments, model_id=to_model_tool_call_id(call_id)))
@@ -238,19 +240,19 @@ def _tool_calls(message: Mapping[str, Any], where: str) -> list[_Call]:
 def _function_of(item: Any, where: str, shape: str) -> Mapping[str, Any]:
     """The ``function`` object of a tool or a tool call, once its envelope is checked."""
     if not isinstance(item, Mapping):
-        raise InvalidRequestError(where, f"must be an object {shape}")
+        raise BadRequestError(f"must be an object {shape}", param=where)
     if item.get("type", "function") != "function":
-        raise InvalidRequestError(f"{where}.type", f"must be 'function', got {item.get('type')!r}")
+        raise BadRequestError(f"must be 'function', got {item.get('type')!r}", param=f"{where}.type")
     function = item.get("function")
     if not isinstance(function, Mapping):
-        raise InvalidRequestError(f"{where}.function", f"is required: an object, as in {shape}")
+        raise BadRequestError(f"is required: an object, as in {shape}", param=f"{where}.function")
     return function
 
 
 def _function_name(name: Any, param: str) -> str:
     if not isinstance(name, str) or not FUNCTION_NAME_RE.match(name):
-        raise InvalidRequestError(
-            param, f"{name!r} is not a valid function name: 1-64 characters from a-z, A-Z, 0-9, '_' and '-'"
+        raise BadRequestError(
+            f"{name!r} is not a valid function name: 1-64 characters from a-z, A-Z, 0-9, '_' and '-'", param=param
         )
     return name
 
@@ -261,28 +263,28 @@ def _arguments(arguments: Any, param: str) -> Any:
     if arguments is None or arguments == "":
         return {}
     if not isinstance(arguments, str):
-        raise InvalidRequestError(param, f"must be a JSON string, got {type(arguments).__name__}")
+        raise BadRequestError(f"must be a JSON string, got {type(arguments).__name__}", param=param)
     try:
         parsed = json.loads(arguments)
     except json.JSONDecodeError as exc:
-        raise InvalidRequestError(param, f"is not valid JSON ({exc.msg} at position {exc.pos})") from None
+        raise BadRequestError(f"is not valid JSON ({exc.msg} at position {exc.pos})", param=param) from None
     if not isinstance(parsed, dict):
-        raise InvalidRequestError(param, f"must encode a JSON object, got {type(parsed).__name__}")
+        raise BadRequestError(f"must encode a JSON object, got {type(parsed).__name__}", param=param)
     return parsed
 
 
 def _tool_result_id(message: Mapping[str, Any], where: str, open_calls: Mapping[str, str]) -> str:
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str) or not call_id:
-        raise InvalidRequestError(f"{where}.tool_call_id", "is required: the id of the tool call this answers")
+        raise BadRequestError("is required: the id of the tool call this answers", param=f"{where}.tool_call_id")
     if (name := message.get("name")) is not None:
         _function_name(name, f"{where}.name")
     model_id = to_model_tool_call_id(call_id)
     if model_id not in open_calls:
-        raise InvalidRequestError(
-            f"{where}.tool_call_id",
+        raise BadRequestError(
             f"{call_id!r} does not answer a tool call of the preceding assistant message "
             "(unknown id, or a second result for the same call)",
+            param=f"{where}.tool_call_id",
         )
     return model_id
 
@@ -298,8 +300,8 @@ def _merge_text(turns: list[_Turn], role: str, text: str) -> None:
 def _merge_calls(turns: list[_Turn], calls: list[_Call], where: str) -> None:
     # A preceding assistant turn with calls would still wait for its results, so only text can precede.
     if turns and turns[-1].role == "assistant":
-        raise InvalidRequestError(
-            where, "consecutive assistant messages merge into one turn, which cannot mix content and tool calls"
+        raise BadRequestError(
+            "consecutive assistant messages merge into one turn, which cannot mix content and tool calls", param=where
         )
     turns.append(_Turn("assistant", calls=calls))
 
@@ -309,7 +311,7 @@ def _tools_json(tools: Sequence[Mapping[str, Any]] | None) -> str | None:
     if tools is None:
         return None
     if isinstance(tools, (str, bytes)) or not isinstance(tools, Sequence):
-        raise InvalidRequestError("tools", "must be a list of tools")
+        raise BadRequestError("must be a list of tools", param="tools")
     if not tools:
         return None
     rendered = []
@@ -319,14 +321,14 @@ def _tools_json(tools: Sequence[Mapping[str, Any]] | None) -> str | None:
         function = _function_of(tool, where, "{'type': 'function', 'function': {'name', ...}}")
         name = _function_name(function.get("name"), f"{where}.function.name")
         if name in seen:
-            raise InvalidRequestError(f"{where}.function.name", f"{name!r} is defined twice")
+            raise BadRequestError(f"{name!r} is defined twice", param=f"{where}.function.name")
         seen.add(name)
         description = function.get("description")
         if description is not None and not isinstance(description, str):
-            raise InvalidRequestError(f"{where}.function.description", "must be a string")
+            raise BadRequestError("must be a string", param=f"{where}.function.description")
         parameters = function.get("parameters")
         if parameters is not None and not isinstance(parameters, Mapping):
-            raise InvalidRequestError(f"{where}.function.parameters", "must be a JSON Schema object")
+            raise BadRequestError("must be a JSON Schema object", param=f"{where}.function.parameters")
         rendered.append(
             {
                 "type": "function",

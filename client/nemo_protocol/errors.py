@@ -1,6 +1,16 @@
-"""Error types of the protocol layer. Every invalid request raises :class:`InvalidRequestError`."""
+"""Error types of the protocol layer and the one builder of OpenAI error bodies.
+
+Every invalid request, found on the client or on the server, raises :class:`BadRequestError`.
+"""
 
 from __future__ import annotations
+
+ErrorBody = dict[str, dict[str, str | int | None]]
+
+
+def error_body(message: str, *, error_type: str, param: str | None = None, code: str | int | None = None) -> ErrorBody:
+    """``{"error": {"message", "type", "param", "code"}}``, the error body of OpenAI and NIM."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 class NemoError(Exception):
@@ -9,18 +19,6 @@ class NemoError(Exception):
 
 class TokenizerFileError(NemoError, ValueError):
     """A Tekken file is missing or malformed."""
-
-
-class InvalidRequestError(NemoError, ValueError):
-    """A chat request breaks a rule; ``param`` names the offending field, as in OpenAI error bodies.
-
-    ``param`` is a path such as ``messages[2].tool_calls[0].function.arguments``.
-    """
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(f"{param}: {message}" if param else message)
-        self.param = param
-        self.message = message
 
 
 class APIError(NemoError):
@@ -35,16 +33,25 @@ class APIError(NemoError):
         self.param = param
         self.code = code
 
-    def to_openai(self) -> dict[str, dict[str, str | None]]:
+    def to_openai(self) -> ErrorBody:
         """The body an OpenAI-compatible server answers with."""
-        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+        return error_body(self.message, error_type=self.error_type, param=self.param, code=self.code)
 
 
-class BadRequestError(APIError):
-    """The request is invalid (400); ``param`` names the field."""
+class BadRequestError(APIError, ValueError):
+    """The request is invalid (400); ``param`` names the offending field, as in OpenAI error bodies.
+
+    ``param`` is a path such as ``messages[2].tool_calls[0].function.arguments`` (or a tensor name on the
+    Triton side). ``str()`` is ``param: message``, the text a Triton error response carries.
+    """
 
     status_code = 400
     error_type = "invalid_request_error"
+
+    def __str__(self) -> str:
+        if self.param and not self.message.startswith(f"{self.param}: "):
+            return f"{self.param}: {self.message}"
+        return self.message
 
 
 class AuthenticationError(APIError):

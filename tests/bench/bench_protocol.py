@@ -15,9 +15,9 @@ from typing import Any
 
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
 from nemo_protocol.chat_format import encode_chat, to_model_tool_call_id
 from nemo_protocol.tekken import Tekkenizer, default_tekken_path
-
 from tests.bench.timing import markdown_table, median_seconds
 from tests.unit.protocol.conversations import WEATHER_TOOL, calls, result, system, user
 from tests.unit.protocol.corpus import MULTILINGUAL

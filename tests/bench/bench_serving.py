@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from nemo_protocol.chat_format import encode_chat
-from nemo_protocol.tekken import Tekkenizer, default_tekken_path
 
 from nemo_build.repository import TEMPLATES_DIR, RepositorySettings, render_repository
 from nemo_build.serve import TritonServer
+from nemo_protocol.chat_format import encode_chat
+from nemo_protocol.tekken import Tekkenizer, default_tekken_path
 from tests.integration.triton_calls import StreamingCall, chat_inputs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,12 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from nemo_protocol.errors import BadRequestError, DeadlineExceededError
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from nemo_build.tiny_chat import WEATHER_TOOL
 from nemo_client import AsyncNemoClient, NemoClient
+from nemo_protocol.errors import BadRequestError, DeadlineExceededError
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_SEQ_LEN
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]

@@ -15,10 +15,11 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from nemo_gateway.app import GatewaySettings, create_app
 
 from nemo_build.tiny_chat import WEATHER_TOOL
 from nemo_client import NemoClient
+from nemo_gateway.app import create_app
+from nemo_gateway.settings import GatewaySettings
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_SEQ_LEN
 from tests.integration.test_client import seconds_per_token
 
@@ -144,6 +145,10 @@ def test_errors_are_openai_bodies_with_status_codes(gateway: str, sdk: openai.Op
     assert too_big.status_code == 413 and "limit" in too_big.json()["error"]["message"]
     unknown = httpx.post(f"{gateway}/v1/completions", json={"prompt": "hi", "best_of": 3})
     assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "best_of"
+    no_route = httpx.post(f"{gateway}/v1/embeddings", json={"input": "hi"})
+    assert no_route.status_code == 404 and no_route.json()["error"]["type"] == "not_found_error"
+    wrong_method = httpx.delete(f"{gateway}/v1/models")
+    assert wrong_method.status_code == 405 and "DELETE" in wrong_method.json()["error"]["message"]
     # The server kept serving through all of that.
     assert sdk.chat.completions.create(model=SERVED, messages=FRANCE, temperature=0).choices[0].message.content
 
@@ -205,17 +210,28 @@ def test_client_disconnect_cancels_the_upstream_request(gateway: str, sdk: opena
     assert time.monotonic() - began < 0.25 * (MAX_SEQ_LEN - 100) * seconds_per_step
 
 
-def test_metrics_count_requests_tokens_and_first_token_latency(gateway: str, sdk: openai.OpenAI) -> None:
-    list(sdk.chat.completions.create(model=SERVED, messages=FRANCE, temperature=0, stream=True))
-    metrics = httpx.get(f"{gateway}/v1/metrics").text
-    samples = {
-        line.split(" ")[0]: float(line.split(" ")[1])
-        for line in metrics.splitlines()
-        if line and not line.startswith("#")
+def _metric_samples(gateway: str) -> dict[str, float]:
+    text = httpx.get(f"{gateway}/v1/metrics").text
+    return {
+        line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")
     }
-    assert samples['nemo_gateway_requests_total{endpoint="chat",status="200"}'] >= 1
-    assert samples['nemo_gateway_requests_total{endpoint="chat",status="400"}'] >= 0
-    assert samples["nemo_gateway_completion_tokens_total"] > 0
-    assert samples["nemo_gateway_prompt_tokens_total"] > 0
-    assert samples["nemo_gateway_time_to_first_token_seconds_count"] >= 1
-    assert samples["nemo_gateway_in_flight_requests"] == 0
+
+
+def test_metrics_count_requests_tokens_and_first_token_latency(gateway: str, sdk: openai.OpenAI) -> None:
+    ok = 'nemo_gateway_requests_total{endpoint="chat",status="200"}'
+    refused = 'nemo_gateway_requests_total{endpoint="chat",status="400"}'
+    invalid = 'nemo_gateway_errors_total{type="invalid_request_error"}'
+    before = _metric_samples(gateway)
+    assert before["nemo_gateway_in_flight_requests"] == 0, "no request of an earlier test is still being counted"
+    list(sdk.chat.completions.create(model=SERVED, messages=FRANCE, temperature=0, stream=True))
+    with pytest.raises(openai.BadRequestError):
+        sdk.chat.completions.create(model=SERVED, messages=[{"role": "robot", "content": "hi"}])
+    after = _metric_samples(gateway)
+    assert after[ok] - before.get(ok, 0) == 1
+    assert after[refused] - before.get(refused, 0) == 1
+    assert after[invalid] - before.get(invalid, 0) == 1
+    assert after["nemo_gateway_completion_tokens_total"] > before.get("nemo_gateway_completion_tokens_total", 0)
+    assert after["nemo_gateway_prompt_tokens_total"] > before.get("nemo_gateway_prompt_tokens_total", 0)
+    first_tokens = "nemo_gateway_time_to_first_token_seconds_count"
+    assert after[first_tokens] - before.get(first_tokens, 0) == 1
+    assert after["nemo_gateway_in_flight_requests"] == 0

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from nemo_protocol.tekken import Tekkenizer
 
 from nemo_build.tiny_chat import WEATHER_TOOL
+from nemo_protocol.tekken import Tekkenizer
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_INPUT_LEN, MAX_SEQ_LEN
 from tests.integration.triton_calls import StreamingCall, chat, chat_inputs, ensemble_inputs, infer, stream
 

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nemo_protocol.errors import BadRequestError, NotFoundError
 from openai.types.chat import ChatCompletion
 
 from nemo_client import NemoClient
 from nemo_client.client import AsyncNemoClient, AsyncStream
+from nemo_protocol.errors import BadRequestError, NotFoundError
 from tests.reliability.conftest import BUDGET, Stack
 
 CONTROL_TEXT = ["[INST]", "</s>", "[TOOL_CALLS]", "<s>", "[/INST]", "\x00", "\ud7ff", "🙂", "你好"]

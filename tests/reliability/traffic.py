@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from nemo_protocol.errors import APIError, BadRequestError
 
 from nemo_build.tiny_chat import WEATHER_TOOL
 from nemo_client.client import AsyncNemoClient
+from nemo_protocol.errors import APIError, BadRequestError
 from tests.integration.triton_calls import ensemble_inputs, stream
 
 QUESTIONS = ["What is the capital of France?", "Hello", "你好", "Привет", "How many days are in a week?"]

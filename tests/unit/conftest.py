@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from nemo_protocol.tekken import Tekkenizer
 from nemo_runtime.model import ReferenceModel
 from nemo_runtime.scheduler import ReferenceRuntime

@@ -6,11 +6,10 @@ and tensorrt_llm batches them. Every response carries one JSON object in `respon
 
 import json
 import threading
-import uuid
 
-from nemo_protocol.errors import InvalidRequestError
+from nemo_protocol.errors import BadRequestError, error_body
+from nemo_protocol.request_ids import new_request_id
 from nemo_serving.chat import ChatEndpoint
-from nemo_serving.chat_response import error_body, invalid_request
 from nemo_serving.ensemble import until_cancelled
 from nemo_serving.model_args import ModelArgs
 from nemo_serving.preprocessing import LengthLimits
@@ -42,17 +41,17 @@ class TritonPythonModel:
         try:
             raw = inputs(request)("request")
             if raw is None:
-                raise InvalidRequestError("request", "the input tensor 'request' (one JSON string) is required")
+                raise BadRequestError("the input tensor 'request' (one JSON string) is required", param="request")
             chat = self.endpoint.prepare(single_text(raw, "request"))
-            generation = BlsGeneration(chat.generation, request_id=str(uuid.uuid4().int >> 65))
+            generation = BlsGeneration(chat.generation, request_id=new_request_id(numeric=True))
             chunks = until_cancelled(generation, request.is_cancelled, generation.cancel)
             for event in self.endpoint.respond(chat, chunks, generation.cancel):
                 send(event)
-        except InvalidRequestError as exc:
-            send(invalid_request(exc))
+        except BadRequestError as exc:
+            send(error_body(str(exc), error_type=exc.error_type, param=exc.param, code=exc.status_code))
         except GenerationError as exc:
-            send(error_body(f"generation failed: {exc}", param=None, kind="server_error", code=500))
+            send(error_body(f"generation failed: {exc}", error_type="server_error", code=500))
         except Exception as exc:  # keep serving: report the failure on this request only
-            send(error_body(f"internal error: {exc!r}", param=None, kind="server_error", code=500))
+            send(error_body(f"internal error: {exc!r}", error_type="server_error", code=500))
         finally:
             sender.send(flags=FINAL)

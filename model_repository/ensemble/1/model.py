@@ -4,9 +4,9 @@ Each request is served on its own thread, so requests overlap and tensorrt_llm b
 """
 
 import threading
-import uuid
 
-from nemo_protocol.errors import InvalidRequestError
+from nemo_protocol.errors import BadRequestError
+from nemo_protocol.request_ids import new_request_id
 from nemo_serving.ensemble import (
     PREPROCESSING_OUTPUTS,
     CountedChunks,
@@ -41,7 +41,7 @@ class TritonPythonModel:
         try:
             text_request = TextRequest.from_inputs(inputs(request))
             preprocessed = bls_call("preprocessing", text_request.preprocessing_inputs(), PREPROCESSING_OUTPUTS)
-            generation = BlsGeneration(text_request.generation(preprocessed), request_id=str(uuid.uuid4().int >> 65))
+            generation = BlsGeneration(text_request.generation(preprocessed), request_id=new_request_id(numeric=True))
             chunks = CountedChunks(until_cancelled(generation, request.is_cancelled, generation.cancel))
             pending = None
             for text in text_chunks(self.tokenizer, chunks, text_request.stream):
@@ -54,7 +54,7 @@ class TritonPythonModel:
                 "finish_reason": string_tensor(chunks.finish_reason(text_request.max_tokens))[None],
             }
             sender.send(response(final), flags=FINAL)
-        except (InvalidRequestError, GenerationError) as exc:
+        except (BadRequestError, GenerationError) as exc:
             sender.send(error_response(str(exc)), flags=FINAL)
         except Exception as exc:  # keep serving: report the failure on this request only
             sender.send(error_response(f"internal error: {exc!r}"), flags=FINAL)

@@ -1,6 +1,6 @@
 """Triton python model `preprocessing`: text → Tekken ids, word lists, end/pad ids (nemo_serving.preprocessing)."""
 
-from nemo_protocol.errors import InvalidRequestError
+from nemo_protocol.errors import BadRequestError
 from nemo_serving.model_args import ModelArgs
 from nemo_serving.preprocessing import LengthLimits, Preprocessor
 from nemo_serving.triton_io import error_response, inputs, response
@@ -17,6 +17,6 @@ class TritonPythonModel:
         for request in requests:
             try:
                 responses.append(response(self.preprocessor.execute(inputs(request))))
-            except InvalidRequestError as exc:
+            except BadRequestError as exc:
                 responses.append(error_response(str(exc)))
         return responses

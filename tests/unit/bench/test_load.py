@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from nemo_bench.load import Level, StopRule, run_level
 from nemo_bench.metrics import RequestRecord
 from nemo_bench.targets import SamplingOptions

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from nemo_bench.workload import FilePrompts, SyntheticPrompts, WorkloadError
 from nemo_protocol.tekken import Tekkenizer
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from nemo_protocol.chat_format import encode_chat
 
 from nemo_build.calibration import (
     CHAT_SHARE,
@@ -26,6 +25,7 @@ from nemo_build.calibration import (
 from nemo_build.checkpoint import CheckpointResult, summary
 from nemo_build.cli import build_parser
 from nemo_build.errors import BuildError
+from nemo_protocol.chat_format import encode_chat
 
 # A word or a script of each NeMo language, as it appears in the shipped set.
 LANGUAGE_MARKERS = {

@@ -82,8 +82,9 @@ def test_dequantized_weights_are_the_source_weights(fp8_checkpoint_dir: Path, tr
 @pytest.fixture(scope="module")
 def verification_set(trained_model_dir: Path) -> tuple[list[list[int]], list[torch.Tensor]]:
     """Samples and the unquantized Hugging Face model's float32 logits on them (the independent reference)."""
-    from nemo_protocol.tekken import Tekkenizer
     from transformers import AutoModelForCausalLM
+
+    from nemo_protocol.tekken import Tekkenizer
 
     samples = verification_samples(
         load_calibration(Tekkenizer.from_file(trained_model_dir / "tekken.json"), "shipped").samples

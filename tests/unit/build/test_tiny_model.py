@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from nemo_runtime.scheduler import ReferenceRuntime
 
 from nemo_build.cli import main
 from nemo_build.tiny_chat import CHAT_SET, encode_example, example
+from nemo_runtime.scheduler import ReferenceRuntime
 
 
 def test_tiny_model_is_shaped_like_nemo(tiny_model_dir: Path, tekken_path: Path) -> None:

@@ -11,14 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
-from nemo_protocol.errors import (
-    BadRequestError,
-    DeadlineExceededError,
-    NotFoundError,
-    ServerError,
-    StreamInterruptedError,
-    UnavailableError,
-)
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from nemo_client import NemoClient
@@ -28,6 +20,14 @@ from nemo_client.triton_transport import (
     decode_outputs,
     encode_bytes_tensor,
     error_from_rpc,
+)
+from nemo_protocol.errors import (
+    BadRequestError,
+    DeadlineExceededError,
+    NotFoundError,
+    ServerError,
+    StreamInterruptedError,
+    UnavailableError,
 )
 
 

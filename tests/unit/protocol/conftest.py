@@ -11,6 +11,7 @@ import pytest
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.protocol.instruct.validator import ValidationMode
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
 from nemo_protocol.chat_format import to_model_tool_call_id
 from nemo_protocol.tekken import Tekkenizer
 

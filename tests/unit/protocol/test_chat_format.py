@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from nemo_protocol.chat_format import encode_chat, to_model_tool_call_id
-from nemo_protocol.errors import InvalidRequestError
+from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import LEGACY_CONTROL_TOKENS, Tekkenizer
 
 from .conftest import Oracle
@@ -64,7 +65,7 @@ def test_training_conversation_ending_with_assistant(tok: Tekkenizer, oracle: Or
     text_answer = [user("Hi"), assistant("Hello!")]
     tool_answer = [user("Weather in Paris?"), calls(("abcdefghi", "get_weather", {"city": "Paris"}))]
     for messages, tools in [(text_answer, None), (tool_answer, [WEATHER_TOOL])]:
-        with pytest.raises(InvalidRequestError):
+        with pytest.raises(BadRequestError):
             encode_chat(tok, messages, tools)
         ids = encode_chat(tok, messages, tools, allow_final_assistant=True)
         assert ids == oracle(messages, tools, final_assistant=True)
@@ -262,7 +263,7 @@ INVALID: list[tuple[str, Any, Any, str, str]] = [
 def test_invalid_requests_name_the_field_and_rule(
     tok: Tekkenizer, name: str, messages: Any, tools: Any, param: str, message: str
 ) -> None:
-    with pytest.raises(InvalidRequestError) as raised:
+    with pytest.raises(BadRequestError) as raised:
         encode_chat(tok, messages, tools)
     assert raised.value.param == param
     assert message in raised.value.message

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
 from nemo_protocol.errors import TokenizerFileError
 from nemo_protocol.tekken import LEGACY_CONTROL_TOKENS, Tekkenizer, find_tekken_file
 

@@ -8,6 +8,7 @@ import random
 import re
 
 import pytest
+
 from nemo_protocol.tekken import Tekkenizer
 from nemo_protocol.tool_calls import (
     ContentDelta,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from nemo_runtime.scheduler import ReferenceRuntime
 
 from nemo_build.checkpoint import CheckpointOptions, build_checkpoint
+from nemo_runtime.scheduler import ReferenceRuntime
 
 
 @pytest.fixture(scope="session")

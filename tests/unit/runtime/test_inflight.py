@@ -7,11 +7,13 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from nemo_protocol.errors import InvalidRequestError
+
+from nemo_protocol.errors import BadRequestError
 from nemo_runtime.inflight import InflightBatcher
 from nemo_runtime.sampling import SamplingParams
 from nemo_runtime.scheduler import ReferenceRuntime
 from nemo_serving.contract import GenerationRequest
+from nemo_serving.sampling import Sampling
 
 PROMPT = [1, 300, 301, 302, 303]
 
@@ -99,10 +101,10 @@ def test_a_new_request_joins_the_running_batch(batcher: InflightBatcher) -> None
 def test_requests_are_independent_of_their_batch_mates(
     batcher: InflightBatcher, new_runtime: Callable[..., ReferenceRuntime]
 ) -> None:
-    seeded = {"temperature": 1.0, "top_k": 50, "seed": 1234}
+    seeded = Sampling(temperature=1.0, top_k=50, seed=1234)
     sinks = [RecordingSink() for _ in range(6)]
     for i, sink in enumerate(sinks):
-        batcher.submit(request(input_ids=[*PROMPT, 400 + i], **seeded), sink)
+        batcher.submit(request(input_ids=[*PROMPT, 400 + i], sampling=seeded), sink)
     for sink in sinks:
         sink.wait()
     alone = new_runtime().generate(
@@ -160,8 +162,8 @@ def test_stop_by_tag_ends_only_that_request(batcher: InflightBatcher) -> None:
 @pytest.mark.parametrize(
     ("overrides", "tensor"),
     [
-        ({"presence_penalty": 0.5}, "presence_penalty"),
-        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"sampling": Sampling(presence_penalty=0.5)}, "presence_penalty"),
+        ({"sampling": Sampling(frequency_penalty=0.5)}, "frequency_penalty"),
         ({"return_log_probs": True}, "return_log_probs"),
         ({"max_new_tokens": 1000}, "input_ids"),
     ],
@@ -169,7 +171,7 @@ def test_stop_by_tag_ends_only_that_request(batcher: InflightBatcher) -> None:
 def test_requests_it_cannot_serve_are_refused_by_name(
     batcher: InflightBatcher, overrides: dict[str, object], tensor: str
 ) -> None:
-    with pytest.raises(InvalidRequestError) as caught:
+    with pytest.raises(BadRequestError) as caught:
         batcher.submit(request(**overrides), RecordingSink())
     assert caught.value.param == tensor
     assert batcher.active_requests == 0

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import MistralForCausalLM
+
 from nemo_runtime.model import ReferenceModel
 from nemo_runtime.sampling import SamplingParams
 from nemo_runtime.scheduler import ReferenceRuntime, StepOutput
 from nemo_runtime.weights import load_weights
-from transformers import MistralForCausalLM
 
 PROMPTS = [[1, 3, 22177, 4304, 4], [1, 3, 1784, 1395, 1032, 4], [1, 3, 9999, 4], [1, 5, 6, 3, 12345, 22177, 4304, 4]]
 

@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 import pytest
+
 from nemo_protocol.chat_format import encode_chat
-from nemo_protocol.errors import InvalidRequestError
+from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
 from nemo_serving.chat import ChatEndpoint
 from nemo_serving.preprocessing import LengthLimits
@@ -48,8 +49,8 @@ def run(endpoint: ChatEndpoint, raw: str, output_ids: list[int]) -> tuple[list[d
 @pytest.mark.parametrize(
     ("raw", "param", "phrase"),
     [
-        ("{not json", "", "not valid JSON"),
-        ("[1, 2]", "", "JSON object"),
+        ("{not json", None, "not valid JSON"),
+        ("[1, 2]", None, "JSON object"),
         (body(temperature="hot"), "temperature", "must be a number"),
         (body(temperature=3), "temperature", "[0, 2]"),
         (body(max_tokens=0), "max_tokens", ">= 1"),
@@ -72,8 +73,8 @@ def run(endpoint: ChatEndpoint, raw: str, output_ids: list[int]) -> tuple[list[d
         (json.dumps({"messages": [{"role": "wizard", "content": "hi"}]}), "messages[0].role", ""),
     ],
 )
-def test_invalid_requests_name_the_field(endpoint: ChatEndpoint, raw: str, param: str, phrase: str) -> None:
-    with pytest.raises(InvalidRequestError) as caught:
+def test_invalid_requests_name_the_field(endpoint: ChatEndpoint, raw: str, param: str | None, phrase: str) -> None:
+    with pytest.raises(BadRequestError) as caught:
         endpoint.prepare(raw)
     assert caught.value.param == param
     assert phrase in str(caught.value)
@@ -86,13 +87,14 @@ def test_prompt_is_rendered_on_the_server_with_tools_unless_hidden(endpoint: Cha
 
 def test_sampling_parameters_reach_the_generation(endpoint: ChatEndpoint, tok: Tekkenizer) -> None:
     generation = endpoint.prepare(body(temperature=0.3, top_p=0.9, seed=-1, max_tokens=7)).generation
-    assert (generation.temperature, generation.top_p, generation.max_new_tokens) == (
+    sampling = generation.sampling
+    assert (sampling.temperature, sampling.top_p, generation.max_new_tokens) == (
         pytest.approx(0.3),
         pytest.approx(0.9),
         7,
     )
-    assert generation.seed == 2**64 - 1 and generation.end_id == tok.eos_id and generation.streaming
-    assert endpoint.prepare(body(temperature=0)).generation.greedy
+    assert sampling.seed == 2**64 - 1 and generation.end_id == tok.eos_id and generation.streaming
+    assert endpoint.prepare(body(temperature=0)).generation.sampling.greedy
     assert endpoint.prepare(body(nvext={"ignore_eos": True})).generation.end_id is None
 
 

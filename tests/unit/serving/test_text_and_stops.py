@@ -7,6 +7,7 @@ import itertools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from nemo_protocol.tekken import Tekkenizer
 from nemo_serving.ensemble import text_chunks, until_cancelled
 from nemo_serving.stop_strings import StopStringMatcher

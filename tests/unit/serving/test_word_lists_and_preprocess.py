@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from nemo_protocol.errors import InvalidRequestError
+
+from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
 from nemo_serving import word_lists
 from nemo_serving.postprocessing import decode_batch
@@ -30,7 +31,7 @@ def test_word_list_layout_matches_tensorrt_llm() -> None:
 
 
 def test_malformed_word_list_names_the_tensor() -> None:
-    with pytest.raises(InvalidRequestError) as caught:
+    with pytest.raises(BadRequestError) as caught:
         word_lists.words(np.array([[5, 6], [3, -1]], dtype=np.int32), "bad_words_list")
     assert caught.value.param == "bad_words_list"
 
@@ -70,7 +71,7 @@ def test_execute_batches_rows_with_word_lists_and_ids(tok: Tekkenizer) -> None:
 def test_length_errors_name_the_input_and_the_limit(
     tok: Tekkenizer, text: str, max_tokens: int, param: str, phrase: str
 ) -> None:
-    with pytest.raises(InvalidRequestError) as caught:
+    with pytest.raises(BadRequestError) as caught:
         Preprocessor(tok, LengthLimits(64, 128))(text, max_tokens)
     assert caught.value.param == param
     assert phrase in str(caught.value)

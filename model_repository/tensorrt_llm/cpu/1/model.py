@@ -5,7 +5,7 @@ the request's response sender. A request carrying `stop=true` ends the in-flight
 same request id.
 """
 
-from nemo_protocol.errors import InvalidRequestError
+from nemo_protocol.errors import BadRequestError
 from nemo_runtime.inflight import InflightBatcher
 from nemo_runtime.scheduler import ReferenceRuntime
 from nemo_serving.contract import GenerationRequest
@@ -34,7 +34,7 @@ class TritonPythonModel:
                     continue
                 generation = GenerationRequest.from_inputs(get, exclude_input_default=self.exclude_input_default)
                 self.batcher.submit(generation, ResponseSink(request, sender), tag=request.request_id())
-            except InvalidRequestError as exc:
+            except BadRequestError as exc:
                 sender.send(error_response(str(exc)), flags=FINAL)
         return None
 

@@ -1,0 +1,90 @@
+"""One upstream call turned into the HTTP answer: a JSON body, or server-sent events ending in ``data: [DONE]``.
+
+Errors raised before the answer starts go to the app's exception handler; an error in the middle of a
+stream is sent as the stream's last event. Closing the stream (the client went away) cancels the request
+on Triton.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from nemo_client.client import AsyncStream
+from nemo_gateway.metering import RequestMeter
+from nemo_gateway.metrics import GatewayMetrics
+from nemo_protocol.errors import APIError, ServerError
+
+logger = logging.getLogger("nemo_gateway")
+
+ChunkShaper = Callable[[dict[str, Any]], "tuple[dict[str, Any] | None, bool]"]
+"""Turns a stream item into the SSE payload (None to skip it) and says whether it carries a token."""
+
+DONE = b"data: [DONE]\n\n"
+
+
+async def relay(call: Awaitable[Any], *, meter: RequestMeter, metrics: GatewayMetrics, shape: ChunkShaper) -> Response:
+    """Await ``call`` (counted in flight meanwhile) and answer with its result, whole or streamed."""
+    metrics.in_flight.inc()
+    try:
+        result = await call
+    except BaseException:
+        metrics.in_flight.dec()
+        raise
+    if isinstance(result, AsyncStream):
+        events = _server_sent_events(result, shape, metrics, meter)
+        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    metrics.in_flight.dec()
+    payload = _payload(result)
+    metrics.count_usage(payload.get("usage"))
+    metrics.answered(meter.endpoint, 200, meter.elapsed())
+    return JSONResponse(payload)
+
+
+async def _server_sent_events(
+    stream: AsyncStream[Any], shape: ChunkShaper, metrics: GatewayMetrics, meter: RequestMeter
+) -> AsyncIterator[bytes]:
+    """SSE frames of a stream, ``data: [DONE]`` last; an error mid-stream is sent as an error event."""
+    status, waiting_for_first_token = 200, True
+    try:
+        async for chunk in stream:
+            payload, has_token = shape(_payload(chunk))
+            if has_token and waiting_for_first_token:
+                metrics.time_to_first_token.observe(meter.elapsed())
+                waiting_for_first_token = False
+            if payload is not None:
+                yield event(payload)
+        yield DONE
+    except Exception as exc:  # the answer has started: an error can only be its last event now
+        error = _stream_error(exc, meter.endpoint)
+        status = error.status_code
+        metrics.failed(error.error_type)
+        yield event(error.to_openai())
+    finally:
+        await stream.aclose()
+        metrics.in_flight.dec()
+        metrics.answered(meter.endpoint, status, meter.elapsed())
+
+
+def _stream_error(exc: Exception, endpoint: str) -> APIError:
+    """The error a broken stream reports; server-side failures are logged, a bug with its traceback."""
+    if not isinstance(exc, APIError):
+        logger.error("%s stream failed", endpoint, exc_info=exc)
+        return ServerError("the gateway failed while streaming the answer (see its log)")
+    if isinstance(exc, ServerError):
+        logger.error("%s stream failed: %s", endpoint, exc.message)
+    return exc
+
+
+def event(payload: dict[str, Any]) -> bytes:
+    """One SSE frame carrying ``payload`` as JSON."""
+    return b"data: " + json.dumps(payload, ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+
+def _payload(item: Any) -> dict[str, Any]:
+    """The JSON object of a result: the server's own dict, or a typed object dumped as the SDK would."""
+    return item if isinstance(item, dict) else item.model_dump(mode="json", exclude_unset=True)

@@ -1,0 +1,86 @@
+"""``POST /v1/chat/completions`` (the Triton ``chat`` model) and ``POST /v1/completions`` (the ``ensemble``).
+
+The chat body goes to the ``chat`` model as it is: validation lives in one place, the server, and its
+errors come back as OpenAI error bodies with the matching HTTP status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Response
+
+from nemo_gateway.dependencies import Client, Metrics, Settings
+from nemo_gateway.metering import Meter
+from nemo_gateway.metrics import GatewayMetrics
+from nemo_gateway.openai_router import openai_router
+from nemo_gateway.relay import ChunkShaper, relay
+from nemo_gateway.request_body import RequestBody
+from nemo_protocol.errors import BadRequestError
+
+router = openai_router("completions")
+
+COMPLETION_FIELDS = frozenset(
+    {
+        "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
+        "presence_penalty", "frequency_penalty", "stream",
+    }
+)  # fmt: skip
+"""What ``/v1/completions`` accepts; anything else is a 400 naming the field."""
+
+
+@router.post("/v1/chat/completions", name="chat")
+async def chat_completions(
+    body: RequestBody, meter: Meter, client: Client, settings: Settings, metrics: Metrics
+) -> Response:
+    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    if body.get("stream"):
+        # Usage is always asked for so that the token metrics see streams; the caller gets it only when
+        # they asked for it.
+        body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
+    call = client.chat.completions.create_from_body(body, timeout=settings.request_timeout_s, raw=True)
+    return await relay(call, meter=meter, metrics=metrics, shape=chat_chunk_shaper(metrics, wants_usage))
+
+
+@router.post("/v1/completions", name="completions")
+async def completions(
+    body: RequestBody, meter: Meter, client: Client, settings: Settings, metrics: Metrics
+) -> Response:
+    call = client.completions.create(**completion_params(body), timeout=settings.request_timeout_s)
+    return await relay(call, meter=meter, metrics=metrics, shape=completion_chunk_shaper)
+
+
+def completion_params(body: dict[str, Any]) -> dict[str, Any]:
+    """The client's ``completions.create`` arguments for a ``/v1/completions`` body; 400 for what it cannot take."""
+    unknown = sorted(set(body) - COMPLETION_FIELDS)
+    if unknown:
+        raise BadRequestError(
+            f"unsupported field {unknown[0]!r}; accepted: {', '.join(sorted(COMPLETION_FIELDS))}", param=unknown[0]
+        )
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        body = {**body, "prompt": prompt[0]}
+    elif not isinstance(prompt, str):
+        raise BadRequestError("prompt must be a string (or a list of one string)", param="prompt")
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def chat_chunk_shaper(metrics: GatewayMetrics, wants_usage: bool) -> ChunkShaper:
+    """Counts each chunk's usage; drops it (and a usage-only chunk) unless the caller asked for usage."""
+
+    def shape(chunk: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+        if chunk.get("usage") is not None:
+            metrics.count_usage(chunk["usage"])
+            if not wants_usage:
+                if not chunk.get("choices"):
+                    return None, False
+                chunk = {key: value for key, value in chunk.items() if key != "usage"}
+        deltas = [choice.get("delta") or {} for choice in chunk.get("choices") or []]
+        return chunk, any(delta.get("content") or delta.get("tool_calls") for delta in deltas)
+
+    return shape
+
+
+def completion_chunk_shaper(chunk: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+    choices = chunk.get("choices") or []
+    return chunk, bool(choices and choices[0].get("text"))

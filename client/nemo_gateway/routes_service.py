@@ -1,0 +1,40 @@
+"""The service routes, open without an API key: ``/v1/health/live``, ``/v1/health/ready``, ``/v1/metrics``,
+``/v1/version``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from nemo_gateway.dependencies import Client, Metrics
+from nemo_gateway.version import release
+
+router = APIRouter(tags=["service"])
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+
+
+@router.get("/v1/health/live", name="live")
+async def live() -> JSONResponse:
+    return JSONResponse({"object": "health.response", "message": "Service is live."})
+
+
+@router.get("/v1/health/ready", name="ready")
+async def ready(client: Client) -> JSONResponse:
+    """200 when Triton and both models the gateway calls are ready; 503 naming what is not."""
+    health = await client.health()
+    if health.ready and all(health.models.values()):
+        return JSONResponse({"object": "health.response", "message": "Service is ready."})
+    not_ready = [name for name, ok in health.models.items() if not ok]
+    message = "Triton is not reachable." if not health.live else f"Not ready: {', '.join(not_ready) or 'server'}."
+    return JSONResponse({"object": "health.response", "message": message}, status_code=503)
+
+
+@router.get("/v1/metrics", name="metrics")
+async def prometheus(metrics: Metrics) -> Response:
+    return Response(metrics.render(), media_type=PROMETHEUS_TEXT)
+
+
+@router.get("/v1/version", name="version")
+async def version() -> JSONResponse:
+    return JSONResponse({"release": release(), "api": "v1"})

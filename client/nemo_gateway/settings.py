@@ -1,0 +1,25 @@
+"""What one gateway process is configured with: the CLI (flags and environment) builds it, ``create_app`` takes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
+
+DEFAULT_TRITON_URL = "localhost:8001"
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_REQUEST_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    triton_url: str = DEFAULT_TRITON_URL
+    """Triton's gRPC address, ``host:port``."""
+    served_model_name: str = DEFAULT_SERVED_MODEL_NAME
+    """The one model name clients may send as ``model`` (and ``/v1/models`` lists)."""
+    api_key: str | None = None
+    """When set, the OpenAI routes want ``Authorization: Bearer <api_key>``; probes and metrics never do."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Largest request body accepted; a larger one is answered 413 before it is read whole."""
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    """Seconds one upstream call may take, a stream included."""

@@ -1,0 +1,142 @@
+"""Every error the gateway answers is an OpenAI error body with its HTTP status, counted once."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pydantic import BaseModel
+
+from nemo_gateway.errors import field_path
+from nemo_protocol.errors import ServerError, UnavailableError
+from tests.unit.gateway.conftest import FRANCE, SERVED, FakeUpstream, Gateway, MakeGateway
+
+ERROR_KEYS = {"message", "type", "param", "code"}
+
+
+def error_of(response: object) -> dict[str, object]:
+    body = response.json()  # type: ignore[attr-defined]
+    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS, body
+    return body["error"]
+
+
+def test_upstream_api_error_is_its_openai_body_counted_once(make_gateway: MakeGateway) -> None:
+    gw = make_gateway(FakeUpstream(reply=UnavailableError("Triton at 127.0.0.1:1 is unreachable")))
+    response = gw.http.post("/v1/chat/completions", json={"messages": FRANCE})
+    assert response.status_code == 503
+    assert error_of(response) == {
+        "message": "Triton at 127.0.0.1:1 is unreachable",
+        "type": "service_unavailable",
+        "param": None,
+        "code": None,
+    }
+    assert gw.sample("nemo_gateway_errors_total", type="service_unavailable") == 1
+    assert gw.sample("nemo_gateway_requests_total", endpoint="chat", status="503") == 1
+    assert gw.sample("nemo_gateway_request_duration_seconds_count", endpoint="chat") == 1
+    assert gw.sample("nemo_gateway_in_flight_requests") == 0
+
+
+def test_upstream_server_error_is_logged(make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture) -> None:
+    gw = make_gateway(FakeUpstream(reply=ServerError("the chat model failed")))
+    with caplog.at_level(logging.ERROR, logger="nemo_gateway"):
+        response = gw.http.post("/v1/chat/completions", json={"messages": FRANCE})
+    assert response.status_code == 500 and error_of(response)["message"] == "the chat model failed"
+    assert "the chat model failed" in caplog.text
+
+
+def test_unexpected_exception_is_a_logged_500_in_the_openai_shape(
+    make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = make_gateway(FakeUpstream(reply=RuntimeError("bug: secret detail")))
+    with caplog.at_level(logging.ERROR, logger="nemo_gateway"):
+        response = gw.http.post("/v1/chat/completions", json={"messages": FRANCE})
+    assert response.status_code == 500
+    error = error_of(response)
+    assert error["type"] == "server_error" and "secret detail" not in str(error["message"])
+    assert "RuntimeError" in caplog.text and "secret detail" in caplog.text
+    assert gw.sample("nemo_gateway_errors_total", type="server_error") == 1
+    assert gw.sample("nemo_gateway_requests_total", endpoint="chat", status="500") == 1
+    assert gw.sample("nemo_gateway_in_flight_requests") == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"{nope", "not valid JSON"),
+        ("\udcff".encode("utf-8", "surrogatepass"), "not valid JSON"),
+        (b"[1]", "JSON object"),
+    ],
+)
+def test_malformed_bodies_are_400(gateway: Gateway, content: bytes, expected: str) -> None:
+    response = gateway.http.post("/v1/chat/completions", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["type"] == "invalid_request_error" and expected in str(error["message"])
+    assert gateway.upstream.bodies == []
+    assert gateway.sample("nemo_gateway_requests_total", endpoint="chat", status="400") == 1
+
+
+def test_oversized_bodies_are_413_declared_or_streamed(make_gateway: MakeGateway) -> None:
+    gw = make_gateway(max_body_bytes=1000)
+    declared = gw.http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 2000}]})
+    assert declared.status_code == 413 and "limit is 1000" in str(error_of(declared)["message"])
+    streamed = gw.http.post("/v1/completions", content=iter([b'{"prompt": "', b"x" * 2000, b'"}']))
+    assert streamed.status_code == 413 and "exceeds the limit" in str(error_of(streamed)["message"])
+    assert gw.upstream.bodies == []
+
+
+def test_other_model_is_404_naming_it(gateway: Gateway) -> None:
+    response = gateway.http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": FRANCE})
+    assert response.status_code == 404
+    error = error_of(response)
+    assert error["param"] == "model" and "gpt-4o" in str(error["message"]) and SERVED in str(error["message"])
+
+
+def test_completions_refuse_unknown_fields_and_bad_prompts(gateway: Gateway) -> None:
+    unknown = gateway.http.post("/v1/completions", json={"prompt": "hi", "best_of": 3})
+    assert unknown.status_code == 400 and error_of(unknown)["param"] == "best_of"
+    bad = gateway.http.post("/v1/completions", json={"prompt": ["a", "b"]})
+    assert bad.status_code == 400 and error_of(bad)["param"] == "prompt"
+    assert gateway.sample("nemo_gateway_requests_total", endpoint="completions", status="400") == 2
+
+
+def test_unknown_route_and_method_are_openai_errors(gateway: Gateway) -> None:
+    missing = gateway.http.post("/v1/embeddings", json={})
+    assert missing.status_code == 404
+    assert error_of(missing)["type"] == "not_found_error" and "/v1/embeddings" in str(error_of(missing)["message"])
+    wrong_method = gateway.http.get("/v1/chat/completions")
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert "GET" in str(error_of(wrong_method)["message"])
+    assert error_of(wrong_method)["type"] == "invalid_request_error"
+
+
+class Message(BaseModel):
+    role: str
+
+
+class Typed(BaseModel):
+    messages: list[Message]
+    n: int = 1
+
+
+async def typed(body: Typed) -> dict[str, int]:
+    return {"n": body.n}
+
+
+def test_request_validation_errors_are_400_naming_the_field(gateway: Gateway) -> None:
+    """No gateway route declares a typed body (the server validates); one added here shows the handler."""
+    gateway.app.post("/test/typed")(typed)
+
+    invalid = gateway.http.post("/test/typed", json={"messages": [{"content": "hi"}], "n": "many"})
+    assert invalid.status_code == 400
+    error = error_of(invalid)
+    assert error["type"] == "invalid_request_error" and error["param"] == "messages[0].role"
+    assert "messages[0].role: Field required" in str(error["message"]) and "n: " in str(error["message"])
+    malformed = gateway.http.post("/test/typed", content=b"{nope", headers={"content-type": "application/json"})
+    assert malformed.status_code == 400 and "not valid JSON" in str(error_of(malformed)["message"])
+
+
+def test_field_path() -> None:
+    assert field_path(("body", "messages", 2, "tool_calls", 0, "function")) == "messages[2].tool_calls[0].function"
+    assert field_path(("query", "limit")) == "limit"
+    assert field_path(("body",)) == ""

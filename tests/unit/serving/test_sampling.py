@@ -1,0 +1,72 @@
+"""One sampling type for the `chat`, `ensemble` and `tensorrt_llm` requests, and the tensors it travels in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nemo_protocol.errors import BadRequestError
+from nemo_serving.chat_request import ChatRequest
+from nemo_serving.contract import GenerationRequest
+from nemo_serving.ensemble import TextRequest
+from nemo_serving.sampling import Sampling
+
+SEEDED = Sampling(temperature=0.7, top_k=40, top_p=0.9, seed=2**64 - 1, repetition_penalty=1.1)
+
+
+def test_defaults_are_tensorrt_llm_s_greedy_and_neutral() -> None:
+    assert Sampling().greedy and not SEEDED.greedy
+    assert Sampling(temperature=1.5, top_k=1).greedy and Sampling(temperature=0, top_p=0.5).greedy
+    assert "seed" not in Sampling().to_inputs()
+
+
+def test_generation_tensors_round_trip() -> None:
+    request = GenerationRequest(input_ids=[1, 2, 3], max_new_tokens=4, sampling=SEEDED, min_tokens=2)
+    tensors = request.to_inputs()
+    assert tensors["seed"].dtype == np.uint64 and tensors["runtime_top_k"].tolist() == [[40]]
+    back = GenerationRequest.from_inputs(tensors.get)
+    assert back.sampling == Sampling(
+        temperature=float(np.float32(0.7)),
+        top_k=40,
+        top_p=float(np.float32(0.9)),
+        seed=2**64 - 1,
+        repetition_penalty=float(np.float32(1.1)),
+    )
+    assert back.min_tokens == 2 and back.input_ids == [1, 2, 3]
+
+
+def test_the_ensemble_reads_top_k_and_top_p_under_its_own_names() -> None:
+    tensors = {
+        "text_input": np.array([[b"hi"]], dtype=object),
+        "max_tokens": np.array([[4]], dtype=np.int32),
+        "top_k": np.array([[40]], dtype=np.int32),
+        "top_p": np.array([[0.5]], dtype=np.float32),
+        "seed": np.array([[7]], dtype=np.uint64),
+    }
+    text = TextRequest.from_inputs(tensors.get)
+    assert text.sampling == Sampling(top_k=40, top_p=0.5, seed=7)
+    preprocessed = {
+        "input_ids": np.array([[1, 5, 6]], dtype=np.int32),
+        "input_lengths": np.array([[3]], dtype=np.int32),
+        "request_output_len": np.array([[4]], dtype=np.int32),
+        "end_id": np.array([[2]], dtype=np.int32),
+        "pad_id": np.array([[11]], dtype=np.int32),
+        "stop_words_list": np.array([[[0], [-1]]], dtype=np.int32),
+        "bad_words_list": np.array([[[0], [-1]]], dtype=np.int32),
+    }
+    assert text.generation(preprocessed).sampling is text.sampling
+
+
+def test_a_chat_request_carries_openai_s_defaults() -> None:
+    request = ChatRequest.from_body({"messages": [], "seed": -1, "nvext": {"top_k": 5}})
+    assert request.sampling == Sampling(top_p=1.0, top_k=5, seed=2**64 - 1)
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [({"temperature": -0.1}, "temperature"), ({"top_k": -1}, "runtime_top_k"), ({"top_p": 1.5}, "runtime_top_p")],
+)
+def test_out_of_range_values_name_the_tensor(fields: dict[str, float], param: str) -> None:
+    with pytest.raises(BadRequestError, match=rf"^{param}: must be") as caught:
+        Sampling(**fields)  # type: ignore[arg-type]
+    assert caught.value.param == param
