@@ -29,9 +29,10 @@ test: setup lint ## lint, then run the whole test suite (unit, integration on a 
 test-reliability: setup ## reliability at full length (minutes-long 64-stream soak, faults, 400-example fuzz) on a real CPU Triton
 	NEMO_RELIABILITY=full $(BIN)/python -m pytest tests/reliability -rxX $(PYTEST_ARGS)
 
-lint: setup ## ruff check + format check
+lint: setup ## ruff check + format check + mypy (strict on the client API and the protocol)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: setup ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -14,6 +14,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from openai.types.chat import ChatCompletionMessageParam
+
 from nemo_build.serve import TritonServer
 from nemo_build.stack import Steps, gateway, get_weather, venv_bin
 from nemo_client import NemoClient
@@ -66,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with NemoClient(server.grpc_url, timeout=120) as client, gateway(server.grpc_url) as gateway_url:
             print(f"  gateway at {gateway_url}")
-            question = [{"role": "user", "content": "What is the capital of France?"}]
+            question: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is the capital of France?"}]
             with steps.step("chat", "Streamed chat through nemo_client (gRPC)"):
                 print("  you> What is the capital of France?\n  nemo> ", end="", flush=True)
                 for chunk in client.chat.completions.create(messages=question, stream=True, temperature=0):

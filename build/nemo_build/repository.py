@@ -301,7 +301,7 @@ def read_repository_manifest(repository: Path) -> RepositoryManifest:
         problems.append(f"models {models!r} (a non-empty list of model names)")
     if not isinstance(settings, dict):
         problems.append(f"settings {settings!r} (an object)")
-    if problems:
+    if problems or not isinstance(models, list) or not isinstance(settings, dict):
         raise BuildError(f"{path} is damaged: {'; '.join(problems)}; {rerender}")
     missing = [name for name in models if not (repository / name / "config.pbtxt").is_file()]
     if missing:
@@ -378,6 +378,9 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         limits = {"max_batch_size": CPU_DEFAULT_MAX_BATCH_SIZE, "max_input_len": max_seq // 2, "max_seq_len": max_seq}
     chosen = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in limits.items()}
     return RepositorySettings(
+        max_batch_size=chosen["max_batch_size"],
+        max_input_len=chosen["max_input_len"],
+        max_seq_len=chosen["max_seq_len"],
         target=args.target,
         model_dir=model_dir,
         preprocessing_instances=args.preprocessing_instances,
@@ -389,7 +392,6 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         cancellation_check_period_ms=args.cancellation_check_period_ms,
         max_queue_delay_microseconds=args.max_queue_delay_us,
         served_model_name=args.served_model_name,
-        **chosen,
     )
 
 

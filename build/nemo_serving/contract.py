@@ -67,7 +67,7 @@ class GenerationRequest:
         return cls(
             input_ids=ids[:length],
             max_new_tokens=scalar(output_len, "request_output_len", int, 0),
-            end_id=scalar(get("end_id"), "end_id", int, None),  # type: ignore[arg-type]
+            end_id=scalar(get("end_id"), "end_id", int, None),
             pad_id=scalar(get("pad_id"), "pad_id", int, 0),
             streaming=scalar(get("streaming"), "streaming", bool, False),
             sampling=Sampling.from_inputs(get),

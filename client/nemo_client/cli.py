@@ -46,7 +46,7 @@ def _load_tools(path: Path | None) -> list[dict[str, Any]] | None:
     return tools
 
 
-def _answer(client: NemoClient, args: argparse.Namespace, messages: list[dict[str, Any]], out: TextIO) -> dict:
+def _answer(client: NemoClient, args: argparse.Namespace, messages: list[dict[str, Any]], out: TextIO) -> dict[str, Any]:
     params: dict[str, Any] = {
         "messages": messages,
         "temperature": args.temperature,
@@ -66,7 +66,8 @@ def _answer(client: NemoClient, args: argparse.Namespace, messages: list[dict[st
         else:
             out.write((message.content or "") + "\n")
             _print_calls([c.model_dump() for c in message.tool_calls or []], out)
-        return message.model_dump(exclude_none=True)
+        answer: dict[str, Any] = message.model_dump(exclude_none=True)
+        return answer
     text, calls = [], []
     with client.chat.completions.create(**params, stream=True) as stream:
         for chunk in stream:

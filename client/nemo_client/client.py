@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Generic, TypedDict, TypeVar
+from typing import Any, Generic, Literal, TypedDict, TypeVar, overload
 
 import numpy as np
 from openai.types import Completion, Model
@@ -35,9 +35,10 @@ DEFAULT_TIMEOUT_S = 600.0
 CHAT_MODEL = "chat"
 TEXT_MODEL = "ensemble"
 T = TypeVar("T")
+R = TypeVar("R")
 
 
-class ChatCompletionParams(TypedDict):
+class _ChatCompletionFields(TypedDict):
     """Arguments of ``chat.completions.create``: the OpenAI / NIM chat-completions request."""
 
     messages: Sequence[Mapping[str, Any]]
@@ -57,7 +58,6 @@ class ChatCompletionParams(TypedDict):
     logprobs: NotRequired[bool]
     top_logprobs: NotRequired[int]
     response_format: NotRequired[Mapping[str, Any]]
-    stream: NotRequired[bool]
     stream_options: NotRequired[Mapping[str, Any]]
     user: NotRequired[str]
     extra_body: NotRequired[Mapping[str, Any]]
@@ -66,7 +66,19 @@ class ChatCompletionParams(TypedDict):
     """Seconds for the whole call, stream included; defaults to the client's."""
 
 
-class CompletionParams(TypedDict):
+class ChatCompletionParams(_ChatCompletionFields):
+    stream: NotRequired[bool]
+
+
+class ChatCompletionNonStreamingParams(_ChatCompletionFields):
+    stream: NotRequired[Literal[False]]
+
+
+class ChatCompletionStreamingParams(_ChatCompletionFields):
+    stream: Literal[True]
+
+
+class _CompletionFields(TypedDict):
     """Arguments of ``completions.create``: raw text generation through the ``ensemble`` model."""
 
     prompt: str
@@ -79,8 +91,19 @@ class CompletionParams(TypedDict):
     stop: NotRequired[str | Sequence[str]]
     presence_penalty: NotRequired[float]
     frequency_penalty: NotRequired[float]
-    stream: NotRequired[bool]
     timeout: NotRequired[float]
+
+
+class CompletionParams(_CompletionFields):
+    stream: NotRequired[bool]
+
+
+class CompletionNonStreamingParams(_CompletionFields):
+    stream: NotRequired[Literal[False]]
+
+
+class CompletionStreamingParams(_CompletionFields):
+    stream: Literal[True]
 
 
 @dataclass(frozen=True)
@@ -204,9 +227,20 @@ class AsyncChatCompletions:
     def __init__(self, client: AsyncNemoClient) -> None:
         self._client = client
 
+    @overload
+    async def create(self, **params: Unpack[ChatCompletionNonStreamingParams]) -> ChatCompletion: ...
+    @overload
+    async def create(self, **params: Unpack[ChatCompletionStreamingParams]) -> AsyncStream[ChatCompletionChunk]: ...
+    @overload
+    async def create(
+        self, **params: Unpack[ChatCompletionParams]
+    ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]: ...
     async def create(self, **params: Unpack[ChatCompletionParams]) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
         """Create a chat completion; with ``stream=True`` an async stream of ``ChatCompletionChunk``."""
-        return await self.create_from_body(chat_request_body(params, self._client.model), timeout=params.get("timeout"))
+        result: ChatCompletion | AsyncStream[ChatCompletionChunk] = await self.create_from_body(
+            chat_request_body(params, self._client.model), timeout=params.get("timeout")
+        )
+        return result
 
     async def create_from_body(
         self, body: Mapping[str, Any], *, timeout: float | None = None, raw: bool = False
@@ -232,6 +266,12 @@ class AsyncCompletions:
     def __init__(self, client: AsyncNemoClient) -> None:
         self._client = client
 
+    @overload
+    async def create(self, **params: Unpack[CompletionNonStreamingParams]) -> Completion: ...
+    @overload
+    async def create(self, **params: Unpack[CompletionStreamingParams]) -> AsyncStream[Completion]: ...
+    @overload
+    async def create(self, **params: Unpack[CompletionParams]) -> Completion | AsyncStream[Completion]: ...
     async def create(self, **params: Unpack[CompletionParams]) -> Completion | AsyncStream[Completion]:
         """Complete raw text (no chat template) through the text ``ensemble``."""
         inputs = completion_inputs(params)
@@ -351,14 +391,12 @@ async def _single(items: AsyncIterator[T]) -> T:
 
 def _completion(request_id: str, model: str, text: str, finish_reason: str | None) -> Completion:
     # construct, not validate: OpenAI's own SDK builds stream chunks (finish_reason None) the same way.
-    return Completion.construct(
-        **{
-            "id": f"cmpl-{request_id}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
-        }
+    return Completion.model_construct(
+        id=f"cmpl-{request_id}",
+        object="text_completion",
+        created=int(time.time()),
+        model=model,
+        choices=[{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
     )
 
 
@@ -474,7 +512,7 @@ async def _make_async_client(url: str, options: Mapping[str, Any]) -> AsyncNemoC
     return AsyncNemoClient(url, **options)
 
 
-def _sync_result(result: Any, loop: _LoopThread) -> Any:
+def _sync_result(result: R | AsyncStream[T], loop: _LoopThread) -> R | Stream[T]:
     return Stream(result, loop) if isinstance(result, AsyncStream) else result
 
 
@@ -482,6 +520,12 @@ class ChatCompletions:
     def __init__(self, inner: AsyncChatCompletions, loop: _LoopThread) -> None:
         self._inner, self._loop = inner, loop
 
+    @overload
+    def create(self, **params: Unpack[ChatCompletionNonStreamingParams]) -> ChatCompletion: ...
+    @overload
+    def create(self, **params: Unpack[ChatCompletionStreamingParams]) -> Stream[ChatCompletionChunk]: ...
+    @overload
+    def create(self, **params: Unpack[ChatCompletionParams]) -> ChatCompletion | Stream[ChatCompletionChunk]: ...
     def create(self, **params: Unpack[ChatCompletionParams]) -> ChatCompletion | Stream[ChatCompletionChunk]:
         """Create a chat completion; with ``stream=True`` a stream of ``ChatCompletionChunk``."""
         return _sync_result(self._loop.run(self._inner.create(**params)), self._loop)
@@ -501,7 +545,14 @@ class Completions:
     def __init__(self, inner: AsyncCompletions, loop: _LoopThread) -> None:
         self._inner, self._loop = inner, loop
 
+    @overload
+    def create(self, **params: Unpack[CompletionNonStreamingParams]) -> Completion: ...
+    @overload
+    def create(self, **params: Unpack[CompletionStreamingParams]) -> Stream[Completion]: ...
+    @overload
+    def create(self, **params: Unpack[CompletionParams]) -> Completion | Stream[Completion]: ...
     def create(self, **params: Unpack[CompletionParams]) -> Completion | Stream[Completion]:
+        """Complete raw text (no chat template) through the text ``ensemble``."""
         return _sync_result(self._loop.run(self._inner.create(**params)), self._loop)
 
 

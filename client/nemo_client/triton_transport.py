@@ -30,7 +30,7 @@ from nemo_protocol.errors import (
     UnavailableError,
 )
 
-TensorValue = np.ndarray | Sequence[str] | Sequence[bytes]
+TensorValue = np.ndarray[Any, Any] | Sequence[str] | Sequence[bytes]
 _NUMPY_TO_TRITON = {
     np.dtype(np.bool_): "BOOL",
     np.dtype(np.int32): "INT32",
@@ -51,7 +51,7 @@ class RetryPolicy:
     max_backoff_s: float = 2.0
 
     def backoff(self, attempt: int) -> float:
-        return min(self.max_backoff_s, self.initial_backoff_s * (2**attempt))
+        return min(self.max_backoff_s, self.initial_backoff_s * 2.0**attempt)
 
 
 def encode_bytes_tensor(values: Sequence[str] | Sequence[bytes]) -> bytes:
