@@ -21,8 +21,8 @@ import pytest
 
 from nemo_protocol.chat_format import encode_chat
 from nemo_protocol.tekken import Tekkenizer
+from tests.source_tree import PROJECT, source_tree_copy
 
-PROJECT = Path(__file__).resolve().parents[2]
 TEMPLATES = PROJECT / "model_repository"
 PROFILES = PROJECT / "build" / "nemo_build" / "profiles"
 # tiktoken and its dependencies (requests and what requests needs), as import names.
@@ -71,25 +71,6 @@ print(json.dumps({
     "imported": sorted(name for name in heavy if name in sys.modules),
 }))
 """
-
-
-def source_tree_copy(dest: Path) -> Path:
-    """The tracked files plus the new ones git does not ignore, links kept as links (the templates link)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=PROJECT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        source, target = PROJECT / name, dest / name
-        if source.is_symlink() or source.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if source.is_symlink():
-                target.symlink_to(source.readlink())
-            else:
-                shutil.copy2(source, target)
-    return dest
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ upstream's flag set and writes the engine directory trtllm-build writes, TensorR
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,27 +22,7 @@ from nemo_build.profiles import available_profiles, load_profile
 from tests.gpu_host.conformance import gpu_repository_problems
 from tests.gpu_host.host import GPUS, GpuHost, python_without_this_project
 from tests.gpu_host.trtllm_build import given_flags
-
-PROJECT = Path(__file__).resolve().parents[3]
-
-
-def source_tree_copy(dest: Path) -> Path:
-    """What a fresh clone holds: the tracked files plus new ones git does not ignore."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=PROJECT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        source = PROJECT / name
-        if source.is_symlink():  # as git checks a link out: a link
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            (dest / name).symlink_to(source.readlink())
-        elif source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    return dest
+from tests.source_tree import source_tree_copy
 
 
 @pytest.fixture(scope="module")
