@@ -5,6 +5,10 @@ running batch at the next step, every active request decodes one token per step,
 its tokens as they come (streaming) or all at once at the end. Before every step the loop asks each
 sink whether its client cancelled, so a cancelled request leaves the batch (and frees its KV slot)
 within one decode step.
+
+`stats()` is the batcher's state (requests running in a batch slot, waiting for one, cancelled so far);
+`wait_for_change()` lets another thread follow it (nemo_runtime.batch_metrics publishes it as Triton
+metrics) without the loop doing anything but update counters under the lock it already takes.
 """
 
 from __future__ import annotations
@@ -88,12 +92,27 @@ def token_mask(request: GenerationRequest, vocab_size: int) -> TokenMask | None:
     return mask
 
 
+@dataclass(frozen=True)
+class BatcherStats:
+    """A snapshot of the batcher's state."""
+
+    running: int  # requests holding a batch slot (prefilled, decoding)
+    waiting: int  # requests submitted and not yet admitted to the batch (every slot taken)
+    max_batch_size: int
+    cancelled: int = 0  # requests ended early since start: client cancellation, `stop`, a vanished client
+
+    @property
+    def slots_free(self) -> int:
+        return self.max_batch_size - self.running
+
+
 @dataclass
 class _Active:
     request: GenerationRequest
     sink: Sink
     tag: str
     generated: list[int] = field(default_factory=list)
+    running: bool = False  # admitted: it has produced its first step output and holds a slot
 
 
 class InflightBatcher:
@@ -102,7 +121,10 @@ class InflightBatcher:
     def __init__(self, runtime: ReferenceRuntime) -> None:
         self._runtime = runtime
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified whenever stats() changes
         self._active: dict[str, _Active] = {}
+        self._running = 0
+        self._cancelled = 0
         self._wake = threading.Event()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="inflight-batcher", daemon=True)
@@ -113,6 +135,20 @@ class InflightBatcher:
         with self._lock:
             return len(self._active)
 
+    def stats(self) -> BatcherStats:
+        with self._lock:
+            return self._snapshot()
+
+    def wait_for_change(self, since: BatcherStats | None, timeout: float) -> BatcherStats:
+        """The stats once they differ from `since` (at once when they do already), or after `timeout` seconds."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._snapshot() != since or self._closed, timeout)
+            return self._snapshot()
+
+    def _snapshot(self) -> BatcherStats:  # under self._lock
+        running = self._running
+        return BatcherStats(running, len(self._active) - running, self._runtime.max_batch_size, self._cancelled)
+
     def submit(self, request: GenerationRequest, sink: Sink, tag: str = "") -> None:
         """Queue a request; raises BadRequestError (nothing queued) when it cannot be served."""
         problem = unsupported(request)
@@ -121,6 +157,7 @@ class InflightBatcher:
         runtime_id = new_request_id()
         with self._lock:
             self._active[runtime_id] = _Active(request, sink, tag)
+            self._changed.notify_all()
         try:
             self._runtime.add_request(
                 runtime_id,
@@ -134,6 +171,7 @@ class InflightBatcher:
         except ValueError as exc:
             with self._lock:
                 del self._active[runtime_id]
+                self._changed.notify_all()
             raise BadRequestError(str(exc), param="input_ids") from None
         self._wake.set()
 
@@ -147,7 +185,9 @@ class InflightBatcher:
         return len(ids)
 
     def close(self) -> None:
-        self._closed = True
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
         self._wake.set()
         self._thread.join(timeout=10)
 
@@ -183,6 +223,13 @@ class InflightBatcher:
             active = self._active.get(output.request_id)
             if active is not None and output.finished:
                 del self._active[output.request_id]
+                self._running -= active.running
+                self._cancelled += output.finish_reason == "cancelled"
+                self._changed.notify_all()
+            elif active is not None and not active.running:
+                active.running = True
+                self._running += 1
+                self._changed.notify_all()
         if active is None:
             return
         active.generated.extend(output.new_token_ids)
@@ -204,6 +251,8 @@ class InflightBatcher:
     def _fail_all(self, message: str) -> None:
         with self._lock:
             items, self._active = list(self._active.items()), {}
+            self._running = 0
+            self._changed.notify_all()
         for runtime_id, active in items:
             self._runtime.cancel(runtime_id)
             try:

@@ -46,7 +46,9 @@ def _load_tools(path: Path | None) -> list[dict[str, Any]] | None:
     return tools
 
 
-def _answer(client: NemoClient, args: argparse.Namespace, messages: list[dict[str, Any]], out: TextIO) -> dict[str, Any]:
+def _answer(
+    client: NemoClient, args: argparse.Namespace, messages: list[dict[str, Any]], out: TextIO
+) -> dict[str, Any]:
     params: dict[str, Any] = {
         "messages": messages,
         "temperature": args.temperature,

@@ -8,7 +8,7 @@ import gc
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,10 +16,13 @@ import pytest
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from nemo_build.serve import TritonServer
 from nemo_build.tiny_chat import WEATHER_TOOL
 from nemo_client import AsyncNemoClient, NemoClient
+from nemo_client.client import AsyncStream
 from nemo_protocol.errors import BadRequestError, DeadlineExceededError
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_SEQ_LEN
+from tests.integration.triton_calls import BatchMetrics
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 PARIS_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -35,6 +38,11 @@ ANSWERS = {
 def client(url: str) -> Iterator[NemoClient]:
     with NemoClient(url, timeout=120) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def batch_metrics(triton: TritonServer) -> BatchMetrics:
+    return BatchMetrics(triton.host, triton.ports.metrics)
 
 
 def streamed(chunks: Any) -> tuple[str, list[ChatCompletionChunk]]:
@@ -161,55 +169,104 @@ def _endless(**extra: Any) -> dict[str, Any]:
     return {"messages": FRANCE, "max_tokens": MAX_SEQ_LEN - 64, "extra_body": {"nvext": {"ignore_eos": True}}, **extra}
 
 
-def seconds_per_token(client: NemoClient) -> float:
-    """Decode time per token of one stream alone: a lower bound of a step's time with a full batch."""
-    started = time.monotonic()
-    client.chat.completions.create(**{**_endless(), "max_tokens": 200})
-    return (time.monotonic() - started) / 200
-
-
-def test_deadline_covers_the_whole_stream(client: NemoClient) -> None:
+def test_deadline_covers_the_whole_stream(client: NemoClient, batch_metrics: BatchMetrics) -> None:
+    batch_metrics.idle()
     started = time.monotonic()
     with pytest.raises(DeadlineExceededError):
         for _ in client.chat.completions.create(stream=True, timeout=1.0, **_endless()):
             pass
     assert time.monotonic() - started < 30
+    batch_metrics.wait_for(requests_running=0)  # the expired stream was cancelled on the server
     assert client.chat.completions.create(messages=FRANCE, temperature=0).choices[0].message.content
 
 
-def test_closing_or_dropping_streams_cancels_them_on_the_server(client: NemoClient) -> None:
-    seconds_per_step = seconds_per_token(client)
+def test_closing_or_dropping_streams_cancels_them_on_the_server(
+    client: NemoClient, batch_metrics: BatchMetrics
+) -> None:
+    cancelled = batch_metrics.idle()["requests_cancelled_total"]
     streams = [client.chat.completions.create(stream=True, **_endless()) for _ in range(MAX_BATCH_SIZE)]
     for stream in streams:
         next(stream)
-    for stream in streams[: MAX_BATCH_SIZE // 2]:
+    # Every batch slot is taken by a stream thousands of tokens long: only cancellation frees them.
+    batch_metrics.wait_for(requests_running=MAX_BATCH_SIZE, batch_slots_free=0)
+    half = MAX_BATCH_SIZE // 2
+    for stream in streams[:half]:
         stream.close()
+    batch_metrics.wait_for(requests_running=MAX_BATCH_SIZE - half, requests_cancelled_total=cancelled + half)
     del stream
-    del streams[: MAX_BATCH_SIZE // 2]
     streams.clear()  # the other half is dropped without close(): the finalizer cancels them
     gc.collect()
-    # Every batch slot was taken by a stream thousands of tokens long: only cancellation frees them.
-    began = time.monotonic()
+    batch_metrics.wait_for(
+        requests_running=0, batch_slots_free=MAX_BATCH_SIZE, requests_cancelled_total=cancelled + MAX_BATCH_SIZE
+    )
     with ThreadPoolExecutor(MAX_BATCH_SIZE) as pool:
         answers = list(
             pool.map(lambda _: client.chat.completions.create(messages=FRANCE, temperature=0), range(MAX_BATCH_SIZE))
         )
     assert all(a.choices[0].message.content == ANSWERS[FRANCE[0]["content"]] for a in answers)
-    assert time.monotonic() - began < 0.25 * (MAX_SEQ_LEN - 100) * seconds_per_step
 
 
-def test_breaking_out_of_an_async_stream_cancels_it(url: str) -> None:
+# Breaking out of `async for` does not close an async iterator (Python never calls aclose() for you): what
+# cancels an async stream is leaving `async with`, calling aclose(), or dropping it (asyncio's async
+# generator finalizer closes it once it is garbage). Each test below proves the one way it names by the
+# server's state: after the break the stream still runs; once it is ended that way, and while the test
+# still holds it (except when dropping it is the point), its batch slot is free.
+async def wait_for(batch_metrics: BatchMetrics, **expected: float) -> dict[str, float]:
+    return await asyncio.to_thread(batch_metrics.wait_for, **expected)  # the event loop keeps running
+
+
+async def still_running_after_a_break(stream: AsyncStream[ChatCompletionChunk], batch_metrics: BatchMetrics) -> None:
+    async for _ in stream:
+        break
+    await wait_for(batch_metrics, requests_running=1)
+    assert isinstance(await stream.__anext__(), ChatCompletionChunk)  # the break did not end it
+
+
+def run_async(url: str, batch_metrics: BatchMetrics, test: Callable[[AsyncNemoClient], Awaitable[None]]) -> None:
+    """Run `test`, then check that its one stream was cancelled and that the server still answers."""
+
     async def main() -> str:
+        cancelled = batch_metrics.idle()["requests_cancelled_total"]
         async with AsyncNemoClient(url, timeout=120) as client:
-            streams = [await client.chat.completions.create(stream=True, **_endless()) for _ in range(MAX_BATCH_SIZE)]
-            for stream in streams:
-                async for _ in stream:
-                    break
-                await stream.aclose()
+            await test(client)
+            await wait_for(batch_metrics, requests_running=0, requests_cancelled_total=cancelled + 1)
             reply = await client.chat.completions.create(messages=FRANCE, temperature=0, timeout=60)
             return reply.choices[0].message.content or ""
 
     assert asyncio.run(main()) == ANSWERS[FRANCE[0]["content"]]
+
+
+def test_leaving_async_with_after_a_break_cancels_an_async_stream(url: str, batch_metrics: BatchMetrics) -> None:
+    async def test(client: AsyncNemoClient) -> None:
+        stream = await client.chat.completions.create(stream=True, **_endless())
+        async with stream:
+            await still_running_after_a_break(stream, batch_metrics)
+        await wait_for(batch_metrics, requests_running=0, batch_slots_free=MAX_BATCH_SIZE)
+        assert [chunk async for chunk in stream] == []  # closed
+
+    run_async(url, batch_metrics, test)
+
+
+def test_aclose_cancels_an_async_stream(url: str, batch_metrics: BatchMetrics) -> None:
+    async def test(client: AsyncNemoClient) -> None:
+        stream = await client.chat.completions.create(stream=True, **_endless())
+        await still_running_after_a_break(stream, batch_metrics)
+        await stream.aclose()
+        await wait_for(batch_metrics, requests_running=0, batch_slots_free=MAX_BATCH_SIZE)
+        assert [chunk async for chunk in stream] == []
+
+    run_async(url, batch_metrics, test)
+
+
+def test_dropping_an_async_stream_after_a_break_cancels_it(url: str, batch_metrics: BatchMetrics) -> None:
+    async def test(client: AsyncNemoClient) -> None:
+        stream = await client.chat.completions.create(stream=True, **_endless())
+        await still_running_after_a_break(stream, batch_metrics)
+        del stream
+        gc.collect()  # asyncio's finalizer schedules aclose() on this loop, which keeps running while we wait
+        await wait_for(batch_metrics, requests_running=0, batch_slots_free=MAX_BATCH_SIZE)
+
+    run_async(url, batch_metrics, test)
 
 
 def test_sync_client_is_usable_from_a_thread_that_did_not_create_it(client: NemoClient) -> None:

@@ -7,7 +7,6 @@ runtime executing the tiny trained model's FP8 checkpoint: no part of the path i
 from __future__ import annotations
 
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,27 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nemo_build.serve import TritonServer
 from nemo_build.tiny_chat import WEATHER_TOOL
 from nemo_protocol.tekken import Tekkenizer
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_INPUT_LEN, MAX_SEQ_LEN
-from tests.integration.triton_calls import StreamingCall, chat, chat_inputs, ensemble_inputs, infer, stream
+from tests.integration.triton_calls import (
+    BatchMetrics,
+    StreamingCall,
+    chat,
+    chat_inputs,
+    ensemble_inputs,
+    infer,
+    stream,
+)
 
 WEATHER_TOOLS = [WEATHER_TOOL]  # the tool the tiny model was trained with
 SAMPLED = {"temperature": 1.0, "top_k": 40, "seed": 1234}
+
+
+@pytest.fixture(scope="module")
+def batch_metrics(triton: TritonServer) -> BatchMetrics:
+    return BatchMetrics(triton.host, triton.ports.metrics)
 
 
 @pytest.fixture(scope="module")
@@ -177,28 +190,34 @@ def long_generation(tokens: int) -> dict[str, np.ndarray]:
     }
 
 
-def test_cancellation_frees_the_batch_slots(url: str) -> None:
-    long = MAX_SEQ_LEN - 8
+def test_cancellation_frees_the_batch_slots(url: str, batch_metrics: BatchMetrics) -> None:
+    cancelled = batch_metrics.idle()["requests_cancelled_total"]
+    long = MAX_SEQ_LEN - 8  # thousands of steps; the cancelled counter tells cancellation from completion
     calls = [StreamingCall(url, "tensorrt_llm", long_generation(long)) for _ in range(MAX_BATCH_SIZE)]
     for call in calls:
         assert call.next()
-    started = time.monotonic()
-    for _ in range(10):
-        calls[0].next()
-    seconds_per_step = (time.monotonic() - started) / 10
+    batch_metrics.wait_for(requests_running=MAX_BATCH_SIZE, batch_slots_free=0)
+    queued = StreamingCall(url, "tensorrt_llm", long_generation(4))
+    batch_metrics.wait_for(requests_waiting=1)  # every slot is taken
     for call in calls:
         call.cancel()
-    # Every slot was taken; had the cancelled requests kept theirs, these would wait thousands of steps.
-    began = time.monotonic()
+    # Every cancelled request gave its slot back, and the queued one took one of them.
+    batch_metrics.wait_for(requests_cancelled_total=cancelled + MAX_BATCH_SIZE, requests_waiting=0)
+    assert sum(o["output_ids"].size for o in queued.finish().outputs) == 4
+    batch_metrics.wait_for(requests_running=0, requests_waiting=0, batch_slots_free=MAX_BATCH_SIZE)
     with ThreadPoolExecutor(MAX_BATCH_SIZE) as pool:
         results = list(pool.map(lambda _: stream(url, "tensorrt_llm", long_generation(4)), range(MAX_BATCH_SIZE)))
-    elapsed = time.monotonic() - began
     assert all(r.error is None and sum(o["output_ids"].size for o in r.outputs) == 4 for r in results)
-    assert elapsed < 0.25 * (long - 20) * seconds_per_step, (elapsed, seconds_per_step)
 
-    cancelled_chat = StreamingCall(url, "chat", chat_inputs(json.dumps(ask("Hello", stream=True))))
+    # A cancelled chat stream cancels its tensorrt_llm request.
+    endless = ask("Hello", stream=True, max_tokens=MAX_SEQ_LEN - 64, nvext={"ignore_eos": True})
+    cancelled_chat = StreamingCall(url, "chat", chat_inputs(json.dumps(endless)))
     assert cancelled_chat.next()
+    batch_metrics.wait_for(requests_running=1)
     cancelled_chat.cancel()
+    batch_metrics.wait_for(
+        requests_running=0, batch_slots_free=MAX_BATCH_SIZE, requests_cancelled_total=cancelled + MAX_BATCH_SIZE + 1
+    )
     assert completion_text(chat(url, ask("Hello", temperature=0))) == "Hello! How can I help you today?"
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import queue
+import re
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,4 +110,51 @@ def ensemble_inputs(text: str, max_tokens: int, **extra: Any) -> dict[str, np.nd
     return inputs
 
 
-__all__ = ["InferenceServerException", "Stream", "StreamingCall", "chat", "ensemble_inputs", "infer", "stream"]
+_SAMPLE = re.compile(r"^(nemo_runtime_\w+)\{([^}]*)\} (\S+)$", re.MULTILINE)
+
+
+class BatchMetrics:
+    """The CPU `tensorrt_llm` model's in-flight batcher state, read from Triton's metrics endpoint.
+
+    Names without the `nemo_runtime_` prefix: `requests_running`, `requests_waiting`, `batch_slots_free`,
+    `requests_cancelled_total` (see nemo_runtime.batch_metrics).
+    """
+
+    def __init__(self, host: str, port: int, model: str = "tensorrt_llm") -> None:
+        self.url = f"http://{host}:{port}/metrics"
+        self._label = f'model="{model}"'
+
+    def read(self) -> dict[str, float]:
+        with urllib.request.urlopen(self.url, timeout=5) as answer:
+            text = answer.read().decode("utf-8")
+        return {
+            name.removeprefix("nemo_runtime_"): float(value)
+            for name, labels, value in _SAMPLE.findall(text)
+            if self._label in labels.split(",")
+        }
+
+    def wait_for(self, timeout: float = 5.0, **expected: float) -> dict[str, float]:
+        """The metrics once each named one has its expected value; fails after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            values = self.read()
+            if all(values.get(name) == value for name, value in expected.items()):
+                return values
+            assert time.monotonic() < deadline, f"after {timeout} s: {values}, expected {expected}"
+            time.sleep(0.02)
+
+    def idle(self) -> dict[str, float]:
+        """The metrics once no request runs or waits (what earlier tests left may still be winding down)."""
+        return self.wait_for(requests_running=0, requests_waiting=0)
+
+
+__all__ = [
+    "BatchMetrics",
+    "InferenceServerException",
+    "Stream",
+    "StreamingCall",
+    "chat",
+    "ensemble_inputs",
+    "infer",
+    "stream",
+]

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from nemo_protocol.errors import BadRequestError
-from nemo_runtime.inflight import InflightBatcher
+from nemo_runtime.batch_metrics import NAMES, PREFIX, MetricsPublisher, TritonMetrics
+from nemo_runtime.inflight import BatcherStats, InflightBatcher
 from nemo_runtime.sampling import SamplingParams
 from nemo_runtime.scheduler import ReferenceRuntime
 from nemo_serving.contract import GenerationRequest
@@ -175,3 +176,146 @@ def test_requests_it_cannot_serve_are_refused_by_name(
         batcher.submit(request(**overrides), RecordingSink())
     assert caught.value.param == tensor
     assert batcher.active_requests == 0
+
+
+# ----- state (what the `tensorrt_llm` model publishes as Triton metrics) ---------------------------------
+def wait_for_stats(batcher: InflightBatcher, **expected: int) -> BatcherStats:
+    """The batcher's stats once every named field (or `slots_free`) has its expected value; fails after 5 s."""
+    deadline, stats = time.monotonic() + 5, batcher.stats()
+    while any(getattr(stats, name) != value for name, value in expected.items()):
+        assert time.monotonic() < deadline, (stats, expected)
+        stats = batcher.wait_for_change(stats, timeout=0.1)
+    return stats
+
+
+def test_stats_count_running_waiting_and_cancelled_requests(new_runtime: Callable[..., ReferenceRuntime]) -> None:
+    batcher = InflightBatcher(new_runtime(max_batch_size=2))
+    try:
+        assert batcher.stats() == BatcherStats(running=0, waiting=0, max_batch_size=2, cancelled=0)
+        long = [RecordingSink() for _ in range(2)]
+        for sink in long:
+            batcher.submit(request(max_new_tokens=200), sink)
+        queued = RecordingSink()
+        batcher.submit(request(max_new_tokens=3), queued)
+        stats = wait_for_stats(batcher, running=2, waiting=1)
+        assert stats.slots_free == 0 and not queued.sends
+        long[0].cancelled = True
+        wait_for_stats(batcher, cancelled=1)  # the queued request takes the freed slot
+        assert len(queued.wait().tokens) == 3
+        wait_for_stats(batcher, running=1, waiting=0, slots_free=1)
+        long[1].cancelled = True
+        assert wait_for_stats(batcher, running=0, waiting=0, cancelled=2).slots_free == 2
+        assert all(len(sink.wait().tokens) < 200 for sink in long)
+    finally:
+        batcher.close()
+
+
+def test_stats_publisher_sets_gauges_and_counts_cancellations_only_on_changes(
+    new_runtime: Callable[..., ReferenceRuntime],
+) -> None:
+    triton = FakeTritonMetrics()
+    batcher = InflightBatcher(new_runtime(max_batch_size=4))
+    metrics = TritonMetrics(triton, {"model": "tensorrt_llm", "version": "1"})
+    publisher = MetricsPublisher(batcher, metrics.publish, min_interval_s=0)
+    try:
+        triton.wait_for(requests_running=0, batch_slots_free=4, requests_waiting=0)
+        assert set(triton.families) == set(NAMES)
+        assert all(m.labels == {"model": "tensorrt_llm", "version": "1"} for m in triton.metrics.values())
+        sinks = [RecordingSink() for _ in range(3)]
+        for sink in sinks:
+            batcher.submit(request(max_new_tokens=200), sink)
+        triton.wait_for(requests_running=3, batch_slots_free=1)
+        sets = len(triton.metrics["nemo_runtime_requests_running"].history)
+        while len(sinks[0].sends) < 10:  # a steady batch publishes nothing
+            time.sleep(0.005)
+        assert len(triton.metrics["nemo_runtime_requests_running"].history) == sets
+        for sink in sinks:
+            sink.cancelled = True
+        triton.wait_for(requests_running=0, batch_slots_free=4, requests_cancelled_total=3)
+        assert triton.metrics["nemo_runtime_requests_cancelled_total"].kind == "counter"
+        assert publisher.failures == 0
+    finally:
+        publisher.close()
+        batcher.close()
+        metrics.close()
+
+
+def test_cancellation_is_published_within_100_ms_of_being_noticed(
+    new_runtime: Callable[..., ReferenceRuntime],
+) -> None:
+    triton = FakeTritonMetrics()
+    batcher = InflightBatcher(new_runtime(max_batch_size=4))
+    metrics = TritonMetrics(triton, {})
+    publisher = MetricsPublisher(batcher, metrics.publish)
+    try:
+        sink = NoticingSink()
+        batcher.submit(request(max_new_tokens=200), sink)
+        triton.wait_for(requests_running=1)
+        sink.cancelled = True
+        triton.wait_for(requests_running=0, batch_slots_free=4)
+        running = triton.metrics["nemo_runtime_requests_running"]
+        assert sink.noticed is not None and running.history[-1][1] - sink.noticed < 0.1
+    finally:
+        publisher.close()
+        batcher.close()
+        metrics.close()
+
+
+class NoticingSink(RecordingSink):
+    """Records when the batcher first saw its cancellation."""
+
+    noticed: float | None = None
+
+    def is_cancelled(self) -> bool:
+        if self.cancelled and self.noticed is None:
+            self.noticed = time.monotonic()
+        return self.cancelled
+
+
+class FakeMetric:
+    def __init__(self, kind: str, labels: dict[str, str]) -> None:
+        self.kind, self.labels = kind, labels
+        self.value = 0.0
+        self.history: list[tuple[float, float]] = []
+
+    def set(self, value: float) -> None:
+        assert self.kind == "gauge"
+        self.value = value
+        self.history.append((value, time.monotonic()))
+
+    def increment(self, value: float) -> None:
+        assert self.kind == "counter" and value > 0
+        self.value += value
+        self.history.append((self.value, time.monotonic()))
+
+
+class FakeTritonMetrics:
+    """The slice of `triton_python_backend_utils` the metrics use: MetricFamily(name, description, kind).Metric."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, str] = {}
+        self.metrics: dict[str, FakeMetric] = {}
+        fake = self
+
+        class MetricFamily:
+            GAUGE, COUNTER = "gauge", "counter"
+
+            def __init__(self, name: str, description: str, kind: str) -> None:
+                assert name not in fake.families and description
+                fake.families[name] = kind
+                self.name, self.kind = name, kind
+
+            def Metric(self, labels: dict[str, str]) -> FakeMetric:
+                fake.metrics[self.name] = FakeMetric(self.kind, labels)
+                return fake.metrics[self.name]
+
+        self.MetricFamily = MetricFamily
+
+    def wait_for(self, **expected: float) -> None:
+        deadline = time.monotonic() + 5
+        while True:
+            values = {name: self.metrics[PREFIX + name].value for name in expected if PREFIX + name in self.metrics}
+            if values == expected:
+                return
+            assert time.monotonic() < deadline, (values, expected)
+            time.sleep(0.005)

@@ -2,10 +2,13 @@
 
 Each request joins the running batch of nemo_runtime.inflight; responses stream back through
 the request's response sender. A request carrying `stop=true` ends the in-flight request with the
-same request id.
+same request id. The batcher's state is published as Triton metrics (nemo_runtime.batch_metrics).
 """
 
+import triton_python_backend_utils as pb_utils
+
 from nemo_protocol.errors import BadRequestError
+from nemo_runtime.batch_metrics import MetricsPublisher, TritonMetrics
 from nemo_runtime.inflight import InflightBatcher
 from nemo_runtime.scheduler import ReferenceRuntime
 from nemo_serving.contract import GenerationRequest
@@ -22,6 +25,8 @@ class TritonPythonModel:
         )
         self.exclude_input_default = model.bool("exclude_input_in_output")
         self.batcher = InflightBatcher(runtime)
+        self.metrics = TritonMetrics(pb_utils, {"model": model.name, "version": args["model_version"]})
+        self.publisher = MetricsPublisher(self.batcher, self.metrics.publish)
 
     def execute(self, requests: list) -> None:
         for request in requests:
@@ -39,4 +44,6 @@ class TritonPythonModel:
         return None
 
     def finalize(self) -> None:
+        self.publisher.close()
         self.batcher.close()
+        self.metrics.close()
