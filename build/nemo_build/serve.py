@@ -218,13 +218,15 @@ def check_gpu_engine(manifest: RepositoryManifest, launcher: str, image: str) ->
             "no NVIDIA GPU visible (nvidia-smi is missing or lists none): this repository serves TensorRT-LLM "
             "engines; run on the GPU host they were built on, or render a CPU repository (--target cpu)"
         )
-    if launcher == "docker" and image != NGC_IMAGE:
-        version, note = None, f"TensorRT-LLM version of {image} unknown: only the GPU model was checked"
+    note = ""
+    if launcher == "docker":
+        version = PINNED_TRTLLM if image == NGC_IMAGE else None
+        if version is None:
+            note = f"TensorRT-LLM version of {image} unknown: only the GPU model was checked"
     else:
-        version = PINNED_TRTLLM if launcher == "docker" else installed_trtllm_version()
-        note = ""
-    if version is None and not note:
-        raise ServeError("tensorrt_llm is not installed beside this tritonserver (use --launcher docker)")
+        version = installed_trtllm_version()
+        if version is None:
+            raise ServeError("tensorrt_llm is not installed beside this tritonserver (use --launcher docker)")
     try:
         engine_manifest = check_engine_compatible(manifest.model_dir, gpus[0].name, version)
     except BuildError as error:

@@ -7,21 +7,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-UPSTREAM = Path(__file__).resolve().parents[1] / "data" / "upstream"
+from tests.gpu_host.upstream import upstream_data
+
 # Inputs the upstream template marks optional that a decoder-only request cannot do without
 # (the backend refuses a request with neither input_ids nor encoder_input_features).
 REQUIRED_FOR_DECODER_ONLY = ("input_ids",)
-
-
-def _upstream(name: str) -> dict[str, Any]:
-    return json.loads((UPSTREAM / name).read_text())
 
 
 def _type_name(data_type: int) -> str:
@@ -29,7 +24,7 @@ def _type_name(data_type: int) -> str:
 
 
 def parameter_problems(config: model_config_pb2.ModelConfig) -> list[str]:
-    rules = _upstream("tensorrtllm_backend_parameters.json")
+    rules = upstream_data("tensorrtllm_backend_parameters.json")
     params = {key: value.string_value for key, value in config.parameters.items()}
     required = {entry["key"] for entry in rules["required"]}
     known = required | {entry["key"] for entry in rules["optional"]}
@@ -58,7 +53,7 @@ def parameter_problems(config: model_config_pb2.ModelConfig) -> list[str]:
 
 
 def tensor_problems(config: model_config_pb2.ModelConfig) -> list[str]:
-    upstream = _upstream("tensorrtllm_backend_tensors.json")
+    upstream = upstream_data("tensorrtllm_backend_tensors.json")
     problems = []
     for kind, declared, accepted in (
         ("input", config.input, upstream["inputs"]),

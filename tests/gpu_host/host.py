@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from tests.gpu_host import trtllm_build
+from tests.source_tree import PROJECT
 
 TRTLLM_VERSION = trtllm_build.TRTLLM_VERSION
 TENSORRT_VERSION = "10.14.1"
@@ -63,7 +64,8 @@ class GpuHost:
         self.bin.mkdir(parents=True)
         (self.bin / "nvidia-smi").write_text(NVIDIA_SMI.replace("$DRIVER", DRIVER_VERSION))
         (self.bin / "trtllm-build").write_text(
-            f'#!/usr/bin/env bash\nexec {sys.executable} {trtllm_build.__file__} "$@"\n'
+            f'#!/usr/bin/env bash\nexec {sys.executable} -c \'import sys; sys.path.insert(0, "{PROJECT}"); '
+            'from tests.gpu_host.trtllm_build import main; sys.exit(main(sys.argv[1:]))\' "$@"\n'
         )
         for tool in ("nvidia-smi", "trtllm-build"):
             (self.bin / tool).chmod(0o755)

@@ -7,7 +7,7 @@ when set, and writes what trtllm-build writes into `--output_dir`: `config.json`
 flags placed as upstream places them, and the length rules of `_init_max_seq_len`; from
 `tests/data/upstream/trtllm_engine_config.json`), plus one `rank{N}.engine` per rank with placeholder bytes.
 
-Standard library only: it runs under whatever python3 the GPU-host image has.
+It runs with the test session's interpreter (`GpuHost` writes the `trtllm-build` wrapper that calls `main`).
 """
 
 from __future__ import annotations
@@ -20,21 +20,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-UPSTREAM = Path(__file__).resolve().parents[1] / "data" / "upstream"
+from tests.gpu_host.upstream import upstream_data
+
 PLACEHOLDER_ENGINE = b"stand-in engine: no TensorRT plan inside\n"
 TRTLLM_VERSION = "1.2.1"
 
 
-def _load(name: str) -> dict[str, Any]:
-    return json.loads((UPSTREAM / name).read_text())
-
-
 def flag_set() -> dict[str, dict[str, Any]]:
-    return _load("trtllm_build_flags.json")["flags"]
+    return upstream_data("trtllm_build_flags.json")["flags"]
 
 
 def engine_layout() -> dict[str, Any]:
-    return _load("trtllm_engine_config.json")
+    return upstream_data("trtllm_engine_config.json")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -76,7 +73,7 @@ def _stored(flag: str, value: Any) -> Any:
 
 def build_config(flags: dict[str, Any], pretrained: dict[str, Any]) -> dict[str, Any]:
     """`build_config` as trtllm-build 1.2.1 writes it: keys, CLI defaults, the given flags, the build-time rules."""
-    layout, flag_data = engine_layout(), _load("trtllm_build_flags.json")
+    layout, flag_data = engine_layout(), upstream_data("trtllm_build_flags.json")
     plugin_flags = set(flag_data["cli_plugin_args"])
     cli = {name: _literal_default(value) for name, value in flag_data["defaults"].items()} | flags
     config: dict[str, Any] = {key: None for key in layout["build_config_keys"]}
@@ -125,7 +122,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     for rank in range(world_size):
         (out / f"rank{rank}.engine").write_bytes(PLACEHOLDER_ENGINE)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
