@@ -45,6 +45,7 @@ from nemo_build.preflight import (
     engine_disk_bytes,
     gpu_problems,
     probe_machine,
+    query_gpus,
     trtllm_problems,
 )
 from nemo_build.profiles import DEFAULT_PROFILE, Profile, available_profiles, load_profile
@@ -124,17 +125,8 @@ class Facts:
 
 def probe_driver() -> tuple[str | None, str | None]:
     """(driver version, memory of the first GPU) as nvidia-smi reports them; (None, None) without one."""
-    if shutil.which("nvidia-smi") is None:
-        return None, None
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version,memory.total", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout  # fmt: skip
-    except (subprocess.SubprocessError, OSError):
-        return None, None
-    first = out.strip().splitlines()[0] if out.strip() else ""
-    driver, _, memory = first.partition(",")
+    lines = query_gpus("driver_version", "memory.total")
+    driver, _, memory = (lines[0] if lines else "").partition(",")
     return driver.strip() or None, memory.strip() or None
 
 

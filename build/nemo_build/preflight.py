@@ -52,22 +52,27 @@ def installed_trtllm_version() -> str | None:
     return _package_version("tensorrt_llm") or _package_version("tensorrt-llm")
 
 
-def probe_gpus() -> tuple[Gpu, ...]:
-    """The GPUs ``nvidia-smi`` reports; empty when there is no NVIDIA driver."""
+def query_gpus(*fields: str) -> list[str]:
+    """``nvidia-smi --query-gpu=FIELDS`` output, one CSV line per GPU; empty when there is no NVIDIA driver."""
     if shutil.which("nvidia-smi") is None:
-        return ()
+        return []
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            ["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=30,
             check=True,
         ).stdout
     except (subprocess.SubprocessError, OSError):
-        return ()
+        return []
+    return out.strip().splitlines()
+
+
+def probe_gpus() -> tuple[Gpu, ...]:
+    """The GPUs ``nvidia-smi`` reports; empty when there is no NVIDIA driver."""
     gpus = []
-    for line in out.strip().splitlines():
+    for line in query_gpus("name", "compute_cap"):
         name, _, cap = line.rpartition(",")
         major, _, minor = cap.strip().partition(".")
         if major.isdigit() and minor.isdigit():
