@@ -6,13 +6,14 @@ The conversation itself (`messages`, `tools`) is validated by `nemo_protocol.cha
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from nemo_protocol.errors import BadRequestError
-from nemo_serving.sampling import Sampling
+from nemo_protocol.json_values import parse_json_object
+from nemo_serving.sampling import INT32_MAX, MIN_TEMPERATURE, Sampling
 
 SEED_MODULUS = 2**64
 
@@ -53,13 +54,7 @@ class ChatRequest:
 
     @classmethod
     def parse(cls, raw: bytes | str) -> ChatRequest:
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise BadRequestError("the request body must be a JSON object")
-        return cls.from_body(body)
+        return cls.from_body(parse_json_object(raw))
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ChatRequest:
@@ -101,11 +96,14 @@ class ChatRequest:
 
 
 def _sampling(body: Mapping[str, Any], nvext: Mapping[str, Any]) -> Sampling:
-    """The sampling fields within OpenAI's ranges (NIM's `nvext` for `top_k` and `repetition_penalty`)."""
+    """The sampling fields within OpenAI's ranges (NIM's `nvext` for `top_k` and `repetition_penalty`).
+
+    A temperature below MIN_TEMPERATURE is sent as 0 (greedy), as vLLM does: dividing logits by it overflows."""
+    temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
     return Sampling(
-        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+        temperature=0.0 if temperature < MIN_TEMPERATURE else temperature,
         top_p=_number(body, "top_p", 1.0, 0.0, 1.0, low_open=True),
-        top_k=_integer(nvext, "top_k", 0, 0, None, "nvext.top_k"),
+        top_k=_integer(nvext, "top_k", 0, 0, INT32_MAX, "nvext.top_k"),
         seed=_seed(body.get("seed")),
         presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
         frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0),
@@ -143,6 +141,8 @@ def _number(
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequestError(f"must be a number, got {_kind(value)}", param=param)
+    if not math.isfinite(value):  # 1e999 parses as infinity
+        raise BadRequestError(f"must be a finite number, got {value}", param=param)
     too_low = value <= low if low_open else value < low
     if too_low or (high is not None and value > high):
         bounds = f"{'(' if low_open else '['}{low:g}, {'∞)' if high is None else f'{high:g}]'}"
@@ -160,7 +160,8 @@ def _integer(
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequestError(f"must be an integer, got {_kind(value)}", param=param)
     if value < low or (high is not None and value > high):
-        raise BadRequestError(f"must be >= {low}, got {value}", param=param)
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise BadRequestError(f"must be {bounds}, got {value}", param=param)
     return value
 
 

@@ -1,20 +1,25 @@
 """How a request picks its tokens: one type for the `chat`, `ensemble` and `tensorrt_llm` requests.
 
 Values follow TensorRT-LLM: `top_k` 0 and `top_p` 0 (the defaults) switch those filters off, and a request
-is greedy when both are off, or `temperature` is 0, or `top_k` is 1; otherwise tokens are drawn with the
-request's `seed`. The penalties are neutral at their defaults. An OpenAI request's own ranges (and its
+is greedy when both are off, or `temperature` is below MIN_TEMPERATURE, or `top_k` is 1; otherwise tokens are
+drawn with the request's `seed`. The penalties are neutral at their defaults. An OpenAI request's own ranges (and its
 `top_p` default of 1) are checked where it is parsed (`nemo_serving.chat_request`); the rules here are the
 engine's, and errors name the `tensorrt_llm` tensor.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from nemo_protocol.errors import BadRequestError
 from nemo_serving.tensors import Inputs, scalar, scalar_tensor
+
+INT32_MAX = 2**31 - 1
+MIN_TEMPERATURE = 1e-5
+"""Below this a temperature is greedy (vLLM's bound): logits divided by it overflow float32 to inf and nan."""
 
 
 @dataclass(frozen=True)
@@ -28,16 +33,25 @@ class Sampling:
     frequency_penalty: float = 0.0
 
     def __post_init__(self) -> None:
+        for name, tensor in (
+            ("temperature", "temperature"),
+            ("top_p", "runtime_top_p"),
+            ("repetition_penalty", "repetition_penalty"),
+            ("presence_penalty", "presence_penalty"),
+            ("frequency_penalty", "frequency_penalty"),
+        ):
+            if not math.isfinite(getattr(self, name)):
+                raise BadRequestError(f"must be a finite number, got {getattr(self, name)}", param=tensor)
         if self.temperature < 0:
             raise BadRequestError(f"must be >= 0, got {self.temperature}", param="temperature")
-        if self.top_k < 0:
-            raise BadRequestError(f"must be >= 0 (0 = off), got {self.top_k}", param="runtime_top_k")
+        if not 0 <= self.top_k <= INT32_MAX:
+            raise BadRequestError(f"must be in [0, {INT32_MAX}] (0 = off), got {self.top_k}", param="runtime_top_k")
         if not 0.0 <= self.top_p <= 1.0:
             raise BadRequestError(f"must be in [0, 1] (0 = off), got {self.top_p}", param="runtime_top_p")
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0 or self.top_k == 1 or (self.top_k == 0 and self.top_p == 0)
+        return self.temperature < MIN_TEMPERATURE or self.top_k == 1 or (self.top_k == 0 and self.top_p == 0)
 
     @classmethod
     def from_inputs(cls, get: Inputs, *, top_k: str = "runtime_top_k", top_p: str = "runtime_top_p") -> Sampling:

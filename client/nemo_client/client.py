@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -28,6 +29,7 @@ from typing_extensions import NotRequired, Unpack
 
 from nemo_client.triton_transport import RetryPolicy, TritonTransport, deadline_after
 from nemo_protocol.errors import APIError, BadRequestError, ServerError, error_from_body
+from nemo_protocol.json_values import check_json_value
 from nemo_protocol.request_ids import new_request_id
 
 DEFAULT_URL = "localhost:8001"
@@ -250,6 +252,7 @@ class AsyncChatCompletions:
         With ``raw`` the results are the server's JSON objects (dicts), not typed objects: a proxy that
         only forwards them skips building and dumping pydantic models.
         """
+        check_json_value(body)  # text the wire cannot carry is the caller's error, named, not a crash
         request_id, responses = await self._client._responses(
             self._client.chat_model, {"request": [json.dumps(body, ensure_ascii=False)]}, timeout
         )
@@ -319,31 +322,58 @@ def chat_request_body(params: Mapping[str, Any], default_model: str | None) -> d
 
 
 def completion_inputs(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``ensemble`` model's input tensors for a completion request."""
+    """The ``ensemble`` model's input tensors for a completion request; BadRequestError for a value no tensor
+    of its type can hold (the server checks the ranges it serves)."""
     prompt = params.get("prompt")
     if not isinstance(prompt, str):
         raise BadRequestError("prompt must be a string", param="prompt")
     inputs: dict[str, Any] = {
-        "text_input": np.array([[prompt.encode("utf-8")]], dtype=object),
-        "max_tokens": np.array([[params.get("max_tokens", 16)]], dtype=np.int32),
+        "text_input": np.array([[_utf8(prompt, "prompt")]], dtype=object),
+        "max_tokens": _scalar_tensor(params.get("max_tokens", 16), np.int32, "max_tokens"),
         "stream": np.array([[bool(params.get("stream"))]], dtype=np.bool_),
     }
-    scalars: dict[str, Any] = {
-        "temperature": np.float32,
-        "top_p": np.float32,
-        "top_k": np.int32,
-        "seed": np.uint64,
-        "presence_penalty": np.float32,
-        "frequency_penalty": np.float32,
-    }
-    for name, dtype in scalars.items():
+    for name, dtype in _COMPLETION_SCALARS.items():
         if params.get(name) is not None:
-            inputs[name] = np.array([[params[name]]], dtype=dtype)
+            inputs[name] = _scalar_tensor(params[name], dtype, name)
     stop = params.get("stop")
     if stop:
-        words = [stop] if isinstance(stop, str) else list(stop)
-        inputs["stop_words"] = np.array([[w.encode("utf-8") for w in words]], dtype=object)
+        words = [stop] if isinstance(stop, str) else stop
+        if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
+            raise BadRequestError("must be a string or a list of strings", param="stop")
+        inputs["stop_words"] = np.array([[_utf8(word, "stop") for word in words]], dtype=object)
     return inputs
+
+
+_COMPLETION_SCALARS: dict[str, type[np.generic]] = {
+    "temperature": np.float32,
+    "top_p": np.float32,
+    "top_k": np.int32,
+    "seed": np.uint64,
+    "presence_penalty": np.float32,
+    "frequency_penalty": np.float32,
+}
+
+
+def _scalar_tensor(value: Any, dtype: type[np.generic], param: str) -> np.ndarray[Any, Any]:
+    """``[[value]]`` as ``dtype``: an integer within its range, or a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequestError(f"must be a number, got {type(value).__name__}", param=param)
+    if np.issubdtype(dtype, np.integer):
+        bounds = np.iinfo(dtype)  # type: ignore[type-var]  # an integer dtype, checked on the line above
+        if not isinstance(value, int) or not bounds.min <= value <= bounds.max:
+            raise BadRequestError(f"must be an integer in [{bounds.min}, {bounds.max}], got {value}", param=param)
+    elif not math.isfinite(value) or abs(value) > float(np.finfo(np.float32).max):
+        raise BadRequestError(f"must be a finite number, got {value}", param=param)
+    return np.array([[value]], dtype=dtype)
+
+
+def _utf8(text: str, param: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequestError(
+            f"contains a lone surrogate at character {exc.start}: text must be valid Unicode", param=param
+        ) from None
 
 
 async def _parsed(responses: AsyncIterator[dict[str, Any]], parse: Callable[[Any], T]) -> AsyncIterator[T]:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Callable
 
 from nemo_gateway.app import create_app
-from nemo_gateway.settings import (
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_REQUEST_TIMEOUT_S,
-    DEFAULT_TRITON_URL,
-    GatewaySettings,
-)
+from nemo_gateway.settings import DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_TRITON_URL, GatewaySettings
+from nemo_protocol.json_values import MAX_JSON_DEPTH
+from nemo_protocol.request_limits import RequestLimits
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 API_KEY_ENV = "NEMO_GATEWAY_API_KEY"
@@ -24,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="OpenAI / NIM-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, "
         "/v1/health/{live,ready}, /v1/metrics, /v1/version) in front of Triton's gRPC endpoint.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=f"API key: set env {API_KEY_ENV} and clients must send 'Authorization: Bearer <key>' on the /v1 "
+        "API routes (probes, /v1/metrics and /v1/version stay open). It is read from the environment only, "
+        "never a flag, so that it does not show in process lists.",
     )
     parser.add_argument(
         "--triton-url",
@@ -42,9 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("NIM_SERVED_MODEL_NAME", DEFAULT_SERVED_MODEL_NAME),
         help="model name clients use (env NIM_SERVED_MODEL_NAME)",
     )
-    parser.add_argument(
-        "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="largest request body accepted"
-    )
+    add_limit_arguments(parser.add_argument_group("request limits (400 naming the field; 413 for the body size)"))
     parser.add_argument(
         "--request-timeout",
         type=float,
@@ -60,6 +59,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
+def _at_least(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return parse
+
+
+def _depth(text: str) -> int:
+    value = _at_least(1)(text)
+    if value > MAX_JSON_DEPTH:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_JSON_DEPTH} (the chat model's own bound), got {value}")
+    return value
+
+
+# flag → (RequestLimits field, parser, help)
+LIMIT_FLAGS: dict[str, tuple[str, Callable[[str], int], str]] = {
+    "--max-body-bytes": ("max_body_bytes", _at_least(1), "largest request body, in bytes"),
+    "--max-json-depth": ("max_json_depth", _depth, f"deepest nesting of objects and lists (at most {MAX_JSON_DEPTH})"),
+    "--max-messages": ("max_messages", _at_least(1), "most messages in a chat request"),
+    "--max-tools": ("max_tools", _at_least(1), "most tools in a chat request"),
+    "--max-tool-bytes": ("max_tool_bytes", _at_least(1), "largest tool definition, in bytes of JSON"),
+    "--max-stop-chars": ("max_stop_chars", _at_least(1), "longest stop string, in characters"),
+    "--max-output-tokens": (
+        "max_output_tokens",
+        _at_least(0),
+        "largest max_tokens / max_completion_tokens; 0: only the engine's max_seq_len bounds it",
+    ),
+}
+
+
+def add_limit_arguments(group: argparse._ArgumentGroup) -> None:
+    defaults = RequestLimits()
+    for flag, (field, parse, help_text) in LIMIT_FLAGS.items():
+        group.add_argument(flag, dest=field, type=parse, default=getattr(defaults, field), help=help_text)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     import uvicorn
@@ -70,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         served_model_name=args.served_model_name,
         # The key comes from the environment only, so that it never shows in a process list.
         api_key=os.environ.get(API_KEY_ENV) or None,
-        max_body_bytes=args.max_body_bytes,
+        limits=RequestLimits(**{field: getattr(args, field) for field, _, _ in LIMIT_FLAGS.values()}),
         request_timeout_s=args.request_timeout,
     )
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)

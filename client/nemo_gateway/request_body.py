@@ -1,19 +1,21 @@
-"""The OpenAI request body as a dependency: read within the size limit, parsed as a JSON object, its ``model``
-checked against the served name. Everything else in it is the server's to validate."""
+"""The OpenAI request body as a dependency: read within the size limit, parsed as a JSON object of bounded
+nesting and valid text, its ``model`` checked against the served name. The routes check their own limits
+(messages, tools, stop strings, tokens); everything else in it is the server's to validate."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from nemo_gateway.dependencies import Settings
-from nemo_protocol.errors import BadRequestError, NotFoundError, RequestTooLargeError
+from nemo_protocol.errors import NotFoundError, RequestTooLargeError
+from nemo_protocol.json_values import parse_json_object
 
 
-async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object; 413 as soon as it is known to exceed ``limit`` bytes, 400 if it is no JSON object."""
+async def read_json_object(request: Request, limit: int, max_depth: int) -> dict[str, Any]:
+    """The body as a JSON object; 413 as soon as it is known to exceed ``limit`` bytes, 400 if it is no JSON
+    object, nests deeper than ``max_depth`` or holds text that is not valid Unicode."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLargeError(f"the request body is {declared} bytes; the limit is {limit}")
@@ -23,13 +25,7 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         if size > limit:
             raise RequestTooLargeError(f"the request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    try:
-        body = json.loads(b"".join(chunks))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequestError("the request body must be a JSON object")
-    return body
+    return parse_json_object(b"".join(chunks), max_depth=max_depth)
 
 
 def check_served_model(body: dict[str, Any], served: str) -> None:
@@ -40,7 +36,7 @@ def check_served_model(body: dict[str, Any], served: str) -> None:
 
 
 async def openai_request_body(request: Request, settings: Settings) -> dict[str, Any]:
-    body = await read_json_object(request, settings.max_body_bytes)
+    body = await read_json_object(request, settings.limits.max_body_bytes, settings.limits.max_json_depth)
     check_served_model(body, settings.served_model_name)
     return body
 

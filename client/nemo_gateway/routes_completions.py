@@ -33,11 +33,14 @@ COMPLETION_FIELDS = frozenset(
 async def chat_completions(
     body: RequestBody, meter: Meter, client: Client, settings: Settings, metrics: Metrics
 ) -> Response:
-    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    if body.get("stream"):
+    settings.limits.check_chat(body)
+    stream_options = body.get("stream_options")
+    wants_usage = isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
+    # A malformed stream_options goes to the server as it is, which refuses it naming the field.
+    if body.get("stream") and (stream_options is None or isinstance(stream_options, dict)):
         # Usage is always asked for so that the token metrics see streams; the caller gets it only when
         # they asked for it.
-        body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
+        body = {**body, "stream_options": {**(stream_options or {}), "include_usage": True}}
     call = client.chat.completions.create_from_body(body, timeout=settings.request_timeout_s, raw=True)
     return await relay(call, meter=meter, metrics=metrics, shape=chat_chunk_shaper(metrics, wants_usage))
 
@@ -46,6 +49,7 @@ async def chat_completions(
 async def completions(
     body: RequestBody, meter: Meter, client: Client, settings: Settings, metrics: Metrics
 ) -> Response:
+    settings.limits.check_completion(body)
     call = client.completions.create(**completion_params(body), timeout=settings.request_timeout_s)
     return await relay(call, meter=meter, metrics=metrics, shape=completion_chunk_shaper)
 

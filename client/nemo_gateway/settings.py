@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from nemo_protocol.request_limits import RequestLimits
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 DEFAULT_TRITON_URL = "localhost:8001"
-DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_REQUEST_TIMEOUT_S = 600.0
 
 
@@ -19,7 +19,7 @@ class GatewaySettings:
     """The one model name clients may send as ``model`` (and ``/v1/models`` lists)."""
     api_key: str | None = None
     """When set, the OpenAI routes want ``Authorization: Bearer <api_key>``; probes and metrics never do."""
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    """Largest request body accepted; a larger one is answered 413 before it is read whole."""
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    """Bounds on one request: body size (413 before it is read whole), nesting, messages, tools, stop, tokens."""
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     """Seconds one upstream call may take, a stream included."""

@@ -21,6 +21,7 @@ from nemo_build.tiny_chat import WEATHER_TOOL
 from nemo_client import NemoClient
 from nemo_gateway.app import create_app
 from nemo_gateway.settings import GatewaySettings
+from nemo_protocol.request_limits import RequestLimits
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_SEQ_LEN
 from tests.integration.triton_calls import BatchMetrics
 
@@ -54,7 +55,9 @@ def running_gateway(settings: GatewaySettings) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def gateway(url: str) -> Iterator[str]:
-    with running_gateway(GatewaySettings(triton_url=url, served_model_name=SERVED, max_body_bytes=64 * 1024)) as base:
+    with running_gateway(
+        GatewaySettings(triton_url=url, served_model_name=SERVED, limits=RequestLimits(max_body_bytes=64 * 1024))
+    ) as base:
         yield base
 
 

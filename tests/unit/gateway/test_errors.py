@@ -8,6 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from nemo_gateway.errors import field_path
+from nemo_protocol.request_limits import RequestLimits
 from nemo_protocol.errors import ServerError, UnavailableError
 from tests.unit.gateway.conftest import FRANCE, SERVED, FakeUpstream, Gateway, MakeGateway
 
@@ -77,7 +78,7 @@ def test_malformed_bodies_are_400(gateway: Gateway, content: bytes, expected: st
 
 
 def test_oversized_bodies_are_413_declared_or_streamed(make_gateway: MakeGateway) -> None:
-    gw = make_gateway(max_body_bytes=1000)
+    gw = make_gateway(limits=RequestLimits(max_body_bytes=1000))
     declared = gw.http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 2000}]})
     assert declared.status_code == 413 and "limit is 1000" in str(error_of(declared)["message"])
     streamed = gw.http.post("/v1/completions", content=iter([b'{"prompt": "', b"x" * 2000, b'"}']))

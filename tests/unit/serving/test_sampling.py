@@ -70,3 +70,49 @@ def test_out_of_range_values_name_the_tensor(fields: dict[str, float], param: st
     with pytest.raises(BadRequestError, match=rf"^{param}: must be") as caught:
         Sampling(**fields)  # type: ignore[arg-type]
     assert caught.value.param == param
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-6, 0.0])
+def test_a_vanishing_temperature_is_greedy_and_sent_as_zero(temperature: float) -> None:
+    request = ChatRequest.from_body({"messages": [], "temperature": temperature})
+    assert request.sampling.greedy and request.sampling.temperature == 0.0
+    assert Sampling(temperature=1e-40, top_p=0.9).greedy, "the engine's side holds the same bound"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"nvext": {"top_k": 2**31}}, "nvext.top_k"),
+        ({"nvext": {"top_k": 2**63}}, "nvext.top_k"),
+        ({"temperature": float("inf")}, "temperature"),
+        ({"top_p": float("nan")}, "top_p"),
+        ({"presence_penalty": -float("inf")}, "presence_penalty"),
+        ({"stream": True, "stream_options": [None, None]}, "stream_options"),
+        ({"stream": True, "stream_options": "x"}, "stream_options"),
+    ],
+)
+def test_values_beyond_what_the_engine_takes_are_400(body: dict[str, object], param: str) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        ChatRequest.from_body({"messages": [], **body})
+    assert caught.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ('{"messages": ' + "[" * 5000 + "]" * 5000 + "}", "nested deeper"),
+        ('{"messages": [{"role": "user", "content": "\\ud800"}]}', "lone surrogate"),
+        ('{"messages": [], "temperature": NaN}', "NaN is not a JSON number"),
+    ],
+)
+def test_hostile_bodies_over_grpc_are_400(raw: str, words: str) -> None:
+    with pytest.raises(BadRequestError, match=words):
+        ChatRequest.parse(raw)
+
+
+@pytest.mark.parametrize("name", ["temperature", "runtime_top_p", "repetition_penalty"])
+def test_non_finite_tensor_values_are_refused_naming_the_tensor(name: str) -> None:
+    tensors = {name: np.array([[np.nan]], dtype=np.float32)}
+    with pytest.raises(BadRequestError) as caught:
+        Sampling.from_inputs(tensors.get)
+    assert caught.value.param == name

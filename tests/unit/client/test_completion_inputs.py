@@ -1,0 +1,49 @@
+"""The ``ensemble`` tensors of a completion request: a value no tensor of its type can hold is a 400 naming it
+(it used to escape as numpy's OverflowError, a 500 through the gateway)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nemo_client import NemoClient
+from nemo_client.client import completion_inputs
+from nemo_protocol.errors import BadRequestError
+
+
+def test_a_plain_request_becomes_typed_tensors() -> None:
+    inputs = completion_inputs({"prompt": "héllo", "max_tokens": 4, "top_k": 2**31 - 1, "seed": 2**64 - 1, "stop": "x"})
+    assert inputs["text_input"].tolist() == [["héllo".encode()]]
+    assert inputs["top_k"].dtype == np.int32 and inputs["top_k"].item() == 2**31 - 1
+    assert inputs["seed"].dtype == np.uint64 and inputs["stop_words"].tolist() == [[b"x"]]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("top_k", 2**31),
+        ("max_tokens", 2**40),
+        ("max_tokens", 1.5),
+        ("seed", -1),
+        ("seed", 2**64),
+        ("temperature", 1e39),
+        ("temperature", float("nan")),
+        ("top_p", float("inf")),
+        ("temperature", "hot"),
+        ("top_k", True),
+        ("prompt", "a\ud800"),
+        ("stop", ["ok", "\udfff"]),
+        ("stop", [1]),
+    ],
+)
+def test_values_no_tensor_can_hold_are_400_naming_the_field(field: str, value: object) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        completion_inputs({"prompt": "a", field: value})
+    assert caught.value.param == field
+
+
+def test_a_chat_request_with_a_lone_surrogate_is_refused_before_anything_is_sent() -> None:
+    # Port 1 has no server: the refusal comes before any connection is made.
+    with NemoClient("127.0.0.1:1") as client, pytest.raises(BadRequestError) as caught:
+        client.chat.completions.create(messages=[{"role": "user", "content": "\ud800"}], model="m")
+    assert caught.value.param == "messages[0].content"
