@@ -12,6 +12,12 @@ tritonserver alive long after SIGTERM).
 
 What the repository serves (target, engine or checkpoint directory) comes from the `manifest.json` that
 `nemo-build repository` writes at its root, never from the rendered configs.
+
+Triton's administrative APIs (model load/unload and load with config or file overrides, shared-memory
+registration, statistics, trace and log settings) answer only requests that carry the admin key in the
+`nemo-admin-key` header (`--grpc-restricted-protocol` / `--http-restricted-api`); health,
+metadata and inference stay open. The key comes from `--admin-key-file` or `$NEMO_TRITON_ADMIN_KEY`, or is
+generated for the run and written, readable by its owner only, beside the server log.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import argparse
 import contextlib
 import importlib.util
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -49,6 +57,17 @@ LOG_TAIL_LINES = 60
 # errors). The docker launcher mounts each package directory, wherever it is installed, under CONTAINER_PYTHONPATH.
 SERVING_PACKAGES = ("nemo_serving", "nemo_protocol", "nemo_runtime", "nemo_build")
 CONTAINER_PYTHONPATH = "/opt/nemo-serve/python"
+
+
+ADMIN_KEY_HEADER = "nemo-admin-key"
+GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"
+"""The metadata key a gRPC call carries the admin key in: Triton prefixes the configured header on gRPC."""
+ADMIN_KEY_ENV = "NEMO_TRITON_ADMIN_KEY"
+RESTRICTED_APIS = ("shared-memory", "model-repository", "statistics", "trace", "logging")
+"""Triton's API groups that need the admin key: every one that changes the server's state, and statistics.
+`model-config` stays open, read-only: clients read the served model name from the `chat` model's config."""
+# Triton splits the flag value at ':' and '=', and the key travels in a header: URL-safe characters only.
+_ADMIN_KEY_FORM = re.compile(r"[A-Za-z0-9._~-]{16,256}")
 
 
 class ServeError(RuntimeError):
@@ -156,7 +175,43 @@ class PytritonTriton:
         return env
 
 
-def triton_arguments(repository: Path, host: str, ports: Ports) -> list[str]:
+def check_admin_key(key: str) -> str:
+    """``key`` if it can be Triton's admin key (16-256 URL-safe characters), else ServeError."""
+    if not _ADMIN_KEY_FORM.fullmatch(key):
+        raise ServeError(
+            f"the admin key must be 16 to 256 characters from A-Z a-z 0-9 . _ ~ - (got {len(key)} characters)"
+        )
+    return key
+
+
+def read_admin_key(path: Path | None) -> str | None:
+    """The admin key from ``path`` (surrounding whitespace stripped), else from $NEMO_TRITON_ADMIN_KEY, else None."""
+    if path is not None:
+        try:
+            return check_admin_key(path.read_text().strip())
+        except OSError as error:
+            raise ServeError(f"cannot read the admin key file {path}: {error.strerror}") from None
+    key = os.environ.get(ADMIN_KEY_ENV)
+    return check_admin_key(key) if key else None
+
+
+def write_admin_key(key: str, path: Path) -> Path:
+    """Write ``key`` to ``path``, readable and writable by its owner only (created so, never widened)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(key + "\n")
+    return path
+
+
+def restricted_api_arguments(admin_key: str) -> list[str]:
+    """The flags that put RESTRICTED_APIS behind the admin key, on gRPC and HTTP alike."""
+    restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={check_admin_key(admin_key)}"
+    return [f"--grpc-restricted-protocol={restriction}", f"--http-restricted-api={restriction}"]
+
+
+def triton_arguments(repository: Path, host: str, ports: Ports, admin_key: str) -> list[str]:
     """tritonserver flags shared by every launcher."""
     return [
         f"--model-repository={repository}",
@@ -171,11 +226,18 @@ def triton_arguments(repository: Path, host: str, ports: Ports) -> list[str]:
         # Explicit model control (every model loaded at start) lets the stub supervisor reload a model.
         "--model-control-mode=explicit",
         "--load-model=*",
+        *restricted_api_arguments(admin_key),
     ]
 
 
 def docker_command(
-    repository: Path, engine_dir: Path, host: str, ports: Ports, image: str, packages: dict[str, Path]
+    repository: Path,
+    engine_dir: Path,
+    host: str,
+    ports: Ports,
+    image: str,
+    packages: dict[str, Path],
+    admin_key: str,
 ) -> list[str]:
     """`docker run` of the NGC image serving `repository`.
 
@@ -199,7 +261,7 @@ def docker_command(
         f"--env=PYTHONPATH={CONTAINER_PYTHONPATH}",
         image,
         "tritonserver",
-        *triton_arguments(repository, "0.0.0.0", ports),
+        *triton_arguments(repository, "0.0.0.0", ports, admin_key),
     ]
 
 
@@ -251,6 +313,7 @@ class TritonServer:
         launcher: str = "auto",
         image: str = NGC_IMAGE,
         grace_s: float = DEFAULT_GRACE_S,
+        admin_key: str | None = None,
     ) -> None:
         self.repository = repository.resolve()
         self.manifest = repository_manifest(self.repository)
@@ -264,6 +327,17 @@ class TritonServer:
         self.grace_s = grace_s
         self._process: subprocess.Popen[bytes] | None = None
         self.supervisor: StubSupervisor | None = None
+        self.admin_key = check_admin_key(admin_key) if admin_key is not None else secrets.token_urlsafe(32)
+
+    @property
+    def http_admin_headers(self) -> dict[str, str]:
+        """The HTTP header that admits a request to the restricted APIs (see RESTRICTED_APIS)."""
+        return {ADMIN_KEY_HEADER: self.admin_key}
+
+    @property
+    def grpc_admin_headers(self) -> dict[str, str]:
+        """The gRPC metadata that admits a call to the restricted APIs."""
+        return {GRPC_ADMIN_KEY_HEADER: self.admin_key}
 
     @property
     def grpc_url(self) -> str:
@@ -292,7 +366,7 @@ class TritonServer:
             backends = triton.prepare_backends(self._workdir / "backends")
             command = [
                 str(triton.binary),
-                *triton_arguments(self.repository, self.host, self.ports),
+                *triton_arguments(self.repository, self.host, self.ports, self.admin_key),
                 f"--backend-directory={backends}",
             ]
             return command, triton.environment(env)
@@ -300,9 +374,9 @@ class TritonServer:
             binary = shutil.which("tritonserver")
             if binary is None:
                 raise ServeError("no `tritonserver` on PATH (use --launcher docker)")
-            return [binary, *triton_arguments(self.repository, self.host, self.ports)], env
+            return [binary, *triton_arguments(self.repository, self.host, self.ports, self.admin_key)], env
         return docker_command(
-            self.repository, self.manifest.model_dir, self.host, self.ports, self.image, package_dirs()
+            self.repository, self.manifest.model_dir, self.host, self.ports, self.image, package_dirs(), self.admin_key
         ), env
 
     def start(self) -> None:
@@ -357,7 +431,7 @@ class TritonServer:
                 )
             if self.is_ready():
                 if self.launcher != "docker":  # a container's processes are not ours to watch
-                    self.supervisor = StubSupervisor(self._process.pid, self.http_url)
+                    self.supervisor = StubSupervisor(self._process.pid, self.http_url, self.http_admin_headers)
                     self.supervisor.start()
                 return
             time.sleep(0.25)
@@ -433,12 +507,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--grace", type=float, default=DEFAULT_GRACE_S, help="seconds between SIGTERM and SIGKILL on stop"
     )
+    parser.add_argument(
+        "--admin-key-file",
+        type=Path,
+        help=(
+            f"file holding the admin key that Triton's {', '.join(RESTRICTED_APIS)} APIs require in the "
+            f"'{ADMIN_KEY_HEADER}' header (default: ${ADMIN_KEY_ENV}, else a key generated for this run and "
+            "written, mode 0600, as admin-key beside the server log)"
+        ),
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        admin_key = read_admin_key(args.admin_key_file)
         ports = choose_ports(args.host, args.grpc_port, args.http_port, args.metrics_port)
         server = TritonServer(
             args.model_repository,
@@ -448,8 +532,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             launcher=args.launcher,
             image=args.image,
             grace_s=args.grace,
+            admin_key=admin_key,
         )
-    except ServeError as error:
+        key_source = (
+            str(args.admin_key_file or f"${ADMIN_KEY_ENV}")
+            if admin_key is not None
+            else str(write_admin_key(server.admin_key, server.log_path.parent / "admin-key"))
+        )
+    except (ServeError, OSError) as error:
         print(f"nemo-serve: {error}", file=sys.stderr)
         return 2
 
@@ -476,6 +566,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"nemo-serve: Triton ready ({server.target}, {server.launcher}) "
         f"grpc={server.grpc_url} http={server.http_url} "
         f"metrics=http://{args.host}:{ports.metrics}/metrics log={server.log_path}",
+        flush=True,
+    )
+    print(
+        f"nemo-serve: admin APIs need the key in the '{ADMIN_KEY_HEADER}' HTTP header "
+        f"('{GRPC_ADMIN_KEY_HEADER}' on gRPC); key: {key_source}",
         flush=True,
     )
     status = 0

@@ -4,7 +4,8 @@ Triton's python backend restarts a crashed stub only for models that are not dec
 model (``chat``, ``ensemble``, the CPU ``tensorrt_llm``) whose stub dies keeps answering "Stub process
 is not healthy" and keeps reporting ready. The supervisor watches the stubs among the server's
 children and, when a model has fewer stubs than it started with, unloads and reloads that model
-through Triton's repository API (the server runs with ``--model-control-mode=explicit``). While the
+through Triton's repository API (the server runs with ``--model-control-mode=explicit``; that API needs
+the admin key, which the supervisor is given as a header). While the
 model reloads, Triton reports it unready, so health checks and load balancers see the outage.
 """
 
@@ -45,9 +46,12 @@ def stub_processes(server_pid: int) -> dict[str, list[int]]:
 class StubSupervisor:
     """A daemon thread that reloads a model whose stub died; ``stop()`` ends it."""
 
-    def __init__(self, server_pid: int, http_url: str, *, interval_s: float = 1.0) -> None:
+    def __init__(
+        self, server_pid: int, http_url: str, admin_headers: dict[str, str], *, interval_s: float = 1.0
+    ) -> None:
         self._server_pid = server_pid
         self._http_url = http_url
+        self._admin_headers = admin_headers
         self._interval_s = interval_s
         self._expected = {model: len(pids) for model, pids in stub_processes(server_pid).items()}
         self._stopped = threading.Event()
@@ -81,7 +85,9 @@ class StubSupervisor:
 
     def _post(self, path: str, body: dict[str, object]) -> None:
         request = urllib.request.Request(
-            self._http_url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+            self._http_url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", **self._admin_headers},
         )
         with urllib.request.urlopen(request, timeout=300) as response:
             response.read()
