@@ -8,8 +8,8 @@ import pytest
 from pydantic import BaseModel
 
 from nemo_gateway.errors import field_path
-from nemo_protocol.request_limits import RequestLimits
 from nemo_protocol.errors import ServerError, UnavailableError
+from nemo_protocol.request_limits import RequestLimits
 from tests.unit.gateway.conftest import FRANCE, SERVED, FakeUpstream, Gateway, MakeGateway
 
 ERROR_KEYS = {"message", "type", "param", "code"}

@@ -55,7 +55,7 @@ def test_a_surrogate_in_a_key_is_named_with_escapes() -> None:
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_not_json(constant: str) -> None:
     with pytest.raises(BadRequestError, match=f"{constant.lstrip('-')} is not a JSON number"):
-        parse_json_object('{"temperature": %s}' % constant)
+        parse_json_object('{"temperature": ' + constant + "}")
 
 
 @pytest.mark.parametrize(
