@@ -14,7 +14,7 @@ to parse as one ends the response with an error instead of pretending.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,8 +65,12 @@ class ChatEndpoint:
 
     # ----- request ---------------------------------------------------------------------------------
     def prepare(self, raw: bytes | str) -> PreparedChat:
-        """Validate and render; raises BadRequestError naming the field."""
-        request = ChatRequest.parse(raw)
+        """Validate and render a JSON request body; raises BadRequestError naming the field."""
+        return self.prepare_body(ChatRequest.parse(raw))
+
+    def prepare_body(self, body: Mapping[str, Any] | ChatRequest) -> PreparedChat:
+        """Validate (unless already a ChatRequest) and render; raises BadRequestError naming the field."""
+        request = body if isinstance(body, ChatRequest) else ChatRequest.from_body(body)
         self._check_capabilities(request)
         tools = None if request.tool_choice.mode == "none" else request.tools
         forced = self._forced_prefix(request.tool_choice)
@@ -108,73 +112,113 @@ class ChatEndpoint:
         return ids
 
     # ----- response --------------------------------------------------------------------------------
+    def responder(self, chat: PreparedChat) -> ChatResponder:
+        """The response to ``chat`` in the making: feed it the generated ids as they come."""
+        return ChatResponder(self.tokenizer, self.model_name, chat)
+
     def respond(self, chat: PreparedChat, chunks: Iterable[list[int]], cancel: Callable[[], None]) -> Iterator[Event]:
-        """Events to send, in order: chunks (streaming) or one completion; an error event ends early."""
-        request = chat.request
-        builder = ResponseBuilder(self.model_name)
-        parser: OutputParser | _ContentOnly = (
-            _ContentOnly(self.tokenizer) if request.tool_choice.mode == "none" else OutputParser(self.tokenizer)
-        )
-        enforced = request.tool_choice.enforced
-        stops = StopStringMatcher(request.stop)
-        content: list[str] = []
-        calls: list[ToolCall] = []
-        generated = 0
-        if request.stream:
-            yield builder.role_chunk()
-        if chat.forced_ids:
-            parser.feed(chat.forced_ids)
+        """Events to send, in order: chunks (streaming) or one completion; an error event ends early.
 
-        def take(deltas: list[Delta]) -> Iterator[Event]:
-            for delta in deltas:
-                if isinstance(delta, ToolCallDelta):
-                    calls.append(delta.call)
-                    if request.stream:
-                        yield builder.tool_call_chunk(delta.index, delta.call)
-                    continue
-                if enforced:
-                    continue  # text in an enforced tool call means the call failed: reported below
-                text = stops.feed(delta.text)
-                if text:
-                    content.append(text)
-                    if request.stream:
-                        yield builder.content_chunk(text)
-
+        ``cancel`` ends the generation once a stop sequence matched; the chunks generated meanwhile are drained.
+        """
+        responder = self.responder(chat)
+        yield from responder.start()
         for ids in chunks:
-            if stops.stopped:
-                continue  # drain what was generated before the stop took effect
-            generated += len(ids)
-            yield from take(parser.feed(ids))
-            if stops.stopped:
+            if responder.stopped:
+                continue
+            yield from responder.feed(ids)
+            if responder.stopped:
                 cancel()
+        yield from responder.finish()
+
+
+class ChatResponder:
+    """One response to a prepared chat: ``start()``, ``feed(ids)`` per chunk of generated ids, ``finish()``.
+
+    Each returns the events to send now. Any number of ids can be fed at once (tokens that queued up while
+    the last events were sent): they make one content chunk, not one per token. Once ``stopped`` (a stop
+    sequence matched) the caller should end the generation; later feeds are ignored.
+    """
+
+    def __init__(self, tokenizer: Tekkenizer, model_name: str, chat: PreparedChat) -> None:
+        self._chat = chat
+        self._request = chat.request
+        self._builder = ResponseBuilder(model_name)
+        self._parser: OutputParser | _ContentOnly = (
+            _ContentOnly(tokenizer) if self._request.tool_choice.mode == "none" else OutputParser(tokenizer)
+        )
+        self._enforced = self._request.tool_choice.enforced
+        self._stops = StopStringMatcher(self._request.stop)
+        self._content: list[str] = []
+        self._calls: list[ToolCall] = []
+        self.generated = 0
+
+    @property
+    def stopped(self) -> bool:
+        return self._stops.stopped
+
+    def start(self) -> list[Event]:
+        if self._chat.forced_ids:
+            self._parser.feed(self._chat.forced_ids)
+        return [self._builder.role_chunk()] if self._request.stream else []
+
+    def feed(self, ids: list[int]) -> list[Event]:
+        if self._stops.stopped:
+            return []
+        self.generated += len(ids)
+        return self._take(self._parser.feed(ids))
+
+    def finish(self) -> list[Event]:
+        events: list[Event] = []
+        request, builder, stops = self._request, self._builder, self._stops
         if not stops.stopped:
-            yield from take(parser.finish())
+            events += self._take(self._parser.finish())
             tail = stops.flush()
             if tail:
-                content.append(tail)
+                self._content.append(tail)
                 if request.stream:
-                    yield builder.content_chunk(tail)
-        if enforced and (parser.tool_call_error is not None or not calls):
-            reason = parser.tool_call_error or "no tool call was generated"
-            yield error_body(
-                f"tool_choice requires a tool call but the model's output is not one: {reason}",
-                error_type="server_error",
-                param="tool_choice",
-                code=500,
+                    events.append(builder.content_chunk(tail))
+        calls, error = self._calls, self._parser.tool_call_error
+        if self._enforced and (error is not None or not calls):
+            reason = error or "no tool call was generated"
+            events.append(
+                error_body(
+                    f"tool_choice requires a tool call but the model's output is not one: {reason}",
+                    error_type="server_error",
+                    param="tool_choice",
+                    code=500,
+                )
             )
-            return
-
-        if calls and parser.tool_call_error is None:
+            return events
+        if calls and error is None:
             finish_reason = "tool_calls"
-        elif not stops.stopped and generated >= chat.generation.max_new_tokens:
+        elif not stops.stopped and self.generated >= self._chat.generation.max_new_tokens:
             finish_reason = "length"
         else:
             finish_reason = "stop"
-        usage = Usage(len(chat.generation.input_ids), generated)
+        usage = Usage(len(self._chat.generation.input_ids), self.generated)
         if request.stream:
-            yield builder.finish_chunk(finish_reason)
+            events.append(builder.finish_chunk(finish_reason))
             if request.include_usage:
-                yield builder.usage_chunk(usage)
-            return
-        text = "".join(content)
-        yield builder.completion(text if text or not calls else None, calls, finish_reason, usage)
+                events.append(builder.usage_chunk(usage))
+            return events
+        text = "".join(self._content)
+        events.append(builder.completion(text if text or not calls else None, calls, finish_reason, usage))
+        return events
+
+    def _take(self, deltas: list[Delta]) -> list[Event]:
+        events: list[Event] = []
+        for delta in deltas:
+            if isinstance(delta, ToolCallDelta):
+                self._calls.append(delta.call)
+                if self._request.stream:
+                    events.append(self._builder.tool_call_chunk(delta.index, delta.call))
+                continue
+            if self._enforced:
+                continue  # text in an enforced tool call means the call failed: reported by finish()
+            text = self._stops.feed(delta.text)
+            if text:
+                self._content.append(text)
+                if self._request.stream:
+                    events.append(self._builder.content_chunk(text))
+        return events

@@ -7,7 +7,7 @@ so no chunk carries a broken character and no space is lost (the stock ensemble'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,14 +111,3 @@ class CountedChunks:
     def finish_reason(self, max_tokens: int) -> str:
         """OpenAI's ``finish_reason`` of a completion: ``length`` when the budget ran out."""
         return "length" if self.generated >= max_tokens else "stop"
-
-
-def until_cancelled(
-    chunks: Iterable[list[int]], is_cancelled: Callable[[], bool], cancel: Callable[[], None]
-) -> Iterator[list[int]]:
-    """Pass chunks on until the client cancels; then end the generation and stop."""
-    for ids in chunks:
-        if is_cancelled():
-            cancel()
-            return
-        yield ids

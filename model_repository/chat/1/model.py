@@ -1,7 +1,8 @@
 """Triton python model `chat`: OpenAI chat-completions JSON in, OpenAI JSON out (nemo_serving.chat).
 
 Each request is served on its own thread over a streaming `tensorrt_llm` request, so requests overlap
-and tensorrt_llm batches them. Every response carries one JSON object in `response`.
+and tensorrt_llm batches them. Every response carries one JSON object in `response`; ids that queued up
+while a response was sent go out in the next one (nemo_serving.token_stream).
 """
 
 import json
@@ -10,10 +11,10 @@ import threading
 from nemo_protocol.errors import BadRequestError, error_body
 from nemo_protocol.request_ids import new_request_id
 from nemo_serving.chat import ChatEndpoint
-from nemo_serving.ensemble import until_cancelled
 from nemo_serving.model_args import ModelArgs
 from nemo_serving.preprocessing import LengthLimits
 from nemo_serving.tensors import single_text
+from nemo_serving.token_stream import coalesced, until_cancelled
 from nemo_serving.triton_io import FINAL, BlsGeneration, GenerationError, inputs, response, string_tensor
 
 
@@ -44,7 +45,7 @@ class TritonPythonModel:
                 raise BadRequestError("the input tensor 'request' (one JSON string) is required", param="request")
             chat = self.endpoint.prepare(single_text(raw, "request"))
             generation = BlsGeneration(chat.generation, request_id=new_request_id(numeric=True))
-            chunks = until_cancelled(generation, request.is_cancelled, generation.cancel)
+            chunks = until_cancelled(coalesced(generation), request.is_cancelled, generation.cancel)
             for event in self.endpoint.respond(chat, chunks, generation.cancel):
                 send(event)
         except BadRequestError as exc:

@@ -12,9 +12,9 @@ from nemo_serving.ensemble import (
     CountedChunks,
     TextRequest,
     text_chunks,
-    until_cancelled,
 )
 from nemo_serving.model_args import ModelArgs
+from nemo_serving.token_stream import coalesced, until_cancelled
 from nemo_serving.triton_io import (
     FINAL,
     BlsGeneration,
@@ -42,7 +42,7 @@ class TritonPythonModel:
             text_request = TextRequest.from_inputs(inputs(request))
             preprocessed = bls_call("preprocessing", text_request.preprocessing_inputs(), PREPROCESSING_OUTPUTS)
             generation = BlsGeneration(text_request.generation(preprocessed), request_id=new_request_id(numeric=True))
-            chunks = CountedChunks(until_cancelled(generation, request.is_cancelled, generation.cancel))
+            chunks = CountedChunks(until_cancelled(coalesced(generation), request.is_cancelled, generation.cancel))
             pending = None
             for text in text_chunks(self.tokenizer, chunks, text_request.stream):
                 if pending is not None:

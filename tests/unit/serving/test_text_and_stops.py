@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nemo_protocol.tekken import Tekkenizer
-from nemo_serving.ensemble import text_chunks, until_cancelled
+from nemo_serving.ensemble import text_chunks
 from nemo_serving.stop_strings import StopStringMatcher
 
 MULTILINGUAL = "Hello, 世界! مرحبا بالعالم 🙂👩‍💻 naïve café — done."
@@ -36,15 +36,6 @@ def test_one_token_at_a_time_keeps_spaces_and_multibyte_characters(tok: Tekkeniz
     assert "".join(chunks) == MULTILINGUAL
     assert len(chunks) < len(ids)  # some tokens were partial characters and were held back
     assert list(text_chunks(tok, ([i] for i in ids), stream=False)) == [MULTILINGUAL]
-
-
-def test_cancellation_stops_the_chunks_and_ends_the_generation() -> None:
-    cancelled: list[bool] = []
-    chunks = iter([[1], [2], [3], [4]])
-    seen = []
-    for ids in until_cancelled(chunks, lambda: len(seen) >= 2, lambda: cancelled.append(True)):
-        seen.append(ids)
-    assert seen == [[1], [2]] and cancelled == [True]
 
 
 @settings(max_examples=80, deadline=None)
