@@ -10,6 +10,7 @@ Triton ``chat`` model alike.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,12 +20,23 @@ MAX_JSON_DEPTH = 256
 """Deepest nesting the ``chat`` model parses (the gateway's own limit defaults lower, see RequestLimits)."""
 
 
-def _refuse_constant(name: str) -> float:
-    raise BadRequestError(f"the request body is not valid JSON: {name} is not a JSON number")
+class _NotANumber:
+    """What ``NaN``, ``Infinity`` and ``-Infinity`` parse to: :func:`check_json_value` refuses it where it stands,
+    so that the error names the field (``json`` tells ``parse_constant`` the constant, never its place)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _refuse_constant(name: str) -> _NotANumber:
+    return _NotANumber(name)
 
 
 def parse_json_object(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
-    """``raw`` as a JSON object whose nesting and text :func:`check_json_value` accepts; else BadRequestError."""
+    """``raw`` as a JSON object whose nesting and text :func:`check_json_value` accepts; else BadRequestError.
+    ``NaN`` and ``(-)Infinity`` are refused naming the field that holds them."""
     try:
         body = json.loads(raw, parse_constant=_refuse_constant)
     except RecursionError:
@@ -38,13 +50,21 @@ def parse_json_object(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> d
 
 
 def check_json_value(value: Any, *, max_depth: int = MAX_JSON_DEPTH, path: str = "") -> None:
-    """Raise BadRequestError, ``param`` the path, where ``value`` nests deeper than ``max_depth`` or holds text
-    (a string or a key) that is not valid Unicode. Iterative, so that it never recurses itself."""
+    """Raise BadRequestError, ``param`` the path, where ``value`` nests deeper than ``max_depth``, holds text
+    (a string or a key) that is not valid Unicode, or a number that is not finite (``NaN`` / ``Infinity``, or a
+    literal such as ``1e999`` that overflows to infinity). Iterative, so that it never recurses itself."""
     pending: list[tuple[Any, str, int]] = [(value, path, 0)]
     while pending:
         item, where, depth = pending.pop()
         if isinstance(item, str):
             _check_text(item, where)
+        elif isinstance(item, _NotANumber):
+            raise BadRequestError(
+                f"{item.name} is not a JSON number: the request body is not valid JSON", param=where or None
+            )
+        elif isinstance(item, float) and not math.isfinite(item):
+            # 1e999 parses as inf, which json.dumps would forward as the non-JSON Infinity.
+            raise BadRequestError(f"must be a finite number, got {item}", param=where or None)
         elif isinstance(item, dict | list):
             if depth >= max_depth:
                 raise BadRequestError(f"is nested deeper than {max_depth} levels", param=where or None)

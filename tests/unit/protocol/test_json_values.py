@@ -54,8 +54,24 @@ def test_a_surrogate_in_a_key_is_named_with_escapes() -> None:
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_not_json(constant: str) -> None:
-    with pytest.raises(BadRequestError, match=f"{constant.lstrip('-')} is not a JSON number"):
+    with pytest.raises(BadRequestError, match=f"{constant.lstrip('-')} is not a JSON number") as caught:
         parse_json_object('{"temperature": ' + constant + "}")
+    assert caught.value.param == "temperature"
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        ('{"nvext": {"top_k": NaN}}', "nvext.top_k"),
+        ('{"messages": [{"role": "user", "content": "hi"}], "stop": ["a", Infinity]}', "stop[1]"),
+        ('{"tools": [{"function": {"parameters": {"default": -Infinity}}}]}', "tools[0].function.parameters.default"),
+    ],
+)
+def test_a_non_number_is_refused_naming_the_field_that_holds_it(raw: str, param: str) -> None:
+    with pytest.raises(BadRequestError, match="is not a JSON number") as caught:
+        parse_json_object(raw)
+    assert caught.value.param == param
+    assert str(caught.value).startswith(f"{param}: ")
 
 
 @pytest.mark.parametrize(
@@ -70,3 +86,14 @@ def test_nan_and_infinity_are_not_json(constant: str) -> None:
 def test_other_malformed_bodies_are_400(raw: bytes | str, expected: str) -> None:
     with pytest.raises(BadRequestError, match=expected):
         parse_json_object(raw)
+
+
+@pytest.mark.parametrize("literal", ["1e999", "-1e999", "1" + "0" * 400 + ".0"])
+def test_a_number_that_overflows_to_infinity_is_refused_naming_the_field(literal: str) -> None:
+    with pytest.raises(BadRequestError, match="must be a finite number") as caught:
+        parse_json_object('{"messages": [], "nvext": {"repetition_penalty": ' + literal + "}}")
+    assert caught.value.param == "nvext.repetition_penalty"
+    with pytest.raises(BadRequestError, match="must be a finite number") as caught:
+        check_json_value({"top_p": float("nan")})  # a body built in python, before it is sent
+    assert caught.value.param == "top_p"
+    check_json_value({"seed": 10**400, "temperature": 1e308})  # large but finite: for the fields to judge
