@@ -56,17 +56,24 @@ class Sampling:
     @classmethod
     def from_inputs(cls, get: Inputs, *, top_k: str = "runtime_top_k", top_p: str = "runtime_top_p") -> Sampling:
         """Read from a request's tensors; those left out keep the defaults. `top_k` and `top_p` name their
-        tensors (the `ensemble` model calls them `top_k` and `top_p`)."""
+        tensors (the `ensemble` model calls them `top_k` and `top_p`), in errors too."""
         seed = get("seed")
-        return cls(
-            temperature=scalar(get("temperature"), "temperature", float, 1.0),
-            top_k=scalar(get(top_k), top_k, int, 0),
-            top_p=scalar(get(top_p), top_p, float, 0.0),
-            seed=None if seed is None else scalar(seed, "seed", int, 0),
-            repetition_penalty=scalar(get("repetition_penalty"), "repetition_penalty", float, 1.0),
-            presence_penalty=scalar(get("presence_penalty"), "presence_penalty", float, 0.0),
-            frequency_penalty=scalar(get("frequency_penalty"), "frequency_penalty", float, 0.0),
-        )
+        try:
+            return cls(
+                temperature=scalar(get("temperature"), "temperature", float, 1.0),
+                top_k=scalar(get(top_k), top_k, int, 0),
+                top_p=scalar(get(top_p), top_p, float, 0.0),
+                seed=None if seed is None else scalar(seed, "seed", int, 0),
+                repetition_penalty=scalar(get("repetition_penalty"), "repetition_penalty", float, 1.0),
+                presence_penalty=scalar(get("presence_penalty"), "presence_penalty", float, 0.0),
+                frequency_penalty=scalar(get("frequency_penalty"), "frequency_penalty", float, 0.0),
+            )
+        except BadRequestError as exc:
+            # __post_init__ names the `tensorrt_llm` tensors; the caller sent these under its own names.
+            renamed = {"runtime_top_k": top_k, "runtime_top_p": top_p}.get(exc.param or "", exc.param)
+            if renamed == exc.param:
+                raise
+            raise BadRequestError(exc.message, param=renamed) from None
 
     def to_inputs(self) -> dict[str, np.ndarray]:
         """The `tensorrt_llm` input tensors of these parameters, batch size 1 (`seed` only when set)."""

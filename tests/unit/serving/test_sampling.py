@@ -116,3 +116,20 @@ def test_non_finite_tensor_values_are_refused_naming_the_tensor(name: str) -> No
     with pytest.raises(BadRequestError) as caught:
         Sampling.from_inputs(tensors.get)
     assert caught.value.param == name
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "dtype"), [("top_k", -1, np.int32), ("top_p", 1.5, np.float32), ("top_p", np.nan, np.float32)]
+)
+def test_the_ensemble_s_errors_name_its_own_tensors(name: str, value: float, dtype: type) -> None:
+    tensors = {
+        "text_input": np.array([[b"hi"]], dtype=object),
+        "max_tokens": np.array([[4]], dtype=np.int32),
+        name: np.array([[value]], dtype=dtype),
+    }
+    with pytest.raises(BadRequestError) as caught:
+        TextRequest.from_inputs(tensors.get)
+    assert caught.value.param == name and str(caught.value).startswith(f"{name}: ")
+    with pytest.raises(BadRequestError) as caught:  # the same values sent to tensorrt_llm name its tensors
+        Sampling.from_inputs({f"runtime_{name}": tensors[name]}.get)
+    assert caught.value.param == f"runtime_{name}"
