@@ -6,6 +6,7 @@ errors come back as OpenAI error bodies with the matching HTTP status.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import Response
@@ -16,7 +17,7 @@ from nemo_gateway.metrics import GatewayMetrics
 from nemo_gateway.openai_router import openai_router
 from nemo_gateway.relay import ChunkShaper, relay
 from nemo_gateway.request_body import RequestBody
-from nemo_protocol.errors import BadRequestError
+from nemo_protocol.errors import BadRequestError, ServerError
 
 router = openai_router("completions")
 
@@ -27,6 +28,13 @@ COMPLETION_FIELDS = frozenset(
     }
 )  # fmt: skip
 """What ``/v1/completions`` accepts; anything else is a 400 naming the field."""
+
+ENSEMBLE_INPUT_FIELDS = {
+    "text_input": "prompt", "max_tokens": "max_tokens", "stop_words": "stop", "temperature": "temperature",
+    "top_k": "top_k", "top_p": "top_p", "seed": "seed", "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty", "stream": "stream",
+}  # fmt: skip
+"""The ``ensemble`` input tensor (or the ``tensorrt_llm`` one of the same name) each request field travels in."""
 
 
 @router.post("/v1/chat/completions", name="chat")
@@ -51,7 +59,24 @@ async def completions(
 ) -> Response:
     settings.limits.check_completion(body)
     call = client.completions.create(**completion_params(body), timeout=settings.request_timeout_s)
-    return await relay(call, meter=meter, metrics=metrics, shape=completion_chunk_shaper)
+    return await relay(refusals_as_400(call), meter=meter, metrics=metrics, shape=completion_chunk_shaper)
+
+
+async def refusals_as_400(call: Awaitable[Any]) -> Any:
+    """``call``'s result; the ``ensemble``'s refusal of a field as the 400 naming that field.
+
+    The ensemble refuses a request inside its gRPC stream, where no status code travels, so the client
+    reports ``max_tokens: must be at least 1`` (``BadRequestError``'s text: the tensor, then the reason) as a
+    server error. A message that starts with one of the tensors a completion request fills is the caller's.
+    """
+    try:
+        return await call
+    except ServerError as exc:
+        tensor, separator, reason = exc.message.partition(": ")
+        field = ENSEMBLE_INPUT_FIELDS.get(tensor)
+        if not separator or field is None:
+            raise
+        raise BadRequestError(reason, param=field) from None
 
 
 def completion_params(body: dict[str, Any]) -> dict[str, Any]:

@@ -141,3 +141,33 @@ def test_field_path() -> None:
     assert field_path(("body", "messages", 2, "tool_calls", 0, "function")) == "messages[2].tool_calls[0].function"
     assert field_path(("query", "limit")) == "limit"
     assert field_path(("body",)) == ""
+
+
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        ("text_input: the prompt is 3002 tokens; this deployment accepts at most 2048 (max_input_len)", "prompt"),
+        ("max_tokens: must be at least 1, got -1", "max_tokens"),
+        ("top_k: must be in [0, 2147483647] (0 = off), got -1", "top_k"),
+        ("stop_words: is not valid UTF-8 (invalid start byte at byte 0)", "stop"),
+    ],
+)
+def test_an_ensemble_refusal_is_a_400_naming_the_completion_field(
+    make_gateway: MakeGateway, message: str, param: str
+) -> None:
+    # The ensemble refuses inside its gRPC stream (no status code): the client reports a ServerError.
+    gw = make_gateway(FakeUpstream(reply=ServerError(message)))
+    for stream in (False, True):
+        response = gw.http.post("/v1/completions", json={"prompt": "hi", "max_tokens": 4, "stream": stream})
+        assert response.status_code == 400, response.text
+        error = error_of(response)
+        assert error["param"] == param and error["type"] == "invalid_request_error"
+        assert error["message"] == message.partition(": ")[2]
+    assert gw.sample("nemo_gateway_requests_total", endpoint="completions", status="400") == 2
+
+
+@pytest.mark.parametrize("message", ["generation failed: out of memory", "internal error: KeyError('x')", "boom"])
+def test_other_ensemble_failures_stay_500(make_gateway: MakeGateway, message: str) -> None:
+    gw = make_gateway(FakeUpstream(reply=ServerError(message)))
+    response = gw.http.post("/v1/completions", json={"prompt": "hi", "max_tokens": 4})
+    assert response.status_code == 500 and error_of(response)["type"] == "server_error"
