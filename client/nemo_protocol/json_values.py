@@ -68,7 +68,8 @@ def check_json_value(value: Any, *, max_depth: int = MAX_JSON_DEPTH, path: str =
         elif isinstance(item, dict | list):
             if depth >= max_depth:
                 raise BadRequestError(f"is nested deeper than {max_depth} levels", param=where or None)
-            pending.extend((child, child_path, depth + 1) for child, child_path in _children(item, where))
+            children = [(child, child_path, depth + 1) for child, child_path in _children(item, where)]
+            pending.extend(reversed(children))  # popped in document order: the first problem is named
 
 
 def _children(container: dict[str, Any] | list[Any], where: str) -> Iterator[tuple[Any, str]]:

@@ -97,3 +97,19 @@ def test_a_number_that_overflows_to_infinity_is_refused_naming_the_field(literal
         check_json_value({"top_p": float("nan")})  # a body built in python, before it is sent
     assert caught.value.param == "top_p"
     check_json_value({"seed": 10**400, "temperature": 1e308})  # large but finite: for the fields to judge
+
+
+def test_the_first_problem_in_document_order_is_named() -> None:
+    raw = json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": "ok"},
+                {"role": "assistant", "tool_calls": [{"id": "\ud800", "function": {"name": "f"}}]},
+                {"role": "tool", "tool_call_id": "\ud800", "content": "\udfff"},
+            ],
+            "stop": ["\ud800"],
+        }
+    )
+    with pytest.raises(BadRequestError) as caught:
+        parse_json_object(raw)
+    assert caught.value.param == "messages[1].tool_calls[0].id"
