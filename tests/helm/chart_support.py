@@ -25,6 +25,10 @@ CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
 WORKLOAD_KINDS = ("Deployment", "Job")
+GPU = "nvidia.com/gpu"
+# The Triton container's args start with the launcher that puts the admin key into the restriction flags.
+TRITON_LAUNCHER = ["bash", "/opt/nemo/scripts/triton-start.sh"]
+ADMIN_KEY_PLACEHOLDER = "${NEMO_TRITON_ADMIN_KEY}"
 
 
 def with_values(base: dict[str, Any], **dotted: Any) -> dict[str, Any]:
@@ -98,6 +102,20 @@ MATRIX: list[Case] = [
                 "model.pvc.subPath": "Mistral-Nemo-Instruct-2407",
                 "cache.existingClaim": "engine-cache",
                 "gateway.apiKey.existingSecret": "gateway-key",
+                "triton.adminKey.existingSecret": "triton-admin",
+                "triton.adminKey.secretKey": "key",
+            }
+        ),
+    ),
+    Case(
+        "clients-by-label",
+        values_from(
+            **{
+                "networkPolicy.allowedPodLabels": {"role": "llm-client"},
+                "networkPolicy.metricsNamespaces": ["monitoring"],
+                "networkPolicy.gateway.allowedPodLabels": {"role": "web"},
+                "networkPolicy.gateway.restrictEgress": False,
+                "triton.podSecurityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
             }
         ),
     ),
@@ -135,6 +153,14 @@ MATRIX: list[Case] = [
                 "networkPolicy.allowedNamespaces": ["shop", "search"],
                 "networkPolicy.metricsNamespaces": ["monitoring"],
                 "networkPolicy.extraFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+                "networkPolicy.allowedPodLabels": {"app.kubernetes.io/part-of": "shop"},
+                "networkPolicy.metricsPodLabels": {"app.kubernetes.io/name": "prometheus"},
+                "networkPolicy.gateway.allowedNamespaces": ["ingress-nginx", "monitoring"],
+                "networkPolicy.gateway.extraFrom": [{"ipBlock": {"cidr": "192.168.0.0/16"}}],
+                "networkPolicy.gateway.extraEgress": [
+                    {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 4317, "protocol": "TCP"}]}
+                ],
+                "triton.adminKey.value": "everything-admin-key-0123456789",
                 "commonLabels": {"cost-center": "ml"},
             }
         ),
@@ -237,6 +263,110 @@ def env(cont: dict[str, Any]) -> dict[str, Any]:
 def matches(match_labels: dict[str, str], labels: dict[str, str]) -> bool:
     """Whether a matchLabels selector selects objects with these labels."""
     return bool(match_labels) and all(labels.get(key) == value for key, value in match_labels.items())
+
+
+def uses_gpu(spec: dict[str, Any]) -> bool:
+    """Whether any container of a pod spec asks for a GPU."""
+    return any(GPU in c.get("resources", {}).get("limits", {}) for c in containers(spec))
+
+
+def triton_command(cont: dict[str, Any]) -> list[str]:
+    """The Triton container's command as the launcher execs it (`tritonserver ...` or `mpirun ...`)."""
+    args: list[str] = cont["args"]
+    assert args[: len(TRITON_LAUNCHER)] == TRITON_LAUNCHER, args[:3]
+    return args[len(TRITON_LAUNCHER) :]
+
+
+# Pod Security Standards (Kubernetes 1.33), https://kubernetes.io/docs/concepts/security/pod-security-standards/
+_RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+_SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
+_SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+
+
+def restricted_profile_violations(spec: dict[str, Any]) -> list[str]:
+    """What in a pod spec breaks the Pod Security Standard "restricted" (baseline included): [] when it meets it.
+
+    Checks the pod and every (init) container: no host namespaces, ports or paths; only the restricted volume
+    types; not privileged; no privilege escalation; non-root (runAsNonRoot true on the pod or on every
+    container, no uid 0 anywhere); seccomp RuntimeDefault or Localhost (on the pod or on every container, never
+    Unconfined); all capabilities dropped and none added but NET_BIND_SERVICE; default /proc mount; safe
+    sysctls; no unconfined AppArmor; no custom SELinux user, role or type.
+    """
+    problems: list[str] = []
+    pod = spec.get("securityContext", {})
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(host):
+            problems.append(f"pod: {host}")
+    for volume in spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= _RESTRICTED_VOLUMES:
+            problems.append(f"volume {volume['name']}: {sorted(kinds - _RESTRICTED_VOLUMES)}")
+    for sysctl in pod.get("sysctls", []):
+        if sysctl["name"] not in _SAFE_SYSCTLS:
+            problems.append(f"pod: sysctl {sysctl['name']}")
+
+    def common(where: str, context: dict[str, Any]) -> None:
+        if context.get("runAsUser") == 0:
+            problems.append(f"{where}: runAsUser 0")
+        if context.get("runAsNonRoot") is False:
+            problems.append(f"{where}: runAsNonRoot false")
+        if context.get("seccompProfile", {}).get("type") == "Unconfined":
+            problems.append(f"{where}: seccomp Unconfined")
+        if context.get("appArmorProfile", {}).get("type") == "Unconfined":
+            problems.append(f"{where}: AppArmor Unconfined")
+        selinux = context.get("seLinuxOptions", {})
+        if selinux.get("type", "") not in _SELINUX_TYPES or selinux.get("user") or selinux.get("role"):
+            problems.append(f"{where}: seLinuxOptions {selinux}")
+        if context.get("windowsOptions", {}).get("hostProcess"):
+            problems.append(f"{where}: hostProcess")
+
+    common("pod", pod)
+    for cont in containers(spec):
+        where = f"container {cont['name']}"
+        context = cont.get("securityContext", {})
+        common(where, context)
+        if context.get("privileged"):
+            problems.append(f"{where}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation is not false")
+        if context.get("runAsNonRoot", pod.get("runAsNonRoot")) is not True:
+            problems.append(f"{where}: runAsNonRoot is not true")
+        if context.get("seccompProfile", pod.get("seccompProfile", {})).get("type") not in (
+            "RuntimeDefault",
+            "Localhost",
+        ):
+            problems.append(f"{where}: seccomp is not RuntimeDefault or Localhost")
+        capabilities = context.get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []):
+            problems.append(f"{where}: capabilities do not drop ALL")
+        if set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{where}: capabilities add {capabilities['add']}")
+        if context.get("procMount", "Default") != "Default":
+            problems.append(f"{where}: procMount {context['procMount']}")
+        for port in cont.get("ports", []):
+            if port.get("hostPort"):
+                problems.append(f"{where}: hostPort {port['hostPort']}")
+    return problems
 
 
 def build_container(rendered: Rendered) -> dict[str, Any]:

@@ -8,6 +8,8 @@ schema in the Kubernetes set: they are checked structurally here.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from typing import Any
 
@@ -15,9 +17,12 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 
+from nemo_build.serve import ADMIN_KEY_ENV, ADMIN_KEY_HEADER, RESTRICTED_APIS, restricted_api_arguments
 from tests.helm.chart_support import (
+    ADMIN_KEY_PLACEHOLDER,
     CHART_DIR,
     CUSTOM_KINDS,
+    GPU,
     KUBE_VERSION,
     MATRIX,
     NAMESPACE,
@@ -33,10 +38,11 @@ from tests.helm.chart_support import (
     pod_labels,
     pod_spec,
     render,
+    restricted_profile_violations,
+    triton_command,
+    uses_gpu,
     values_from,
 )
-
-GPU = "nvidia.com/gpu"
 
 
 def _ids(case: Case) -> str:
@@ -154,23 +160,28 @@ def test_gpu_counts_equal_the_tensor_parallel_size(case: Case, rendered: Rendere
                 assert GPU not in cont.get("resources", {}).get("limits", {}), cont["name"]
 
 
+def _ranks(triton: dict[str, Any]) -> list[list[str]]:
+    """The tritonserver command lines of a Triton container, rank 0 first (one without mpirun)."""
+    args = triton_command(triton)
+    if args[0] == "tritonserver":
+        return [args]
+    ranks: list[list[str]] = [[]]
+    for arg in args[args.index("-n") :]:
+        if arg == ":":
+            ranks.append([])
+        else:
+            ranks[-1].append(arg)
+    return ranks
+
+
 def test_tensor_parallel_runs_one_tritonserver_per_rank_under_mpirun(case: Case, rendered: Rendered) -> None:
-    args = container(pod_spec(rendered.component("Deployment", "triton")), "triton")["args"]
+    triton = container(pod_spec(rendered.component("Deployment", "triton")), "triton")
+    args, ranks = triton_command(triton), _ranks(triton)
     if case.tp == 1:
         assert args[0] == "tritonserver"
         assert "mpirun" not in args
-        ranks = [args]
     else:
         assert args[0] == "mpirun"
-        first_rank = args.index("-n")
-        ranks, current = [], []
-        for arg in args[first_rank:]:
-            if arg == ":":
-                ranks.append(current)
-                current = []
-            else:
-                current.append(arg)
-        ranks.append(current)
         assert len(ranks) == case.tp
         for rank in ranks:
             assert rank[:3] == ["-n", "1", "tritonserver"]
@@ -342,13 +353,6 @@ def test_pods_run_unprivileged_without_an_api_token(rendered: Rendered) -> None:
         assert account["automountServiceAccountToken"] is False
 
 
-def test_gateway_root_filesystem_is_read_only_with_a_writable_tmp() -> None:
-    spec = pod_spec(render().component("Deployment", "gateway"))
-    gateway = container(spec, "gateway")
-    assert gateway["securityContext"]["readOnlyRootFilesystem"] is True
-    assert "/tmp" in {m["mountPath"] for m in gateway["volumeMounts"]}
-
-
 def test_the_pods_run_as_the_user_the_dockerfile_creates() -> None:
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     uid = int(re.search(r"^ARG APP_UID=(\d+)$", dockerfile, re.M).group(1))  # type: ignore[union-attr]
@@ -358,38 +362,133 @@ def test_the_pods_run_as_the_user_the_dockerfile_creates() -> None:
         assert pod_spec(workload)["securityContext"]["runAsUser"] == uid
 
 
-def test_network_policy_admits_only_the_gateway_and_listed_namespaces(case: Case, rendered: Rendered) -> None:
+def _peer(namespaces: list[str], pod_labels: dict[str, str], any_namespace: bool) -> list[dict[str, Any]]:
+    """The NetworkPolicyPeer the chart documents for a list of namespaces and pod labels ([] for none)."""
+    peer: dict[str, Any] = {}
+    if namespaces:
+        expression = {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}
+        peer["namespaceSelector"] = {"matchExpressions": [expression]}
+    elif any_namespace:
+        peer["namespaceSelector"] = {}
+    if pod_labels:
+        peer["podSelector"] = {"matchLabels": pod_labels}
+    return [peer] if peer else []
+
+
+def _rule(policy: dict[str, Any], *ports: str | int) -> dict[str, Any]:
+    """The one ingress rule of a policy whose ports are exactly `ports`."""
+    (rule,) = [r for r in policy["spec"]["ingress"] if [p["port"] for p in r["ports"]] == list(ports)]
+    return dict(rule)
+
+
+def test_network_policy_admits_to_triton_only_the_gateway_and_listed_sources(case: Case, rendered: Rendered) -> None:
     policies = rendered.of_kind("NetworkPolicy")
     if not _setting(case, "networkPolicy.enabled", True):
         assert policies == []
         return
-    (policy,) = policies
+    policy = rendered.component("NetworkPolicy", "triton")
     assert matches(policy["spec"]["podSelector"]["matchLabels"], pod_labels(rendered.component("Deployment", "triton")))
-    inference = [r for r in policy["spec"]["ingress"] if {p["port"] for p in r["ports"]} == {"http", "grpc"}]
-    peers = inference[0]["from"] if inference else []
-    pod_peers = [p["podSelector"]["matchLabels"] for p in peers if "podSelector" in p]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    expected: list[dict[str, Any]] = []
     if _setting(case, "gateway.enabled", True):
-        assert pod_peers == [pod_labels(rendered.component("Deployment", "gateway"))]
+        gateway_labels = pod_labels(rendered.component("Deployment", "gateway"))
+        expected.append({"podSelector": {"matchLabels": gateway_labels}})
+    expected += _peer(
+        _setting(case, "networkPolicy.allowedNamespaces", []),
+        _setting(case, "networkPolicy.allowedPodLabels", {}),
+        any_namespace=False,
+    )
+    expected += _setting(case, "networkPolicy.extraFrom", [])
+    inference = [r for r in policy["spec"]["ingress"] if {p["port"] for p in r["ports"]} & {"http", "grpc"}]
+    if expected:
+        assert inference == [_rule(policy, "http", "grpc")]
+        assert inference[0]["from"] == expected
     else:
-        assert pod_peers == []
-    namespaces = [
-        expr["values"] for p in peers if "namespaceSelector" in p for expr in p["namespaceSelector"]["matchExpressions"]
+        assert inference == [], "no source named: nothing may reach the inference ports"
+    assert all(p != {} and p.get("namespaceSelector") != {} for p in expected), "no peer may admit everything"
+    # Metrics: a rule of its own, for the scrapers only, and the only other rule.
+    metrics = _rule(policy, "metrics")
+    assert metrics["from"] == _peer(
+        _setting(case, "networkPolicy.metricsNamespaces", []),
+        _setting(case, "networkPolicy.metricsPodLabels", {}),
+        any_namespace=True,
+    )
+    assert len(policy["spec"]["ingress"]) == len(inference) + 1
+
+
+def test_network_policy_of_the_gateway_admits_listed_sources_and_lets_it_reach_only_triton_and_dns(
+    case: Case, rendered: Rendered
+) -> None:
+    if not (_setting(case, "networkPolicy.enabled", True) and _setting(case, "gateway.enabled", True)):
+        assert [p for p in rendered.of_kind("NetworkPolicy") if "gateway" in p["metadata"]["name"]] == []
+        return
+    policy = rendered.component("NetworkPolicy", "gateway")
+    gateway = rendered.component("Deployment", "gateway")
+    assert matches(policy["spec"]["podSelector"]["matchLabels"], pod_labels(gateway))
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert "http" in {p["name"] for p in container(pod_spec(gateway), "gateway")["ports"]}
+    expected = _peer(
+        _setting(case, "networkPolicy.gateway.allowedNamespaces", []),
+        _setting(case, "networkPolicy.gateway.allowedPodLabels", {}),
+        any_namespace=False,
+    ) + _setting(case, "networkPolicy.gateway.extraFrom", [])
+    # No source listed: the port is open to all (documented; the API key guards it).
+    assert rule.get("from") == (expected or None)
+    if not _setting(case, "networkPolicy.gateway.restrictEgress", True):
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        assert "egress" not in policy["spec"]
+        return
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    dns, triton, *extra = policy["spec"]["egress"]
+    assert dns == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    (to_triton,) = triton["to"]
+    assert matches(to_triton["podSelector"]["matchLabels"], pod_labels(rendered.component("Deployment", "triton")))
+    assert set(to_triton) == {"podSelector"}, "this release's Triton pods, in the release namespace"
+    assert triton["ports"] == [{"port": 8001, "protocol": "TCP"}]
+    triton_url = f"{rendered.named('Service', 'nemo-mistral-nemo-triton')['metadata']['name']}:8001"
+    assert triton_url in container(pod_spec(gateway), "gateway")["args"], "the port the egress rule opens"
+    assert extra == _setting(case, "networkPolicy.gateway.extraEgress", [])
+
+
+def test_network_policy_peers_follow_the_documented_selectors() -> None:
+    """Labels alone: pods of the release namespace (Triton, gateway) or of every namespace (metrics)."""
+    rendered = render(
+        values_from(
+            **{
+                "gateway.enabled": False,
+                "networkPolicy.allowedPodLabels": {"role": "llm-client"},
+                "networkPolicy.metricsPodLabels": {"app.kubernetes.io/name": "prometheus"},
+            }
+        )
+    )
+    policy = rendered.component("NetworkPolicy", "triton")
+    assert _rule(policy, "http", "grpc")["from"] == [{"podSelector": {"matchLabels": {"role": "llm-client"}}}]
+    assert _rule(policy, "metrics")["from"] == [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
     ]
-    allowed = _setting(case, "networkPolicy.allowedNamespaces", [])
-    assert namespaces == ([allowed] if allowed else [])
-    assert all(p != {} and p.get("namespaceSelector") != {} for p in peers), "no peer may admit everything"
+    policy = render(values_from(**{"networkPolicy.allowedNamespaces": ["shop"]})).component("NetworkPolicy", "triton")
+    assert _rule(policy, "http", "grpc")["from"][1] == {
+        "namespaceSelector": {
+            "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop"]}]
+        }
+    }
 
 
 def test_gateway_api_key_comes_from_a_secret(case: Case, rendered: Rendered) -> None:
+    gateway_secrets = [
+        s for s in rendered.of_kind("Secret") if s["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway"
+    ]
     if not _setting(case, "gateway.enabled", True):
-        assert rendered.of_kind("Secret") == []
+        assert gateway_secrets == []
         return
     gateway = container(pod_spec(rendered.component("Deployment", "gateway")), "gateway")
     key = env(gateway).get("NEMO_GATEWAY_API_KEY")
     if not _setting(case, "gateway.apiKey.enabled", True):
         assert key is None
         return
-    secrets = {s["metadata"]["name"]: s for s in rendered.of_kind("Secret")}
+    assert key is not None
+    secrets = {s["metadata"]["name"]: s for s in gateway_secrets}
     existing = _setting(case, "gateway.apiKey.existingSecret", "")
     if existing:
         assert key["secretKeyRef"]["name"] == existing
@@ -397,6 +496,179 @@ def test_gateway_api_key_comes_from_a_secret(case: Case, rendered: Rendered) -> 
     else:
         data = secrets[key["secretKeyRef"]["name"]]["data"][key["secretKeyRef"]["key"]]
         assert len(data) >= 48
+
+
+# --- Triton's admin APIs -----------------------------------------------------------------------------------
+
+SAMPLE_KEY = "Sample-admin_key.0123456789~"
+
+
+def test_triton_admin_apis_need_the_key_exactly_as_nemo_serve_restricts_them(case: Case, rendered: Rendered) -> None:
+    """The chart's flags are nemo-serve's (same API groups, same header): compared through serve.py itself."""
+    triton = container(pod_spec(rendered.component("Deployment", "triton")), "triton")
+    rank0, *workers = _ranks(triton)
+    flags = [a for a in rank0 if ADMIN_KEY_PLACEHOLDER in a]
+    assert [f.replace(ADMIN_KEY_PLACEHOLDER, SAMPLE_KEY) for f in flags] == restricted_api_arguments(SAMPLE_KEY)
+    for flag in flags:
+        apis, header = flag.split("=", 1)[1].rsplit(":", 1)
+        assert apis.split(",") == list(RESTRICTED_APIS)
+        assert header == f"{ADMIN_KEY_HEADER}={ADMIN_KEY_PLACEHOLDER}"
+    # Only rank 0 opens ports; the other ranks get no key.
+    assert not any(ADMIN_KEY_PLACEHOLDER in a for rank in workers for a in rank)
+    # The key reaches the launcher from the Secret, under the variable nemo-serve reads it from.
+    assert ADMIN_KEY_PLACEHOLDER[2:-1] == ADMIN_KEY_ENV
+    reference = env(triton)[ADMIN_KEY_ENV]["secretKeyRef"]
+    existing = _setting(case, "triton.adminKey.existingSecret", "")
+    assert reference == {
+        "name": existing or "nemo-mistral-nemo-triton-admin-key",
+        "key": _setting(case, "triton.adminKey.secretKey", "admin-key"),
+    }
+    secrets = {s["metadata"]["name"]: s for s in rendered.of_kind("Secret")}
+    if existing:
+        assert "nemo-mistral-nemo-triton-admin-key" not in secrets, "an existing Secret must not be shadowed"
+    else:
+        data = secrets[reference["name"]]["data"][reference["key"]]
+        assert 16 <= len(base64.b64decode(data)) <= 256
+
+
+def test_health_stays_open_so_probes_and_the_gateway_need_no_key(rendered: Rendered) -> None:
+    assert not {"health", "metadata", "inference", "model-config"} & set(RESTRICTED_APIS)
+    triton = container(pod_spec(rendered.component("Deployment", "triton")), "triton")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert triton[probe]["httpGet"]["path"].startswith("/v2/health/")
+        assert "httpHeaders" not in triton[probe]["httpGet"]
+    # Only the Triton container gets the admin key; the gateway, the build and the wait do not.
+    admin_secrets = {s["metadata"]["name"] for s in rendered.of_kind("Secret") if "admin" in s["metadata"]["name"]}
+    for workload in rendered.workloads():
+        for cont in containers(pod_spec(workload)):
+            if cont["name"] == "triton":
+                continue
+            assert ADMIN_KEY_ENV not in env(cont), cont["name"]
+            references = [v["secretKeyRef"]["name"] for v in env(cont).values() if isinstance(v, dict)]
+            assert not admin_secrets & set(references), cont["name"]
+
+
+def _manifests_without(rendered: Rendered, secret_name: str) -> str:
+    texts = [json.dumps(obj) for obj in rendered.objects if obj["metadata"]["name"] != secret_name]
+    return "\n".join([*texts, rendered.notes])
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["from-values", "generated"])
+def test_admin_key_appears_only_in_its_secret(given: bool) -> None:
+    key = "given-admin-key_0123456789"
+    rendered = render(values_from(**{"triton.adminKey.value": key}) if given else {})
+    secret = rendered.named("Secret", "nemo-mistral-nemo-triton-admin-key")
+    data = secret["data"]["admin-key"]
+    plain = base64.b64decode(data).decode()
+    if given:
+        assert plain == key
+    else:
+        assert len(plain) == 48
+    assert re.fullmatch(r"[A-Za-z0-9._~-]{16,256}", plain), "what nemo-serve and triton-start.sh accept"
+    elsewhere = _manifests_without(rendered, secret["metadata"]["name"])
+    assert plain not in elsewhere
+    assert data not in elsewhere
+    # The Secret itself carries it only in data.
+    assert plain not in json.dumps({k: v for k, v in secret.items() if k != "data"})
+
+
+def test_an_existing_admin_secret_is_used_and_none_is_created() -> None:
+    rendered = render(values_from(**{"triton.adminKey.existingSecret": "ops-triton-admin"}))
+    triton = container(pod_spec(rendered.component("Deployment", "triton")), "triton")
+    assert env(triton)[ADMIN_KEY_ENV] == {"secretKeyRef": {"name": "ops-triton-admin", "key": "admin-key"}}
+    assert [s["metadata"]["name"] for s in rendered.of_kind("Secret")] == ["nemo-mistral-nemo-gateway-api-key"]
+    assert "kubectl -n llm get secret ops-triton-admin" in rendered.notes
+
+
+# --- Pod security -------------------------------------------------------------------------------------------
+
+
+def test_pods_without_a_gpu_meet_the_restricted_pod_security_standard(rendered: Rendered) -> None:
+    for workload in rendered.workloads():
+        spec = pod_spec(workload)
+        if uses_gpu(spec):
+            continue
+        name = workload["metadata"]["name"]
+        assert restricted_profile_violations(spec) == [], name
+        # Beyond the standard: no API token, and a read-only root with a writable /tmp.
+        assert spec["automountServiceAccountToken"] is False, name
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for cont in containers(spec):
+            assert cont["securityContext"]["readOnlyRootFilesystem"] is True, (name, cont["name"])
+            tmp = next(m for m in cont["volumeMounts"] if m["mountPath"] == "/tmp")
+            assert "emptyDir" in volumes[tmp["name"]], (name, cont["name"])
+
+
+def test_gpu_pods_get_no_privilege_escalation_and_no_capabilities(rendered: Rendered) -> None:
+    gpu_pods = [w for w in rendered.workloads() if uses_gpu(pod_spec(w))]
+    assert gpu_pods, "Triton at least"
+    for workload in gpu_pods:
+        spec = pod_spec(workload)
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec["automountServiceAccountToken"] is False
+        for cont in containers(spec):
+            context = cont["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, cont["name"]
+            assert context["capabilities"]["drop"] == ["ALL"], cont["name"]
+            assert "add" not in context["capabilities"], cont["name"]
+        # With non-root GPU pods (every case here) the whole release meets "restricted".
+        assert restricted_profile_violations(spec) == [], workload["metadata"]["name"]
+
+
+def test_the_restricted_checker_finds_what_breaks_the_profile() -> None:
+    """Guards the tests above: a pod that breaks the standard must not pass."""
+    spec = pod_spec(render().component("Deployment", "gateway"))
+    assert restricted_profile_violations(spec) == []
+    broken = json.loads(json.dumps(spec))
+    broken["securityContext"].update(runAsNonRoot=False, runAsUser=0)
+    broken["hostNetwork"] = True
+    broken["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    gateway = broken["containers"][0]
+    gateway["securityContext"].update(allowPrivilegeEscalation=True, capabilities={"add": ["SYS_ADMIN"]})
+    gateway["ports"][0]["hostPort"] = 80
+    problems = "\n".join(restricted_profile_violations(broken))
+    for expected in (
+        "runAsUser 0",
+        "runAsNonRoot false",
+        "hostNetwork",
+        "hostPath",
+        "allowPrivilegeEscalation",
+        "do not drop ALL",
+        "add ['SYS_ADMIN']",
+        "hostPort 80",
+    ):
+        assert expected in problems
+    no_seccomp = json.loads(json.dumps(spec))
+    del no_seccomp["securityContext"]["seccompProfile"]
+    assert restricted_profile_violations(no_seccomp) == [
+        "container gateway: seccomp is not RuntimeDefault or Localhost"
+    ]
+
+
+def test_gpu_pods_take_their_own_security_context_and_the_gateway_keeps_the_restricted_one() -> None:
+    """E.g. root for an image that cannot do without it: only the GPU pods change (and false/0 do override)."""
+    rendered = render(
+        values_from(
+            **{
+                "triton.podSecurityContext": {"runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0},
+                "gateway.containerSecurityContext": {"readOnlyRootFilesystem": False},
+            }
+        )
+    )
+    for workload in rendered.workloads():
+        context = pod_spec(workload)["securityContext"]
+        if uses_gpu(pod_spec(workload)):
+            assert (context["runAsNonRoot"], context["runAsUser"], context["runAsGroup"]) == (False, 0, 0)
+            assert context["fsGroup"] == 10001 and context["seccompProfile"] == {"type": "RuntimeDefault"}
+        else:
+            assert (context["runAsNonRoot"], context["runAsUser"]) == (True, 10001)
+    gateway = container(pod_spec(rendered.component("Deployment", "gateway")), "gateway")
+    assert gateway["securityContext"]["readOnlyRootFilesystem"] is False
+    # Merged values keep their integer form (e.g. an OpenShift-range uid, not 1.00068e+09).
+    big = render(values_from(**{"triton.podSecurityContext": {"runAsUser": 1000680000}}))
+    deployment = big.component("Deployment", "triton")
+    assert pod_spec(deployment)["securityContext"]["runAsUser"] == 1000680000
+    kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
 
 
 # --- Engine cache, build modes, model source -------------------------------------------------------------

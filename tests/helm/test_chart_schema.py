@@ -68,6 +68,54 @@ REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
         "does not match",
     ),
     (
+        "admin key too short for nemo-serve's rule",
+        values_from(**{"triton.adminKey.value": "short-key"}),
+        "/triton/adminKey/value",
+        "minLength: got 9, want 16",
+    ),
+    (
+        "admin key with a character Triton's flag splits at",
+        values_from(**{"triton.adminKey.value": "admin:key=0123456789"}),
+        "/triton/adminKey/value",
+        "does not match pattern '^[A-Za-z0-9._~-]+$'",
+    ),
+    (
+        "admin key too long",
+        values_from(**{"triton.adminKey.value": "k" * 257}),
+        "/triton/adminKey/value",
+        "maxLength: got 257, want 256",
+    ),
+    (
+        "unknown admin key field",
+        values_from(**{"triton.adminKey.key": "0123456789abcdef"}),
+        "/triton/adminKey",
+        "'key' not allowed",
+    ),
+    (
+        "misspelt gateway network policy key",
+        values_from(**{"networkPolicy.gateway.allowedNamespace": ["ingress-nginx"]}),
+        "/networkPolicy/gateway",
+        "'allowedNamespace' not allowed",
+    ),
+    (
+        "pod label value with a space",
+        values_from(**{"networkPolicy.allowedPodLabels": {"role": "llm client"}}),
+        "/networkPolicy/allowedPodLabels/role",
+        "does not match",
+    ),
+    (
+        "egress rule with an unknown field",
+        values_from(**{"networkPolicy.gateway.extraEgress": [{"too": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]}),
+        "/networkPolicy/gateway/extraEgress/0",
+        "'too' not allowed",
+    ),
+    (
+        "unknown field in the GPU pods' security context",
+        values_from(**{"triton.podSecurityContext": {"runAsUSer": 1000}}),
+        "/triton/podSecurityContext",
+        "'runAsUSer' not allowed",
+    ),
+    (
         "negative scale-down window",
         values_from(**{"triton.autoscaling.scaleDown.stabilizationWindowSeconds": -1}),
         "/triton/autoscaling/scaleDown/stabilizationWindowSeconds",
@@ -112,6 +160,11 @@ FAILED: list[tuple[str, dict[str, Any], str]] = [
         "ingress without gateway",
         values_from(**{"gateway.enabled": False, "gateway.ingress.enabled": True}),
         "gateway.ingress.enabled needs gateway.enabled",
+    ),
+    (
+        "admin key given twice",
+        values_from(**{"triton.adminKey.existingSecret": "ops", "triton.adminKey.value": "0123456789abcdefXYZ"}),
+        "triton.adminKey.value and triton.adminKey.existingSecret exclude each other",
     ),
     (
         "grace period too short to drain",

@@ -18,9 +18,20 @@ from typing import Any
 
 import pytest
 
+from nemo_build.serve import ADMIN_KEY_ENV, restricted_api_arguments
 from tests.gpu_host.conformance import gpu_repository_problems
 from tests.gpu_host.host import GPUS, GpuHost
-from tests.helm.chart_support import CHART_DIR, build_container, render, values_from
+from tests.helm.chart_support import (
+    ADMIN_KEY_PLACEHOLDER,
+    CHART_DIR,
+    TRITON_LAUNCHER,
+    build_container,
+    container,
+    pod_spec,
+    render,
+    triton_command,
+    values_from,
+)
 
 SCRIPTS = CHART_DIR / "files"
 
@@ -234,9 +245,88 @@ def test_triton_waits_until_the_engine_of_its_spec_is_complete(sandbox: Sandbox)
         sandbox.run("wait-for-engine.sh", timeout=2.5, BUILD_SPEC='{"other": true}')
 
 
+FAKE_SERVER = f"""#!{sys.executable}
+# Stands in for tritonserver and mpirun: records how the launcher started it.
+import json, os, sys
+
+with open(os.environ["STARTED"], "w") as out:
+    json.dump({{"argv": sys.argv[1:], "environment": sorted(os.environ)}}, out)
+"""
+
+
+def _start_triton(
+    tmp_path: Path, key: str | None, values: dict[str, Any] | None = None, args: list[str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
+    """Runs triton-start.sh with the rendered Triton container's args (or `args`), stand-ins on PATH."""
+    triton = container(pod_spec(render(values).component("Deployment", "triton")), "triton")
+    tools = tmp_path / "bin"
+    tools.mkdir(exist_ok=True)
+    for name in ("tritonserver", "mpirun"):
+        _write_tool(tools / name, FAKE_SERVER)
+    started = tmp_path / "started.json"
+    started.unlink(missing_ok=True)
+    environment = {"PATH": f"{tools}:{os.environ['PATH']}", "STARTED": str(started)}
+    if key is not None:
+        environment[ADMIN_KEY_ENV] = key
+    assert TRITON_LAUNCHER[1] == "/opt/nemo/scripts/triton-start.sh"
+    command = ["bash", str(SCRIPTS / "triton-start.sh"), *(triton_command(triton) if args is None else args)]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=30, check=False)
+    return result, (json.loads(started.read_text()) if started.exists() else None)
+
+
+@pytest.mark.parametrize("profile", ["h100-fp8-tp1", "h100-fp8-tp2-128k"])
+def test_triton_starts_with_the_admin_key_from_the_environment_in_its_flags(tmp_path: Path, profile: str) -> None:
+    key = "Kube-secret_admin.key~0123456789"
+    values = values_from(**{"engine.profile": profile})
+    result, started = _start_triton(tmp_path, key, values)
+    assert result.returncode == 0, result.stderr
+    assert started is not None
+    rendered = triton_command(container(pod_spec(render(values).component("Deployment", "triton")), "triton"))
+    assert started["argv"] == [a.replace(ADMIN_KEY_PLACEHOLDER, key) for a in rendered[1:]]
+    # Exactly nemo-serve's flags, for rank 0.
+    flags = [a for a in started["argv"] if key in a]
+    assert flags == restricted_api_arguments(key)
+    # Triton, its ranks and its models do not inherit the key.
+    assert ADMIN_KEY_ENV not in started["environment"]
+
+
+def test_a_key_file_with_a_trailing_newline_is_meant_without_it(tmp_path: Path) -> None:
+    key = "0123456789abcdefXYZ"
+    result, started = _start_triton(tmp_path, key + "\n")
+    assert result.returncode == 0, result.stderr
+    assert started is not None
+    assert [a for a in started["argv"] if key in a] == restricted_api_arguments(key)
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        (None, "NEMO_TRITON_ADMIN_KEY is empty"),
+        ("", "NEMO_TRITON_ADMIN_KEY is empty"),
+        ("short-key", "16 to 256 characters from A-Z a-z 0-9 . _ ~ - (got 9 characters)"),
+        ("k" * 257, "(got 257 characters)"),
+        ("admin:key=0123456789", "16 to 256 characters"),
+        ("admin key 0123456789", "16 to 256 characters"),
+    ],
+    ids=["unset", "empty", "short", "long", "flag-separators", "space"],
+)
+def test_triton_does_not_start_with_a_key_nemo_serve_would_refuse(tmp_path: Path, key: str | None, reason: str) -> None:
+    result, started = _start_triton(tmp_path, key)
+    assert result.returncode == 2
+    assert reason in result.stderr
+    assert started is None
+
+
+def test_triton_does_not_start_without_the_restriction_flags(tmp_path: Path) -> None:
+    result, started = _start_triton(tmp_path, "0123456789abcdefXYZ", args=["tritonserver", "--model-repository=/r"])
+    assert result.returncode == 2
+    assert "refusing to start Triton with open admin APIs" in result.stderr
+    assert started is None
+
+
 def test_scripts_parse_and_ship_unchanged_in_the_config_map() -> None:
     (config_map,) = render().of_kind("ConfigMap")
-    for script in ("build-engine.sh", "wait-for-engine.sh", "triton-drain.sh"):
+    for script in ("build-engine.sh", "wait-for-engine.sh", "triton-drain.sh", "triton-start.sh"):
         subprocess.run(["bash", "-n", str(SCRIPTS / script)], check=True)
         assert config_map["data"][script].rstrip("\n") == (SCRIPTS / script).read_text().rstrip("\n")
 

@@ -180,9 +180,64 @@ Triton pods wait until the file holds exactly this text.
 {{- default (printf "%s-api-key" (include "mistral-nemo.gatewayName" .)) .Values.gateway.apiKey.existingSecret -}}
 {{- end -}}
 
+{{/*
+`.base` with `.override` merged on top, as JSON: maps merge key by key, any other value of the override wins,
+false and 0 included (sprig's mergeOverwrite skips those, so `runAsNonRoot: false` would not override).
+*/}}
+{{- define "mistral-nemo.merge" -}}
+{{- $merged := deepCopy .base -}}
+{{- range $key, $value := .override -}}
+{{- if and (kindIs "map" $value) (kindIs "map" (get $merged $key)) -}}
+{{- $_ := set $merged $key (include "mistral-nemo.merge" (dict "base" (get $merged $key) "override" $value) | fromJson) -}}
+{{- else -}}
+{{- $_ := set $merged $key (deepCopy $value) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $merged -}}
+{{- end -}}
+
 {{/* Container security context: the chart-wide one with a component's overrides merged on top. */}}
 {{- define "mistral-nemo.containerSecurityContext" -}}
-{{- toYaml (mergeOverwrite (deepCopy .ctx.Values.containerSecurityContext) (deepCopy .override)) -}}
+{{- include "mistral-nemo.merge" (dict "base" .ctx.Values.containerSecurityContext "override" .override) | fromJson | toYaml -}}
+{{- end -}}
+
+{{/* Pod security context of the GPU pods (Triton, the build Job): podSecurityContext with triton.podSecurityContext on top. */}}
+{{- define "mistral-nemo.gpuPodSecurityContext" -}}
+{{- include "mistral-nemo.merge" (dict "base" .Values.podSecurityContext "override" .Values.triton.podSecurityContext) | fromJson | toYaml -}}
+{{- end -}}
+
+{{- define "mistral-nemo.tritonAdminSecretName" -}}
+{{- default (include "mistral-nemo.componentName" (dict "ctx" . "component" "triton-admin-key")) .Values.triton.adminKey.existingSecret -}}
+{{- end -}}
+
+{{/*
+Triton's admin APIs and the header that must carry the admin key: the API groups and header of `nemo-serve`
+(build/nemo_build/serve.py RESTRICTED_APIS and ADMIN_KEY_HEADER; a chart test holds the two equal). Health,
+metadata, model config and inference stay open, so the probes and the gateway need no key.
+*/}}
+{{- define "mistral-nemo.tritonRestrictedApis" -}}shared-memory,model-repository,statistics,trace,logging{{- end -}}
+{{- define "mistral-nemo.tritonAdminKeyHeader" -}}nemo-admin-key{{- end -}}
+{{- define "mistral-nemo.tritonAdminKeyEnv" -}}NEMO_TRITON_ADMIN_KEY{{- end -}}
+
+{{/*
+One NetworkPolicyPeer from a list of namespace names and pod labels, as JSON, or "" when both are empty and
+`.anyNamespace` is false. Namespaces and labels together select those pods in those namespaces; labels alone
+select pods in the release namespace, or in every namespace with `.anyNamespace`; namespaces alone select
+every pod in them; neither selects every pod in every namespace (`.anyNamespace` only).
+*/}}
+{{- define "mistral-nemo.policyPeer" -}}
+{{- $peer := dict -}}
+{{- if .namespaces -}}
+{{- $_ := set $peer "namespaceSelector" (dict "matchExpressions" (list (dict "key" "kubernetes.io/metadata.name" "operator" "In" "values" .namespaces))) -}}
+{{- else if .anyNamespace -}}
+{{- $_ := set $peer "namespaceSelector" (dict) -}}
+{{- end -}}
+{{- with .podLabels -}}
+{{- $_ := set $peer "podSelector" (dict "matchLabels" .) -}}
+{{- end -}}
+{{- if $peer -}}
+{{- toJson $peer -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Node selector of GPU pods: triton.nodeSelector plus the GPU product label when pinned. */}}
@@ -237,6 +292,9 @@ topologySpreadConstraints:
 {{- end -}}
 {{- if and .Values.gateway.ingress.enabled (not .Values.gateway.enabled) -}}
 {{- fail "gateway.ingress.enabled needs gateway.enabled: the Ingress routes to the gateway" -}}
+{{- end -}}
+{{- if and .Values.triton.adminKey.existingSecret .Values.triton.adminKey.value -}}
+{{- fail "triton.adminKey.value and triton.adminKey.existingSecret exclude each other: the key is either in your Secret or in the one the chart creates" -}}
 {{- end -}}
 {{- $_ := include "mistral-nemo.tp" . -}}
 {{- $_ := include "mistral-nemo.quantization" . -}}
