@@ -1,12 +1,16 @@
 """Engine build profiles (``nemo_build/profiles/*.yaml``) and the ``trtllm-build`` command line they make.
 
 A profile names the GPU it targets, the checkpoint precision and TP size it expects, and under
-``trtllm_build`` the exact ``trtllm-build`` flags (name → value) with comments on why.
+``trtllm_build`` the exact ``trtllm-build`` flags (name → value) with comments on why. An optional
+``serving`` section holds what `nemo-build repository --target gpu` takes as defaults for engines built with
+the profile (``frontend_instances``: instances of each python frontend model). It is not part of the build:
+:meth:`Profile.as_dict` (what the engine build manifest records and compares) leaves it out, so changing it
+never rebuilds engines.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ REQUIRED_FLAGS = (
 # The command owns these: the profile may not set them.
 RESERVED_FLAGS = ("checkpoint_dir", "output_dir", "model_config", "build_config")
 PRECISIONS = ("fp8", "bf16")
+SERVING_KEYS = ("frontend_instances",)  # the keys a profile's `serving` section may set (positive integers)
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,12 @@ class Profile:
     tp: int
     flags: dict[str, Any]
     path: Path
+    serving: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def frontend_instances(self) -> int | None:
+        """Instances of each frontend model (chat, ensemble, pre/postprocessing) to serve these engines with."""
+        return self.serving.get("frontend_instances")
 
     def argv(self, checkpoint_dir: Path, output_dir: Path) -> list[str]:
         """The ``trtllm-build`` command for this profile."""
@@ -58,9 +69,10 @@ class Profile:
         """This profile with some `trtllm_build` flags replaced, validated as a profile file would be."""
         raw = self.as_dict()
         raw["trtllm_build"] = {**self.flags, **overrides}
-        return _parse(raw, self.path)
+        return replace(_parse(raw, self.path), serving=dict(self.serving))
 
     def as_dict(self) -> dict[str, Any]:
+        """The build side of the profile (without `serving`): what the engine build manifest records."""
         return {
             "name": self.name,
             "description": self.description,
@@ -133,6 +145,15 @@ def _parse(raw: Any, path: Path) -> Profile:
         problems.append("max_input_len is larger than max_seq_len")
     if flags.get("use_fp8_context_fmha") in ("enable", True) and raw["kv_cache"] != "fp8":
         problems.append("use_fp8_context_fmha needs an FP8 KV cache (kv_cache: fp8)")
+    serving = raw.get("serving") or {}
+    if not isinstance(serving, dict):
+        problems.append("serving must map setting names to values")
+        serving = {}
+    for key, value in serving.items():
+        if key not in SERVING_KEYS:
+            problems.append(f"serving.{key} is not a setting (accepted: {', '.join(SERVING_KEYS)})")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"serving.{key} is {value!r} (a positive integer)")
     if problems:
         raise BuildError(f"build profile {path} is invalid:\n  - " + "\n  - ".join(problems))
     return Profile(
@@ -144,4 +165,5 @@ def _parse(raw: Any, path: Path) -> Profile:
         tp=raw["tp"],
         flags=dict(flags),
         path=path,
+        serving=dict(serving),
     )

@@ -1,9 +1,19 @@
 """`nemo-build repository`: render the Triton model repository templates of `model_repository/`.
 
-A template directory holds one directory per model. A model whose directory has `gpu/` and `cpu/`
-subdirectories (`tensorrt_llm`) takes the one of the target; `${tensors}` in its config is filled
-with the model's shared `tensors.pbtxt`, so both variants expose the same tensor contract. Every
+A template directory holds one directory per model. A model whose directory has one subdirectory per
+target (`tensorrt_llm`: `gpu/`, `cpu/`, `stand-in/`) takes the one of the target; `${tensors}` in its config
+is filled with the model's shared `tensors.pbtxt`, so every variant exposes the same tensor contract. Every
 `config.pbtxt` is filled from :class:`RepositorySettings`; other files are copied as they are.
+
+Targets: `gpu` serves TensorRT-LLM engines (tensorrtllm backend); `cpu` runs a TensorRT-LLM checkpoint in
+the reference runtime (python backend); `stand-in` serves no model at all: a python `tensorrt_llm` with the
+CPU variant's tensors and batching that streams text tokens at `stand_in_tokens_per_s` per request
+(nemo_runtime.stand_in), for measuring the frontend models at GPU token rates on a CPU host. `cpu` and
+`stand-in` are served by the pytriton launcher of `nemo-serve`.
+
+The frontend models (`chat`, `ensemble`, `preprocessing`, `postprocessing`; all python models, so each
+instance is a stub process of its own) run `frontend_instances` instances each; `preprocessing_instances`
+and `postprocessing_instances` override it for those two.
 
 Nothing is written unless every placeholder is filled and every rendered config parses into Triton's
 `ModelConfig` protobuf under the name of its directory.
@@ -12,7 +22,8 @@ Beside the model directories the repository holds `manifest.json` (Triton loads 
 ignores files at the root): what `nemo-serve` and `make gpu-check` read instead of the rendered configs —
 
     {"kind": "nemo-build repository", "format": 1, "nemo_build": "0.1.0",
-     "target": "gpu" | "cpu", "model_dir": "/abs/engine-or-checkpoint", "served_model_name": "...",
+     "target": "gpu" | "cpu" | "stand-in", "model_dir": "/abs/engine-or-checkpoint-or-tekken.json",
+     "served_model_name": "...",
      "models": ["chat", ...], "tokenizer_file": "preprocessing/tekken.json", "settings": {every setting}}
 
 A repository without it (rendered before manifests, or by hand) is refused with the command that re-renders it.
@@ -33,9 +44,14 @@ from typing import Any
 from nemo_build import __version__
 from nemo_build.atomic_dir import atomic_directory
 from nemo_build.errors import BuildError
+from nemo_build.manifest import read_manifest, sha256_file
+from nemo_build.profiles import DEFAULT_PROFILE, load_profile
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
-TARGETS = ("gpu", "cpu")
+TARGETS = ("gpu", "cpu", "stand-in")
+STAND_IN = "stand-in"
+STAND_IN_DEFAULT_TOKENS_PER_S = 200.0  # per stream: a GPU's decode rate at a moderate batch
+GPU_DEFAULT_FRONTEND_INSTANCES = 4  # when the engine's build profile says nothing (serving.frontend_instances)
 # Package data: `templates` is the top-level model_repository/ (a link in the source tree, files in a wheel).
 TEMPLATES_DIR = Path(str(resources.files("nemo_build") / "templates"))
 SHARED_TENSORS_FILE = "tensors.pbtxt"
@@ -52,12 +68,14 @@ class RepositorySettings:
     """Every value the templates take. Booleans render as `true` / `false`."""
 
     target: str
-    model_dir: Path  # the engine directory (gpu) or the TensorRT-LLM checkpoint directory (cpu)
+    # the engine directory (gpu), the TensorRT-LLM checkpoint directory (cpu), the Tekken file (stand-in)
+    model_dir: Path
     max_batch_size: int
     max_input_len: int
     max_seq_len: int
-    preprocessing_instances: int = 1
-    postprocessing_instances: int = 1
+    frontend_instances: int = 1  # instances of chat, ensemble, preprocessing and postprocessing
+    preprocessing_instances: int | None = None  # None: frontend_instances
+    postprocessing_instances: int | None = None  # None: frontend_instances
     kv_cache_free_gpu_mem_fraction: float = 0.9
     batch_scheduler_policy: str = "max_utilization"
     enable_chunked_context: bool = True
@@ -66,8 +84,13 @@ class RepositorySettings:
     cancellation_check_period_ms: int = 100
     max_queue_delay_microseconds: int = 0
     served_model_name: str = DEFAULT_SERVED_MODEL_NAME
+    stand_in_tokens_per_s: float = STAND_IN_DEFAULT_TOKENS_PER_S  # stand-in: tokens per second per request
+    stand_in_end_after_tokens: int = 0  # stand-in: end (end_id) after this many tokens; 0: never
 
     def __post_init__(self) -> None:
+        for name in ("preprocessing_instances", "postprocessing_instances"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.frontend_instances)
         problems = []
         if self.target not in TARGETS:
             problems.append(f"target {self.target!r} (accepted: {', '.join(TARGETS)})")
@@ -78,9 +101,13 @@ class RepositorySettings:
         # prompt length up to the sequence limit); a prompt of max_seq_len tokens is refused per request.
         if self.max_input_len > self.max_seq_len:
             problems.append(f"max_input_len {self.max_input_len} may not exceed max_seq_len {self.max_seq_len}")
-        for name in ("preprocessing_instances", "postprocessing_instances"):
+        for name in ("frontend_instances", "preprocessing_instances", "postprocessing_instances"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} {getattr(self, name)} (must be >= 1)")
+        if not 0 < self.stand_in_tokens_per_s < float("inf"):
+            problems.append(f"stand_in_tokens_per_s {self.stand_in_tokens_per_s} (a positive number)")
+        if self.stand_in_end_after_tokens < 0:
+            problems.append(f"stand_in_end_after_tokens {self.stand_in_end_after_tokens} (>= 0; 0: never)")
         if not 0.0 < self.kv_cache_free_gpu_mem_fraction <= 1.0:
             problems.append(f"kv_cache_free_gpu_mem_fraction {self.kv_cache_free_gpu_mem_fraction} (in (0, 1])")
         if self.batch_scheduler_policy not in SCHEDULER_POLICIES:
@@ -101,7 +128,8 @@ class RepositorySettings:
             value = getattr(self, field.name)
             out[field.name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
         model_dir = str(self.model_dir.resolve())
-        out["engine_dir" if self.target == "gpu" else "checkpoint_dir"] = model_dir
+        if self.target != STAND_IN:
+            out["engine_dir" if self.target == "gpu" else "checkpoint_dir"] = model_dir
         del out["model_dir"]
         out["tokenizer_file"] = TOKENIZER_FILE
         return out
@@ -170,7 +198,7 @@ def validate_config(text: str, expected_name: str, source: str) -> Any:
 
 def _model_source(model_dir: Path, target: str) -> Path:
     variant = model_dir / target
-    if (model_dir / "gpu").is_dir() or (model_dir / "cpu").is_dir():
+    if any((model_dir / name).is_dir() for name in TARGETS):
         if not variant.is_dir():
             raise BuildError(f"{model_dir} has target variants but none for {target!r}")
         return variant
@@ -191,7 +219,7 @@ def render_repository(
         raise BuildError(f"tokenizer file {tokenizer} does not exist (pass the model's tekken.json)")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not replace)):
         raise BuildError(f"{out} already exists and is not empty; pass --replace, remove it or pass another --out")
-    values = settings.values()
+    values = {**settings.values(), "tokenizer_sha256": sha256_file(tokenizer)}
     model_dirs = sorted(path for path in templates.iterdir() if path.is_dir())
     if not model_dirs:
         raise BuildError(f"{templates} holds no model templates")
@@ -229,8 +257,8 @@ class RepositoryManifest:
     """What `manifest.json` says about a rendered repository."""
 
     path: Path  # the manifest file
-    target: str  # "gpu" (tensorrtllm backend, engines) or "cpu" (python reference runtime, a checkpoint)
-    model_dir: Path  # the engine directory (gpu) or the TensorRT-LLM checkpoint directory (cpu), absolute
+    target: str  # "gpu" (tensorrtllm backend, engines), "cpu" (python reference runtime, a checkpoint), "stand-in"
+    model_dir: Path  # the engine directory (gpu), the TensorRT-LLM checkpoint (cpu), the Tekken file (stand-in)
     served_model_name: str
     models: tuple[str, ...]
     settings: dict[str, Any]
@@ -267,8 +295,8 @@ def write_repository_manifest(repository: Path, settings: RepositorySettings, mo
 def read_repository_manifest(repository: Path) -> RepositoryManifest:
     """The manifest of a repository rendered by `nemo-build repository`; BuildError saying what to do otherwise."""
     rerender = (
-        "re-render it: `nemo-build repository --target gpu|cpu --engine DIR|--checkpoint DIR --tokenizer tekken.json "
-        f"--out {repository} --replace`"
+        "re-render it: `nemo-build repository --target gpu|cpu|stand-in --engine DIR|--checkpoint DIR "
+        f"--tokenizer tekken.json --out {repository} --replace`"
     )
     if not repository.is_dir():
         raise BuildError(f"{repository} is not a rendered model repository: no such directory; {rerender}")
@@ -324,18 +352,25 @@ def add_repository_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `repository` on the `nemo-build` subparsers; the handler is `run_repository`."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "repository",
-        help="render the Triton model repository (GPU engines or the CPU reference runtime)",
+        help="render the Triton model repository (GPU engines, the CPU reference runtime, or the stand-in engine)",
         description=(
             "Render model_repository/ templates into a servable Triton model repository. "
             "--target gpu serves TensorRT-LLM engines with the tensorrtllm backend (batch size and "
             "lengths default to the engine's build_config); --target cpu serves a TensorRT-LLM "
             "checkpoint with the reference runtime in a python model (lengths default to the "
-            "checkpoint's max_position_embeddings). Every config.pbtxt is validated against Triton's "
-            "ModelConfig before anything is written."
+            "checkpoint's max_position_embeddings); --target stand-in serves no model: a python "
+            "tensorrt_llm with the CPU model's tensors and in-flight batching that streams ordinary text "
+            "tokens at --stand-in-tokens-per-s per request, one engine step every 1/rate s for all running "
+            "requests (so the engine produces rate x running streams tokens/s), to measure the frontend "
+            "models at GPU token rates on a CPU host; it needs only --tokenizer (limits default to the "
+            f"{DEFAULT_PROFILE} profile's). Every config.pbtxt is validated against Triton's ModelConfig "
+            "before anything is written."
         ),
     )
-    parser.add_argument("--target", choices=TARGETS, required=True, help="gpu (engines) or cpu (checkpoint)")
-    source = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument(
+        "--target", choices=TARGETS, required=True, help="gpu (engines), cpu (checkpoint) or stand-in (no model)"
+    )
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--engine", type=Path, help="engine directory from `nemo-build engine` (gpu)")
     source.add_argument("--checkpoint", type=Path, help="checkpoint directory from `nemo-build checkpoint` (cpu)")
     parser.add_argument("--tokenizer", type=Path, required=True, help="the model's tekken.json")
@@ -344,18 +379,44 @@ def add_repository_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--replace", action="store_true", help="replace an existing --out (the new one is swapped in when complete)"
     )
     parser.add_argument("--templates", type=Path, default=TEMPLATES_DIR, help="template dir (%(default)s)")
-    parser.add_argument("--max-batch-size", type=int, help="concurrent sequences (gpu: engine's; cpu: 16)")
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        help=f"concurrent sequences (gpu: engine's; cpu: 16; stand-in: {DEFAULT_PROFILE}'s)",
+    )
     parser.add_argument("--max-input-len", type=int, help="longest prompt in tokens (gpu: engine's)")
     parser.add_argument("--max-seq-len", type=int, help="prompt + generated tokens (gpu: engine's)")
-    parser.add_argument("--preprocessing-instances", type=int, default=1, help="(default %(default)s)")
-    parser.add_argument("--postprocessing-instances", type=int, default=1, help="(default %(default)s)")
+    parser.add_argument(
+        "--frontend-instances",
+        type=int,
+        help="instances of each frontend model: chat, ensemble, preprocessing, postprocessing (gpu: the engine's "
+        f"build profile's serving.frontend_instances, else {GPU_DEFAULT_FRONTEND_INSTANCES}; cpu, stand-in: 1)",
+    )
+    parser.add_argument("--preprocessing-instances", type=int, help="override (default: --frontend-instances)")
+    parser.add_argument("--postprocessing-instances", type=int, help="override (default: --frontend-instances)")
     parser.add_argument("--kv-cache-free-gpu-mem-fraction", type=float, default=0.9, help="gpu (default %(default)s)")
     parser.add_argument("--batch-scheduler-policy", choices=SCHEDULER_POLICIES, default="max_utilization", help="gpu")
     parser.add_argument("--no-chunked-context", action="store_true", help="gpu: disable chunked context")
     parser.add_argument("--no-kv-cache-reuse", action="store_true", help="gpu: disable KV cache reuse")
-    parser.add_argument("--cancellation-check-period-ms", type=int, default=100, help="gpu (default %(default)s)")
+    parser.add_argument(
+        "--cancellation-check-period-ms",
+        type=int,
+        default=100,
+        help="gpu, stand-in: how often client cancellation is checked (default %(default)s)",
+    )
     parser.add_argument("--max-queue-delay-us", type=int, default=0, help="gpu dynamic batching queue delay")
     parser.add_argument("--served-model-name", default=DEFAULT_SERVED_MODEL_NAME, help="model name in responses")
+    parser.add_argument(
+        "--stand-in-tokens-per-s",
+        type=float,
+        help=f"stand-in: tokens per second per request (default {STAND_IN_DEFAULT_TOKENS_PER_S:g})",
+    )
+    parser.add_argument(
+        "--stand-in-end-after-tokens",
+        type=int,
+        help="stand-in: end a request that has an end_id after this many tokens (default 0: never, every "
+        "request streams exactly its max_tokens)",
+    )
     return parser
 
 
@@ -363,26 +424,61 @@ CPU_DEFAULT_MAX_BATCH_SIZE = 16
 CPU_DEFAULT_MAX_SEQ_LEN = 4096
 
 
+def profile_frontend_instances(engine_dir: Path) -> int:
+    """`serving.frontend_instances` of the profile the engines were built with (their build manifest names it),
+    GPU_DEFAULT_FRONTEND_INSTANCES when that profile is not a shipped one or the engines have no manifest."""
+    manifest = read_manifest(engine_dir) or {}
+    inputs = manifest.get("inputs")
+    profile = inputs.get("profile") if isinstance(inputs, dict) else None
+    name = profile.get("name") if isinstance(profile, dict) else None
+    if isinstance(name, str) and name:
+        try:
+            found = load_profile(name).frontend_instances
+        except BuildError:
+            found = None
+        if found is not None:
+            return found
+    return GPU_DEFAULT_FRONTEND_INSTANCES
+
+
 def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
-    """Flags over the engine's build limits (gpu) or the checkpoint's (cpu)."""
+    """Flags over the engine's build limits (gpu), the checkpoint's (cpu) or the default profile's (stand-in)."""
+    frontend_default = 1
     if args.target == "gpu":
         if args.engine is None:
             raise BuildError("--target gpu serves engines: pass --engine DIR (not --checkpoint)")
         model_dir: Path = args.engine
         limits = engine_limits(model_dir)
-    else:
+        frontend_default = profile_frontend_instances(model_dir)
+    elif args.target == "cpu":
         if args.checkpoint is None:
             raise BuildError("--target cpu runs a checkpoint: pass --checkpoint DIR (not --engine)")
         model_dir = args.checkpoint
         max_seq = min(checkpoint_max_positions(model_dir), CPU_DEFAULT_MAX_SEQ_LEN)
         limits = {"max_batch_size": CPU_DEFAULT_MAX_BATCH_SIZE, "max_input_len": max_seq // 2, "max_seq_len": max_seq}
+    else:
+        if args.engine is not None or args.checkpoint is not None:
+            raise BuildError("--target stand-in serves no model: pass neither --engine nor --checkpoint")
+        model_dir = args.tokenizer
+        flags = load_profile(DEFAULT_PROFILE).flags
+        limits = {key: int(flags[key]) for key in ("max_batch_size", "max_input_len", "max_seq_len")}
+    stand_in = {
+        "stand_in_tokens_per_s": args.stand_in_tokens_per_s,
+        "stand_in_end_after_tokens": args.stand_in_end_after_tokens,
+    }
+    if args.target != STAND_IN:
+        given = [f"--{key.replace('_', '-')}" for key, value in stand_in.items() if value is not None]
+        if given:
+            raise BuildError(f"{', '.join(given)} only apply to --target stand-in")
     chosen = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in limits.items()}
+    frontend = args.frontend_instances if args.frontend_instances is not None else frontend_default
     return RepositorySettings(
         max_batch_size=chosen["max_batch_size"],
         max_input_len=chosen["max_input_len"],
         max_seq_len=chosen["max_seq_len"],
         target=args.target,
         model_dir=model_dir,
+        frontend_instances=frontend,
         preprocessing_instances=args.preprocessing_instances,
         postprocessing_instances=args.postprocessing_instances,
         kv_cache_free_gpu_mem_fraction=args.kv_cache_free_gpu_mem_fraction,
@@ -392,6 +488,7 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         cancellation_check_period_ms=args.cancellation_check_period_ms,
         max_queue_delay_microseconds=args.max_queue_delay_us,
         served_model_name=args.served_model_name,
+        **{key: value for key, value in stand_in.items() if value is not None},
     )
 
 

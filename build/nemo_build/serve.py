@@ -348,9 +348,9 @@ class TritonServer:
         return f"http://{self.host}:{self.ports.http}"
 
     def _resolve_launcher(self, launcher: str) -> str:
-        if self.target == "cpu":
+        if self.target != "gpu":  # cpu and stand-in: python-backend models only
             if launcher not in ("auto", "pytriton"):
-                raise ServeError(f"launcher {launcher!r} serves GPU repositories; this one is CPU")
+                raise ServeError(f"launcher {launcher!r} serves GPU repositories; this one is {self.target}")
             return "pytriton"
         if launcher == "pytriton":
             raise ServeError("the pytriton wheel has no tensorrtllm backend; use --launcher local|docker")

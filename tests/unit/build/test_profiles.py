@@ -87,3 +87,16 @@ def test_single_flags_can_be_overridden_and_are_validated_again() -> None:
         profile.with_flags(parse_flag_overrides(["output_dir=/tmp/x"]))
     with pytest.raises(BuildError, match="write FLAG=VALUE"):
         parse_flag_overrides(["--max_batch_size", "8"])
+
+
+def test_the_serving_section_gives_frontend_defaults_and_never_changes_the_build(tmp_path: Path) -> None:
+    profile = load_profile("h100-fp8-tp1")
+    assert profile.frontend_instances == 4
+    assert "serving" not in profile.as_dict()  # what the engine manifest compares: serving changes never rebuild
+    assert profile.with_flags({"max_batch_size": 32}).frontend_instances == 4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(profile.path.read_text().replace("frontend_instances: 4", "frontend_instances: 0\n  threads: 2"))
+    with pytest.raises(BuildError) as err:
+        load_profile(bad)
+    assert "serving.frontend_instances is 0 (a positive integer)" in str(err.value)
+    assert "serving.threads is not a setting (accepted: frontend_instances)" in str(err.value)

@@ -15,6 +15,7 @@ from tritonclient.grpc import model_config_pb2
 import nemo_build
 from nemo_build.errors import BuildError
 from nemo_build.repository import (
+    GPU_DEFAULT_FRONTEND_INSTANCES,
     MANIFEST_FILE,
     TEMPLATES_DIR,
     add_repository_parser,
@@ -270,3 +271,86 @@ def test_an_existing_repository_is_not_overwritten(tmp_path: Path, tekken_path: 
             )
         )
     assert (out / "keep.txt").read_text() == "mine"
+
+
+FRONTEND_MODELS = ("chat", "ensemble", "preprocessing", "postprocessing")
+
+
+def instance_counts(repository: Path) -> dict[str, int]:
+    return {model: load(repository / model / "config.pbtxt").instance_group[0].count for model in FRONTEND_MODELS}
+
+
+def test_frontend_instances_scale_every_python_frontend_model(
+    tmp_path: Path, tekken_path: Path, checkpoint_dir: Path
+) -> None:
+    default = render(tmp_path / "d", tekken_path, "--target", "cpu", "--checkpoint", str(checkpoint_dir))
+    assert instance_counts(default) == dict.fromkeys(FRONTEND_MODELS, 1)
+    scaled = render(
+        tmp_path / "s", tekken_path, "--target", "cpu", "--checkpoint", str(checkpoint_dir),
+        "--frontend-instances", "3", "--postprocessing-instances", "2",
+    )  # fmt: skip
+    assert instance_counts(scaled) == {"chat": 3, "ensemble": 3, "preprocessing": 3, "postprocessing": 2}
+    assert read_repository_manifest(scaled).settings["frontend_instances"] == 3
+    with pytest.raises(BuildError, match=r"frontend_instances 0 \(must be >= 1\)"):
+        render(tmp_path / "z", tekken_path, "--target", "cpu", "--checkpoint", str(checkpoint_dir),
+               "--frontend-instances", "0")  # fmt: skip
+
+
+def test_gpu_frontend_instances_default_to_the_engine_build_profile(
+    tmp_path: Path, tekken_path: Path, engine_dir: Path
+) -> None:
+    from nemo_build.manifest import write_manifest
+    from nemo_build.profiles import load_profile
+
+    no_manifest = render(tmp_path / "a", tekken_path, "--target", "gpu", "--engine", str(engine_dir))
+    assert instance_counts(no_manifest) == dict.fromkeys(FRONTEND_MODELS, GPU_DEFAULT_FRONTEND_INSTANCES)
+    profile = load_profile("h200-fp8-tp1")
+    assert profile.frontend_instances is not None
+    write_manifest(engine_dir, {"inputs": {"profile": profile.as_dict()}})
+    from_profile = render(tmp_path / "b", tekken_path, "--target", "gpu", "--engine", str(engine_dir))
+    assert instance_counts(from_profile) == dict.fromkeys(FRONTEND_MODELS, profile.frontend_instances)
+    flag = render(
+        tmp_path / "c", tekken_path, "--target", "gpu", "--engine", str(engine_dir), "--frontend-instances", "2"
+    )
+    assert instance_counts(flag) == dict.fromkeys(FRONTEND_MODELS, 2)
+    assert gpu_repository_problems(flag) == []
+
+
+def test_stand_in_serves_the_tensor_contract_with_no_model(tmp_path: Path, tekken_path: Path, engine_dir: Path) -> None:
+    from nemo_build.profiles import DEFAULT_PROFILE, load_profile
+
+    out = render(tmp_path, tekken_path, "--target", "stand-in", "--stand-in-tokens-per-s", "1500")
+    gpu = render(tmp_path / "g", tekken_path, "--target", "gpu", "--engine", str(engine_dir))
+    assert models_and_files(out) == (MODELS, [MANIFEST_FILE])
+    config, gpu_config = load(out / "tensorrt_llm" / "config.pbtxt"), load(gpu / "tensorrt_llm" / "config.pbtxt")
+    assert config.backend == "python" and config.model_transaction_policy.decoupled
+    assert list(config.input) == list(gpu_config.input) and list(config.output) == list(gpu_config.output)
+    assert "stand_in" in (out / "tensorrt_llm" / "1" / "model.py").read_text()
+    params = {key: value.string_value for key, value in config.parameters.items()}
+    assert (params["tokens_per_s"], params["end_after_tokens"]) == ("1500.0", "0")
+    flags = load_profile(DEFAULT_PROFILE).flags
+    assert config.max_batch_size == flags["max_batch_size"]
+    pre = load(out / "preprocessing" / "config.pbtxt").parameters
+    assert int(pre["max_seq_len"].string_value) == flags["max_seq_len"]
+    manifest = read_repository_manifest(out)
+    assert manifest.target == "stand-in" and manifest.settings["stand_in_tokens_per_s"] == 1500.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "phrase"),
+    [
+        (["--target", "stand-in", "--checkpoint", "{ckpt}"], "pass neither --engine nor --checkpoint"),
+        (
+            ["--target", "cpu", "--checkpoint", "{ckpt}", "--stand-in-tokens-per-s", "9"],
+            "only apply to --target stand-in",
+        ),
+        (["--target", "stand-in", "--stand-in-tokens-per-s", "0"], "stand_in_tokens_per_s 0.0 \\(a positive number\\)"),
+        (["--target", "stand-in", "--stand-in-end-after-tokens", "-1"], "stand_in_end_after_tokens -1"),
+    ],
+)
+def test_stand_in_options_are_checked(
+    tmp_path: Path, tekken_path: Path, checkpoint_dir: Path, argv: list[str], phrase: str
+) -> None:
+    argv = [a.format(ckpt=checkpoint_dir) for a in argv]
+    with pytest.raises(BuildError, match=phrase):
+        run_repository(parse_args(*argv, "--tokenizer", str(tekken_path), "--out", str(tmp_path / "repo")))
