@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, Literal, TypedDict, TypeVar, overload
 
 import numpy as np
@@ -27,6 +28,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from tritonclient.grpc import service_pb2
 from typing_extensions import NotRequired, Unpack
 
+from nemo_client.direct import DirectChat
 from nemo_client.triton_transport import RetryPolicy, TritonTransport, deadline_after
 from nemo_protocol.errors import APIError, BadRequestError, ServerError, error_from_body
 from nemo_protocol.json_values import check_json_value
@@ -164,8 +166,17 @@ class AsyncNemoClient:
         headers: Mapping[str, str] | None = None,
         chat_model: str = CHAT_MODEL,
         text_model: str = TEXT_MODEL,
+        direct: bool = False,
+        tokenizer_file: str | Path | None = None,
     ) -> None:
+        """``direct``: render prompts and parse outputs here and stream `tensorrt_llm` itself (see
+        :mod:`nemo_client.direct`; needs the ``build`` extra's nemo_serving and the model's Tekken file,
+        ``tokenizer_file``, by default mistral-common's copy); otherwise the ``chat`` model does it in Triton."""
         self.url = url
+        self.direct = direct
+        self._tokenizer_file = None if tokenizer_file is None else Path(tokenizer_file)
+        self._direct_chat: DirectChat | None = None
+        self._direct_lock = asyncio.Lock()
         self.model = model
         self.timeout = timeout
         self.chat_model = chat_model
@@ -204,6 +215,17 @@ class AsyncNemoClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+    async def _direct_events(
+        self, body: Mapping[str, Any], timeout: float | None
+    ) -> tuple[str, AsyncIterator[dict[str, Any]]]:
+        deadline = deadline_after(self.timeout if timeout is None else timeout)
+        async with self._direct_lock:
+            if self._direct_chat is None:
+                self._direct_chat = await DirectChat.connect(
+                    self._transport, chat_model=self.chat_model, tokenizer_file=self._tokenizer_file, deadline=deadline
+                )
+        return self._direct_chat.start(body, deadline=deadline)
 
     async def _responses(
         self, model: str, inputs: Mapping[str, Any], timeout: float | None
@@ -247,22 +269,27 @@ class AsyncChatCompletions:
     async def create_from_body(
         self, body: Mapping[str, Any], *, timeout: float | None = None, raw: bool = False
     ) -> Any:
-        """Send an already-built OpenAI request body as it is (the gateway's path); the server validates it.
+        """Send an already-built OpenAI request body as it is (the gateway's path); the server validates it
+        (on the direct path, the chat core in this process does).
 
         With ``raw`` the results are the server's JSON objects (dicts), not typed objects: a proxy that
         only forwards them skips building and dumping pydantic models.
         """
         check_json_value(body)  # text the wire cannot carry is the caller's error, named, not a crash
-        request_id, responses = await self._client._responses(
-            self._client.chat_model, {"request": [json.dumps(body, ensure_ascii=False)]}, timeout
-        )
+        if self._client.direct:
+            request_id, events = await self._client._direct_events(body, timeout)
+        else:
+            request_id, responses = await self._client._responses(
+                self._client.chat_model, {"request": [json.dumps(body, ensure_ascii=False)]}, timeout
+            )
+            events = _chat_events(responses)
         if body.get("stream"):
             parse_chunk = _as_is if raw else ChatCompletionChunk.model_validate
-            stream = AsyncStream(_parsed(responses, parse_chunk), request_id)
+            stream = AsyncStream(_parsed(events, parse_chunk), request_id)
             # A refused request raises here rather than at the first read, so that callers (and the
             # gateway's status code) learn of it before they start streaming.
             return await stream.started()
-        return await _single(_parsed(responses, _as_is if raw else ChatCompletion.model_validate))
+        return await _single(_parsed(events, _as_is if raw else ChatCompletion.model_validate))
 
 
 class AsyncCompletions:
@@ -376,7 +403,8 @@ def _utf8(text: str, param: str) -> bytes:
         ) from None
 
 
-async def _parsed(responses: AsyncIterator[dict[str, Any]], parse: Callable[[Any], T]) -> AsyncIterator[T]:
+async def _chat_events(responses: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects the ``chat`` model answers with, one per response."""
     try:
         async for outputs in responses:
             for raw in outputs.get("response", []):
@@ -386,10 +414,20 @@ async def _parsed(responses: AsyncIterator[dict[str, Any]], parse: Callable[[Any
                     # cancelling a stream that is about to end.
                     with contextlib.suppress(APIError, asyncio.TimeoutError):
                         await asyncio.wait_for(_drain(responses), timeout=5)
-                    raise error_from_body(body)
-                yield parse(body)
+                yield body
     finally:
         await responses.aclose()  # type: ignore[attr-defined]
+
+
+async def _parsed(events: AsyncIterator[dict[str, Any]], parse: Callable[[Any], T]) -> AsyncIterator[T]:
+    """Chat events as results; an error event raises its APIError."""
+    try:
+        async for body in events:
+            if "error" in body:
+                raise error_from_body(body)
+            yield parse(body)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 def _as_is(body: Any) -> Any:

@@ -35,7 +35,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: GatewaySettings = app.state.settings
-    client = AsyncNemoClient(settings.triton_url, model=settings.served_model_name, timeout=settings.request_timeout_s)
+    client = AsyncNemoClient(
+        settings.triton_url,
+        model=settings.served_model_name,
+        timeout=settings.request_timeout_s,
+        direct=settings.direct,
+        tokenizer_file=settings.tokenizer_file,
+    )
     app.state.client = client
     try:
         yield

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from nemo_gateway.app import create_app
 from nemo_gateway.settings import DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_TRITON_URL, GatewaySettings
@@ -14,6 +15,7 @@ from nemo_protocol.request_limits import RequestLimits
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 API_KEY_ENV = "NEMO_GATEWAY_API_KEY"
+CHAT_PATHS = ("direct", "chat-model")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--served-model-name",
         default=os.environ.get("NIM_SERVED_MODEL_NAME", DEFAULT_SERVED_MODEL_NAME),
         help="model name clients use (env NIM_SERVED_MODEL_NAME)",
+    )
+    parser.add_argument(
+        "--chat-path",
+        choices=CHAT_PATHS,
+        default=os.environ.get("NEMO_GATEWAY_CHAT_PATH", "direct"),
+        help="direct: this process renders prompts, streams Triton's tensorrt_llm model and parses the output "
+        "(the same code as the chat model; no python inside Triton on the token path, so frontend work scales "
+        "with gateway replicas); chat-model: forward to Triton's chat model (env NEMO_GATEWAY_CHAT_PATH)",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=os.environ.get("NEMO_TOKENIZER_FILE"),
+        help="the model's tekken.json for the direct path; it must be the file the repository was rendered with "
+        "(checked by SHA-256). Default: mistral-common's copy of the NeMo file (env NEMO_TOKENIZER_FILE)",
     )
     add_limit_arguments(parser.add_argument_group("request limits (400 naming the field; 413 for the body size)"))
     parser.add_argument(
@@ -113,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         api_key=os.environ.get(API_KEY_ENV) or None,
         limits=RequestLimits(**{field: getattr(args, field) for field, _, _ in LIMIT_FLAGS.values()}),
         request_timeout_s=args.request_timeout,
+        direct=args.chat_path == "direct",
+        tokenizer_file=args.tokenizer,
     )
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nemo_protocol.request_limits import RequestLimits
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
@@ -23,3 +24,9 @@ class GatewaySettings:
     """Bounds on one request: body size (413 before it is read whole), nesting, messages, tools, stop, tokens."""
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     """Seconds one upstream call may take, a stream included."""
+    direct: bool = True
+    """Chat on the direct path: the gateway renders prompts and parses outputs itself and streams Triton's
+    ``tensorrt_llm`` model (no python inside Triton on the token path); False: through Triton's ``chat`` model."""
+    tokenizer_file: Path | None = None
+    """The model's ``tekken.json`` for the direct path (None: mistral-common's copy of the NeMo file); it must be
+    the file the repository was rendered with (checked by SHA-256 against the ``chat`` model's config)."""

@@ -34,8 +34,8 @@ class APIError(NemoError):
         self.code = code
 
     def to_openai(self) -> ErrorBody:
-        """The body an OpenAI-compatible server answers with."""
-        return error_body(self.message, error_type=self.error_type, param=self.param, code=self.code)
+        """The body an OpenAI-compatible server answers with; its message names ``param`` (as ``str()`` does)."""
+        return error_body(str(self), error_type=self.error_type, param=self.param, code=self.code)
 
 
 class BadRequestError(APIError, ValueError):

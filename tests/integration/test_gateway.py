@@ -67,23 +67,23 @@ def sdk(gateway: str) -> openai.OpenAI:
 
 
 @pytest.fixture(scope="module")
-def direct(url: str) -> Iterator[NemoClient]:
+def grpc_client(url: str) -> Iterator[NemoClient]:
     with NemoClient(url, timeout=120) as client:
         yield client
 
 
-def test_openai_sdk_chat_equals_nemo_client(sdk: openai.OpenAI, direct: NemoClient) -> None:
+def test_openai_sdk_chat_equals_nemo_client(sdk: openai.OpenAI, grpc_client: NemoClient) -> None:
     for params in ({"temperature": 0}, {"temperature": 1.0, "seed": 11}):
         via_gateway = sdk.chat.completions.create(model=SERVED, messages=FRANCE, **params)
-        via_grpc = direct.chat.completions.create(messages=FRANCE, **params)
+        via_grpc = grpc_client.chat.completions.create(messages=FRANCE, **params)
         assert via_gateway.choices[0].message.content == via_grpc.choices[0].message.content
         assert via_gateway.choices[0].finish_reason == "stop"
         assert via_gateway.usage == via_grpc.usage
         assert via_gateway.model == via_grpc.model
 
 
-def test_openai_sdk_streaming(sdk: openai.OpenAI, direct: NemoClient) -> None:
-    whole = direct.chat.completions.create(messages=FRANCE, temperature=0).choices[0].message.content
+def test_openai_sdk_streaming(sdk: openai.OpenAI, grpc_client: NemoClient) -> None:
+    whole = grpc_client.chat.completions.create(messages=FRANCE, temperature=0).choices[0].message.content
     chunks = list(sdk.chat.completions.create(model=SERVED, messages=FRANCE, temperature=0, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole
     assert chunks[-1].choices[0].finish_reason == "stop"
@@ -96,11 +96,11 @@ def test_openai_sdk_streaming(sdk: openai.OpenAI, direct: NemoClient) -> None:
     assert with_usage[-1].usage is not None and with_usage[-1].usage.completion_tokens > 0
 
 
-def test_openai_sdk_tool_round_trip(sdk: openai.OpenAI, direct: NemoClient) -> None:
+def test_openai_sdk_tool_round_trip(sdk: openai.OpenAI, grpc_client: NemoClient) -> None:
     reply = sdk.chat.completions.create(model=SERVED, messages=PARIS_WEATHER, tools=[WEATHER_TOOL], temperature=0)
     assert reply.choices[0].finish_reason == "tool_calls"
     [call] = reply.choices[0].message.tool_calls
-    same = direct.chat.completions.create(messages=PARIS_WEATHER, tools=[WEATHER_TOOL], temperature=0)
+    same = grpc_client.chat.completions.create(messages=PARIS_WEATHER, tools=[WEATHER_TOOL], temperature=0)
     assert (call.function.name, call.function.arguments) == (
         same.choices[0].message.tool_calls[0].function.name,
         same.choices[0].message.tool_calls[0].function.arguments,
@@ -122,10 +122,11 @@ def test_openai_sdk_tool_round_trip(sdk: openai.OpenAI, direct: NemoClient) -> N
     assert answer.choices[0].message.content == "It is sunny and 18 degrees in Paris."
 
 
-def test_openai_sdk_completions_and_models(sdk: openai.OpenAI, direct: NemoClient) -> None:
+def test_openai_sdk_completions_and_models(sdk: openai.OpenAI, grpc_client: NemoClient) -> None:
     text = sdk.completions.create(model=SERVED, prompt="Hello", max_tokens=8, temperature=0)
     assert (
-        text.choices[0].text == direct.completions.create(prompt="Hello", max_tokens=8, temperature=0).choices[0].text
+        text.choices[0].text
+        == grpc_client.completions.create(prompt="Hello", max_tokens=8, temperature=0).choices[0].text
     )
     assert text.choices[0].finish_reason == "length"
     assert [m.id for m in sdk.models.list()] == [SERVED]

@@ -162,7 +162,7 @@ def test_an_ensemble_refusal_is_a_400_naming_the_completion_field(
         assert response.status_code == 400, response.text
         error = error_of(response)
         assert error["param"] == param and error["type"] == "invalid_request_error"
-        assert error["message"] == message.partition(": ")[2]
+        assert error["message"] == f"{param}: " + message.partition(": ")[2]  # named by the field the client sent
     assert gw.sample("nemo_gateway_requests_total", endpoint="completions", status="400") == 2
 
 

@@ -1,0 +1,116 @@
+"""The direct path: the chat core runs in this process and streams the `tensorrt_llm` model itself.
+
+Through the Triton ``chat`` model a token crosses Triton twice and a python stub once on its way to the
+caller. Here the caller renders the prompt (Tekken, v3 chat template, tools), sends the ids to
+`tensorrt_llm` and turns the ids that come back into OpenAI objects, with the same code the ``chat`` model
+runs (``nemo_serving.chat.ChatEndpoint``), so the ids, text, tool calls, stop handling and usage are the
+same. On a GPU the token path inside Triton is then the tensorrtllm backend alone (C++); the frontend work
+scales with the callers (gateway pods, backend services) instead of one python process per instance.
+
+What the core needs to know of the deployment is read once from the ``chat`` model's config (Triton's
+read-only model-config API): the served model name, the engine's length limits and target. The Tekken file
+is local (the model's ``tekken.json``, or mistral-common's copy of the same file); its SHA-256 must match
+the one the repository was rendered with, so that both sides count the same tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tritonclient.grpc import service_pb2
+
+from nemo_client.triton_transport import TritonTransport
+from nemo_protocol.errors import ServerError
+from nemo_protocol.request_ids import new_request_id
+from nemo_protocol.tekken import Tekkenizer, default_tekken_path
+
+if TYPE_CHECKING:
+    from nemo_serving.chat import ChatEndpoint, PreparedChat
+
+ENGINE_MODEL = "tensorrt_llm"
+CHAT_CONFIG_KEYS = ("served_model_name", "max_input_len", "max_seq_len", "target")
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class DirectChat:
+    """Chat completions served by :class:`~nemo_serving.chat.ChatEndpoint` here over a `tensorrt_llm` stream."""
+
+    def __init__(self, endpoint: ChatEndpoint, transport: TritonTransport, engine_model: str = ENGINE_MODEL) -> None:
+        self.endpoint = endpoint
+        self._transport = transport
+        self._engine_model = engine_model
+
+    @classmethod
+    async def connect(
+        cls,
+        transport: TritonTransport,
+        *,
+        chat_model: str,
+        tokenizer_file: Path | None,
+        deadline: float,
+        engine_model: str = ENGINE_MODEL,
+    ) -> DirectChat:
+        """The core configured as the deployment's ``chat`` model is; ServerError when they cannot agree."""
+        from nemo_serving.chat import ChatEndpoint
+        from nemo_serving.preprocessing import LengthLimits
+
+        config = await transport.unary(
+            "ModelConfig", service_pb2.ModelConfigRequest(name=chat_model), deadline=deadline
+        )
+        parameters = {key: value.string_value for key, value in config.config.parameters.items()}
+        missing = [key for key in CHAT_CONFIG_KEYS if not parameters.get(key)]
+        if missing:
+            raise ServerError(
+                f"the {chat_model!r} model's config lacks {', '.join(missing)}: render the repository with this "
+                "version of nemo-build, or use the server path (direct=False)"
+            )
+        tekken = Path(tokenizer_file) if tokenizer_file is not None else default_tekken_path()
+        expected = parameters.get("tokenizer_sha256")
+        if expected and file_sha256(tekken) != expected:
+            raise ServerError(
+                f"the Tekken file {tekken} is not the one the deployment serves with (SHA-256 {expected}): "
+                "pass the model's tekken.json as tokenizer_file"
+            )
+        endpoint = ChatEndpoint(
+            Tekkenizer.from_file(tekken),
+            LengthLimits(int(parameters["max_input_len"]), int(parameters["max_seq_len"])),
+            parameters["served_model_name"],
+            supports_penalties=parameters["target"] == "gpu",
+        )
+        return cls(endpoint, transport, engine_model)
+
+    def start(self, body: Mapping[str, Any], *, deadline: float) -> tuple[str, AsyncIterator[dict[str, Any]]]:
+        """Validate and render ``body`` now (BadRequestError naming the field); the events follow as they come."""
+        chat = self.endpoint.prepare_body(body)
+        request_id = new_request_id(numeric=True)  # the tensorrtllm backend keys requests by integer ids
+        return request_id, self._events(chat, request_id, deadline)
+
+    async def _events(self, chat: PreparedChat, request_id: str, deadline: float) -> AsyncIterator[dict[str, Any]]:
+        from nemo_serving.contract import output_token_ids
+
+        responder = self.endpoint.responder(chat)
+        responses = self._transport.stream(
+            self._engine_model, chat.generation.to_inputs(), request_id=request_id, deadline=deadline
+        )
+        try:
+            # The response starts once the engine answered: it runs the request then, or refused it (an error,
+            # raised before any event, as the chat model's refusals are).
+            first = await anext(responses, None)
+            for event in responder.start():
+                yield event
+            outputs = first
+            while outputs is not None and not responder.stopped:
+                ids = output_token_ids(outputs.get("output_ids"), outputs.get("sequence_length"))
+                for event in responder.feed(ids):
+                    yield event
+                outputs = await anext(responses, None)
+        finally:
+            await responses.aclose()  # type: ignore[attr-defined]  # early: cancels the generation, freeing its slot
+        for event in responder.finish():
+            yield event
