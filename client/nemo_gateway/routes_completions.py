@@ -43,9 +43,13 @@ async def chat_completions(
 ) -> Response:
     settings.limits.check_chat(body)
     stream_options = body.get("stream_options")
-    wants_usage = isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
-    # A malformed stream_options goes to the server as it is, which refuses it naming the field.
-    if body.get("stream") and (stream_options is None or isinstance(stream_options, dict)):
+    wants_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+    # A malformed stream_options (include_usage not a boolean included) goes to the server as it is, which
+    # refuses it naming the field.
+    well_formed = stream_options is None or (
+        isinstance(stream_options, dict) and isinstance(stream_options.get("include_usage", False), bool | None)
+    )
+    if body.get("stream") and well_formed:
         # Usage is always asked for so that the token metrics see streams; the caller gets it only when
         # they asked for it.
         body = {**body, "stream_options": {**(stream_options or {}), "include_usage": True}}

@@ -73,7 +73,7 @@ def test_configured_limits_refuse_completion_bodies(make_gateway: MakeGateway) -
     assert gw.upstream.bodies == []
 
 
-@pytest.mark.parametrize("options", [[None, None], "x", 3])
+@pytest.mark.parametrize("options", [[None, None], "x", 3, {"include_usage": "yes"}, {"include_usage": 1}])
 def test_a_malformed_stream_options_goes_upstream_untouched(gateway: Gateway, options: object) -> None:
     # The chat model refuses it naming the field (tests/unit/serving); the gateway must not crash on it.
     response = gateway.http.post(
