@@ -253,6 +253,15 @@ def test_gateway_probes_hit_its_health_endpoints(case: Case, rendered: Rendered)
     assert gateway["args"][gateway["args"].index("--port") + 1] == str(port)
 
 
+def test_gateway_chat_path_is_direct_unless_the_values_say_chat_model() -> None:
+    from nemo_gateway.cli import build_parser
+
+    for values, expected in (({}, "direct"), ({"gateway.chatPath": "chat-model"}, "chat-model")):
+        args = container(pod_spec(render(values_from(**values)).component("Deployment", "gateway")), "gateway")["args"]
+        assert args[args.index("--chat-path") + 1] == expected
+        assert build_parser().parse_args(args[1:]).chat_path == expected  # the gateway's own parser takes them
+
+
 def test_gateway_off_renders_no_gateway_objects() -> None:
     rendered = render(values_from(**{"gateway.enabled": False}))
     components = {obj["metadata"]["labels"]["app.kubernetes.io/component"] for obj in rendered.objects}

@@ -116,6 +116,12 @@ REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
         "'runAsUSer' not allowed",
     ),
     (
+        "unknown gateway chat path",
+        values_from(**{"gateway.chatPath": "python"}),
+        "/gateway/chatPath",
+        "value must be one of",
+    ),
+    (
         "negative scale-down window",
         values_from(**{"triton.autoscaling.scaleDown.stabilizationWindowSeconds": -1}),
         "/triton/autoscaling/scaleDown/stabilizationWindowSeconds",
