@@ -1,8 +1,8 @@
 """Reliability tests against a real Triton (CPU, tiny model) and a real nemo-gateway, all on 127.0.0.1.
 
 ``make test`` runs the quick variants; ``make test-reliability`` sets ``NEMO_RELIABILITY=full`` for the
-long ones (a soak of several minutes, a longer fuzz pass). Every server started here is stopped with
-its whole process group, also when a test fails.
+long ones (a soak of several minutes, a longer fuzz pass, each hostile input sent ten times). Every server
+started here is stopped with its whole process group, also when a test fails.
 """
 
 from __future__ import annotations
@@ -27,9 +27,21 @@ class Budget:
     soak_seconds: float
     soak_streams: int
     fuzz_examples: int
+    hostile_repeats: int
+    """How many times the hostile-input suite sends each variant of each kind."""
+    hostile_streams: int
+    """Well-formed streams kept running meanwhile."""
+    slow_reader_tokens: int
+    """Length of the streams the slow readers read."""
 
 
-BUDGET = Budget(soak_seconds=240, soak_streams=64, fuzz_examples=400) if FULL else Budget(25, 64, 40)
+BUDGET = (
+    Budget(soak_seconds=240, soak_streams=64, fuzz_examples=400, hostile_repeats=10, hostile_streams=8,
+           slow_reader_tokens=1000)
+    if FULL
+    else Budget(soak_seconds=25, soak_streams=64, fuzz_examples=40, hostile_repeats=1, hostile_streams=3,
+                slow_reader_tokens=200)
+)  # fmt: skip
 
 
 @dataclass
