@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 test: setup lint ## lint, then run the whole test suite (unit, integration on a real Triton, chart)
 	$(BIN)/python -m pytest tests --ignore=tests/bench $(PYTEST_ARGS)
 
-test-reliability: setup ## reliability at full length (minutes-long 64-stream soak, faults, 400-example fuzz) on a real CPU Triton
+test-reliability: setup ## reliability at full length (minutes-long 64-stream soak, faults, 400-example fuzz, hostile input x10) on a real CPU Triton
 	NEMO_RELIABILITY=full $(BIN)/python -m pytest tests/reliability -rxX $(PYTEST_ARGS)
 
 lint: setup ## ruff check + format check + mypy (strict on the client API and the protocol)
