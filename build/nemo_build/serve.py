@@ -400,6 +400,11 @@ class TritonServer:
                 start_new_session=True,
             )
 
+    @property
+    def pid(self) -> int | None:
+        """The tritonserver process (its python stubs are its children), while started."""
+        return None if self._process is None else self._process.pid
+
     def exit_status(self) -> int | None:
         """The server's exit status once it has exited, else None."""
         return None if self._process is None else self._process.poll()

@@ -1,8 +1,9 @@
 """Triton python model `chat`: OpenAI chat-completions JSON in, OpenAI JSON out (nemo_serving.chat).
 
-Each request is served on its own thread over a streaming `tensorrt_llm` request, so requests overlap
-and tensorrt_llm batches them. Every response carries one JSON object in `response`; ids that queued up
-while a response was sent go out in the next one (nemo_serving.token_stream).
+Each request is admitted in `execute` (validated, rendered, its `tensorrt_llm` request started) and then
+streamed on its own thread, so requests overlap and tensorrt_llm batches them, and concurrent requests
+spread over the model's instances. Every response carries one JSON object in `response`; ids that queued
+up while a response was sent go out in the next one (nemo_serving.token_stream).
 """
 
 import json
@@ -29,30 +30,44 @@ class TritonPythonModel:
         )
 
     def execute(self, requests: list) -> None:
+        # Admission (parse, validate, render, start the generation) runs here and holds this instance, so that
+        # requests arriving meanwhile go to the model's other instances; the token stream runs on a thread.
         for request in requests:
-            threading.Thread(target=self._serve, args=(request,), daemon=True).start()
+            sender = request.get_response_sender()
+            admitted = self._run(sender, self._admit, request)
+            if admitted is not None:
+                threading.Thread(target=self._run, args=(sender, self._stream, sender, *admitted), daemon=True).start()
         return None
 
-    def _serve(self, request) -> None:
-        sender = request.get_response_sender()
+    def _admit(self, request) -> tuple:
+        raw = inputs(request)("request")
+        if raw is None:
+            raise BadRequestError("the input tensor 'request' (one JSON string) is required", param="request")
+        chat = self.endpoint.prepare(single_text(raw, "request"))
+        generation = BlsGeneration(chat.generation, request_id=new_request_id(numeric=True))
+        return request, chat, generation
 
-        def send(event: dict) -> None:
-            sender.send(response({"response": string_tensor(json.dumps(event, ensure_ascii=False))}))
+    def _stream(self, sender, request, chat, generation) -> None:
+        chunks = until_cancelled(coalesced(generation), request.is_cancelled, generation.cancel)
+        for event in self.endpoint.respond(chat, chunks, generation.cancel):
+            _send(sender, event)
+        sender.send(flags=FINAL)
 
+    @staticmethod
+    def _run(sender, step, *args):
+        """``step(*args)``; a failure is this request's error response, and ends it."""
         try:
-            raw = inputs(request)("request")
-            if raw is None:
-                raise BadRequestError("the input tensor 'request' (one JSON string) is required", param="request")
-            chat = self.endpoint.prepare(single_text(raw, "request"))
-            generation = BlsGeneration(chat.generation, request_id=new_request_id(numeric=True))
-            chunks = until_cancelled(coalesced(generation), request.is_cancelled, generation.cancel)
-            for event in self.endpoint.respond(chat, chunks, generation.cancel):
-                send(event)
+            return step(*args)
         except BadRequestError as exc:
-            send(error_body(str(exc), error_type=exc.error_type, param=exc.param, code=exc.status_code))
+            error = error_body(str(exc), error_type=exc.error_type, param=exc.param, code=exc.status_code)
         except GenerationError as exc:
-            send(error_body(f"generation failed: {exc}", error_type="server_error", code=500))
+            error = error_body(f"generation failed: {exc}", error_type="server_error", code=500)
         except Exception as exc:  # keep serving: report the failure on this request only
-            send(error_body(f"internal error: {exc!r}", error_type="server_error", code=500))
-        finally:
-            sender.send(flags=FINAL)
+            error = error_body(f"internal error: {exc!r}", error_type="server_error", code=500)
+        _send(sender, error)
+        sender.send(flags=FINAL)
+        return None
+
+
+def _send(sender, event: dict) -> None:
+    sender.send(response({"response": string_tensor(json.dumps(event, ensure_ascii=False))}))

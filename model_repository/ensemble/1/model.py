@@ -1,6 +1,8 @@
 """Triton python model `ensemble`: text → preprocessing → tensorrt_llm → text (nemo_serving.ensemble).
 
-Each request is served on its own thread, so requests overlap and tensorrt_llm batches them.
+Each request is admitted in `execute` (parsed, preprocessed, its `tensorrt_llm` request started) and then
+streamed on its own thread, so requests overlap, tensorrt_llm batches them, and concurrent requests spread
+over the model's instances.
 """
 
 import threading
@@ -32,29 +34,42 @@ class TritonPythonModel:
         self.tokenizer = ModelArgs.parse(args).tokenizer()
 
     def execute(self, requests: list) -> None:
+        # Admission (parse, preprocess, start the generation) runs here and holds this instance, so that
+        # requests arriving meanwhile go to the model's other instances; the token stream runs on a thread.
         for request in requests:
-            threading.Thread(target=self._serve, args=(request,), daemon=True).start()
+            sender = request.get_response_sender()
+            admitted = self._run(sender, self._admit, request)
+            if admitted is not None:
+                threading.Thread(target=self._run, args=(sender, self._stream, sender, *admitted), daemon=True).start()
         return None
 
-    def _serve(self, request) -> None:
-        sender = request.get_response_sender()
+    def _admit(self, request) -> tuple:
+        text_request = TextRequest.from_inputs(inputs(request))
+        preprocessed = bls_call("preprocessing", text_request.preprocessing_inputs(), PREPROCESSING_OUTPUTS)
+        generation = BlsGeneration(text_request.generation(preprocessed), request_id=new_request_id(numeric=True))
+        return request, text_request, generation
+
+    def _stream(self, sender, request, text_request, generation) -> None:
+        chunks = CountedChunks(until_cancelled(coalesced(generation), request.is_cancelled, generation.cancel))
+        pending = None
+        for text in text_chunks(self.tokenizer, chunks, text_request.stream):
+            if pending is not None:
+                sender.send(response({"text_output": string_tensor(pending)[None]}))
+            pending = text
+        # The last response always carries the finish reason (and the last text, possibly empty).
+        final = {
+            "text_output": string_tensor(pending or "")[None],
+            "finish_reason": string_tensor(chunks.finish_reason(text_request.max_tokens))[None],
+        }
+        sender.send(response(final), flags=FINAL)
+
+    @staticmethod
+    def _run(sender, step, *args):
+        """``step(*args)``; a failure is this request's error response, and ends it."""
         try:
-            text_request = TextRequest.from_inputs(inputs(request))
-            preprocessed = bls_call("preprocessing", text_request.preprocessing_inputs(), PREPROCESSING_OUTPUTS)
-            generation = BlsGeneration(text_request.generation(preprocessed), request_id=new_request_id(numeric=True))
-            chunks = CountedChunks(until_cancelled(coalesced(generation), request.is_cancelled, generation.cancel))
-            pending = None
-            for text in text_chunks(self.tokenizer, chunks, text_request.stream):
-                if pending is not None:
-                    sender.send(response({"text_output": string_tensor(pending)[None]}))
-                pending = text
-            # The last response always carries the finish reason (and the last text, possibly empty).
-            final = {
-                "text_output": string_tensor(pending or "")[None],
-                "finish_reason": string_tensor(chunks.finish_reason(text_request.max_tokens))[None],
-            }
-            sender.send(response(final), flags=FINAL)
+            return step(*args)
         except (BadRequestError, GenerationError) as exc:
             sender.send(error_response(str(exc)), flags=FINAL)
         except Exception as exc:  # keep serving: report the failure on this request only
             sender.send(error_response(f"internal error: {exc!r}"), flags=FINAL)
+        return None
