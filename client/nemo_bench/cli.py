@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     target = parser.add_argument_group("target (one of)").add_mutually_exclusive_group(required=True)
     target.add_argument("--grpc-url", help="Triton gRPC host:port; requests go to the `chat` model via nemo_client")
     target.add_argument("--http-url", help="base URL of an OpenAI-compatible server, e.g. http://localhost:8000")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="with --grpc-url: the direct path (nemo_client renders and parses here and streams the tensorrt_llm "
+        "model; --tokenizer must be the deployment's Tekken file) instead of the `chat` model",
+    )
 
     workload = parser.add_argument_group("workload")
     workload.add_argument(
@@ -148,7 +154,9 @@ def _workload(args: argparse.Namespace) -> SyntheticPrompts | FilePrompts:
 
 def _target(args: argparse.Namespace, levels: Sequence[Level]) -> Target:
     if args.grpc_url:
-        return GrpcTarget(args.grpc_url, timeout_s=args.timeout)
+        return GrpcTarget(args.grpc_url, timeout_s=args.timeout, direct=args.direct, tokenizer_file=args.tokenizer)
+    if args.direct:
+        raise SystemExit("nemo-bench: --direct goes with --grpc-url (a gateway chooses its own path: --chat-path)")
     widest = max(level.max_concurrency or level.warmup_concurrency * 4 for level in levels)
     return HttpTarget(
         args.http_url, timeout_s=args.timeout, max_connections=widest, api_key=os.environ.get(API_KEY_ENV)

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -117,11 +118,14 @@ def grpc_error_type(error: Exception) -> str:
 
 
 class GrpcTarget:
-    """Triton's ``chat`` model through :class:`~nemo_client.AsyncNemoClient` (one gRPC stream per request)."""
+    """:class:`~nemo_client.AsyncNemoClient` (one gRPC stream per request): through Triton's ``chat`` model, or
+    with ``direct`` on the direct path (the chat core here, streaming the ``tensorrt_llm`` model)."""
 
-    def __init__(self, url: str, *, timeout_s: float) -> None:
-        self.description = f"grpc://{url} (model chat)"
-        self._client = AsyncNemoClient(url, timeout=timeout_s, max_retries=0)
+    def __init__(self, url: str, *, timeout_s: float, direct: bool = False, tokenizer_file: Path | None = None) -> None:
+        self.description = f"grpc://{url} ({'direct: model tensorrt_llm' if direct else 'model chat'})"
+        self._client = AsyncNemoClient(
+            url, timeout=timeout_s, max_retries=0, direct=direct, tokenizer_file=tokenizer_file
+        )
 
     async def send(self, request: BenchRequest, options: SamplingOptions) -> RequestRecord:
         tally = _Tally(request)

@@ -70,7 +70,8 @@ def render_cpu_repository(checkpoint: Path, out: Path, *, max_batch_size: int = 
 class Gateway:
     """``nemo-gateway`` on a free loopback port; stopped (its whole process group) on exit."""
 
-    def __init__(self, triton_url: str, *, log_path: Path) -> None:
+    def __init__(self, triton_url: str, *, log_path: Path, chat_path: str = "direct") -> None:
+        self.chat_path = chat_path
         self.port = free_port(LOOPBACK)
         self.url = f"http://{LOOPBACK}:{self.port}"
         self.log_path = log_path
@@ -82,6 +83,7 @@ class Gateway:
             str(Path(sys.executable).with_name("nemo-gateway")),
             "--triton-url", self._triton_url, "--host", LOOPBACK, "--port", str(self.port),
             "--served-model-name", SERVED_NAME, "--log-level", "warning", "--request-timeout", "120",
+            "--chat-path", self.chat_path,
         ]  # fmt: skip
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -91,6 +93,11 @@ class Gateway:
             self.stop()
             raise
         return self
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "the gateway is not running"
+        return self._process.pid
 
     def _wait_live(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -145,3 +152,11 @@ def process_group_rss_mib(group: int) -> float:
         if fields is not None and int(fields[2]) == group:
             total += int(fields[21]) * page  # field 24 (rss, pages) of /proc/PID/stat
     return total / 2**20
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, all its threads; 0 when it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
