@@ -59,7 +59,8 @@ Send = Callable[[], Awaitable[Seen]]
 class Target:
     """The stack under test, and the clients every send shares."""
 
-    gateway: str
+    gateways: dict[str, str]
+    """The gateway's URL by its chat path: ``direct`` (the default) and ``chat-model``; HTTP kinds go to each."""
     grpc_url: str
     http: httpx.AsyncClient
     client: AsyncNemoClient
@@ -128,7 +129,7 @@ class Refusal:
     status: int
     param: str | None
     words: str = ""
-    path: str = CHAT
+    route: str = CHAT
     param_prefix: bool = False  # the deepest fields are named by a long path: check its start
 
 
@@ -177,11 +178,11 @@ HTTP_REFUSALS: dict[str, list[Refusal]] = {
     "http_oversized_body": [
         Refusal(_oversized(), 413, None, f"the limit is {LIMITS.max_body_bytes}"),
         Refusal(_oversized_chunks, 413, None, f"exceeds the limit of {LIMITS.max_body_bytes} bytes"),
-        Refusal(_oversized_chunks, 413, None, "exceeds the limit", path=COMPLETIONS),
+        Refusal(_oversized_chunks, 413, None, "exceeds the limit", route=COMPLETIONS),
     ],
     "http_deep_nesting": [
         Refusal(('{"messages": ' + _nested(5_000) + "}").encode(), 400, None, f"nested deeper than {DEPTH} levels"),
-        Refusal(('{"prompt": ' + _nested(100_000) + "}").encode(), 400, None, "nested deeper", path=COMPLETIONS),
+        Refusal(('{"prompt": ' + _nested(100_000) + "}").encode(), 400, None, "nested deeper", route=COMPLETIONS),
         Refusal(
             ('{"messages": [{"role": "user", "content": ' + _nested(DEPTH + 1) + "}]}").encode(),
             400, "messages[0].content", f"nested deeper than {DEPTH} levels", param_prefix=True,
@@ -198,7 +199,7 @@ HTTP_REFUSALS: dict[str, list[Refusal]] = {
         Refusal(b'{"messages": [{"role": "user", "content": "\xed\xa0\x80"}]}', 400, "messages[0].content",
                 "lone surrogate (U+D800)"),
         Refusal(b'{"messages": [{"role": "user", "content": "\xc0\xaf"}]}', 400, None, "not valid JSON"),
-        Refusal(b'{"prompt": "\x80", "max_tokens": 4}', 400, None, "not valid JSON", path=COMPLETIONS),
+        Refusal(b'{"prompt": "\x80", "max_tokens": 4}', 400, None, "not valid JSON", route=COMPLETIONS),
     ],
     "http_lone_surrogate": [
         Refusal(_raw_ask('"user": "\\ud800"'), 400, "user", "lone surrogate (U+D800)"),
@@ -207,7 +208,7 @@ HTTP_REFUSALS: dict[str, list[Refusal]] = {
         Refusal(_tool_exchange(name="get\udbff"), 400, "messages[1].tool_calls[0].function.name", "surrogate"),
         Refusal(_raw_ask('"nvext": {"\\ud800": 1}'), 400, "nvext.\\ud800", "lone surrogate"),
         Refusal(_raw_ask('"stop": ["ok", "\\udc00"]'), 400, "stop[1]", "lone surrogate"),
-        Refusal(b'{"prompt": "\\ud800", "max_tokens": 4}', 400, "prompt", "lone surrogate", path=COMPLETIONS),
+        Refusal(b'{"prompt": "\\ud800", "max_tokens": 4}', 400, "prompt", "lone surrogate", route=COMPLETIONS),
     ],
     "http_non_finite_number": [
         Refusal(_raw_ask('"temperature": NaN'), 400, "temperature", "NaN is not a JSON number"),
@@ -215,7 +216,7 @@ HTTP_REFUSALS: dict[str, list[Refusal]] = {
         Refusal(_raw_ask('"presence_penalty": -Infinity'), 400, "presence_penalty", "not a JSON number"),
         Refusal(_raw_ask('"temperature": 1e999'), 400, "temperature", "must be a finite number"),
         Refusal(_raw_ask('"nvext": {"repetition_penalty": -1e999}'), 400, "nvext.repetition_penalty", "finite"),
-        Refusal(b'{"prompt": "a", "temperature": NaN}', 400, "temperature", "not a JSON number", path=COMPLETIONS),
+        Refusal(b'{"prompt": "a", "temperature": NaN}', 400, "temperature", "not a JSON number", route=COMPLETIONS),
     ],
     "http_negative_number": [
         Refusal(_json(_ask(max_tokens=-1)), 400, "max_tokens", "must be"),
@@ -225,8 +226,8 @@ HTTP_REFUSALS: dict[str, list[Refusal]] = {
         Refusal(_json(_ask(presence_penalty=-3)), 400, "presence_penalty", "must be in [-2, 2]"),
         Refusal(_json(_ask(nvext={"top_k": -1})), 400, "nvext.top_k", "must be in [0, 2147483647]"),
         Refusal(_json(_ask(n=-1)), 400, "n", "only 1 choice"),
-        Refusal(_json({"prompt": "a", "max_tokens": -1}), 400, "max_tokens", "must be at least 1", path=COMPLETIONS),
-        Refusal(_json({"prompt": "a", "top_k": -1}), 400, "top_k", "must be in [0, 2147483647]", path=COMPLETIONS),
+        Refusal(_json({"prompt": "a", "max_tokens": -1}), 400, "max_tokens", "must be at least 1", route=COMPLETIONS),
+        Refusal(_json({"prompt": "a", "top_k": -1}), 400, "top_k", "must be in [0, 2147483647]", route=COMPLETIONS),
     ],
     "http_huge_number": [
         Refusal(_json(_ask(nvext={"top_k": 2**31})), 400, "nvext.top_k", "got 2147483648"),
@@ -234,9 +235,9 @@ HTTP_REFUSALS: dict[str, list[Refusal]] = {
         Refusal(_raw_ask('"max_tokens": 1' + "0" * 400), 400, "max_tokens", "do not fit"),
         Refusal(_raw_ask('"seed": ' + "9" * 5000), 400, None, "not valid JSON"),
         Refusal(_json(_ask("hello " * (MAX_INPUT_LEN + 10))), 400, "messages", "max_input_len"),
-        Refusal(_json({"prompt": "a", "max_tokens": 10**11}), 400, "max_tokens", "2147483647", path=COMPLETIONS),
-        Refusal(_json({"prompt": "a", "max_tokens": MAX_SEQ_LEN}), 400, "max_tokens", "do not fit", path=COMPLETIONS),
-        Refusal(_json({"prompt": "hello " * (MAX_INPUT_LEN + 10)}), 400, "prompt", "max_input_len", path=COMPLETIONS),
+        Refusal(_json({"prompt": "a", "max_tokens": 10**11}), 400, "max_tokens", "2147483647", route=COMPLETIONS),
+        Refusal(_json({"prompt": "a", "max_tokens": MAX_SEQ_LEN}), 400, "max_tokens", "do not fit", route=COMPLETIONS),
+        Refusal(_json({"prompt": "hello " * (MAX_INPUT_LEN + 10)}), 400, "prompt", "max_input_len", route=COMPLETIONS),
     ],
     "http_malformed_stream_options": [
         Refusal(_json(_ask(stream=True, stream_options=[None, None])), 400, "stream_options", "must be an object"),
@@ -273,8 +274,8 @@ HTTP_REFUSALS: dict[str, list[Refusal]] = {
 }  # fmt: skip
 
 
-def check_refusal(kind: str, refusal: Refusal, response: httpx.Response) -> Seen:
-    status = str(response.status_code)
+def check_refusal(kind: str, refusal: Refusal, response: httpx.Response, chat_path: str) -> Seen:
+    status = f"{chat_path} {response.status_code}"
     try:
         body = response.json()
         error = body["error"]
@@ -302,14 +303,15 @@ async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def send_refusal(target: Target, kind: str, refusal: Refusal) -> Seen:
+async def send_refusal(target: Target, kind: str, refusal: Refusal, chat_path: str) -> Seen:
     content = refusal.raw if isinstance(refusal.raw, bytes) else _async_chunks(refusal.raw())
     headers = {"content-type": "application/json"}
+    url = target.gateways[chat_path] + refusal.route
     try:
-        response = await target.http.post(target.gateway + refusal.path, content=content, headers=headers)
+        response = await target.http.post(url, content=content, headers=headers)
     except httpx.HTTPError as error:
-        return Seen(kind, type(error).__name__, False, str(error))
-    return check_refusal(kind, refusal, response)
+        return Seen(kind, f"{chat_path} {type(error).__name__}", False, str(error))
+    return check_refusal(kind, refusal, response, chat_path)
 
 
 # ----- gRPC refusals with hand-built tensors ------------------------------------------------------------
@@ -472,15 +474,16 @@ async def send_tensor_refusal(target: Target, kind: str, refusal: TensorRefusal)
 
 
 # ----- control-token text, accepted as text -------------------------------------------------------------
-async def http_control_tokens(target: Target, kind: str) -> Seen:
+async def http_control_tokens(target: Target, kind: str, chat_path: str) -> Seen:
     """Control-token text in every field through the gateway: a 200 whose prompt is the plain-text rendering."""
-    response = await target.http.post(target.gateway + CHAT, json=control_body())
+    response = await target.http.post(target.gateways[chat_path] + CHAT, json=control_body())
+    status = f"{chat_path} {response.status_code}"
     if response.status_code != 200:
-        return Seen(kind, str(response.status_code), False, response.text[:600])
+        return Seen(kind, status, False, response.text[:600])
     prompt_tokens = response.json()["usage"]["prompt_tokens"]
     expected = hostile_prompt_tokens(target.tokenizer)
     good = prompt_tokens == expected
-    return Seen(kind, "200", good, "" if good else f"prompt_tokens {prompt_tokens}, plain text renders {expected}")
+    return Seen(kind, status, good, "" if good else f"prompt_tokens {prompt_tokens}, plain text renders {expected}")
 
 
 async def grpc_control_tokens(target: Target, kind: str) -> Seen:
@@ -540,18 +543,18 @@ def long_chat(**fields: Any) -> dict[str, Any]:
             **fields}  # fmt: skip
 
 
-async def http_cut_stream(target: Target, kind: str) -> Seen:
+async def http_cut_stream(target: Target, kind: str, chat_path: str) -> Seen:
     """A client that hangs up on the gateway in the middle of a stream."""
     events = 0
     async with (
         httpx.AsyncClient(timeout=60) as http,  # its own connection, closed with it
-        http.stream("POST", target.gateway + CHAT, json=long_chat()) as response,
+        http.stream("POST", target.gateways[chat_path] + CHAT, json=long_chat()) as response,
     ):
         async for line in response.aiter_lines():
             events += line.startswith("data: ")
             if events == 3:
                 break
-    return Seen(kind, "cut", events == 3, f"{events} events before hanging up")
+    return Seen(kind, f"{chat_path} cut", events == 3, f"{events} events before hanging up")
 
 
 async def grpc_cut_stream(target: Target, kind: str) -> Seen:
@@ -672,12 +675,15 @@ async def grpc_slow_read(client: AsyncNemoClient, body: dict[str, Any], pause_s:
 
 
 # ----- the catalogue ------------------------------------------------------------------------------------
-SINGLE_SENDS: dict[str, Callable[[Target, str], Awaitable[Seen]]] = {
+HTTP_SENDS: dict[str, Callable[[Target, str, str], Awaitable[Seen]]] = {
     "http_control_tokens_as_text": http_control_tokens,
+    "http_cut_stream": http_cut_stream,
+}
+"""Sends through a gateway, to each chat path."""
+GRPC_SENDS: dict[str, Callable[[Target, str], Awaitable[Seen]]] = {
     "grpc_control_tokens_as_text": grpc_control_tokens,
     "grpc_preprocessing_control_tokens_as_text": preprocessing_control_tokens,
     "grpc_ensemble_control_tokens_as_text": ensemble_control_tokens,
-    "http_cut_stream": http_cut_stream,
     "grpc_cut_stream": grpc_cut_stream,
     "grpc_raw_cut_stream": grpc_raw_cut_stream,
     "grpc_tensorrt_llm_cut_stream": tensorrt_llm_cut_stream,
@@ -688,14 +694,18 @@ CUTS_THAT_CANCEL = ("http_cut_stream", "grpc_cut_stream", "grpc_raw_cut_stream",
 
 
 def catalogue(target: Target) -> dict[str, list[Send]]:
-    """Every hostile kind: its variants, each a function sending one request."""
+    """Every hostile kind: its variants, each a function sending one request (HTTP ones to each gateway)."""
     kinds: dict[str, list[Send]] = {}
     for kind, refusals in HTTP_REFUSALS.items():
-        kinds[kind] = [_bind(send_refusal, target, kind, refusal) for refusal in refusals]
+        kinds[kind] = [
+            _bind(send_refusal, target, kind, refusal, path) for refusal in refusals for path in target.gateways
+        ]
     for kind, tensor_refusals in GRPC_REFUSALS.items():
         kinds[kind] = [_bind(send_tensor_refusal, target, kind, refusal) for refusal in tensor_refusals]
-    for kind, send in SINGLE_SENDS.items():
-        kinds[kind] = [_bind(send, target, kind)]
+    for kind, http_send in HTTP_SENDS.items():
+        kinds[kind] = [_bind(http_send, target, kind, chat_path) for chat_path in target.gateways]
+    for kind, grpc_send in GRPC_SENDS.items():
+        kinds[kind] = [_bind(grpc_send, target, kind)]
     return kinds
 
 

@@ -3,17 +3,18 @@
 Every variant of every hostile kind (``tests/reliability/hostile.py``: oversized bodies, deep nesting,
 invalid UTF-8 and lone surrogates in JSON and in BYTES tensors, NaN / Infinity / negative / huge numbers,
 wrong dtypes and shapes, control-token text in every field, cut streams over HTTP and gRPC) is sent
-``repeats`` times, a few at once, through the gateway and straight to the ``chat``, ``ensemble``,
-``preprocessing`` and ``tensorrt_llm`` models. Meanwhile:
+``repeats`` times, a few at once, through the gateway (on each chat path: ``direct``, the default, and
+``chat-model``) and straight to the ``chat``, ``ensemble``, ``preprocessing`` and ``tensorrt_llm`` models.
+Meanwhile:
 
-* well-formed greedy streams run back to back, over HTTP and gRPC, and each must equal the same request run
-  alone beforehand;
+* well-formed greedy streams run back to back, over HTTP (both gateways) and gRPC, and each must equal the
+  same request run alone beforehand;
 * two slow readers (one reading the gateway's SSE a few hundred bytes at a time from a small socket buffer,
   one reading a gRPC stream a chunk at a time) must receive their whole stream, equal to the reference;
-* both servers must answer ready every 0.2 s.
+* Triton and both gateways must answer ready every 0.2 s.
 
 Afterwards every batch slot is free again (the cut streams were cancelled, not left to run), and the resident
-memory of tritonserver with its python stubs and of the gateway before and after goes, with the counts per
+memory of tritonserver with its python stubs and of each gateway before and after goes, with the counts per
 kind and the statuses seen, into ``artifacts/reliability/hostile.json``. Quick: each variant once;
 ``NEMO_RELIABILITY=full``: ten times, with more background streams and longer slow reads.
 """
@@ -25,6 +26,7 @@ import json
 import random
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +41,22 @@ from nemo_protocol.tekken import Tekkenizer, default_tekken_path
 from tests.integration.triton_calls import BatchMetrics, StreamingCall
 from tests.reliability import hostile, traffic
 from tests.reliability.conftest import BUDGET, FULL, Stack
-from tests.reliability.servers import CACHE, MAX_BATCH_SIZE, process_group_rss_mib
+from tests.reliability.servers import CACHE, MAX_BATCH_SIZE, Gateway, process_group_rss_mib
 
 CONCURRENCY = 4  # hostile requests in flight at once, beside the background streams and slow readers
 BACKGROUND_TOKENS = 48
 HEALTH_EVERY_S = 0.2
 MEMORY_GROWTH_ALLOWED = 1.25  # as the soak: resident memory after ≤ 1.25 × before + 64 MiB
+TRANSPORTS = {"http": "direct", "http-chat-model": "chat-model", "grpc": None}
+"""Background streams: through each gateway (by its chat path), and gRPC to the chat model."""
+
+
+@pytest.fixture(scope="module")
+def chat_model_gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A second gateway in front of the same Triton, forwarding chat to Triton's ``chat`` model."""
+    log = tmp_path_factory.mktemp("hostile") / "gateway-chat-model.log"
+    with Gateway(stack.grpc_url, log_path=log, chat_path="chat-model") as gateway:
+        yield gateway
 
 
 @dataclass
@@ -88,8 +100,9 @@ async def _grpc_stream(client: AsyncNemoClient, body: dict[str, Any]) -> tuple[s
 
 
 async def _stream(target: hostile.Target, transport: str, body: dict[str, Any]) -> tuple[str | None, str]:
-    if transport == "http":
-        return await _http_stream(target.http, target.gateway, body)
+    chat_path = TRANSPORTS[transport]
+    if chat_path is not None:
+        return await _http_stream(target.http, target.gateways[chat_path], body)
     return await _grpc_stream(target.client, body)
 
 
@@ -99,7 +112,7 @@ async def _references(target: hostile.Target) -> dict[tuple[str, str], str]:
     bodies = {question: _stream_body(question) for question in traffic.QUESTIONS}
     bodies["slow"] = hostile.slow_body(BUDGET.slow_reader_tokens)
     for name, body in bodies.items():
-        for transport in ("http", "grpc"):
+        for transport in TRANSPORTS:
             problem, text = await _stream(target, transport, body)
             assert problem is None, (transport, name, problem)
             references[transport, name] = text
@@ -110,7 +123,7 @@ async def _references(target: hostile.Target) -> dict[tuple[str, str], str]:
 async def _background_worker(
     index: int, target: hostile.Target, references: dict[tuple[str, str], str], stop: asyncio.Event, seen: Background
 ) -> None:
-    transport = ("http", "grpc")[index % 2]
+    transport = list(TRANSPORTS)[index % len(TRANSPORTS)]
     round_ = 0
     while not stop.is_set() or round_ == 0:
         question = traffic.QUESTIONS[(index + round_) % len(traffic.QUESTIONS)]
@@ -128,7 +141,7 @@ async def _slow_readers(target: hostile.Target, references: dict[tuple[str, str]
     read_bytes, pause = (256, 0.02) if FULL else (512, 0.02)
 
     async def http_reader() -> None:
-        text, done, seconds = await hostile.http_slow_read(target.gateway, body, read_bytes, pause)
+        text, done, seconds = await hostile.http_slow_read(target.gateways["direct"], body, read_bytes, pause)
         identical = text == references["http", "slow"]
         seen.slow["http"] = {"seconds": round(seconds, 1), "complete": done, "identical": identical}
         if not done or not identical:
@@ -145,13 +158,12 @@ async def _slow_readers(target: hostile.Target, references: dict[tuple[str, str]
     await asyncio.gather(http_reader(), grpc_reader())
 
 
-async def _health(stack: Stack, stop: asyncio.Event, seen: Background) -> None:
+async def _health(stack: Stack, gateways: dict[str, str], stop: asyncio.Event, seen: Background) -> None:
+    probes = {f"gateway-{path}": f"{url}/v1/health/ready" for path, url in gateways.items()}
+    probes["triton"] = f"{stack.triton.http_url}/v2/health/ready"
     async with httpx.AsyncClient(timeout=5) as http:
         while not stop.is_set():
-            for name, url in (
-                ("gateway", f"{stack.gateway.url}/v1/health/ready"),
-                ("triton", f"{stack.triton.http_url}/v2/health/ready"),
-            ):
+            for name, url in probes.items():
                 try:
                     status = str((await http.get(url)).status_code)
                 except httpx.HTTPError as error:
@@ -170,13 +182,14 @@ async def _send_all(sends: list[hostile.Send]) -> list[hostile.Seen]:
     return list(await asyncio.gather(*(one(send) for send in sends)))
 
 
-def _rss(stack: Stack) -> dict[str, float]:
-    triton_group = stack.triton._process.pid  # type: ignore[union-attr]
-    gateway_group = stack.gateway._process.pid  # type: ignore[union-attr]
-    return {
-        "tritonserver_and_stubs": round(process_group_rss_mib(triton_group), 1),
-        "gateway": round(process_group_rss_mib(gateway_group), 1),
+def _rss(stack: Stack, chat_model_gateway: Gateway) -> dict[str, float]:
+    """Resident memory (MiB) of each server's process group: tritonserver with its python stubs, each gateway."""
+    groups = {
+        "tritonserver_and_stubs": stack.triton._process.pid,  # type: ignore[union-attr]
+        "gateway_direct": stack.gateway.pid,
+        "gateway_chat_model": chat_model_gateway.pid,
     }
+    return {name: round(process_group_rss_mib(group), 1) for name, group in groups.items()}
 
 
 @dataclass
@@ -190,17 +203,18 @@ class Run:
     variants: dict[str, int]
 
 
-async def _run(stack: Stack, tokenizer: Tekkenizer) -> Run:
+async def _run(stack: Stack, chat_model_gateway: Gateway, tokenizer: Tekkenizer) -> Run:
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
     async with (
         httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=64)) as http,
         AsyncNemoClient(stack.grpc_url, timeout=120) as client,
     ):
-        target = hostile.Target(stack.gateway.url, stack.grpc_url, http, client, tokenizer)
+        gateways = {"direct": stack.gateway.url, "chat-model": chat_model_gateway.url}
+        target = hostile.Target(gateways, stack.grpc_url, http, client, tokenizer)
         kinds = hostile.catalogue(target)
         references = await _references(target)
         warmup = await _send_all([send for variants in kinds.values() for send in variants])  # every path once
-        rss_before = _rss(stack)
+        rss_before = _rss(stack, chat_model_gateway)
 
         sends = [send for variants in kinds.values() for send in variants for _ in range(BUDGET.hostile_repeats)]
         random.Random(0).shuffle(sends)
@@ -210,24 +224,25 @@ async def _run(stack: Stack, tokenizer: Tekkenizer) -> Run:
             asyncio.create_task(_background_worker(i, target, references, stop, seen))
             for i in range(BUDGET.hostile_streams)
         ]
-        health = asyncio.create_task(_health(stack, stop, seen))
+        health = asyncio.create_task(_health(stack, gateways, stop, seen))
         slow = asyncio.create_task(_slow_readers(target, references, seen))
         results = await _send_all(sends)
         await slow  # the slow readers span the hostile pass
         stop.set()
         await asyncio.gather(*workers, health)
         seconds = time.monotonic() - started
-    return Run(warmup, results, seen, rss_before, _rss(stack), seconds, {k: len(v) for k, v in kinds.items()})
+    rss_after = _rss(stack, chat_model_gateway)
+    return Run(warmup, results, seen, rss_before, rss_after, seconds, {k: len(v) for k, v in kinds.items()})
 
 
-def test_hostile_input_leaves_the_server_and_other_streams_intact(stack: Stack) -> None:
+def test_hostile_input_leaves_the_server_and_other_streams_intact(stack: Stack, chat_model_gateway: Gateway) -> None:
     tokenizer = Tekkenizer.from_file(default_tekken_path())
     # The template's own control tokens, and only those, whatever text the fields hold.
     assert hostile.control_ids_of(tokenizer, hostile.CONTROL_TEXT) == hostile.control_ids_of(tokenizer, "x")
     batch = BatchMetrics(stack.triton.host, stack.triton.ports.metrics)
     before = batch.idle()
 
-    run = asyncio.run(_run(stack, tokenizer))
+    run = asyncio.run(_run(stack, chat_model_gateway, tokenizer))
 
     slots = batch.wait_for(timeout=30, requests_running=0, requests_waiting=0, batch_slots_free=MAX_BATCH_SIZE)
     cancelled = slots["requests_cancelled_total"] - before["requests_cancelled_total"]
@@ -259,16 +274,18 @@ def test_hostile_input_leaves_the_server_and_other_streams_intact(stack: Stack) 
     assert report["sent"] == {kind: count * BUDGET.hostile_repeats for kind, count in sorted(run.variants.items())}
     assert not run.background.wrong, run.background.wrong[:5]
     assert sum(run.background.streams.values()) >= BUDGET.hostile_streams, run.background.streams
+    assert set(run.background.streams) == set(TRANSPORTS), run.background.streams
     assert run.background.slow["http"]["identical"] and run.background.slow["grpc"]["identical"], run.background.slow
     assert {key.split()[1] for key in run.background.health} == {"200"}, run.background.health
     # Each cut stream had thousands of tokens to go: its slot came back because it was cancelled.
     warm_and_measured = 1 + BUDGET.hostile_repeats
-    assert cancelled >= warm_and_measured * len(hostile.CUTS_THAT_CANCEL), report
+    assert cancelled >= warm_and_measured * sum(run.variants[kind] for kind in hostile.CUTS_THAT_CANCEL), report
     for name, after in run.rss_after.items():
         assert after <= run.rss_before[name] * MEMORY_GROWTH_ALLOWED + 64, report
     with httpx.Client(timeout=60) as http:
-        answer = http.post(f"{stack.gateway.url}{hostile.CHAT}", json=traffic.ask("Hello", temperature=0))
-        assert answer.json()["choices"][0]["message"]["content"] == "Hello! How can I help you today?"
+        for gateway in (stack.gateway, chat_model_gateway):
+            answer = http.post(f"{gateway.url}{hostile.CHAT}", json=traffic.ask("Hello", temperature=0))
+            assert answer.json()["choices"][0]["message"]["content"] == "Hello! How can I help you today?"
 
 
 @pytest.mark.xfail(
