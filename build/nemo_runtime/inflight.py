@@ -23,8 +23,8 @@ import torch
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.request_ids import new_request_id
 from nemo_runtime.sampling import GREEDY, SamplingParams, TokenMask
-from nemo_runtime.scheduler import ReferenceRuntime, StepOutput
-from nemo_serving.contract import GenerationRequest
+from nemo_runtime.scheduler import ReferenceRuntime, Returns, StepOutput
+from nemo_serving.contract import GenerationRequest, LogOutputs
 
 IDLE_WAIT_S = 0.05
 
@@ -32,7 +32,7 @@ IDLE_WAIT_S = 0.05
 class Sink(Protocol):
     """Where one request's responses go (a Triton response sender, in the model)."""
 
-    def send(self, token_ids: list[int], final: bool) -> None: ...
+    def send(self, token_ids: list[int], final: bool, logs: LogOutputs | None = None) -> None: ...
 
     def fail(self, message: str) -> None: ...
 
@@ -45,7 +45,6 @@ def unsupported(request: GenerationRequest) -> BadRequestError | None:
         ("repetition_penalty", request.sampling.repetition_penalty != 1.0, "1.0"),
         ("presence_penalty", request.sampling.presence_penalty != 0.0, "0"),
         ("frequency_penalty", request.sampling.frequency_penalty != 0.0, "0"),
-        ("return_log_probs", request.return_log_probs, "false"),
     ]
     for name, used, neutral in checks:
         if used:
@@ -112,7 +111,33 @@ class _Active:
     sink: Sink
     tag: str
     generated: list[int] = field(default_factory=list)
+    log_probs: list[float] = field(default_factory=list)  # of `generated`, when the request returns them
+    context_logits: torch.Tensor | None = None
+    generation_logits: list[torch.Tensor] = field(default_factory=list)
     running: bool = False  # admitted: it has produced its first step output and holds a slot
+
+    def returns(self) -> Returns:
+        request = self.request
+        return Returns(request.return_log_probs, request.return_context_logits, request.return_generation_logits)
+
+    def logs(self, output: StepOutput) -> LogOutputs | None:
+        """What a response carries beside its ids: this step's (streaming) or the whole generation's."""
+        returns = self.returns()
+        if returns == Returns():
+            return None
+        streaming = self.request.streaming
+        generation_logits = [output.generation_logits] if streaming else self.generation_logits
+        context_logits = output.context_logits if streaming else self.context_logits
+        return LogOutputs(
+            log_probs=(output.log_probs if streaming else self.log_probs) if returns.log_probs else None,
+            cum_log_prob=sum(self.log_probs) if returns.log_probs else None,
+            context_logits=None if context_logits is None else context_logits.numpy(),
+            generation_logits=(
+                torch.cat([g for g in generation_logits if g is not None]).numpy()
+                if returns.generation_logits and any(g is not None for g in generation_logits)
+                else None
+            ),
+        )
 
 
 class InflightBatcher:
@@ -167,6 +192,7 @@ class InflightBatcher:
                 end_id=request.end_id,
                 stop_words=request.stop_words,
                 token_mask=token_mask(request, self._runtime.model.vocab_size),
+                returns=self._active[runtime_id].returns(),
             )
         except ValueError as exc:
             with self._lock:
@@ -233,16 +259,21 @@ class InflightBatcher:
         if active is None:
             return
         active.generated.extend(output.new_token_ids)
+        active.log_probs.extend(output.log_probs)
+        if output.context_logits is not None:
+            active.context_logits = output.context_logits
+        if output.generation_logits is not None:
+            active.generation_logits.append(output.generation_logits)
         request = active.request
         try:
             if output.finish_reason == "error":
                 active.sink.fail("the token constraints (bad_words_list / min_tokens) allowed no token")
             elif request.streaming:
                 if output.new_token_ids or output.finished:
-                    active.sink.send(output.new_token_ids, output.finished)
+                    active.sink.send(output.new_token_ids, output.finished, active.logs(output))
             elif output.finished:
                 prefix = [] if request.exclude_input_in_output else request.input_ids
-                active.sink.send(prefix + active.generated, True)
+                active.sink.send(prefix + active.generated, True, active.logs(output))
         except Exception:
             # The client is gone: stop generating for it.
             if not output.finished:

@@ -75,15 +75,17 @@ class Sampler:
             raise NoAllowedToken("the token mask allowed no token")
         return mask
 
-    def choose(self, logits: torch.Tensor, generated: Sequence[int]) -> int:
-        """Next token id from ``logits`` [vocab] (float32), given the ids this request generated so far."""
+    def choose(self, logits: torch.Tensor, generated: Sequence[int]) -> tuple[int, torch.Tensor]:
+        """Next token id from ``logits`` [vocab] (float32), given the ids this request generated so far, and
+        the scores it was drawn from: the logits masked and divided by the temperature (greedy: masked only),
+        whose log-softmax is the token's log probability (TensorRT-LLM's ``output_log_probs``)."""
         mask = self._allowed(generated)
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
         p = self.params
         if p.greedy:
-            return int(torch.argmax(logits))
-        logits = logits / p.temperature
+            return int(torch.argmax(logits)), logits
+        scores = logits = logits / p.temperature
         if p.top_k:
             kth = torch.topk(logits, min(p.top_k, logits.numel())).values[-1]
             logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -94,4 +96,4 @@ class Sampler:
             drop = (sorted_probs.cumsum(0) - sorted_probs) >= p.top_p
             sorted_probs[drop] = 0.0
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+        return int(torch.multinomial(probs, 1, generator=self.generator)), scores

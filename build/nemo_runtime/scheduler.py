@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +42,18 @@ class StepOutput:
     new_token_ids: list[int]
     finished: bool
     finish_reason: FinishReason | None = None
+    log_probs: list[float] = field(default_factory=list)  # of new_token_ids, when the request returns them
+    context_logits: torch.Tensor | None = None  # [prompt, vocab], in the request's first output when asked for
+    generation_logits: torch.Tensor | None = None  # [len(new_token_ids), vocab], when asked for
+
+
+@dataclass(frozen=True)
+class Returns:
+    """What a request returns beside its tokens (the tensorrtllm backend's ``return_*`` inputs)."""
+
+    log_probs: bool = False  # the log probability of each token (log-softmax of the scores it was drawn from)
+    context_logits: bool = False  # the logits at every prompt position
+    generation_logits: bool = False  # the logits each token was chosen from
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,7 @@ class _Request:
     sampler: Sampler
     end_id: int | None
     stop_words: list[list[int]]
+    returns: Returns = Returns()
     generated: list[int] = field(default_factory=list)
     slot: int = -1
 
@@ -99,6 +112,7 @@ class ReferenceRuntime:
         end_id: int | None = None,
         stop_words: Sequence[Sequence[int]] = (),
         token_mask: TokenMask | None = None,
+        returns: Returns = Returns(),
     ) -> None:
         """Queue a request; it is prefilled by the next ``step``. Raises ValueError for a bad request."""
         prompt = [int(t) for t in prompt_ids]
@@ -115,7 +129,8 @@ class ReferenceRuntime:
                 f"maximum sequence length {self.max_seq_len}"
             )
         words = [[int(t) for t in word] for word in stop_words if len(word) > 0]
-        request = _Request(request_id, prompt, max_new_tokens, Sampler(sampling, vocab, token_mask), end_id, words)
+        sampler = Sampler(sampling, vocab, token_mask)
+        request = _Request(request_id, prompt, max_new_tokens, sampler, end_id, words, returns)
         with self._lock:
             if request_id in self._known:
                 raise ValueError(f"request id {request_id!r} is already in flight")
@@ -163,31 +178,50 @@ class ReferenceRuntime:
         for request in admitted:
             request.slot = self.model.cache.acquire()
             self._active[request.request_id] = request
-            outputs.append(self._advance(request, self.model.prefill(request.slot, request.prompt_ids)))
+            if request.returns.context_logits:
+                context = self.model.prefill(request.slot, request.prompt_ids, all_logits=True)
+                outputs.append(self._advance(request, context[-1], context))
+            else:
+                outputs.append(self._advance(request, self.model.prefill(request.slot, request.prompt_ids)))
         return outputs
 
-    def _advance(self, request: _Request, logits: torch.Tensor) -> StepOutput:
+    def _advance(self, request: _Request, logits: torch.Tensor, context: torch.Tensor | None = None) -> StepOutput:
         try:
-            token = request.sampler.choose(logits, request.generated)
+            token, scores = request.sampler.choose(logits, request.generated)
         except NoAllowedToken:
             return self._finish(request, None, "error")
         if token == request.end_id:
-            return self._finish(request, None, "stop")
+            return self._finish(request, None, "stop", StepOutput("", [], True, context_logits=context))
+        returns = request.returns
+        extras = StepOutput(
+            request.request_id,
+            [token],
+            False,
+            log_probs=[float(torch.log_softmax(scores, -1)[token])] if returns.log_probs else [],
+            context_logits=context,
+            generation_logits=logits[None] if returns.generation_logits else None,
+        )
         request.generated.append(token)
         if any(request.generated[-len(w) :] == w for w in request.stop_words):
-            return self._finish(request, token, "stop")
+            return self._finish(request, token, "stop", extras)
         if len(request.generated) >= request.max_new_tokens:
-            return self._finish(request, token, "length")
-        return StepOutput(request.request_id, [token], False)
+            return self._finish(request, token, "length", extras)
+        return extras
 
-    def _finish(self, request: _Request, token: int | None, reason: FinishReason) -> StepOutput:
+    def _finish(
+        self, request: _Request, token: int | None, reason: FinishReason, extras: StepOutput | None = None
+    ) -> StepOutput:
+        """The request's last output (its log probs and logits taken from ``extras``); frees its slot."""
         if request.slot >= 0:
             self._active.pop(request.request_id, None)
             self.model.cache.release(request.slot)
             request.slot = -1
         with self._lock:
             self._known.discard(request.request_id)
-        return StepOutput(request.request_id, [] if token is None else [token], True, reason)
+        ids = [] if token is None else [token]
+        if extras is None:
+            return StepOutput(request.request_id, ids, True, reason)
+        return replace(extras, request_id=request.request_id, new_token_ids=ids, finished=True, finish_reason=reason)
 
     def generate(
         self,

@@ -18,8 +18,8 @@ CPU `tensorrt_llm` model (nemo_runtime.inflight) and replaces the model by a clo
   included, as TensorRT-LLM does), or, only when `end_after_tokens` > 0 and the request has an `end_id`,
   at the end id after `max(end_after_tokens, min_tokens)` tokens (`stop`, the end id not returned).
   `bad_words_list` is accepted and not applied (the text never changes); sampling parameters are
-  accepted and change nothing; the penalties and `return_log_probs` are refused as the CPU model refuses
-  them (:func:`nemo_runtime.inflight.unsupported`);
+  accepted and change nothing; the penalties are refused as the CPU model refuses them
+  (:func:`nemo_runtime.inflight.unsupported`), and so are log probs and logits (it has no model);
 * `stop(tag)` (the `stop` input) ends the requests submitted with that tag at the next step; whether a
   client cancelled is asked at most every `cancellation_check_s` (each ask crosses to the Triton
   process), like the tensorrtllm backend's `cancellation_check_period_ms`.
@@ -133,6 +133,9 @@ class StandInEngine:
         problem = unsupported(request)
         if problem is not None:
             raise problem
+        for name in ("return_log_probs", "return_context_logits", "return_generation_logits"):
+            if getattr(request, name):
+                raise BadRequestError("is not supported by the stand-in engine (it has no model)", param=name)
         prompt = request.input_ids
         if any(not 0 <= token < self.vocab_size for token in prompt):
             raise BadRequestError(f"prompt_ids must be token ids in [0, {self.vocab_size})", param="input_ids")

@@ -34,6 +34,8 @@ class GenerationRequest:
     stop_words: list[list[int]] = field(default_factory=list)
     bad_words: list[list[int]] = field(default_factory=list)
     return_log_probs: bool = False
+    return_context_logits: bool = False
+    return_generation_logits: bool = False
     exclude_input_in_output: bool = True
 
     def __post_init__(self) -> None:
@@ -75,6 +77,8 @@ class GenerationRequest:
             stop_words=word_lists.words(get("stop_words_list"), "stop_words_list"),
             bad_words=word_lists.words(get("bad_words_list"), "bad_words_list"),
             return_log_probs=scalar(get("return_log_probs"), "return_log_probs", bool, False),
+            return_context_logits=scalar(get("return_context_logits"), "return_context_logits", bool, False),
+            return_generation_logits=scalar(get("return_generation_logits"), "return_generation_logits", bool, False),
             exclude_input_in_output=scalar(
                 get("exclude_input_in_output"), "exclude_input_in_output", bool, exclude_input_default
             ),
@@ -91,6 +95,8 @@ class GenerationRequest:
             **self.sampling.to_inputs(),
             "min_tokens": scalar_tensor(self.min_tokens, np.int32),
             "return_log_probs": scalar_tensor(self.return_log_probs, np.bool_),
+            "return_context_logits": scalar_tensor(self.return_context_logits, np.bool_),
+            "return_generation_logits": scalar_tensor(self.return_generation_logits, np.bool_),
             "exclude_input_in_output": scalar_tensor(self.exclude_input_in_output, np.bool_),
         }
         if self.end_id is not None:
@@ -112,12 +118,41 @@ def stop_inputs() -> dict[str, np.ndarray]:
     }
 
 
-def output_tensors(token_ids: list[int]) -> dict[str, np.ndarray]:
-    """One response of `tensorrt_llm`: `output_ids` [1, beam 1, n] and `sequence_length` [1, 1]."""
-    return {
+@dataclass(frozen=True)
+class LogOutputs:
+    """What a `tensorrt_llm` response carries beside its ids when the request asked for it (`return_*`)."""
+
+    log_probs: list[float] | None = None  # `output_log_probs`: one per id of the response
+    cum_log_prob: float | None = None  # `cum_log_probs`: the sum over every id generated so far
+    context_logits: np.ndarray | None = None  # `context_logits` [prompt, vocab] float32 (first response)
+    generation_logits: np.ndarray | None = None  # `generation_logits` [ids, vocab] float32
+
+
+def output_tensors(token_ids: list[int], logs: LogOutputs | None = None) -> dict[str, np.ndarray]:
+    """One response of `tensorrt_llm`: `output_ids` [1, beam 1, n] and `sequence_length` [1, 1], plus the
+    log probs [1, 1, n] and [1, 1] and the logits [1, prompt, vocab] and [1, 1, n, vocab] that were asked for."""
+    tensors: dict[str, np.ndarray] = {
         "output_ids": np.array([[token_ids]], dtype=np.int32).reshape(1, 1, len(token_ids)),
         "sequence_length": np.array([[len(token_ids)]], dtype=np.int32),
     }
+    if logs is None:
+        return tensors
+    if logs.log_probs is not None:
+        tensors["output_log_probs"] = np.array(logs.log_probs, dtype=np.float32).reshape(1, 1, -1)
+        tensors["cum_log_probs"] = np.array([[logs.cum_log_prob or 0.0]], dtype=np.float32)
+    if logs.context_logits is not None:
+        tensors["context_logits"] = logs.context_logits.astype(np.float32)[None]
+    if logs.generation_logits is not None:
+        tensors["generation_logits"] = logs.generation_logits.astype(np.float32)[None, None]
+    return tensors
+
+
+def output_log_probs(output_log_probs: np.ndarray | None) -> list[float] | None:
+    """The log probability of each generated id of one response (first beam; the prompt's ids have none),
+    or None when the response carries none (the request did not set `return_log_probs`)."""
+    if output_log_probs is None or output_log_probs.size == 0:
+        return None
+    return [float(v) for v in output_log_probs.reshape(-1, output_log_probs.shape[-1])[0]]
 
 
 def output_token_ids(output_ids: np.ndarray | None, sequence_length: np.ndarray | None) -> list[int]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from nemo_serving.contract import GenerationRequest, output_tensors, output_token_ids, stop_inputs
+from nemo_serving.contract import GenerationRequest, LogOutputs, output_tensors, output_token_ids, stop_inputs
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -45,11 +45,11 @@ class ResponseSink:
         self._request = request
         self._sender = sender
 
-    def send(self, token_ids: list[int], final: bool) -> None:
-        if final and not token_ids:
+    def send(self, token_ids: list[int], final: bool, logs: LogOutputs | None = None) -> None:
+        if final and not token_ids and logs is None:
             self._sender.send(flags=FINAL)
         else:
-            self._sender.send(response(output_tensors(token_ids)), flags=FINAL if final else 0)
+            self._sender.send(response(output_tensors(token_ids, logs)), flags=FINAL if final else 0)
 
     def fail(self, message: str) -> None:
         self._sender.send(error_response(message), flags=FINAL)

@@ -64,7 +64,9 @@ def tensor_problems(config: model_config_pb2.ModelConfig) -> list[str]:
             if spec is None:
                 problems.append(f"{kind} {tensor.name} is not a tensor the backend knows")
                 continue
-            if _type_name(tensor.data_type) != spec["data_type"]:
+            # The logits are the engine's logits dtype, float32 or float16 (filled in when the template is).
+            accepted_types = ("TYPE_FP32", "TYPE_FP16") if spec["data_type"] == "${logits_datatype}" else ()
+            if _type_name(tensor.data_type) != spec["data_type"] and _type_name(tensor.data_type) not in accepted_types:
                 problems.append(
                     f"{kind} {tensor.name} is {_type_name(tensor.data_type)}; the backend reads {spec['data_type']}"
                 )

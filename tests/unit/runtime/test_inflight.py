@@ -7,13 +7,14 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+import torch
 
 from nemo_protocol.errors import BadRequestError
 from nemo_runtime.batch_metrics import NAMES, PREFIX, MetricsPublisher, TritonMetrics
 from nemo_runtime.inflight import BatcherStats, InflightBatcher
 from nemo_runtime.sampling import SamplingParams
 from nemo_runtime.scheduler import ReferenceRuntime
-from nemo_serving.contract import GenerationRequest
+from nemo_serving.contract import GenerationRequest, LogOutputs
 from nemo_serving.sampling import Sampling
 
 PROMPT = [1, 300, 301, 302, 303]
@@ -24,12 +25,14 @@ class RecordingSink:
 
     def __init__(self) -> None:
         self.sends: list[tuple[list[int], bool, float]] = []
+        self.logs: list[LogOutputs | None] = []
         self.error: str | None = None
         self.cancelled = False
         self.done = threading.Event()
 
-    def send(self, token_ids: list[int], final: bool) -> None:
+    def send(self, token_ids: list[int], final: bool, logs: LogOutputs | None = None) -> None:
         self.sends.append((list(token_ids), final, time.monotonic()))
+        self.logs.append(logs)
         if final:
             self.done.set()
 
@@ -165,7 +168,6 @@ def test_stop_by_tag_ends_only_that_request(batcher: InflightBatcher) -> None:
     [
         ({"sampling": Sampling(presence_penalty=0.5)}, "presence_penalty"),
         ({"sampling": Sampling(frequency_penalty=0.5)}, "frequency_penalty"),
-        ({"return_log_probs": True}, "return_log_probs"),
         ({"max_new_tokens": 1000}, "input_ids"),
     ],
 )
@@ -319,3 +321,69 @@ class FakeTritonMetrics:
                 return
             assert time.monotonic() < deadline, (values, expected)
             time.sleep(0.005)
+
+
+# ----- log probs and logits (return_log_probs, return_context_logits, return_generation_logits) -----------
+def reference_logits(runtime: ReferenceRuntime, ids: list[int]) -> torch.Tensor:
+    """The model's logits at every position of ``ids``, from a prefill of its own."""
+    slot = runtime.model.cache.acquire()
+    try:
+        return runtime.model.prefill(slot, ids, all_logits=True)
+    finally:
+        runtime.model.cache.release(slot)
+
+
+def test_greedy_log_probs_are_the_log_softmax_of_the_chosen_tokens_and_sum_to_the_cumulative(
+    batcher: InflightBatcher, new_runtime: Callable[..., ReferenceRuntime]
+) -> None:
+    streamed, whole = RecordingSink(), RecordingSink()
+    batcher.submit(request(return_log_probs=True), streamed)
+    batcher.submit(request(return_log_probs=True, streaming=False), whole)
+    streamed.wait(), whole.wait()
+    per_token = [value for logs in streamed.logs for value in (logs.log_probs or []) if logs is not None]
+    assert len(per_token) == len(streamed.tokens) == 8
+    expected = torch.log_softmax(reference_logits(new_runtime(), PROMPT + streamed.tokens[:-1])[len(PROMPT) - 1 :], -1)
+    want = [float(expected[i, token]) for i, token in enumerate(streamed.tokens)]
+    assert per_token == pytest.approx(want, abs=1e-4)
+    assert all(value <= 0 for value in per_token)
+    final = whole.logs[-1]
+    assert final is not None and final.log_probs == pytest.approx(per_token, abs=1e-6)
+    assert final.cum_log_prob == pytest.approx(sum(per_token), abs=1e-4)
+    last = streamed.logs[-1]
+    assert last is not None and last.cum_log_prob == pytest.approx(sum(per_token), abs=1e-4)
+
+
+def test_sampled_log_probs_are_taken_after_the_temperature(
+    batcher: InflightBatcher, new_runtime: Callable[..., ReferenceRuntime]
+) -> None:
+    sink = RecordingSink()
+    batcher.submit(request(return_log_probs=True, sampling=Sampling(temperature=2.0, top_p=1.0, seed=5)), sink)
+    sink.wait()
+    logits = reference_logits(new_runtime(), PROMPT + sink.tokens[:-1])[len(PROMPT) - 1 :]
+    expected = torch.log_softmax(logits / 2.0, -1)
+    got = [value for logs in sink.logs if logs is not None for value in (logs.log_probs or [])]
+    assert got == pytest.approx([float(expected[i, t]) for i, t in enumerate(sink.tokens)], abs=1e-4)
+
+
+def test_context_and_generation_logits_are_the_models_logits(
+    batcher: InflightBatcher, new_runtime: Callable[..., ReferenceRuntime]
+) -> None:
+    sink = RecordingSink()
+    batcher.submit(
+        request(streaming=False, max_new_tokens=4, return_context_logits=True, return_generation_logits=True), sink
+    )
+    sink.wait()
+    logs = sink.logs[-1]
+    assert logs is not None and logs.log_probs is None
+    assert logs.context_logits is not None and logs.generation_logits is not None
+    reference = reference_logits(new_runtime(), PROMPT + sink.tokens[:-1]).numpy()
+    assert logs.context_logits.shape == (len(PROMPT), reference.shape[1])
+    assert logs.context_logits == pytest.approx(reference[: len(PROMPT)], abs=1e-4)
+    assert logs.generation_logits.shape == (4, reference.shape[1])
+    assert logs.generation_logits == pytest.approx(reference[len(PROMPT) - 1 :], abs=1e-4)
+
+
+def test_no_logs_unless_asked(batcher: InflightBatcher) -> None:
+    sink = RecordingSink()
+    batcher.submit(request(), sink)
+    assert sink.wait().logs == [None] * 8

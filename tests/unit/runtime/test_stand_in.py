@@ -151,6 +151,10 @@ def test_what_it_cannot_serve_is_refused_by_name(engine: StandInEngine) -> None:
     with pytest.raises(BadRequestError) as penalty:
         engine.submit(request(sampling=Sampling(presence_penalty=0.5)), RecordingSink())
     assert penalty.value.param == "presence_penalty"
+    for name in ("return_log_probs", "return_context_logits", "return_generation_logits"):
+        with pytest.raises(BadRequestError) as logs:
+            engine.submit(request(**{name: True}), RecordingSink())
+        assert logs.value.param == name
     assert engine.active_requests == 0
 
 
