@@ -22,6 +22,7 @@ import torch
 
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.request_ids import new_request_id
+from nemo_runtime.guided import GrammarEngine
 from nemo_runtime.sampling import GREEDY, SamplingParams, TokenMask
 from nemo_runtime.scheduler import ReferenceRuntime, Returns, StepOutput
 from nemo_serving.contract import GenerationRequest, LogOutputs
@@ -91,6 +92,27 @@ def token_mask(request: GenerationRequest, vocab_size: int) -> TokenMask | None:
     return mask
 
 
+def all_of(vocab_size: int, *masks: TokenMask | None) -> TokenMask | None:
+    """The ids every mask allows (a mask answering None allows all)."""
+    present = [mask for mask in masks if mask is not None]
+    if len(present) < 2:
+        return present[0] if present else None
+
+    def mask(generated: Sequence[int]) -> torch.Tensor | None:
+        allowed: torch.Tensor | None = None
+        for each in present:
+            answer = each(generated)
+            if answer is None:
+                continue
+            if not isinstance(answer, torch.Tensor):
+                ids, answer = answer, torch.zeros(vocab_size, dtype=torch.bool)
+                answer[list(ids)] = True
+            allowed = answer if allowed is None else allowed & answer
+        return allowed
+
+    return mask
+
+
 @dataclass(frozen=True)
 class BatcherStats:
     """A snapshot of the batcher's state."""
@@ -143,8 +165,9 @@ class _Active:
 class InflightBatcher:
     """Owns the step loop of one `ReferenceRuntime`. Call `close()` to stop it."""
 
-    def __init__(self, runtime: ReferenceRuntime) -> None:
+    def __init__(self, runtime: ReferenceRuntime, grammar: GrammarEngine | None = None) -> None:
         self._runtime = runtime
+        self._grammar = grammar  # guided decoding (None: guided requests are refused)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified whenever stats() changes
         self._active: dict[str, _Active] = {}
@@ -179,6 +202,12 @@ class InflightBatcher:
         problem = unsupported(request)
         if problem is not None:
             raise problem
+        vocab_size = self._runtime.model.vocab_size
+        mask = token_mask(request, vocab_size)
+        if request.guide is not None:
+            if self._grammar is None:
+                raise BadRequestError("this model serves no guided decoding", param="guided_decoding_guide_type")
+            mask = all_of(vocab_size, mask, self._grammar.mask(request.guide))
         runtime_id = new_request_id()
         with self._lock:
             self._active[runtime_id] = _Active(request, sink, tag)
@@ -191,7 +220,7 @@ class InflightBatcher:
                 sampling=sampling_params(request),
                 end_id=request.end_id,
                 stop_words=request.stop_words,
-                token_mask=token_mask(request, self._runtime.model.vocab_size),
+                token_mask=mask,
                 returns=self._active[runtime_id].returns(),
             )
         except ValueError as exc:

@@ -16,8 +16,9 @@ import numpy as np
 
 from nemo_protocol.errors import BadRequestError
 from nemo_serving import word_lists
+from nemo_serving.guided import Guide
 from nemo_serving.sampling import Sampling
-from nemo_serving.tensors import Inputs, scalar, scalar_tensor
+from nemo_serving.tensors import Inputs, scalar, scalar_tensor, single_text
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class GenerationRequest:
     return_context_logits: bool = False
     return_generation_logits: bool = False
     exclude_input_in_output: bool = True
+    guide: Guide | None = None  # guided decoding: the output follows this schema, regex or grammar
 
     def __post_init__(self) -> None:
         if not self.input_ids:
@@ -82,6 +84,7 @@ class GenerationRequest:
             exclude_input_in_output=scalar(
                 get("exclude_input_in_output"), "exclude_input_in_output", bool, exclude_input_default
             ),
+            guide=_guide(get),
         )
 
     def to_inputs(self) -> dict[str, np.ndarray]:
@@ -105,7 +108,22 @@ class GenerationRequest:
             tensors["stop_words_list"] = word_lists.word_list(self.stop_words)[None]
         if self.bad_words:
             tensors["bad_words_list"] = word_lists.word_list(self.bad_words)[None]
+        if self.guide is not None:
+            tensors["guided_decoding_guide_type"] = np.array([[self.guide.type.encode()]], dtype=object)
+            tensors["guided_decoding_guide"] = np.array([[self.guide.text.encode("utf-8")]], dtype=object)
         return tensors
+
+
+def _guide(get: Inputs) -> Guide | None:
+    """The request's guide: both guided-decoding inputs, or neither."""
+    kind, text = get("guided_decoding_guide_type"), get("guided_decoding_guide")
+    if kind is None and text is None:
+        return None
+    if kind is None or text is None:
+        missing = "guided_decoding_guide_type" if kind is None else "guided_decoding_guide"
+        raise BadRequestError("is required with the other guided-decoding input", param=missing)
+    guide_type = single_text(kind, "guided_decoding_guide_type")
+    return Guide(guide_type, single_text(text, "guided_decoding_guide"), "guided_decoding_guide_type")
 
 
 def stop_inputs() -> dict[str, np.ndarray]:

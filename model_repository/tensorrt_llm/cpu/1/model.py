@@ -1,6 +1,7 @@
 """Triton python model `tensorrt_llm` (CPU): the reference runtime with in-flight batching.
 
-Each request joins the running batch of nemo_runtime.inflight; responses stream back through
+Each request joins the running batch of nemo_runtime.inflight (its guide, if any, masked by
+nemo_runtime.guided); responses stream back through
 the request's response sender. A request carrying `stop=true` ends the in-flight request with the
 same request id. The batcher's state is published as Triton metrics (nemo_runtime.batch_metrics).
 """
@@ -9,6 +10,7 @@ import triton_python_backend_utils as pb_utils
 
 from nemo_protocol.errors import BadRequestError
 from nemo_runtime.batch_metrics import MetricsPublisher, TritonMetrics
+from nemo_runtime.guided import GrammarEngine
 from nemo_runtime.inflight import InflightBatcher
 from nemo_runtime.scheduler import ReferenceRuntime
 from nemo_serving.contract import GenerationRequest
@@ -24,7 +26,7 @@ class TritonPythonModel:
             model.path("checkpoint_dir"), max_batch_size=model.int("max_batch_size")
         )
         self.exclude_input_default = model.bool("exclude_input_in_output")
-        self.batcher = InflightBatcher(runtime)
+        self.batcher = InflightBatcher(runtime, GrammarEngine(model.tokenizer(), runtime.model.vocab_size))
         self.metrics = TritonMetrics(pb_utils, {"model": model.name, "version": args["model_version"]})
         self.publisher = MetricsPublisher(self.batcher, self.metrics.publish)
 
