@@ -6,14 +6,16 @@ chunks into `chat.completion.chunk`s (streaming) or one `chat.completion`: incre
 tool-call parsing, stop sequences, `finish_reason` and `usage`.
 
 `tool_choice`: `none` renders no tools; `auto` lets the model choose; `required` and a named function
-are enforced by starting the assistant turn with `[TOOL_CALLS]` (and, for a named function, the
-call's opening up to its arguments), so the model can only complete a call; output that still fails
-to parse as one ends the response with an error instead of pretending.
+are enforced by starting the assistant turn with the `[TOOL_CALLS]` token and guiding the rest
+(nemo_serving.guided): a list of calls to the request's tools (only the named one), each call's
+arguments held to its function's `parameters`, so the call is valid by construction. One cut short by
+`max_tokens` comes back as a `tool_calls` entry with what was written and finish reason `length`.
+`response_format` and the `guided_*` fields guide the text the same way.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +23,11 @@ from typing import Any
 from nemo_protocol.chat_format import encode_chat
 from nemo_protocol.errors import BadRequestError, error_body
 from nemo_protocol.tekken import Tekkenizer
-from nemo_protocol.tool_calls import ContentDelta, Delta, OutputParser, ToolCall, ToolCallDelta
+from nemo_protocol.tool_calls import ContentDelta, Delta, OutputParser, ToolCall, ToolCallDelta, new_tool_call_id
 from nemo_serving.chat_request import ChatRequest, ToolChoice
 from nemo_serving.chat_response import ResponseBuilder, Usage
 from nemo_serving.contract import GenerationRequest
+from nemo_serving.guided import tool_calls_guide
 from nemo_serving.preprocessing import LengthLimits
 from nemo_serving.stop_strings import StopStringMatcher
 
@@ -74,7 +77,21 @@ class ChatEndpoint:
         self._check_capabilities(request)
         tools = None if request.tool_choice.mode == "none" else request.tools
         forced = self._forced_prefix(request.tool_choice)
-        ids = encode_chat(self.tokenizer, request.messages, tools) + forced
+        ids = encode_chat(self.tokenizer, request.messages, tools) + forced  # validates the tools too
+        guide = request.guide
+        if guide is not None and request.ignore_eos:
+            raise BadRequestError(
+                "cannot be combined with guided output, which ends the generation", param="nvext.ignore_eos"
+            )
+        if request.tool_choice.enforced:
+            if guide is not None:
+                raise BadRequestError(
+                    f"cannot be combined with tool_choice {request.tool_choice.mode!r}: the output is a tool call",
+                    param=guide.param,
+                )
+            guide = tool_calls_guide(
+                request.tools or [], request.tool_choice.function, one_call=not request.parallel_tool_calls
+            )
         max_tokens = request.max_tokens if request.max_tokens is not None else self.limits.max_seq_len - len(ids)
         self.limits.check(len(ids), max_tokens, prompt_param="messages", max_tokens_param="max_tokens")
         generation = GenerationRequest(
@@ -84,6 +101,7 @@ class ChatEndpoint:
             pad_id=self.tokenizer.pad_id,
             streaming=True,  # always: stop sequences and cancellation end generation early
             sampling=request.sampling,
+            guide=guide,
         )
         return PreparedChat(request, generation, forced)
 
@@ -104,12 +122,9 @@ class ChatEndpoint:
                 )
 
     def _forced_prefix(self, choice: ToolChoice) -> list[int]:
-        if not choice.enforced:
-            return []
-        ids = [self.tokenizer.control_id("[TOOL_CALLS]")]
-        if choice.function is not None:
-            ids += self.tokenizer.encode('[{"name": ' + json.dumps(choice.function) + ', "arguments": ')
-        return ids
+        # Only the token: text forced here would fix a tokenization the model may not share (its ` {"`
+        # is one token where a forced prefix ends in a lone space); the guide holds the rest.
+        return [self.tokenizer.control_id("[TOOL_CALLS]")] if choice.enforced else []
 
     # ----- response --------------------------------------------------------------------------------
     def responder(self, chat: PreparedChat) -> ChatResponder:
@@ -150,12 +165,15 @@ class ChatResponder:
         self._enforced = self._request.tool_choice.enforced
         self._stops = StopStringMatcher(self._request.stop)
         self._content: list[str] = []
+        self._unparsed: list[str] = []
+        self._ended = False
         self._calls: list[ToolCall] = []
         self.generated = 0
 
     @property
     def stopped(self) -> bool:
-        return self._stops.stopped
+        """A stop sequence matched, or the one call parallel_tool_calls=false allows is complete."""
+        return self._stops.stopped or self._ended
 
     def start(self) -> list[Event]:
         if self._chat.forced_ids:
@@ -163,7 +181,7 @@ class ChatResponder:
         return [self._builder.role_chunk()] if self._request.stream else []
 
     def feed(self, ids: list[int]) -> list[Event]:
-        if self._stops.stopped:
+        if self.stopped:
             return []
         self.generated += len(ids)
         return self._take(self._parser.feed(ids))
@@ -171,7 +189,7 @@ class ChatResponder:
     def finish(self) -> list[Event]:
         events: list[Event] = []
         request, builder, stops = self._request, self._builder, self._stops
-        if not stops.stopped:
+        if not self.stopped:
             events += self._take(self._parser.finish())
             tail = stops.flush()
             if tail:
@@ -179,20 +197,29 @@ class ChatResponder:
                 if request.stream:
                     events.append(builder.content_chunk(tail))
         calls, error = self._calls, self._parser.tool_call_error
+        cut = not self.stopped and self.generated >= self._chat.generation.max_new_tokens
         if self._enforced and (error is not None or not calls):
-            reason = error or "no tool call was generated"
-            events.append(
-                error_body(
-                    f"tool_choice requires a tool call but the model's output is not one: {reason}",
-                    error_type="server_error",
-                    param="tool_choice",
-                    code=500,
+            partial = _partial_call("".join(self._unparsed)) if cut else None
+            if partial is None:
+                # The guide makes a call; short of one, max_tokens ended it before the call's name (or, without a
+                # grammar engine, the model wrote no call): the client's limit, not a server fault, and not retried.
+                events.append(
+                    error_body(
+                        f"tool_choice requires a tool call but the output is not one: {error or 'no call'}"
+                        + ("; max_tokens ran out before the call's name was written" if cut else ""),
+                        error_type="invalid_request_error",
+                        param="max_tokens" if cut else "tool_choice",
+                        code=400,
+                    )
                 )
-            )
-            return events
+                return events
+            calls = [*calls, partial]
+            if request.stream:
+                events.append(builder.tool_call_chunk(len(calls) - 1, partial))
+            error = None
         if calls and error is None:
-            finish_reason = "tool_calls"
-        elif not stops.stopped and self.generated >= self._chat.generation.max_new_tokens:
+            finish_reason = "length" if cut else "tool_calls"
+        elif cut:
             finish_reason = "length"
         else:
             finish_reason = "stop"
@@ -210,15 +237,28 @@ class ChatResponder:
         events: list[Event] = []
         for delta in deltas:
             if isinstance(delta, ToolCallDelta):
+                if self._calls and not self._request.parallel_tool_calls:
+                    self._ended = True  # parallel_tool_calls false: the first call is the answer
+                    break
                 self._calls.append(delta.call)
                 if self._request.stream:
                     events.append(self._builder.tool_call_chunk(delta.index, delta.call))
                 continue
             if self._enforced:
-                continue  # text in an enforced tool call means the call failed: reported by finish()
+                self._unparsed.append(delta.text)  # an enforced call's text that did not parse: finish() reports it
+                continue
             text = self._stops.feed(delta.text)
             if text:
                 self._content.append(text)
                 if self._request.stream:
                     events.append(self._builder.content_chunk(text))
         return events
+
+
+_PARTIAL_CALL = re.compile(r'\{\s*"name"\s*:\s*"([a-zA-Z0-9_-]{1,64})"\s*,\s*"arguments"\s*:\s*(.*)\Z', re.DOTALL)
+
+
+def _partial_call(text: str) -> ToolCall | None:
+    """The call that ``text`` (an open call list, cut short) had begun, its arguments as far as written."""
+    match = _PARTIAL_CALL.search(text)
+    return None if match is None else ToolCall(new_tool_call_id(), match.group(1), match.group(2))

@@ -13,6 +13,7 @@ from typing import Any
 
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.json_values import parse_json_object
+from nemo_serving.guided import GUIDED_FIELDS, Guide, field_guides, response_format_guide
 from nemo_serving.sampling import INT32_MAX, MIN_TEMPERATURE, Sampling
 
 SEED_MODULUS = 2**64
@@ -21,10 +22,10 @@ SEED_MODULUS = 2**64
 _USED = {
     "messages", "tools", "tool_choice", "temperature", "top_p", "max_tokens", "max_completion_tokens",
     "stop", "seed", "stream", "stream_options", "presence_penalty", "frequency_penalty", "logprobs",
-    "top_logprobs", "n", "response_format", "nvext",
+    "top_logprobs", "n", "response_format", "nvext", "parallel_tool_calls", *GUIDED_FIELDS,
 }  # fmt: skip
-_IGNORED = {"model", "user", "parallel_tool_calls", "metadata", "store", "logit_bias"}
-_NVEXT = {"top_k", "repetition_penalty", "ignore_eos"}
+_IGNORED = {"model", "user", "metadata", "store", "logit_bias"}
+_NVEXT = {"top_k", "repetition_penalty", "ignore_eos", *GUIDED_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class ChatRequest:
     include_usage: bool
     logprobs: bool
     ignore_eos: bool = False  # NIM's nvext.ignore_eos: generate exactly max_tokens (benchmarks)
+    guide: Guide | None = None  # response_format or a guided_* field: the output is held to it
+    parallel_tool_calls: bool = True  # False: at most one tool call
 
     @classmethod
     def parse(cls, raw: bytes | str) -> ChatRequest:
@@ -92,7 +95,22 @@ class ChatRequest:
             include_usage=include_usage,
             logprobs=_optional(body, "logprobs", bool, False),
             ignore_eos=_optional(nvext, "ignore_eos", bool, False, "nvext.ignore_eos"),
+            guide=_guide(body, nvext),
+            parallel_tool_calls=_optional(body, "parallel_tool_calls", bool, True),
         )
+
+
+def _guide(body: Mapping[str, Any], nvext: Mapping[str, Any]) -> Guide | None:
+    """The one output constraint asked for: ``response_format``, or a ``guided_*`` field (top level or nvext)."""
+    guides = field_guides(nvext, "nvext.") + field_guides(body)
+    if body.get("response_format") is not None:
+        from_format = response_format_guide(body["response_format"])
+        guides = [from_format, *guides] if from_format is not None else guides
+    if len(guides) > 1:
+        raise BadRequestError(
+            f"cannot be combined with {guides[0].param}: give one output constraint", param=guides[1].param
+        )
+    return guides[0] if guides else None
 
 
 def _sampling(body: Mapping[str, Any], nvext: Mapping[str, Any]) -> Sampling:
@@ -219,9 +237,3 @@ def _check_unsupported(body: Mapping[str, Any]) -> None:
         raise BadRequestError("is not supported by this deployment", param="logit_bias")
     if body.get("top_logprobs") not in (None, 0):
         raise BadRequestError("is not supported by this deployment", param="top_logprobs")
-    response_format = body.get("response_format")
-    if response_format is not None and response_format != {"type": "text"}:
-        raise BadRequestError(
-            "only {'type': 'text'} is supported (schema-constrained output is not available yet)",
-            param="response_format",
-        )

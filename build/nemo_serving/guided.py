@@ -183,8 +183,7 @@ def tool_calls_guide(tools: Sequence[Mapping[str, Any]], function: str | None, *
 
 def check_schema(schema: Any, param: str) -> None:
     """BadRequestError naming the first keyword the grammar engine would not enforce, and where it stands."""
-    for path, node, keyword, value in _keywords(schema, ""):
-        where = f"{param}{path}" if path else param
+    for where, node, keyword, value in _keywords(schema, param):
         if keyword in ANNOTATIONS:
             continue
         if keyword not in ENFORCED_KEYWORDS:
@@ -225,7 +224,12 @@ def _keywords(schema: Any, path: str) -> Iterator[tuple[str, dict[str, Any], str
         elif keyword in SCHEMA_LISTS and isinstance(value, list):
             for index, sub in enumerate(value):
                 yield from _keywords(sub, f"{path}.{keyword}[{index}]")
-        elif keyword in SCHEMA_VALUES and isinstance(value, (dict, bool)):
+        elif keyword in SCHEMA_VALUES:
+            if not isinstance(value, (dict, bool)):
+                raise BadRequestError(
+                    f"must be a schema (an object or a boolean; tuples go in prefixItems), got {type(value).__name__}",
+                    param=f"{path}.{keyword}",
+                )
             yield from _keywords(value, f"{path}.{keyword}")
 
 

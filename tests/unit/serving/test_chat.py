@@ -11,7 +11,6 @@ from nemo_protocol.chat_format import encode_chat
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
 from nemo_serving.chat import ChatEndpoint
-from nemo_serving.preprocessing import LengthLimits
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 TOOLS = [
@@ -24,11 +23,6 @@ TOOLS = [
         },
     }
 ]
-
-
-@pytest.fixture(scope="module")
-def endpoint(tok: Tekkenizer) -> ChatEndpoint:
-    return ChatEndpoint(tok, LengthLimits(256, 512), "nemo-test", supports_penalties=False)
 
 
 def body(**fields: Any) -> str:
@@ -67,7 +61,7 @@ def run(endpoint: ChatEndpoint, raw: str, output_ids: list[int]) -> tuple[list[d
         ),
         (body(presence_penalty=0.5), "presence_penalty", "CPU reference runtime"),
         (body(logprobs=True), "logprobs", "not supported"),
-        (body(response_format={"type": "json_object"}), "response_format", "text"),
+        (body(response_format={"type": "xml"}), "response_format.type", "json_schema"),
         (json.dumps({"messages": [{"role": "user", "content": "x " * 300}]}), "messages", "at most 256"),
         (body(max_tokens=510), "max_tokens", "do not fit"),
         (json.dumps({"messages": [{"role": "wizard", "content": "hi"}]}), "messages[0].role", ""),
@@ -154,15 +148,20 @@ def test_tool_calls_are_parsed_streamed_and_finish_with_tool_calls(endpoint: Cha
     assert message["content"] is None and message["tool_calls"][0]["function"]["name"] == "get_weather"
 
 
-def test_named_tool_choice_starts_the_call_for_the_model(endpoint: ChatEndpoint, tok: Tekkenizer) -> None:
+def test_named_tool_choice_forces_the_call_token_and_guides_the_call(endpoint: ChatEndpoint, tok: Tekkenizer) -> None:
     named = {"type": "function", "function": {"name": "get_weather"}}
     chat = endpoint.prepare(body(tools=TOOLS, tool_choice=named))
     prompt = encode_chat(tok, USER, TOOLS)
-    assert chat.generation.input_ids[: len(prompt)] == prompt
-    assert chat.generation.input_ids[len(prompt)] == tok.control_id("[TOOL_CALLS]")
-    events = list(endpoint.respond(chat, one_token_chunks(tok.encode('{"city": "Oslo"}}]')), lambda: None))
+    assert chat.generation.input_ids == [*prompt, tok.control_id("[TOOL_CALLS]")]  # no text forced after it
+    assert chat.generation.guide is not None and chat.generation.guide.type == "json_schema"
+    schema = json.loads(chat.generation.guide.text)
+    assert schema["maxItems"] == 1 and schema["items"]["properties"]["name"] == {"const": "get_weather"}
+    assert schema["items"]["properties"]["arguments"] == TOOLS[0]["function"]["parameters"]
+    output = tok.encode('[{"name": "get_weather", "arguments": {"city": "Oslo"}}]')
+    events = list(endpoint.respond(chat, one_token_chunks(output), lambda: None))
     call = events[0]["choices"][0]["message"]["tool_calls"][0]
     assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
+    assert events[0]["choices"][0]["finish_reason"] == "tool_calls"
 
 
 def test_required_tool_choice_refuses_output_that_is_no_call(endpoint: ChatEndpoint, tok: Tekkenizer) -> None:

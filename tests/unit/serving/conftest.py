@@ -1,0 +1,15 @@
+"""The chat core the serving tests share."""
+
+from __future__ import annotations
+
+import pytest
+
+from nemo_protocol.tekken import Tekkenizer
+from nemo_serving.chat import ChatEndpoint
+from nemo_serving.preprocessing import LengthLimits
+
+
+@pytest.fixture(scope="module")
+def endpoint(tok: Tekkenizer) -> ChatEndpoint:
+    """The chat core as a CPU deployment configures it (prompts up to 256 tokens, sequences up to 512)."""
+    return ChatEndpoint(tok, LengthLimits(256, 512), "nemo-test", supports_penalties=False)
