@@ -16,17 +16,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 CANCEL_POLL_S = 0.02
 
 
 def until_cancelled(
-    chunks: Iterable[list[int]],
+    chunks: Iterable[T],
     is_cancelled: Callable[[], bool],
     cancel: Callable[[], None],
     *,
     poll_s: float = CANCEL_POLL_S,
-) -> Iterator[list[int]]:
+) -> Iterator[T]:
     """Pass chunks on until the client cancels (asked at most every ``poll_s``); then end the generation."""
     next_poll = 0.0
     for ids in chunks:

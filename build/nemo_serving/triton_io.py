@@ -11,7 +11,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from nemo_serving.contract import GenerationRequest, LogOutputs, output_tensors, output_token_ids, stop_inputs
+from nemo_serving.contract import (
+    GenerationRequest,
+    LogOutputs,
+    output_log_probs,
+    output_tensors,
+    output_token_ids,
+    stop_inputs,
+)
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -21,6 +28,16 @@ def inputs(request: pb_utils.InferenceRequest) -> Callable[[str], np.ndarray | N
 
     def get(name: str) -> np.ndarray | None:
         tensor = pb_utils.get_input_tensor_by_name(request, name)
+        return None if tensor is None else tensor.as_numpy()
+
+    return get
+
+
+def output_lookup(item: pb_utils.InferenceResponse) -> Callable[[str], np.ndarray | None]:
+    """Output tensor lookup by name for one response (None when absent)."""
+
+    def get(name: str) -> np.ndarray | None:
+        tensor = pb_utils.get_output_tensor_by_name(item, name)
         return None if tensor is None else tensor.as_numpy()
 
     return get
@@ -59,27 +76,50 @@ class ResponseSink:
 
 
 class BlsGeneration:
-    """A request to the `tensorrt_llm` model, iterated as chunks of new token ids."""
+    """A request to the `tensorrt_llm` model, iterated as chunks of new token ids (`with_logs`: with the log
+    probs and logits the request asked for)."""
 
     def __init__(self, request: GenerationRequest, request_id: str, model: str = "tensorrt_llm") -> None:
         self._model = model
         self._request_id = request_id
+        wanted = {
+            "output_log_probs": request.return_log_probs,
+            "cum_log_probs": request.return_log_probs,
+            "context_logits": request.return_context_logits,
+            "generation_logits": request.return_generation_logits,
+        }
+        self.wants_logs = any(wanted.values())
         self._responses = pb_utils.InferenceRequest(
             model_name=model,
             request_id=request_id,
             inputs=[pb_utils.Tensor(k, v) for k, v in request.to_inputs().items()],
-            requested_output_names=["output_ids", "sequence_length"],
+            requested_output_names=["output_ids", "sequence_length", *(name for name, on in wanted.items() if on)],
         ).exec(decoupled=True)
 
     def __iter__(self) -> Iterator[list[int]]:
+        for ids, _ in self.with_logs():
+            yield ids
+
+    def with_logs(self) -> Iterator[tuple[list[int], LogOutputs]]:
+        """Each response's new ids and what it carries beside them (fields None where not asked for)."""
         for item in self._responses:
             if item.has_error():
                 raise GenerationError(item.error().message())
-            ids = pb_utils.get_output_tensor_by_name(item, "output_ids")
-            lengths = pb_utils.get_output_tensor_by_name(item, "sequence_length")
+            get = output_lookup(item)
+            ids = get("output_ids")
             if ids is None:
                 continue
-            yield output_token_ids(ids.as_numpy(), None if lengths is None else lengths.as_numpy())
+            log_probs, cum = get("output_log_probs"), get("cum_log_probs")
+            context, generation = get("context_logits"), get("generation_logits")
+            yield (
+                output_token_ids(ids, get("sequence_length")),
+                LogOutputs(
+                    log_probs=output_log_probs(log_probs),
+                    cum_log_prob=None if cum is None else float(cum.reshape(-1)[0]),
+                    context_logits=None if context is None else context.reshape(-1, context.shape[-1]),
+                    generation_logits=None if generation is None else generation.reshape(-1, generation.shape[-1]),
+                ),
+            )
 
     def cancel(self) -> None:
         """End the generation early (a `stop` request with the same id), freeing its batch slot."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, TypedDict, TypeVar, overload
 
 import numpy as np
-from openai.types import Completion, Model
+from openai.types import Completion, CompletionUsage, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from tritonclient.grpc import service_pb2
 from typing_extensions import NotRequired, Unpack
@@ -33,6 +33,7 @@ from nemo_client.triton_transport import RetryPolicy, TritonTransport, deadline_
 from nemo_protocol.errors import APIError, BadRequestError, ServerError, error_from_body
 from nemo_protocol.json_values import check_json_value
 from nemo_protocol.request_ids import new_request_id
+from nemo_serving.stop_strings import StopStringMatcher
 
 DEFAULT_URL = "localhost:8001"
 DEFAULT_TIMEOUT_S = 600.0
@@ -83,9 +84,15 @@ class ChatCompletionStreamingParams(_ChatCompletionFields):
 
 
 class _CompletionFields(TypedDict):
-    """Arguments of ``completions.create``: raw text generation through the ``ensemble`` model."""
+    """Arguments of ``completions.create``: raw text generation through the ``ensemble`` model.
 
-    prompt: str
+    ``prompt`` is text, token ids, or a list of either (one choice per prompt, non-streamed); ``n`` choices
+    per prompt are independent generations (``seed``, when given, is the first one's, then ``seed + 1``...).
+    ``logprobs`` N gives each token's log probability and the N most likely tokens at its position; ``echo``
+    puts the prompt (and, with ``logprobs``, its tokens) before the completion. ``min_tokens``,
+    ``ignore_eos``, ``repetition_penalty`` and ``top_k`` are the vLLM / NIM extensions of the same names."""
+
+    prompt: str | Sequence[int] | Sequence[str] | Sequence[Sequence[int]]
     model: NotRequired[str]
     max_tokens: NotRequired[int]
     temperature: NotRequired[float]
@@ -95,6 +102,12 @@ class _CompletionFields(TypedDict):
     stop: NotRequired[str | Sequence[str]]
     presence_penalty: NotRequired[float]
     frequency_penalty: NotRequired[float]
+    repetition_penalty: NotRequired[float]
+    min_tokens: NotRequired[int]
+    ignore_eos: NotRequired[bool]
+    logprobs: NotRequired[int]
+    echo: NotRequired[bool]
+    n: NotRequired[int]
     timeout: NotRequired[float]
 
 
@@ -304,17 +317,44 @@ class AsyncCompletions:
     async def create(self, **params: Unpack[CompletionParams]) -> Completion | AsyncStream[Completion]: ...
     async def create(self, **params: Unpack[CompletionParams]) -> Completion | AsyncStream[Completion]:
         """Complete raw text (no chat template) through the text ``ensemble``."""
-        inputs = completion_inputs(params)
+        prompts = completion_prompts(params.get("prompt"))
+        n = params.get("n", 1)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+            raise BadRequestError(f"must be an integer in [1, {MAX_N}], got {n!r}", param="n")
         model = params.get("model") or self._client.model or self._client.text_model
-        request_id, responses = await self._client._responses(self._client.text_model, inputs, params.get("timeout"))
-        pieces = _text_pieces(responses)
+        seed = params.get("seed")
+        requests = [
+            completion_inputs(params, prompt, seed=None if seed is None else seed + copy)
+            for prompt in prompts
+            for copy in range(n)
+        ]
+        stops = _stop_words(params.get("stop"))
+        echoes = [prompt if isinstance(prompt, str) else None for prompt in prompts for _ in range(n)]
+        if params.get("echo") and stops and None in echoes:
+            raise BadRequestError("stop with echo needs the prompt as text, not token ids", param="echo")
         if params.get("stream"):
+            if len(requests) > 1:
+                raise BadRequestError("one prompt and n 1 only when streaming", param="n" if n > 1 else "prompt")
+            request_id, responses = await self._client._responses(
+                self._client.text_model, requests[0], params.get("timeout")
+            )
+            pieces = _completion_pieces(responses, stops, echo=echoes[0] if params.get("echo") else None)
             return AsyncStream(_completion_chunks(pieces, model, request_id), request_id)
-        text, finish_reason = [], "stop"
-        async for piece, reason in pieces:
-            text.append(piece)
-            finish_reason = reason or finish_reason
-        return _completion(request_id, model, "".join(text), finish_reason)
+        request_id = new_request_id()
+        choices = await asyncio.gather(
+            *(
+                self._choice(inputs, stops, echo if params.get("echo") else None, params.get("timeout"))
+                for inputs, echo in zip(requests, echoes, strict=True)
+            )
+        )
+        return _completion(request_id, model, list(choices), usage=_usage(choices, n))
+
+    async def _choice(
+        self, inputs: Mapping[str, Any], stops: list[str], echo: str | None, timeout: float | None
+    ) -> CompletionPiece:
+        """One whole generation, as one piece."""
+        _, responses = await self._client._responses(self._client.text_model, inputs, timeout)
+        return CompletionPiece.join([piece async for piece in _completion_pieces(responses, stops, echo=echo)])
 
 
 class AsyncModels:
@@ -322,14 +362,18 @@ class AsyncModels:
         self._client = client
 
     async def list(self, *, timeout: float = 10.0) -> list[Model]:
-        """The served chat model, under its served name (``served_model_name`` of the ``chat`` model)."""
+        """The served chat model, under its served name (``served_model_name`` of the ``chat`` model), with
+        ``max_model_len``: the tokens of a sequence, prompt and output (the engine's ``max_seq_len``)."""
         deadline = deadline_after(timeout)
         config = await self._client._transport.unary(
             "ModelConfig", service_pb2.ModelConfigRequest(name=self._client.chat_model), deadline=deadline
         )
         parameters = config.config.parameters
         name = parameters["served_model_name"].string_value if "served_model_name" in parameters else ""
-        return [Model(id=name or self._client.chat_model, created=0, object="model", owned_by="mistralai")]
+        model: dict[str, Any] = {"id": name or self._client.chat_model, "created": 0, "object": "model"}
+        if "max_seq_len" in parameters:
+            model["max_model_len"] = int(parameters["max_seq_len"].string_value)  # an extra field, as vLLM's
+        return [Model.model_validate({**model, "owned_by": "mistralai"})]
 
 
 # ----- request and response shaping (shared by the async client, the sync client and the gateway) ---------
@@ -348,27 +392,80 @@ def chat_request_body(params: Mapping[str, Any], default_model: str | None) -> d
     return body
 
 
-def completion_inputs(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``ensemble`` model's input tensors for a completion request; BadRequestError for a value no tensor
-    of its type can hold (the server checks the ranges it serves)."""
-    prompt = params.get("prompt")
-    if not isinstance(prompt, str):
-        raise BadRequestError("prompt must be a string", param="prompt")
-    inputs: dict[str, Any] = {
-        "text_input": np.array([[_utf8(prompt, "prompt")]], dtype=object),
-        "max_tokens": _scalar_tensor(params.get("max_tokens", 16), np.int32, "max_tokens"),
-        "stream": np.array([[bool(params.get("stream"))]], dtype=np.bool_),
-    }
+MAX_N = 16
+"""The most choices a completion request may ask for (``n``, or prompts x ``n``)."""
+
+
+def completion_prompts(prompt: Any) -> list[str | list[int]]:
+    """The prompts of a completion request: text, token ids, or a list of either; 400 naming ``prompt``."""
+    if isinstance(prompt, str) or _token_ids(prompt):
+        return [prompt if isinstance(prompt, str) else list(prompt)]
+    if (
+        isinstance(prompt, list)
+        and prompt
+        and (all(isinstance(p, str) for p in prompt) or all(map(_token_ids, prompt)))
+    ):
+        if len(prompt) > MAX_N:
+            raise BadRequestError(f"at most {MAX_N} prompts per request, got {len(prompt)}", param="prompt")
+        return [p if isinstance(p, str) else list(p) for p in prompt]
+    raise BadRequestError(
+        "must be a string, a list of token ids, or a non-empty list of strings or of token-id lists", param="prompt"
+    )
+
+
+def _token_ids(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= INT32_MAX for t in value)
+    )
+
+
+def completion_inputs(
+    params: Mapping[str, Any], prompt: str | Sequence[int] | None = None, *, seed: int | None = None
+) -> dict[str, Any]:
+    """The ``ensemble`` model's input tensors for one prompt of a completion request; BadRequestError for a value
+    no tensor of its type can hold (the server checks the ranges it serves).
+
+    ``temperature`` without ``top_p`` samples with OpenAI's ``top_p`` default of 1 (TensorRT-LLM's defaults,
+    ``top_k`` 0 and ``top_p`` 0, would be greedy)."""
+    if prompt is None:
+        prompts = completion_prompts(params.get("prompt"))
+        if len(prompts) > 1:
+            raise BadRequestError("one prompt per ensemble request", param="prompt")
+        prompt = prompts[0]
+    if isinstance(prompt, str):
+        inputs: dict[str, Any] = {"text_input": np.array([[_utf8(prompt, "prompt")]], dtype=object)}
+    else:
+        inputs = {"input_ids": np.array([list(prompt)], dtype=np.int32)}
+    inputs["max_tokens"] = _scalar_tensor(params.get("max_tokens", 16), np.int32, "max_tokens")
+    inputs["stream"] = np.array([[bool(params.get("stream"))]], dtype=np.bool_)
+    values = {**params, "seed": params.get("seed") if seed is None else seed}
+    if values.get("temperature") is not None and values.get("top_p") is None and values.get("top_k") is None:
+        values["top_p"] = 1.0
     for name, dtype in _COMPLETION_SCALARS.items():
-        if params.get(name) is not None:
-            inputs[name] = _scalar_tensor(params[name], dtype, name)
-    stop = params.get("stop")
+        if values.get(name) is not None:
+            inputs[name] = _scalar_tensor(values[name], dtype, name)
+    for name in ("echo", "ignore_eos"):
+        if values.get(name) is not None and not isinstance(values[name], bool):
+            raise BadRequestError(f"must be a boolean, got {type(values[name]).__name__}", param=name)
+    if values.get("echo"):
+        inputs["exclude_input_in_output"] = np.array([[False]], dtype=np.bool_)
+    if values.get("ignore_eos"):
+        inputs["end_id"] = np.array([[-1]], dtype=np.int32)
+    stop = _stop_words(params.get("stop"))
     if stop:
-        words = [stop] if isinstance(stop, str) else stop
-        if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
-            raise BadRequestError("must be a string or a list of strings", param="stop")
-        inputs["stop_words"] = np.array([[_utf8(word, "stop") for word in words]], dtype=object)
+        inputs["stop_words"] = np.array([[_utf8(word, "stop") for word in stop]], dtype=object)
     return inputs
+
+
+def _stop_words(stop: Any) -> list[str]:
+    if not stop:
+        return []
+    words = [stop] if isinstance(stop, str) else stop
+    if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
+        raise BadRequestError("must be a string or a list of strings", param="stop")
+    return words
 
 
 _COMPLETION_SCALARS: dict[str, type[np.generic]] = {
@@ -378,7 +475,11 @@ _COMPLETION_SCALARS: dict[str, type[np.generic]] = {
     "seed": np.uint64,
     "presence_penalty": np.float32,
     "frequency_penalty": np.float32,
+    "repetition_penalty": np.float32,
+    "min_tokens": np.int32,
+    "logprobs": np.int32,
 }
+INT32_MAX = 2**31 - 1
 
 
 def _scalar_tensor(value: Any, dtype: type[np.generic], param: str) -> np.ndarray[Any, Any]:
@@ -439,15 +540,60 @@ async def _drain(items: AsyncIterator[Any]) -> None:
         pass
 
 
-async def _text_pieces(responses: AsyncIterator[dict[str, Any]]) -> AsyncIterator[tuple[str, str | None]]:
-    """(text, finish reason) per ``ensemble`` response; the reason comes with the last one only."""
+@dataclass(frozen=True)
+class CompletionPiece:
+    """Part of one completion choice: text, and what the ``ensemble`` sent with it."""
+
+    text: str
+    finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
+    prompt_tokens: int = 0  # the ensemble's counts so far
+    completion_tokens: int = 0
+
+    @staticmethod
+    def join(pieces: Sequence[CompletionPiece]) -> CompletionPiece:
+        logprobs = [p.logprobs for p in pieces if p.logprobs is not None]
+        return CompletionPiece(
+            text="".join(p.text for p in pieces),
+            finish_reason=next((p.finish_reason for p in reversed(pieces) if p.finish_reason), "stop"),
+            logprobs={key: [v for part in logprobs for v in part[key]] for key in logprobs[0]} if logprobs else None,
+            prompt_tokens=max((p.prompt_tokens for p in pieces), default=0),
+            completion_tokens=max((p.completion_tokens for p in pieces), default=0),
+        )
+
+
+async def _completion_pieces(
+    responses: AsyncIterator[dict[str, Any]], stops: Sequence[str], *, echo: str | None
+) -> AsyncIterator[CompletionPiece]:
+    """One piece per ``ensemble`` response, the text cut before the first ``stop`` string (which OpenAI leaves
+    out); the finish reason and token counts come with the last. ``echo``: the prompt text the output starts
+    with, never searched for stop strings."""
+    matcher, skip = StopStringMatcher(stops), len(echo or "")
     try:
         async for outputs in responses:
             text = b"".join(outputs.get("text_output", [])).decode("utf-8")
-            reasons = outputs.get("finish_reason")
-            yield text, reasons[0].decode("utf-8") if reasons else None
+            head, text = text[:skip], text[skip:]
+            skip -= len(head)
+            text = head + matcher.feed(text)
+            reasons, logprobs = outputs.get("finish_reason"), outputs.get("logprobs")
+            counts = [int(outputs[name].reshape(-1)[0]) if name in outputs else 0 for name in _COUNTS]
+            reason = reasons[0].decode("utf-8") if reasons is not None and len(reasons) else None
+            if matcher.stopped:
+                yield CompletionPiece(text, "stop", _logprobs(logprobs), *counts)
+                return
+            if reason is not None:
+                text += matcher.flush()
+            yield CompletionPiece(text, reason, _logprobs(logprobs), *counts)
     finally:
         await responses.aclose()  # type: ignore[attr-defined]
+
+
+_COUNTS = ("num_input_tokens", "num_output_tokens")
+
+
+def _logprobs(tensor: list[bytes] | None) -> dict[str, Any] | None:
+    """The ``logprobs`` output (a BYTES tensor: a list of one JSON object), if any."""
+    return json.loads(tensor[0]) if tensor else None
 
 
 async def _single(items: AsyncIterator[T]) -> T:
@@ -457,23 +603,38 @@ async def _single(items: AsyncIterator[T]) -> T:
     return results[0]
 
 
-def _completion(request_id: str, model: str, text: str, finish_reason: str | None) -> Completion:
+def _completion(
+    request_id: str, model: str, choices: Sequence[CompletionPiece], usage: dict[str, int] | None = None
+) -> Completion:
     # construct, not validate: OpenAI's own SDK builds stream chunks (finish_reason None) the same way.
-    return Completion.model_construct(
+    completion = Completion.model_construct(
         id=f"cmpl-{request_id}",
         object="text_completion",
         created=int(time.time()),
         model=model,
-        choices=[{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+        choices=[
+            {"index": index, "text": c.text, "finish_reason": c.finish_reason, "logprobs": c.logprobs}
+            for index, c in enumerate(choices)
+        ],
     )
+    if usage is not None:
+        completion.usage = CompletionUsage.model_validate(usage)
+    return completion
+
+
+def _usage(choices: Sequence[CompletionPiece], n: int = 1) -> dict[str, int]:
+    """Token counts; each prompt counted once, though ``n`` choices continue it."""
+    prompt = sum(c.prompt_tokens for c in choices[::n])
+    completion = sum(c.completion_tokens for c in choices)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 async def _completion_chunks(
-    pieces: AsyncIterator[tuple[str, str | None]], model: str, request_id: str
+    pieces: AsyncIterator[CompletionPiece], model: str, request_id: str
 ) -> AsyncIterator[Completion]:
-    async for text, finish_reason in pieces:
-        if text or finish_reason:
-            yield _completion(request_id, model, text, finish_reason)
+    async for piece in pieces:
+        if piece.text or piece.finish_reason or piece.logprobs:
+            yield _completion(request_id, model, [piece], _usage([piece]))  # the counts so far
 
 
 # ----- sync -----------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import Response
 
+from nemo_client.client import completion_prompts
 from nemo_gateway.dependencies import Client, Metrics, Settings
 from nemo_gateway.metering import Meter
 from nemo_gateway.metrics import GatewayMetrics
@@ -24,15 +25,17 @@ router = openai_router("completions")
 COMPLETION_FIELDS = frozenset(
     {
         "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
-        "presence_penalty", "frequency_penalty", "stream",
+        "presence_penalty", "frequency_penalty", "stream", "stream_options", "logprobs", "echo", "n",
+        "min_tokens", "ignore_eos", "repetition_penalty", "nvext",
     }
 )  # fmt: skip
 """What ``/v1/completions`` accepts; anything else is a 400 naming the field."""
 
 ENSEMBLE_INPUT_FIELDS = {
-    "text_input": "prompt", "max_tokens": "max_tokens", "stop_words": "stop", "temperature": "temperature",
-    "top_k": "top_k", "top_p": "top_p", "seed": "seed", "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty", "stream": "stream",
+    "text_input": "prompt", "input_ids": "prompt", "max_tokens": "max_tokens", "stop_words": "stop",
+    "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "seed": "seed",
+    "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty", "stream": "stream",
+    "repetition_penalty": "repetition_penalty", "min_tokens": "min_tokens", "logprobs": "logprobs",
 }  # fmt: skip
 """The ``ensemble`` input tensor (or the ``tensorrt_llm`` one of the same name) each request field travels in."""
 
@@ -63,7 +66,8 @@ async def completions(
 ) -> Response:
     settings.limits.check_completion(body)
     call = client.completions.create(**completion_params(body), timeout=settings.request_timeout_s)
-    return await relay(refusals_as_400(call), meter=meter, metrics=metrics, shape=completion_chunk_shaper)
+    shape = completion_chunk_shaper(metrics, body.get("stream_options"))
+    return await relay(refusals_as_400(call), meter=meter, metrics=metrics, shape=shape)
 
 
 async def refusals_as_400(call: Awaitable[Any]) -> Any:
@@ -90,12 +94,37 @@ def completion_params(body: dict[str, Any]) -> dict[str, Any]:
         raise BadRequestError(
             f"unsupported field {unknown[0]!r}; accepted: {', '.join(sorted(COMPLETION_FIELDS))}", param=unknown[0]
         )
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        body = {**body, "prompt": prompt[0]}
-    elif not isinstance(prompt, str):
-        raise BadRequestError("prompt must be a string (or a list of one string)", param="prompt")
-    return {key: value for key, value in body.items() if value is not None}
+    completion_prompts(body.get("prompt"))
+    body = with_nvext(body)
+    stream_options = body.get("stream_options")
+    if stream_options is not None and (
+        not isinstance(stream_options, dict)
+        or set(stream_options) - STREAM_OPTIONS
+        or not all(isinstance(value, bool) for value in stream_options.values())
+    ):
+        accepted = ", ".join(sorted(STREAM_OPTIONS))
+        raise BadRequestError(f"must be an object of booleans: {accepted}", param="stream_options")
+    return {key: value for key, value in body.items() if value is not None and key != "stream_options"}
+
+
+STREAM_OPTIONS = frozenset({"include_usage", "continuous_usage_stats"})
+NVEXT_ALIASES = frozenset({"top_k", "repetition_penalty", "min_tokens", "ignore_eos"})
+"""NIM's ``nvext`` fields that vLLM (and aiperf) send at the top level; both spellings are accepted."""
+
+
+def with_nvext(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with its ``nvext`` fields at the top level; 400 when a field is given both ways, differently."""
+    nvext = body.get("nvext")
+    if nvext is None:
+        return body
+    if not isinstance(nvext, dict) or set(nvext) - NVEXT_ALIASES:
+        raise BadRequestError(f"accepted keys: {', '.join(sorted(NVEXT_ALIASES))}", param="nvext")
+    merged = {key: value for key, value in body.items() if key != "nvext"}
+    for key, value in nvext.items():
+        if key in merged and merged[key] != value:
+            raise BadRequestError(f"differs from the top-level {key} ({merged[key]!r}): give one", param=f"nvext.{key}")
+        merged[key] = value
+    return merged
 
 
 def chat_chunk_shaper(metrics: GatewayMetrics, wants_usage: bool) -> ChunkShaper:
@@ -114,6 +143,19 @@ def chat_chunk_shaper(metrics: GatewayMetrics, wants_usage: bool) -> ChunkShaper
     return shape
 
 
-def completion_chunk_shaper(chunk: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
-    choices = chunk.get("choices") or []
-    return chunk, bool(choices and choices[0].get("text"))
+def completion_chunk_shaper(metrics: GatewayMetrics, stream_options: Any) -> ChunkShaper:
+    """Every chunk carries the usage so far: counted on the last, kept on every chunk with
+    ``continuous_usage_stats`` (vLLM's), on the last with ``include_usage``, else dropped."""
+    options = stream_options if isinstance(stream_options, dict) else {}
+
+    def shape(chunk: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+        choices = chunk.get("choices") or []
+        last = bool(choices and choices[0].get("finish_reason"))
+        if chunk.get("usage") is not None:
+            if last:
+                metrics.count_usage(chunk["usage"])
+            if not (options.get("continuous_usage_stats") or (last and options.get("include_usage"))):
+                chunk = {key: value for key, value in chunk.items() if key != "usage"}
+        return chunk, bool(choices and choices[0].get("text"))
+
+    return shape

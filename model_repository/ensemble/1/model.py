@@ -9,12 +9,7 @@ import threading
 
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.request_ids import new_request_id
-from nemo_serving.ensemble import (
-    PREPROCESSING_OUTPUTS,
-    CountedChunks,
-    TextRequest,
-    text_chunks,
-)
+from nemo_serving.ensemble import PREPROCESSING_OUTPUTS, TextRequest, TextResponses
 from nemo_serving.model_args import ModelArgs
 from nemo_serving.token_stream import coalesced, until_cancelled
 from nemo_serving.triton_io import (
@@ -25,7 +20,6 @@ from nemo_serving.triton_io import (
     error_response,
     inputs,
     response,
-    string_tensor,
 )
 
 
@@ -46,22 +40,23 @@ class TritonPythonModel:
     def _admit(self, request) -> tuple:
         text_request = TextRequest.from_inputs(inputs(request))
         preprocessed = bls_call("preprocessing", text_request.preprocessing_inputs(), PREPROCESSING_OUTPUTS)
-        generation = BlsGeneration(text_request.generation(preprocessed), request_id=new_request_id(numeric=True))
-        return request, text_request, generation
+        generation_request = text_request.generation(preprocessed)
+        generation = BlsGeneration(generation_request, request_id=new_request_id(numeric=True))
+        return request, TextResponses(self.tokenizer, text_request, generation_request.input_ids), generation
 
-    def _stream(self, sender, request, text_request, generation) -> None:
-        chunks = CountedChunks(until_cancelled(coalesced(generation), request.is_cancelled, generation.cancel))
-        pending = None
-        for text in text_chunks(self.tokenizer, chunks, text_request.stream):
-            if pending is not None:
-                sender.send(response({"text_output": string_tensor(pending)[None]}))
-            pending = text
-        # The last response always carries the finish reason (and the last text, possibly empty).
-        final = {
-            "text_output": string_tensor(pending or "")[None],
-            "finish_reason": string_tensor(chunks.finish_reason(text_request.max_tokens))[None],
-        }
-        sender.send(response(final), flags=FINAL)
+    def _stream(self, sender, request, responses, generation) -> None:
+        # Log probs come per engine response, so they are read as they come; plain text coalesces the ids
+        # that queued up into one response.
+        wants_logs = generation.wants_logs
+        items = generation.with_logs() if wants_logs else ((ids, None) for ids in coalesced(generation))
+        for ids, logs in until_cancelled(items, request.is_cancelled, generation.cancel):
+            ready = responses.feed(ids, logs)
+            if ready is not None:
+                sender.send(response(ready))
+        for _ in items:  # after a cancellation: read the engine's last responses (coalesced does so itself)
+            pass
+        # The last response always carries the finish reason and the token counts.
+        sender.send(response(responses.finish()), flags=FINAL)
 
     @staticmethod
     def _run(sender, step, *args):

@@ -18,9 +18,35 @@ def test_a_plain_request_becomes_typed_tensors() -> None:
     assert inputs["seed"].dtype == np.uint64 and inputs["stop_words"].tolist() == [[b"x"]]
 
 
+def test_temperature_alone_samples_with_openai_s_top_p_default() -> None:
+    sampled = completion_inputs({"prompt": "a", "temperature": 0.8})
+    assert sampled["top_p"].item() == 1.0  # TensorRT-LLM's top_k 0 + top_p 0 would be greedy
+    assert "top_p" not in completion_inputs({"prompt": "a"})
+    assert completion_inputs({"prompt": "a", "temperature": 0.8, "top_p": 0.5})["top_p"].item() == 0.5
+    assert "top_p" not in completion_inputs({"prompt": "a", "temperature": 0.8, "top_k": 5})
+
+
+def test_token_ids_echo_logprobs_and_the_vllm_extensions_become_ensemble_inputs() -> None:
+    inputs = completion_inputs(
+        {"prompt": [1, 22177], "echo": True, "logprobs": 1, "ignore_eos": True, "min_tokens": 3, "max_tokens": 1}
+    )
+    assert inputs["input_ids"].tolist() == [[1, 22177]] and "text_input" not in inputs
+    assert inputs["exclude_input_in_output"].item() is False
+    assert inputs["logprobs"].item() == 1 and inputs["min_tokens"].item() == 3
+    assert inputs["end_id"].item() == -1  # ignore_eos: never end at the end id
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
+        ("echo", "yes"),
+        ("ignore_eos", 1),
+        ("logprobs", 1.5),
+        ("prompt", [1, "a"]),
+        ("prompt", [[1], "a"]),
+        ("prompt", []),
+        ("prompt", [-1]),
+        ("prompt", ["a"] * 17),
         ("top_k", 2**31),
         ("max_tokens", 2**40),
         ("max_tokens", 1.5),

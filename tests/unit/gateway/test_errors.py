@@ -96,9 +96,14 @@ def test_other_model_is_404_naming_it(gateway: Gateway) -> None:
 def test_completions_refuse_unknown_fields_and_bad_prompts(gateway: Gateway) -> None:
     unknown = gateway.http.post("/v1/completions", json={"prompt": "hi", "best_of": 3})
     assert unknown.status_code == 400 and error_of(unknown)["param"] == "best_of"
-    bad = gateway.http.post("/v1/completions", json={"prompt": ["a", "b"]})
-    assert bad.status_code == 400 and error_of(bad)["param"] == "prompt"
-    assert gateway.sample("nemo_gateway_requests_total", endpoint="completions", status="400") == 2
+    for prompt in ([1, "a"], [], [[1, -2]], {"text": "hi"}):
+        bad = gateway.http.post("/v1/completions", json={"prompt": prompt})
+        assert bad.status_code == 400 and error_of(bad)["param"] == "prompt", prompt
+    both = gateway.http.post("/v1/completions", json={"prompt": "hi", "top_k": 2, "nvext": {"top_k": 3}})
+    assert both.status_code == 400 and error_of(both)["param"] == "nvext.top_k"
+    options = gateway.http.post("/v1/completions", json={"prompt": "hi", "stream_options": {"usage": True}})
+    assert options.status_code == 400 and error_of(options)["param"] == "stream_options"
+    assert gateway.sample("nemo_gateway_requests_total", endpoint="completions", status="400") == 7
 
 
 def test_unknown_route_and_method_are_openai_errors(gateway: Gateway) -> None:

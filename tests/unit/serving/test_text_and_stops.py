@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nemo_protocol.tekken import Tekkenizer
-from nemo_serving.ensemble import text_chunks
+from nemo_serving.ensemble import TextRequest, TextResponses
 from nemo_serving.stop_strings import StopStringMatcher
 
 MULTILINGUAL = "Hello, 世界! مرحبا بالعالم 🙂👩‍💻 naïve café — done."
+
+
+def text_chunks(tok: Tekkenizer, chunks: Iterable[list[int]], stream: bool) -> list[str]:
+    """The `text_output` of each response the ensemble sends for these id chunks (empty final text left out)."""
+    responses = TextResponses(tok, TextRequest(text="", max_tokens=10_000, stream=stream), [1])
+    sent = [ready for ids in chunks if (ready := responses.feed(ids)) is not None] + [responses.finish()]
+    texts = [response["text_output"].reshape(-1)[0].decode("utf-8") for response in sent]
+    return texts if texts[-1] else texts[:-1]
 
 
 def split(ids: list[int], cuts: list[int]) -> list[list[int]]:

@@ -1,0 +1,178 @@
+"""`/v1/completions` against the real Triton through nemo-gateway, read with the official openai SDK: usage,
+stop strings left out, sampling, token-id prompts, `echo` + `logprobs` in the shapes lm-eval's
+`local-completions` reads, `n`, streamed usage; and the `ensemble`'s stock inputs and outputs over gRPC."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from nemo_gateway.settings import GatewaySettings
+from nemo_protocol.tekken import Tekkenizer
+from tests.integration.test_gateway import SERVED, running_gateway
+from tests.integration.triton_calls import ensemble_inputs, stream
+
+PROMPT = "Hello"
+
+
+@pytest.fixture(scope="module")
+def gateway(url: str) -> Iterator[str]:
+    with running_gateway(GatewaySettings(triton_url=url, served_model_name=SERVED)) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def sdk(gateway: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tekken_path: str) -> Tekkenizer:
+    return Tekkenizer.from_file(tekken_path)
+
+
+def test_usage_counts_the_prompt_and_the_generated_tokens(sdk: openai.OpenAI, tokenizer: Tekkenizer) -> None:
+    reply = sdk.completions.create(model=SERVED, prompt=PROMPT, max_tokens=6, temperature=0)
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens == len(tokenizer.encode(PROMPT, bos=True))
+    assert reply.usage.completion_tokens == 6 and reply.usage.total_tokens == reply.usage.prompt_tokens + 6
+
+
+def test_the_stop_string_ends_the_text_and_is_left_out(sdk: openai.OpenAI) -> None:
+    whole = sdk.completions.create(model=SERVED, prompt=PROMPT, max_tokens=12, temperature=0).choices[0].text
+    stop = whole[len(whole) // 2 : len(whole) // 2 + 2]
+    assert stop.strip(), whole
+    for streamed in (False, True):
+        if streamed:
+            chunks = sdk.completions.create(
+                model=SERVED, prompt=PROMPT, max_tokens=12, temperature=0, stop=stop, stream=True
+            )
+            pieces = list(chunks)
+            text, reason = "".join(c.choices[0].text for c in pieces), pieces[-1].choices[0].finish_reason
+        else:
+            choice = sdk.completions.create(model=SERVED, prompt=PROMPT, max_tokens=12, temperature=0, stop=stop)
+            text, reason = choice.choices[0].text, choice.choices[0].finish_reason
+        assert text == whole[: whole.index(stop)]
+        assert reason == "stop"
+
+
+def test_temperature_alone_samples(sdk: openai.OpenAI) -> None:
+    greedy = sdk.completions.create(model=SERVED, prompt=PROMPT, max_tokens=8, temperature=0).choices[0].text
+    sampled = {
+        sdk.completions.create(model=SERVED, prompt=PROMPT, max_tokens=8, temperature=1.5, seed=seed).choices[0].text
+        for seed in range(4)
+    }
+    assert sampled - {greedy}, "temperature 1.5 without top_p decoded greedily"
+    again = sdk.completions.create(model=SERVED, prompt=PROMPT, max_tokens=8, temperature=1.5, seed=0)
+    assert again.choices[0].text in sampled  # a seed repeats its draw
+
+
+def test_echo_and_logprobs_on_token_ids_as_lm_eval_asks(sdk: openai.OpenAI, tokenizer: Tekkenizer) -> None:
+    """lm-eval `local-completions` loglikelihood: prompt [[ids]], echo, logprobs 1, max_tokens 1, temperature 0;
+    it reads token_logprobs[ctxlen:-1] and compares each with max(top_logprobs[i].values())."""
+    ids = tokenizer.encode("The capital of France is Paris", bos=True)
+    reply = sdk.completions.create(
+        model=SERVED, prompt=[ids], echo=True, logprobs=1, max_tokens=1, temperature=0, seed=1234
+    )
+    [choice] = reply.choices
+    logprobs = choice.logprobs
+    assert logprobs is not None and logprobs.token_logprobs is not None and logprobs.top_logprobs is not None
+    assert len(logprobs.token_logprobs) == len(ids) + 1  # the prompt's tokens, then the generated one
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    assert all(p is not None and p <= 0 for p in logprobs.token_logprobs[1:])
+    assert choice.text.startswith(tokenizer.decode(ids))
+    # The last token was generated greedily: its log prob is the best at its position.
+    assert logprobs.token_logprobs[-1] == pytest.approx(max(logprobs.top_logprobs[-1].values()))
+    # Each prompt token's log prob is what generating it after the tokens before it scores.
+    k = len(ids) // 2
+    step = sdk.completions.create(model=SERVED, prompt=ids[:k], max_tokens=1, logprobs=5, temperature=0)
+    step_logprobs = step.choices[0].logprobs
+    assert step_logprobs is not None and step_logprobs.top_logprobs is not None
+    token = logprobs.tokens[k] if logprobs.tokens else None
+    top = step_logprobs.top_logprobs[0]
+    if token in top:
+        assert top[token] == pytest.approx(logprobs.token_logprobs[k], abs=1e-3)
+    else:  # not among the 5 best: it scores below them
+        assert logprobs.token_logprobs[k] <= min(top.values()) + 1e-3
+    assert reply.usage is not None and reply.usage.prompt_tokens == len(ids)
+
+
+def test_several_prompts_and_n_give_one_choice_each(sdk: openai.OpenAI, tokenizer: Tekkenizer) -> None:
+    prompts = [tokenizer.encode("Hello", bos=True), tokenizer.encode("The capital", bos=True)]
+    reply = sdk.completions.create(model=SERVED, prompt=prompts, max_tokens=3, temperature=0, n=2)
+    assert [c.index for c in reply.choices] == [0, 1, 2, 3]
+    assert reply.choices[0].text == reply.choices[1].text  # greedy: the same continuation twice
+    assert reply.usage is not None and reply.usage.prompt_tokens == sum(map(len, prompts))
+    assert reply.usage.completion_tokens == 4 * 3
+    with pytest.raises(openai.BadRequestError) as too_many:
+        sdk.completions.create(model=SERVED, prompt=PROMPT, max_tokens=3, n=17)
+    assert too_many.value.body["param"] == "n"  # type: ignore[index]
+
+
+def test_ignore_eos_and_min_tokens_accepted_at_the_top_level_as_vllm_and_aiperf_send_them(gateway: str) -> None:
+    body = {"prompt": PROMPT, "max_tokens": 5, "temperature": 0, "ignore_eos": True, "min_tokens": 5, "top_k": 1}
+    reply = httpx.post(f"{gateway}/v1/completions", json=body, timeout=60)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["usage"]["completion_tokens"] == 5
+    same = httpx.post(
+        f"{gateway}/v1/completions",
+        json={**body, "nvext": {"ignore_eos": True, "top_k": 1}},
+        timeout=60,
+    )
+    assert same.status_code == 200 and same.json()["choices"][0]["text"] == reply.json()["choices"][0]["text"]
+
+
+def sse_chunks(gateway: str, body: dict[str, object]) -> list[dict[str, object]]:
+    with httpx.stream("POST", f"{gateway}/v1/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        lines = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def test_streamed_usage_on_the_last_chunk_or_on_every_chunk(gateway: str) -> None:
+    body = {"prompt": PROMPT, "max_tokens": 6, "temperature": 0, "stream": True}
+    plain = sse_chunks(gateway, body)
+    assert all("usage" not in chunk for chunk in plain)
+    last = sse_chunks(gateway, {**body, "stream_options": {"include_usage": True}})
+    assert [("usage" in chunk) for chunk in last] == [False] * (len(last) - 1) + [True]
+    assert last[-1]["usage"]["completion_tokens"] == 6  # type: ignore[index]
+    every = sse_chunks(gateway, {**body, "stream_options": {"continuous_usage_stats": True}})
+    counts = [chunk["usage"]["completion_tokens"] for chunk in every]  # type: ignore[index]
+    assert counts == sorted(counts) and counts[-1] == 6
+
+
+# ----- the ensemble's stock inputs and outputs, over gRPC as the stock clients send them ----------------------
+def test_the_ensemble_takes_the_stock_inputs_and_returns_the_stock_outputs(url: str) -> None:
+    extra = {
+        "exclude_input_in_output": np.array([[False]]),
+        "return_log_probs": np.array([[True]]),
+        "beam_width": np.array([[1]], np.int32),
+        "num_return_sequences": np.array([[1]], np.int32),
+        "length_penalty": np.array([[1.0]], np.float32),
+        "min_tokens": np.array([[1]], np.int32),
+    }
+    result = stream(url, "ensemble", {**ensemble_inputs(PROMPT, 5), **extra})
+    assert result.error is None, result.error
+    [text] = result.texts("text_output")
+    assert text.startswith(PROMPT) and len(text) > len(PROMPT)
+    [outputs] = result.outputs
+    log_probs = outputs["output_log_probs"].reshape(-1)
+    assert log_probs.shape == (5,) and (log_probs <= 0).all()
+    assert outputs["cum_log_probs"].item() == pytest.approx(float(log_probs.sum()), abs=1e-4)
+    assert outputs["num_output_tokens"].item() == 5
+    assert outputs["batch_index"].item() == 0 and outputs["sequence_index"].item() == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("beam_width", np.array([[2]], np.int32)), ("num_return_sequences", np.array([[2]], np.int32))],
+)
+def test_the_ensemble_refuses_what_it_cannot_serve_by_name(url: str, name: str, value: np.ndarray) -> None:
+    result = stream(url, "ensemble", {**ensemble_inputs(PROMPT, 5), name: value})
+    assert result.error is not None and f"{name}: " in result.error
