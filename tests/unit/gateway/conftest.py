@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from openai.types import Model
 
 from nemo_client.client import AsyncStream, Health
 from nemo_gateway.app import create_app
@@ -17,6 +18,7 @@ from nemo_gateway.metrics import GatewayMetrics
 from nemo_gateway.settings import GatewaySettings
 
 SERVED = "nemo-tiny"
+MAX_MODEL_LEN = 1024
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
 
@@ -53,6 +55,7 @@ class FakeUpstream:
     def __post_init__(self) -> None:
         self.chat = self
         self.completions = self
+        self.models = self
 
     async def create_from_body(self, body: dict[str, Any], *, timeout: float | None = None, raw: bool = False) -> Any:
         self.bodies.append(body)
@@ -67,6 +70,9 @@ class FakeUpstream:
 
     async def health(self, *, timeout: float = 5.0) -> Health:
         return self.health_result
+
+    async def list(self, *, timeout: float = 10.0) -> list[Model]:
+        return [Model(id="nemo", created=0, object="model", owned_by="mistralai", max_model_len=MAX_MODEL_LEN)]
 
     async def _items(self, items: list[Any]) -> AsyncIterator[Any]:
         try:

@@ -16,6 +16,7 @@ from nemo_protocol.errors import StreamInterruptedError
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 from tests.unit.gateway.conftest import (
     FRANCE,
+    MAX_MODEL_LEN,
     SERVED,
     USAGE,
     FakeUpstream,
@@ -76,12 +77,14 @@ def test_an_error_mid_stream_is_the_last_event(make_gateway: MakeGateway) -> Non
     assert gw.upstream.closed_streams == 2 and gw.sample("nemo_gateway_in_flight_requests") == 0
 
 
-def test_models_lists_the_served_name(gateway: Gateway) -> None:
-    assert gateway.http.get("/v1/models").json() == {
-        "object": "list",
-        "data": [{"id": SERVED, "object": "model", "created": 0, "owned_by": "mistralai"}],
-    }
+def test_models_lists_the_served_name_and_its_length(gateway: Gateway) -> None:
+    model = {"id": SERVED, "object": "model", "created": 0, "owned_by": "mistralai", "max_model_len": MAX_MODEL_LEN}
+    assert gateway.http.get("/v1/models").json() == {"object": "list", "data": [model]}
     assert gateway.sample("nemo_gateway_requests_total", endpoint="models", status="200") == 1
+    assert gateway.http.get(f"/v1/models/{SERVED}").json() == model
+    other = gateway.http.get("/v1/models/gpt-4o")
+    assert other.status_code == 404
+    assert other.json()["error"]["type"] == "not_found_error" and other.json()["error"]["param"] == "model"
 
 
 def test_readiness_follows_triton(make_gateway: MakeGateway) -> None:
