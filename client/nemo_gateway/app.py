@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from nemo_client.client import AsyncNemoClient
-from nemo_gateway import routes_completions, routes_models, routes_service
+from nemo_gateway import routes_completions, routes_models, routes_service, routes_tokenize
 from nemo_gateway.errors import install_error_handlers
 from nemo_gateway.metrics import GatewayMetrics
 from nemo_gateway.settings import GatewaySettings
@@ -27,7 +27,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = GatewayMetrics()
     install_error_handlers(app)
-    for area in (routes_completions, routes_models, routes_service):
+    for area in (routes_completions, routes_models, routes_service, routes_tokenize):
         app.include_router(area.router)
     return app
 

@@ -118,3 +118,21 @@ def test_without_a_triton_client_the_routes_answer_503() -> None:
     for response in (http.get("/v1/health/ready"), http.post("/v1/chat/completions", json={"messages": FRANCE})):
         assert response.status_code == 503
         assert response.json()["error"]["type"] == "service_unavailable"
+
+
+def test_vllm_tokenizer_routes_use_the_tekken_file(gateway: Gateway) -> None:
+    """lm-eval's `tokenizer_backend=remote` tokenizes through /tokenize, /detokenize and /tokenizer_info."""
+    assert gateway.http.get("/tokenizer_info").json()["vocab_size"] == 131072
+    plain = gateway.http.post("/tokenize", json={"prompt": "Hello world", "add_special_tokens": False}).json()
+    assert plain == {"tokens": [22177, 4304], "count": 2}
+    assert gateway.http.post("/tokenize", json={"prompt": "Hello world"}).json()["tokens"] == [1, 22177, 4304]
+    assert gateway.http.post("/tokenize", json={"prompt": "</s>", "add_special_tokens": False}).json()["count"] > 1
+    assert gateway.http.post("/detokenize", json={"tokens": [1, 22177, 4304]}).json() == {"prompt": "Hello world"}
+    for path, body, param in (
+        ("/tokenize", {"prompt": 3}, "prompt"),
+        ("/tokenize", {"prompt": "a", "add_special_tokens": "no"}, "add_special_tokens"),
+        ("/detokenize", {"tokens": [131072]}, "tokens"),
+        ("/detokenize", {"tokens": "1 2"}, "tokens"),
+    ):
+        refused = gateway.http.post(path, json=body)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == param
