@@ -47,13 +47,20 @@ helm: setup ## render, lint and validate the Helm chart against Kubernetes 1.33 
 image: ## build the serving image (needs docker and access to nvcr.io)
 	docker build -t mistral-nemo-trtllm:0.1.0 .
 
+# `make serve` in one shell and `make gateway` in another find each other: Triton's gRPC on 8001 and metrics on
+# 8002 (its usual ports), its HTTP on 8010 so that the gateway keeps 8000.
 REPO ?= artifacts/demo/repository
-serve: setup ## start Triton on a rendered repository (REPO=dir from `nemo-build repository`; default: the demo's)
-	$(BIN)/nemo-serve --model-repository $(REPO)
+TRITON_GRPC_PORT ?= 8001
+TRITON_HTTP_PORT ?= 8010
+TRITON_METRICS_PORT ?= 8002
+serve: setup ## start Triton on a rendered repository (REPO=dir from `nemo-build repository`; default: the demo's); gRPC :8001
+	$(BIN)/nemo-serve --model-repository $(REPO) --grpc-port $(TRITON_GRPC_PORT) --http-port $(TRITON_HTTP_PORT) \
+		--metrics-port $(TRITON_METRICS_PORT)
 
-TRITON_URL ?= localhost:8001
-gateway: setup ## start the OpenAI-compatible gateway in front of Triton (TRITON_URL=host:port)
-	$(BIN)/nemo-gateway --triton-url $(TRITON_URL)
+TRITON_URL ?= localhost:$(TRITON_GRPC_PORT)
+GATEWAY_PORT ?= 8000
+gateway: setup ## start the OpenAI-compatible gateway on :8000 in front of `make serve` (TRITON_URL=host:port)
+	$(BIN)/nemo-gateway --triton-url $(TRITON_URL) --port $(GATEWAY_PORT)
 
 engine: ## on a GPU host: make engine MODEL_DIR=/path/to/Mistral-NeMo [PROFILE=h100-fp8-tp1] [OUT=artifacts/engine-build]
 	@test -n "$(MODEL_DIR)" || { echo "make engine: set MODEL_DIR=<Hugging Face Mistral NeMo directory>" >&2; exit 2; }
