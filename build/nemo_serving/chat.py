@@ -147,6 +147,19 @@ class ChatEndpoint:
         yield from responder.finish()
 
 
+GUIDE_INPUTS = ("guided_decoding_guide_type", "guided_decoding_guide")
+
+
+def guide_refusal(chat: PreparedChat, message: str) -> BadRequestError | None:
+    """The engine's refusal of this request's guide (a grammar that does not compile, say), as the client's
+    error naming the field the guide came from; None for any other engine error."""
+    guide = chat.generation.guide
+    name, _, reason = message.partition(": ")
+    if guide is None or name not in GUIDE_INPUTS:
+        return None
+    return BadRequestError(reason, param=guide.param)
+
+
 class ChatResponder:
     """One response to a prepared chat: ``start()``, ``feed(ids)`` per chunk of generated ids, ``finish()``.
 

@@ -59,6 +59,7 @@ _UNSUPPORTED_REGEX = (
     (re.compile(r"\\[pP]\{"), "unicode property escapes \\p{...}"),
 )
 MAX_GUIDE_CHARS = 256 * 1024
+CALL_ID = {"type": "string", "pattern": "^[a-zA-Z0-9]{9}$"}
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,8 @@ def field_guides(fields: Mapping[str, Any], prefix: str = "") -> list[Guide]:
 
 def tool_calls_guide(tools: Sequence[Mapping[str, Any]], function: str | None, *, one_call: bool) -> Guide:
     """The call list after a forced ``[TOOL_CALLS]``: each call ``{"name": <a tool>, "arguments": <its
-    parameters>}`` (only ``function`` when named), in the order the v3 template writes them."""
+    parameters>, "id": <9 alphanumerics, optional>}`` (only ``function`` when named), as the v3 template
+    writes calls."""
     calls = []
     for index, tool in enumerate(tools):
         spec = tool.get("function") or {}
@@ -168,7 +170,8 @@ def tool_calls_guide(tools: Sequence[Mapping[str, Any]], function: str | None, *
         calls.append(
             {
                 "type": "object",
-                "properties": {"name": {"const": spec.get("name")}, "arguments": parameters},
+                # NeMo writes each call's 9-character id after its arguments, as the v3 template renders calls
+                "properties": {"name": {"const": spec.get("name")}, "arguments": parameters, "id": CALL_ID},
                 "required": ["name", "arguments"],
                 "additionalProperties": False,
             }

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from tritonclient.grpc import service_pb2
 
 from nemo_client.triton_transport import TritonTransport
-from nemo_protocol.errors import ServerError
+from nemo_protocol.errors import APIError, ServerError
 from nemo_protocol.request_ids import new_request_id
 from nemo_protocol.tekken import Tekkenizer, default_tekken_path
 
@@ -92,6 +92,7 @@ class DirectChat:
         return request_id, self._events(chat, request_id, deadline)
 
     async def _events(self, chat: PreparedChat, request_id: str, deadline: float) -> AsyncIterator[dict[str, Any]]:
+        from nemo_serving.chat import guide_refusal
         from nemo_serving.contract import output_token_ids
 
         responder = self.endpoint.responder(chat)
@@ -101,7 +102,10 @@ class DirectChat:
         try:
             # The response starts once the engine answered: it runs the request then, or refused it (an error,
             # raised before any event, as the chat model's refusals are).
-            first = await anext(responses, None)
+            try:
+                first = await anext(responses, None)
+            except APIError as error:
+                raise guide_refusal(chat, error.message) or error from None
             for event in responder.start():
                 yield event
             outputs = first

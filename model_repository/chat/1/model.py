@@ -11,7 +11,7 @@ import threading
 
 from nemo_protocol.errors import BadRequestError, error_body
 from nemo_protocol.request_ids import new_request_id
-from nemo_serving.chat import ChatEndpoint
+from nemo_serving.chat import ChatEndpoint, guide_refusal
 from nemo_serving.model_args import ModelArgs
 from nemo_serving.preprocessing import LengthLimits
 from nemo_serving.tensors import single_text
@@ -49,8 +49,11 @@ class TritonPythonModel:
 
     def _stream(self, sender, request, chat, generation) -> None:
         chunks = until_cancelled(coalesced(generation), request.is_cancelled, generation.cancel)
-        for event in self.endpoint.respond(chat, chunks, generation.cancel):
-            _send(sender, event)
+        try:
+            for event in self.endpoint.respond(chat, chunks, generation.cancel):
+                _send(sender, event)
+        except GenerationError as exc:
+            raise guide_refusal(chat, str(exc)) or exc from None
         sender.send(flags=FINAL)
 
     @staticmethod
