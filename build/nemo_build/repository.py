@@ -46,6 +46,7 @@ from nemo_build.atomic_dir import atomic_directory
 from nemo_build.errors import BuildError
 from nemo_build.manifest import read_manifest, sha256_file
 from nemo_build.profiles import DEFAULT_PROFILE, load_profile
+from nemo_build.xgrammar_info import write_tokenizer_info
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 TARGETS = ("gpu", "cpu", "stand-in")
@@ -55,6 +56,7 @@ GPU_DEFAULT_FRONTEND_INSTANCES = 4  # when the engine's build profile says nothi
 # Package data: `templates` is the top-level model_repository/ (a link in the source tree, files in a wheel).
 TEMPLATES_DIR = Path(str(resources.files("nemo_build") / "templates"))
 SHARED_TENSORS_FILE = "tensors.pbtxt"
+XGRAMMAR_INFO_FILE = "xgrammar_tokenizer_info.json"
 TOKENIZER_FILE = "preprocessing/tekken.json"  # relative to the rendered repository
 SCHEDULER_POLICIES = ("max_utilization", "guaranteed_no_evict")
 MANIFEST_FILE = "manifest.json"  # at the repository root, beside the model directories
@@ -219,7 +221,13 @@ def render_repository(
         raise BuildError(f"tokenizer file {tokenizer} does not exist (pass the model's tekken.json)")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not replace)):
         raise BuildError(f"{out} already exists and is not empty; pass --replace, remove it or pass another --out")
-    values = {**settings.values(), "tokenizer_sha256": sha256_file(tokenizer)}
+    # the tensorrtllm backend reads the tokenizer info by absolute path: where the repository will stand
+    info_path = out.resolve() / "tensorrt_llm" / XGRAMMAR_INFO_FILE
+    values = {
+        **settings.values(),
+        "tokenizer_sha256": sha256_file(tokenizer),
+        "xgrammar_tokenizer_info_path": str(info_path),
+    }
     model_dirs = sorted(path for path in templates.iterdir() if path.is_dir())
     if not model_dirs:
         raise BuildError(f"{templates} holds no model templates")
@@ -229,6 +237,8 @@ def render_repository(
         for model_dir in model_dirs:
             _render_model(model_dir, settings.target, values, staging / model_dir.name)
         shutil.copy2(tokenizer, staging / TOKENIZER_FILE)
+        if settings.target == "gpu":  # guided decoding in the tensorrtllm backend (xgrammar)
+            write_tokenizer_info(tokenizer, staging / "tensorrt_llm" / XGRAMMAR_INFO_FILE)
         write_repository_manifest(staging, settings, models)
     return models
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -49,6 +50,33 @@ def parameter_problems(config: model_config_pb2.ModelConfig) -> list[str]:
     engine = Path(params.get("gpt_model_path", ""))
     if not (engine / "config.json").is_file():
         problems.append(f"gpt_model_path {str(engine)!r} is not an engine directory (no config.json)")
+    if params.get("guided_decoding_backend") and params.get("xgrammar_tokenizer_info_path"):
+        problems += tokenizer_info_problems(Path(params["xgrammar_tokenizer_info_path"]))
+    return problems
+
+
+def tokenizer_info_problems(path: Path) -> list[str]:
+    """What the backend would fail on in the xgrammar tokenizer info file (upstream xgrammar_tokenizer_info.json)."""
+    if not path.is_file():
+        return [f"xgrammar_tokenizer_info_path {str(path)!r} does not exist (the backend's TLLM_CHECK fails)"]
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        return [f"{path} is not UTF-8 JSON, which the backend's parser needs: {error}"]
+    checks = {
+        "array of strings": lambda value: isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "string": lambda value: isinstance(value, str),
+        "array of integers": lambda value: isinstance(value, list) and all(type(v) is int for v in value),
+    }
+    problems = []
+    for key, spec in upstream_data("xgrammar_tokenizer_info.json")["file"]["keys"].items():
+        if key not in info or not checks[spec["json_type"]](info[key]):
+            problems.append(f"{path}: {key} must be an {spec['json_type']} (the backend reads it as {spec['read_as']})")
+    if not problems:
+        try:
+            json.loads(info["tokenizer_str"])
+        except ValueError:
+            problems.append(f"{path}: tokenizer_str is not a JSON document (xgrammar's check fails)")
     return problems
 
 
