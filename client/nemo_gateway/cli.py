@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("TRITON_GRPC_URL", DEFAULT_TRITON_URL),
         help="Triton gRPC address host:port (env TRITON_GRPC_URL)",
     )
+    parser.add_argument(
+        "--triton-metrics-url",
+        default=os.environ.get("TRITON_METRICS_URL"),
+        help="Triton's metrics endpoint, read at each /v1/metrics scrape for the engine figures (requests running "
+        "and waiting, KV-cache usage) under NIM's names; default: http://<--triton-url host>:8002/metrics "
+        "(env TRITON_METRICS_URL)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
     parser.add_argument(
         "--port",
@@ -125,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = GatewaySettings(
         triton_url=args.triton_url,
+        triton_metrics_url=args.triton_metrics_url,
         served_model_name=args.served_model_name,
         # The key comes from the environment only, so that it never shows in a process list.
         api_key=os.environ.get(API_KEY_ENV) or None,

@@ -1,13 +1,21 @@
-"""Prometheus metrics of the gateway, in a registry of its own (served at ``/v1/metrics``)."""
+"""Prometheus metrics of the gateway, in a registry of its own (served at ``/v1/metrics``).
+
+Beside its ``nemo_gateway_*`` metrics the gateway keeps the request figures NIM and vLLM dashboards read, under
+their names: ``prompt_tokens_total``, ``generation_tokens_total``, ``time_to_first_token_seconds``,
+``time_per_output_token_seconds`` (per stream: the time after the first token over the tokens after it) and
+``e2e_request_latency_seconds``; the engine's (requests running and waiting, KV-cache usage) come from Triton
+at each scrape (:mod:`nemo_gateway.engine_metrics`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import Metric
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5)
 
 
 class GatewayMetrics:
@@ -37,12 +45,43 @@ class GatewayMetrics:
         self.completion_tokens = Counter(
             "nemo_gateway_completion_tokens", "Completion tokens generated", registry=self.registry
         )
+        # NIM's / vLLM's names
+        self.nim_prompt_tokens = Counter("prompt_tokens", "Prompt tokens processed", registry=self.registry)
+        self.nim_generation_tokens = Counter("generation_tokens", "Tokens generated", registry=self.registry)
+        self.nim_time_to_first_token = Histogram(
+            "time_to_first_token_seconds", "Time to the first token", buckets=_LATENCY_BUCKETS, registry=self.registry
+        )
+        self.time_per_output_token = Histogram(
+            "time_per_output_token_seconds",
+            "Time per output token after the first, per stream",
+            buckets=_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.e2e_request_latency = Histogram(
+            "e2e_request_latency_seconds", "Time from request to its last token", buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
 
     def count_usage(self, usage: Mapping[str, Any] | None) -> None:
         """Add an OpenAI ``usage`` object's prompt and completion tokens."""
         if usage:
-            self.prompt_tokens.inc(usage.get("prompt_tokens") or 0)
-            self.completion_tokens.inc(usage.get("completion_tokens") or 0)
+            for counters, key in (
+                ((self.prompt_tokens, self.nim_prompt_tokens), "prompt_tokens"),
+                ((self.completion_tokens, self.nim_generation_tokens), "completion_tokens"),
+            ):
+                for counter in counters:
+                    counter.inc(usage.get(key) or 0)
+
+    def first_token(self, seconds: float) -> None:
+        self.time_to_first_token.observe(seconds)
+        self.nim_time_to_first_token.observe(seconds)
+
+    def generation_done(self, seconds: float, first_token_s: float | None, usage: Mapping[str, Any] | None) -> None:
+        """A generation ended ``seconds`` after its request; a stream's first token came after ``first_token_s``."""
+        self.e2e_request_latency.observe(seconds)
+        tokens = int((usage or {}).get("completion_tokens") or 0)
+        if first_token_s is not None and tokens > 1:
+            self.time_per_output_token.observe((seconds - first_token_s) / (tokens - 1))
 
     def answered(self, endpoint: str, status: int, latency_s: float | None) -> None:
         """Count one answered request under its endpoint and HTTP status, and observe its latency when known."""
@@ -54,5 +93,18 @@ class GatewayMetrics:
         """Count one error answer (an error body, or an error event that ended a stream) by its OpenAI type."""
         self.errors.labels(error_type).inc()
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, engine: Iterable[Metric] = ()) -> bytes:
+        """The exposition text: the gateway's metrics, then the ``engine`` figures."""
+        extra = CollectorRegistry(auto_describe=False)
+        extra.register(_Fixed(list(engine)))
+        return generate_latest(self.registry) + generate_latest(extra)
+
+
+class _Fixed:
+    """A collector of metric families computed beforehand."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families

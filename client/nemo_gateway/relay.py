@@ -41,6 +41,7 @@ async def relay(call: Awaitable[Any], *, meter: RequestMeter, metrics: GatewayMe
     metrics.in_flight.dec()
     payload = _payload(result)
     metrics.count_usage(payload.get("usage"))
+    metrics.generation_done(meter.elapsed(), None, payload.get("usage"))
     metrics.answered(meter.endpoint, 200, meter.elapsed())
     return JSONResponse(payload)
 
@@ -49,15 +50,18 @@ async def _server_sent_events(
     stream: AsyncStream[Any], shape: ChunkShaper, metrics: GatewayMetrics, meter: RequestMeter
 ) -> AsyncIterator[bytes]:
     """SSE frames of a stream, ``data: [DONE]`` last; an error mid-stream is sent as an error event."""
-    status, waiting_for_first_token = 200, True
+    status, first_token_s, usage = 200, None, None
     try:
         async for chunk in stream:
-            payload, has_token = shape(_payload(chunk))
-            if has_token and waiting_for_first_token:
-                metrics.time_to_first_token.observe(meter.elapsed())
-                waiting_for_first_token = False
+            raw = _payload(chunk)
+            usage = raw.get("usage") or usage
+            payload, has_token = shape(raw)
+            if has_token and first_token_s is None:
+                first_token_s = meter.elapsed()
+                metrics.first_token(first_token_s)
             if payload is not None:
                 yield event(payload)
+        metrics.generation_done(meter.elapsed(), first_token_s, usage)
         yield DONE
     except Exception as exc:  # the answer has started: an error can only be its last event now
         error = _stream_error(exc, meter.endpoint)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from nemo_gateway.dependencies import Client, Metrics
+from nemo_gateway import engine_metrics
+from nemo_gateway.dependencies import Client, Metrics, Settings
 from nemo_gateway.version import release
 
 router = APIRouter(tags=["service"])
@@ -31,8 +32,12 @@ async def ready(client: Client) -> JSONResponse:
 
 
 @router.get("/v1/metrics", name="metrics")
-async def prometheus(metrics: Metrics) -> Response:
-    return Response(metrics.render(), media_type=PROMETHEUS_TEXT)
+async def prometheus(metrics: Metrics, settings: Settings) -> Response:
+    """The gateway's metrics and the engine's, read from Triton's metrics endpoint now."""
+    url = settings.triton_metrics_url or engine_metrics.default_metrics_url(settings.triton_url)
+    samples = await engine_metrics.scrape(url)
+    figures = engine_metrics.engine_figures(samples or {})
+    return Response(metrics.render(engine_metrics.families(figures, samples is not None)), media_type=PROMETHEUS_TEXT)
 
 
 @router.get("/v1/version", name="version")

@@ -16,6 +16,9 @@ DEFAULT_REQUEST_TIMEOUT_S = 600.0
 class GatewaySettings:
     triton_url: str = DEFAULT_TRITON_URL
     """Triton's gRPC address, ``host:port``."""
+    triton_metrics_url: str | None = None
+    """Triton's metrics endpoint, read for the engine figures in ``/v1/metrics`` (None: port 8002 of
+    ``triton_url``'s host)."""
     served_model_name: str = DEFAULT_SERVED_MODEL_NAME
     """The one model name clients may send as ``model`` (and ``/v1/models`` lists)."""
     api_key: str | None = None

@@ -415,13 +415,15 @@ def test_network_policy_admits_to_triton_only_the_gateway_and_listed_sources(cas
     else:
         assert inference == [], "no source named: nothing may reach the inference ports"
     assert all(p != {} and p.get("namespaceSelector") != {} for p in expected), "no peer may admit everything"
-    # Metrics: a rule of its own, for the scrapers only, and the only other rule.
+    # Metrics: a rule of its own, for the scrapers and the gateway (its engine figures) only, the only other rule.
     metrics = _rule(policy, "metrics")
-    assert metrics["from"] == _peer(
+    scrapers = _peer(
         _setting(case, "networkPolicy.metricsNamespaces", []),
         _setting(case, "networkPolicy.metricsPodLabels", {}),
         any_namespace=True,
     )
+    gateway_peer = expected[:1] if _setting(case, "gateway.enabled", True) else []
+    assert metrics["from"] == scrapers + gateway_peer
     assert len(policy["spec"]["ingress"]) == len(inference) + 1
 
 
@@ -454,7 +456,7 @@ def test_network_policy_of_the_gateway_admits_listed_sources_and_lets_it_reach_o
     (to_triton,) = triton["to"]
     assert matches(to_triton["podSelector"]["matchLabels"], pod_labels(rendered.component("Deployment", "triton")))
     assert set(to_triton) == {"podSelector"}, "this release's Triton pods, in the release namespace"
-    assert triton["ports"] == [{"port": 8001, "protocol": "TCP"}]
+    assert triton["ports"] == [{"port": 8001, "protocol": "TCP"}, {"port": 8002, "protocol": "TCP"}]  # gRPC, metrics
     triton_url = f"{rendered.named('Service', 'nemo-mistral-nemo-triton')['metadata']['name']}:8001"
     assert triton_url in container(pod_spec(gateway), "gateway")["args"], "the port the egress rule opens"
     assert extra == _setting(case, "networkPolicy.gateway.extraEgress", [])

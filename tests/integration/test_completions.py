@@ -12,6 +12,7 @@ import numpy as np
 import openai
 import pytest
 
+from nemo_build.serve import TritonServer
 from nemo_gateway.settings import GatewaySettings
 from nemo_protocol.tekken import Tekkenizer
 from tests.integration.test_gateway import SERVED, running_gateway
@@ -176,3 +177,25 @@ def test_the_ensemble_takes_the_stock_inputs_and_returns_the_stock_outputs(url: 
 def test_the_ensemble_refuses_what_it_cannot_serve_by_name(url: str, name: str, value: np.ndarray) -> None:
     result = stream(url, "ensemble", {**ensemble_inputs(PROMPT, 5), name: value})
     assert result.error is not None and f"{name}: " in result.error
+
+
+def test_metrics_carry_the_engine_figures_from_triton_and_the_token_counters(url: str, triton: TritonServer) -> None:
+    settings = GatewaySettings(
+        triton_url=url,
+        served_model_name=SERVED,
+        triton_metrics_url=f"http://{triton.host}:{triton.ports.metrics}/metrics",
+    )
+    with running_gateway(settings) as base:
+        body = {"prompt": PROMPT, "max_tokens": 5, "temperature": 0, "stream": True}
+        assert len(sse_chunks(base, body)) >= 2
+        samples = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in httpx.get(f"{base}/v1/metrics", timeout=30).text.splitlines()
+            if line and not line.startswith("#")
+        }
+    assert samples["nemo_gateway_engine_metrics_up"] == 1
+    assert samples["num_requests_running"] == 0 and samples["num_requests_waiting"] == 0
+    assert samples["kv_cache_usage_perc"] == 0
+    assert samples["generation_tokens_total"] == 5 and samples["prompt_tokens_total"] == 2
+    assert samples["time_per_output_token_seconds_count"] == 1
+    assert samples["time_to_first_token_seconds_count"] == 1
