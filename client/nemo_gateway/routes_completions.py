@@ -13,6 +13,7 @@ from fastapi import Response
 
 from nemo_client.client import completion_prompts
 from nemo_gateway.dependencies import Client, Metrics, Settings
+from nemo_gateway.fan_out import choice_count, create_n
 from nemo_gateway.metering import Meter
 from nemo_gateway.metrics import GatewayMetrics
 from nemo_gateway.openai_router import openai_router
@@ -56,7 +57,11 @@ async def chat_completions(
         # Usage is always asked for so that the token metrics see streams; the caller gets it only when
         # they asked for it.
         body = {**body, "stream_options": {**(stream_options or {}), "include_usage": True}}
-    call = client.chat.completions.create_from_body(body, timeout=settings.request_timeout_s, raw=True)
+    body, n = as_nvext(body), choice_count(body)
+    if n > 1:
+        call = create_n(client, body, n, settings.request_timeout_s)
+    else:
+        call = client.chat.completions.create_from_body(body, timeout=settings.request_timeout_s, raw=True)
     return await relay(call, meter=meter, metrics=metrics, shape=chat_chunk_shaper(metrics, wants_usage))
 
 
@@ -110,6 +115,25 @@ def completion_params(body: dict[str, Any]) -> dict[str, Any]:
 STREAM_OPTIONS = frozenset({"include_usage", "continuous_usage_stats"})
 NVEXT_ALIASES = frozenset({"top_k", "repetition_penalty", "min_tokens", "ignore_eos"})
 """NIM's ``nvext`` fields that vLLM (and aiperf) send at the top level; both spellings are accepted."""
+
+
+CHAT_NVEXT_ALIASES = frozenset({"top_k", "repetition_penalty", "ignore_eos"})
+"""The chat core reads these from ``nvext``; vLLM (and aiperf) send them at the top level."""
+
+
+def as_nvext(body: dict[str, Any]) -> dict[str, Any]:
+    """A chat ``body`` with its top-level vLLM spellings moved into ``nvext``; 400 when a field is given both ways,
+    differently."""
+    aliases = {key: body[key] for key in CHAT_NVEXT_ALIASES if key in body}
+    nvext = body.get("nvext")
+    if not aliases or (nvext is not None and not isinstance(nvext, dict)):
+        return body  # nothing to move, or an nvext the chat core refuses by name
+    merged = dict(nvext or {})
+    for key, value in aliases.items():
+        if key in merged and merged[key] != value:
+            raise BadRequestError(f"differs from the top-level {key} ({value!r}): give one", param=f"nvext.{key}")
+        merged[key] = value
+    return {**{k: v for k, v in body.items() if k not in aliases}, "nvext": merged}
 
 
 def with_nvext(body: dict[str, Any]) -> dict[str, Any]:

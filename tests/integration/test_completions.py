@@ -199,3 +199,43 @@ def test_metrics_carry_the_engine_figures_from_triton_and_the_token_counters(url
     assert samples["generation_tokens_total"] == 5 and samples["prompt_tokens_total"] == 2
     assert samples["time_per_output_token_seconds_count"] == 1
     assert samples["time_to_first_token_seconds_count"] == 1
+
+
+# ----- chat: n as independent generations, vLLM's top-level spellings ----------------------------------------
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def test_chat_n_gives_n_choices_whole_and_streamed(sdk: openai.OpenAI) -> None:
+    one = sdk.chat.completions.create(model=SERVED, messages=FRANCE, temperature=0)
+    two = sdk.chat.completions.create(model=SERVED, messages=FRANCE, temperature=0, n=2)
+    assert [c.index for c in two.choices] == [0, 1]
+    assert {c.message.content for c in two.choices} == {one.choices[0].message.content}
+    assert one.usage is not None and two.usage is not None
+    assert two.usage.prompt_tokens == one.usage.prompt_tokens
+    assert two.usage.completion_tokens == 2 * one.usage.completion_tokens
+    chunks = list(
+        sdk.chat.completions.create(
+            model=SERVED, messages=FRANCE, temperature=0, n=2, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    texts = {0: "", 1: ""}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+    assert texts == {0: one.choices[0].message.content, 1: one.choices[0].message.content}
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == two.usage.completion_tokens
+    with pytest.raises(openai.BadRequestError) as too_many:
+        sdk.chat.completions.create(model=SERVED, messages=FRANCE, n=17)
+    assert too_many.value.body["param"] == "n"  # type: ignore[index]
+
+
+def test_chat_takes_vllm_s_top_level_sampling_fields_as_nvext(gateway: str) -> None:
+    body = {"messages": FRANCE, "temperature": 0, "max_tokens": 4, "ignore_eos": True, "top_k": 1}
+    top_level = httpx.post(f"{gateway}/v1/chat/completions", json=body, timeout=60)
+    assert top_level.status_code == 200, top_level.text
+    assert top_level.json()["usage"]["completion_tokens"] == 4  # ignore_eos: exactly max_tokens
+    nested = {"messages": FRANCE, "temperature": 0, "max_tokens": 4, "nvext": {"ignore_eos": True, "top_k": 1}}
+    same = httpx.post(f"{gateway}/v1/chat/completions", json=nested, timeout=60)
+    assert same.json()["choices"][0]["message"] == top_level.json()["choices"][0]["message"]
+    both = httpx.post(f"{gateway}/v1/chat/completions", json={**body, "nvext": {"top_k": 2}}, timeout=60)
+    assert both.status_code == 400 and both.json()["error"]["param"] == "nvext.top_k"
