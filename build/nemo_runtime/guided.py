@@ -42,7 +42,7 @@ class GrammarEngine:
         self.end_id = tokenizer.eos_id
         self._lock = threading.Lock()
         self._compiler: xgrammar.GrammarCompiler | None = None
-        self._json_allowed = torch.ones(self.vocab_size, dtype=torch.bool)
+        self._json_allowed: torch.Tensor | None = None  # int32 bitmask, built with the compiler
         self.compile = functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)(self._compile)
 
     def mask(self, guide: Guide) -> GuidedMask:
@@ -62,8 +62,11 @@ class GrammarEngine:
             info = xgrammar.TokenizerInfo(
                 vocab, xgrammar.VocabType.RAW, vocab_size=self.vocab_size, stop_token_ids=[self.end_id]
             )
-            self._json_allowed[: len(vocab)] = torch.tensor([not any(byte < 0x20 for byte in t) for t in vocab])
-            self._json_allowed[self.end_id] = True
+            allowed = [
+                token_id == self.end_id or not any(byte < 0x20 for byte in t) for token_id, t in enumerate(vocab)
+            ]
+            allowed += [True] * (self.vocab_size - len(vocab))
+            self._json_allowed = _bitmask(torch.tensor(allowed))
             self._compiler = xgrammar.GrammarCompiler(info, max_threads=1, cache_enabled=False)
         return self._compiler
 
@@ -85,35 +88,43 @@ class GrammarEngine:
 
 
 class GuidedMask:
-    """The allowed ids before each token of one request; call it with the ids generated so far."""
+    """One request's grammar state: call it with the request's logits and the ids generated so far (a
+    ``LogitsMask``); the ids the grammar does not allow next get -inf, in place."""
 
     def __init__(
         self, matcher: xgrammar.GrammarMatcher, vocab_size: int, end_id: int, extra: torch.Tensor | None
     ) -> None:
+        import xgrammar
+
         self._matcher = matcher
         self._vocab_size = vocab_size
         self._end_id = end_id
-        self._extra = extra
+        self._extra = extra  # int32 bitmask of the ids the guide's type allows at all (None: every id)
         self._seen = 0
-        import xgrammar
-
         self._bitmask = xgrammar.allocate_token_bitmask(1, vocab_size)
         self._apply_bitmask = xgrammar.apply_token_bitmask_inplace
 
-    def __call__(self, generated: Sequence[int]) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, generated: Sequence[int]) -> None:
         matcher = self._matcher
         for token in generated[self._seen :]:
             if not matcher.is_terminated() and not matcher.accept_token(token):
                 raise RuntimeError(f"token {token} breaks the grammar it was drawn under")
         self._seen = len(generated)
-        if matcher.is_terminated():
-            allowed = torch.zeros(self._vocab_size, dtype=torch.bool)
-            allowed[self._end_id] = True
-            return allowed
+        if matcher.is_terminated():  # the grammar is complete: only the end of sequence
+            end = logits[self._end_id].clone()
+            logits.fill_(float("-inf"))
+            logits[self._end_id] = end
+            return
         matcher.fill_next_token_bitmask(self._bitmask)
-        scores = torch.zeros(1, self._vocab_size)
-        self._apply_bitmask(scores, self._bitmask)
-        allowed = scores[0] == 0
         if self._extra is not None:
-            allowed &= self._extra
-        return allowed
+            self._bitmask &= self._extra
+        self._apply_bitmask(logits, self._bitmask[0], vocab_size=self._vocab_size)
+
+
+def _bitmask(allowed: torch.Tensor) -> torch.Tensor:
+    """xgrammar's bitmask layout ([1, ceil(vocab / 32)] int32, bit i of word w is id 32 w + i) of a bool vector."""
+    words = -(-allowed.numel() // 32)
+    padded = torch.zeros(words * 32, dtype=torch.int64)
+    padded[: allowed.numel()] = allowed.to(torch.int64)
+    packed = (padded.view(words, 32) << torch.arange(32, dtype=torch.int64)).sum(dim=1)
+    return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32).view(1, words)

@@ -92,27 +92,6 @@ def token_mask(request: GenerationRequest, vocab_size: int) -> TokenMask | None:
     return mask
 
 
-def all_of(vocab_size: int, *masks: TokenMask | None) -> TokenMask | None:
-    """The ids every mask allows (a mask answering None allows all)."""
-    present = [mask for mask in masks if mask is not None]
-    if len(present) < 2:
-        return present[0] if present else None
-
-    def mask(generated: Sequence[int]) -> torch.Tensor | None:
-        allowed: torch.Tensor | None = None
-        for each in present:
-            answer = each(generated)
-            if answer is None:
-                continue
-            if not isinstance(answer, torch.Tensor):
-                ids, answer = answer, torch.zeros(vocab_size, dtype=torch.bool)
-                answer[list(ids)] = True
-            allowed = answer if allowed is None else allowed & answer
-        return allowed
-
-    return mask
-
-
 @dataclass(frozen=True)
 class BatcherStats:
     """A snapshot of the batcher's state."""
@@ -202,12 +181,11 @@ class InflightBatcher:
         problem = unsupported(request)
         if problem is not None:
             raise problem
-        vocab_size = self._runtime.model.vocab_size
-        mask = token_mask(request, vocab_size)
+        guided = None
         if request.guide is not None:
             if self._grammar is None:
                 raise BadRequestError("this model serves no guided decoding", param="guided_decoding_guide_type")
-            mask = all_of(vocab_size, mask, self._grammar.mask(request.guide))
+            guided = self._grammar.mask(request.guide)
         runtime_id = new_request_id()
         with self._lock:
             self._active[runtime_id] = _Active(request, sink, tag)
@@ -220,7 +198,8 @@ class InflightBatcher:
                 sampling=sampling_params(request),
                 end_id=request.end_id,
                 stop_words=request.stop_words,
-                token_mask=mask,
+                token_mask=token_mask(request, self._runtime.model.vocab_size),
+                logits_mask=guided,
                 returns=self._active[runtime_id].returns(),
             )
         except ValueError as exc:
@@ -296,7 +275,7 @@ class InflightBatcher:
         request = active.request
         try:
             if output.finish_reason == "error":
-                active.sink.fail("the token constraints (bad_words_list / min_tokens) allowed no token")
+                active.sink.fail("the token constraints (bad_words_list / min_tokens / the guide) allowed no token")
             elif request.streaming:
                 if output.new_token_ids or output.finished:
                     active.sink.send(output.new_token_ids, output.finished, active.logs(output))

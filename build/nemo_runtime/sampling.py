@@ -6,6 +6,7 @@ logits, never on which other requests share the batch.
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,11 @@ import torch
 
 TokenMask = Callable[[Sequence[int]], "torch.Tensor | Sequence[int] | None"]
 """Called with the ids generated so far; returns the allowed ids (a boolean tensor [vocab] or a list of
-ids), or None for no constraint. The hook for schema-constrained decoding (e.g. xgrammar bitmasks)."""
+ids), or None for no constraint."""
+LogitsMask = Callable[[torch.Tensor, Sequence[int]], None]
+"""Called with a request's logits [vocab] (its own copy) and the ids generated so far; sets the logits of the
+ids it does not allow to -inf, in place. The hook for schema-constrained decoding: an xgrammar bitmask is
+applied to the logits directly, with no vocabulary-sized mask built per token (nemo_runtime.guided)."""
 
 
 @dataclass(frozen=True)
@@ -53,10 +58,17 @@ class NoAllowedToken(Exception):
 class Sampler:
     """Chooses the next token of one request."""
 
-    def __init__(self, params: SamplingParams, vocab_size: int, token_mask: TokenMask | None = None) -> None:
+    def __init__(
+        self,
+        params: SamplingParams,
+        vocab_size: int,
+        token_mask: TokenMask | None = None,
+        logits_mask: LogitsMask | None = None,
+    ) -> None:
         self.params = params
         self.vocab_size = vocab_size
         self.token_mask = token_mask
+        self.logits_mask = logits_mask
         self.generator = torch.Generator()
         self.generator.manual_seed(params.seed if params.seed is not None else secrets.randbits(63))
 
@@ -82,6 +94,13 @@ class Sampler:
         mask = self._allowed(generated)
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
+        if self.logits_mask is not None:
+            logits = logits.clone() if mask is None else logits
+            self.logits_mask(logits, generated)
+            # A guide alone always allows a token (at least the end of sequence); with a token mask beside it
+            # (min_tokens banning that end, say) the two may leave none.
+            if mask is not None and not math.isfinite(float(logits.max())):
+                raise NoAllowedToken("the guide and the token mask together allowed no token")
         p = self.params
         if p.greedy:
             return int(torch.argmax(logits)), logits

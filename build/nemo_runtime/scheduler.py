@@ -24,7 +24,7 @@ import torch
 
 from nemo_protocol.request_ids import new_request_id
 from nemo_runtime.model import ReferenceModel
-from nemo_runtime.sampling import GREEDY, NoAllowedToken, Sampler, SamplingParams, TokenMask
+from nemo_runtime.sampling import GREEDY, LogitsMask, NoAllowedToken, Sampler, SamplingParams, TokenMask
 from nemo_runtime.weights import load_weights
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
@@ -112,6 +112,7 @@ class ReferenceRuntime:
         end_id: int | None = None,
         stop_words: Sequence[Sequence[int]] = (),
         token_mask: TokenMask | None = None,
+        logits_mask: LogitsMask | None = None,
         returns: Returns = Returns(),
     ) -> None:
         """Queue a request; it is prefilled by the next ``step``. Raises ValueError for a bad request."""
@@ -129,7 +130,7 @@ class ReferenceRuntime:
                 f"maximum sequence length {self.max_seq_len}"
             )
         words = [[int(t) for t in word] for word in stop_words if len(word) > 0]
-        sampler = Sampler(sampling, vocab, token_mask)
+        sampler = Sampler(sampling, vocab, token_mask, logits_mask)
         request = _Request(request_id, prompt, max_new_tokens, sampler, end_id, words, returns)
         with self._lock:
             if request_id in self._known:
