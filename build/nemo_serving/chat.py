@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nemo_protocol.chat_format import encode_chat
-from nemo_protocol.errors import BadRequestError, error_body
+from nemo_protocol.errors import BadRequestError, NotFoundError, error_body
 from nemo_protocol.tekken import Tekkenizer
 from nemo_protocol.tool_calls import ContentDelta, Delta, OutputParser, ToolCall, ToolCallDelta, new_tool_call_id
 from nemo_serving.chat_request import ChatRequest, ToolChoice
@@ -74,6 +74,11 @@ class ChatEndpoint:
     def prepare_body(self, body: Mapping[str, Any] | ChatRequest) -> PreparedChat:
         """Validate (unless already a ChatRequest) and render; raises BadRequestError naming the field."""
         request = body if isinstance(body, ChatRequest) else ChatRequest.from_body(body)
+        if request.model is not None and request.model != self.model_name:
+            raise NotFoundError(
+                f"the model {request.model!r} is not served here; this deployment serves {self.model_name!r}",
+                param="model",
+            )
         self._check_capabilities(request)
         tools = None if request.tool_choice.mode == "none" else request.tools
         forced = self._forced_prefix(request.tool_choice)

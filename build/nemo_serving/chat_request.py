@@ -24,7 +24,7 @@ _USED = {
     "stop", "seed", "stream", "stream_options", "presence_penalty", "frequency_penalty", "logprobs",
     "top_logprobs", "n", "response_format", "nvext", "parallel_tool_calls", *GUIDED_FIELDS,
 }  # fmt: skip
-_IGNORED = {"model", "user", "metadata", "store", "logit_bias"}
+_IGNORED = {"user", "metadata", "store", "logit_bias", "model"}  # model: checked by ChatEndpoint
 _NVEXT = {"top_k", "repetition_penalty", "ignore_eos", *GUIDED_FIELDS}
 
 
@@ -53,6 +53,7 @@ class ChatRequest:
     logprobs: bool
     ignore_eos: bool = False  # NIM's nvext.ignore_eos: generate exactly max_tokens (benchmarks)
     guide: Guide | None = None  # response_format or a guided_* field: the output is held to it
+    model: str | None = None  # the served name the client asked for (None: whatever is served)
     parallel_tool_calls: bool = True  # False: at most one tool call
 
     @classmethod
@@ -96,6 +97,7 @@ class ChatRequest:
             logprobs=_optional(body, "logprobs", bool, False),
             ignore_eos=_optional(nvext, "ignore_eos", bool, False, "nvext.ignore_eos"),
             guide=_guide(body, nvext),
+            model=body.get("model"),
             parallel_tool_calls=_optional(body, "parallel_tool_calls", bool, True),
         )
 
@@ -233,6 +235,12 @@ def _tool_choice(value: Any, tools: list[Any]) -> ToolChoice:
 def _check_unsupported(body: Mapping[str, Any]) -> None:
     if body.get("n") not in (None, 1):
         raise BadRequestError(f"only 1 choice per request is served, got {body.get('n')!r}", param="n")
+    if body.get("store") not in (None, False):
+        raise BadRequestError("completions are not stored by this deployment (accepted: false)", param="store")
+    if body.get("metadata") not in (None, {}):
+        raise BadRequestError("is only used with store, which this deployment does not offer", param="metadata")
+    if body.get("model") is not None and not isinstance(body["model"], str):
+        raise BadRequestError(f"must be a string, got {_kind(body['model'])}", param="model")
     if body.get("logit_bias") not in (None, {}):
         raise BadRequestError("is not supported by this deployment", param="logit_bias")
     if body.get("top_logprobs") not in (None, 0):

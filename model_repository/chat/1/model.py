@@ -9,7 +9,7 @@ up while a response was sent go out in the next one (nemo_serving.token_stream).
 import json
 import threading
 
-from nemo_protocol.errors import BadRequestError, error_body
+from nemo_protocol.errors import APIError, BadRequestError, error_body
 from nemo_protocol.request_ids import new_request_id
 from nemo_serving.chat import ChatEndpoint, guide_refusal
 from nemo_serving.model_args import ModelArgs
@@ -61,7 +61,7 @@ class TritonPythonModel:
         """``step(*args)``; a failure is this request's error response, and ends it."""
         try:
             return step(*args)
-        except BadRequestError as exc:
+        except APIError as exc:  # the request's fault (400, 404): named, as the client sees it
             error = error_body(str(exc), error_type=exc.error_type, param=exc.param, code=exc.status_code)
         except GenerationError as exc:
             error = error_body(f"generation failed: {exc}", error_type="server_error", code=500)

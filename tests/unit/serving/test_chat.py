@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from nemo_protocol.chat_format import encode_chat
-from nemo_protocol.errors import BadRequestError
+from nemo_protocol.errors import BadRequestError, NotFoundError
 from nemo_protocol.tekken import Tekkenizer
 from nemo_serving.chat import ChatEndpoint
 
@@ -168,3 +168,23 @@ def test_required_tool_choice_refuses_output_that_is_no_call(endpoint: ChatEndpo
     events, _ = run(endpoint, body(tools=TOOLS, tool_choice="required"), tok.encode("I will not call tools."))
     assert events[-1]["error"]["param"] == "tool_choice"
     assert "not one" in events[-1]["error"]["message"]
+
+
+def test_the_model_asked_for_must_be_the_one_served(endpoint: ChatEndpoint) -> None:
+    assert endpoint.prepare(body(model="nemo-test")).request.model == "nemo-test"
+    with pytest.raises(NotFoundError) as missing:
+        endpoint.prepare(body(model="gpt-4o"))
+    assert missing.value.param == "model" and "'nemo-test'" in missing.value.message
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [({"store": True}, "store"), ({"metadata": {"team": "a"}}, "metadata"), ({"model": 3}, "model")],
+)
+def test_fields_that_would_be_ignored_are_refused_by_name(
+    endpoint: ChatEndpoint, fields: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(BadRequestError) as refused:
+        endpoint.prepare(body(**fields))
+    assert refused.value.param == param
+    endpoint.prepare(body(store=False, metadata={}))  # what they mean when neutral is served
