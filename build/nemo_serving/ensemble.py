@@ -43,7 +43,7 @@ class TextRequest:
     """The `ensemble` model's inputs. Sampling inputs left out keep TensorRT-LLM's defaults (greedy).
 
     The prompt is `text_input` (encoded after `<s>`) or `input_ids` (token ids, used as they are). With
-    `exclude_input_in_output` false the output starts with the prompt (`max_tokens` may then be 0: the prompt
+    `exclude_input_in_output` false a whole answer starts with the prompt (`max_tokens` may then be 0: the prompt
     only). `return_log_probs` adds `output_log_probs` / `cum_log_probs`; `logprobs` N adds a `logprobs` JSON
     object in OpenAI's completions shape with the N most likely tokens at each position (the prompt's too when
     it is in the output).
@@ -62,8 +62,14 @@ class TextRequest:
     min_tokens: int = 0
     end_id: int | None = None  # overrides the tokenizer's; -1: generate until max_tokens (ignore the end id)
 
+    @property
+    def echo(self) -> bool:
+        """The output starts with the prompt: `exclude_input_in_output` false on a whole answer (streamed, only new
+        text comes, as from the tensorrtllm backend)."""
+        return not self.exclude_input_in_output and not self.stream
+
     def __post_init__(self) -> None:
-        least = 1 if self.exclude_input_in_output else 0
+        least = 0 if self.echo else 1
         if self.max_tokens < least:
             raise BadRequestError(f"must be at least {least}, got {self.max_tokens}", param="max_tokens")
         if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
@@ -130,7 +136,7 @@ class TextRequest:
             stop_words=word_lists.words(preprocessed["stop_words_list"], "stop_words"),
             bad_words=word_lists.words(preprocessed["bad_words_list"], "bad_words"),
             return_log_probs=self.return_log_probs or self.logprobs is not None,
-            return_context_logits=self.logprobs is not None and not self.exclude_input_in_output,
+            return_context_logits=self.logprobs is not None and self.echo,
             return_generation_logits=bool(self.logprobs),
         )
 
@@ -158,7 +164,7 @@ class TextResponses:
         self._decoder = tokenizer.incremental_decoder()
         self.generated = 0
         self._sent_chars = 0
-        echo = not request.exclude_input_in_output
+        echo = request.echo
         self._text = [request.text or tokenizer.decode(prompt_ids)] if echo else []
         self._log_probs: list[float] = []
         self._cum_log_prob = 0.0
@@ -205,7 +211,7 @@ class TextResponses:
     def _take(self) -> dict[str, np.ndarray]:
         text = "".join(self._text)
         tensors = {
-            "text_output": string_tensor(text)[None],
+            "text_output": string_tensor(text),  # shape [1], as the stock postprocessing sends it
             "num_input_tokens": np.array([[len(self._prompt_ids)]], dtype=np.int32),
             "num_output_tokens": np.array([[self.generated]], dtype=np.int32),  # so far
             "batch_index": _zero(),

@@ -449,6 +449,8 @@ def completion_inputs(
     for name in ("echo", "ignore_eos"):
         if values.get(name) is not None and not isinstance(values[name], bool):
             raise BadRequestError(f"must be a boolean, got {type(values[name]).__name__}", param=name)
+    if values.get("echo") and values.get("stream"):
+        raise BadRequestError("is served on whole answers only, not with stream", param="echo")
     if values.get("echo"):
         inputs["exclude_input_in_output"] = np.array([[False]], dtype=np.bool_)
     if values.get("ignore_eos"):

@@ -5,18 +5,22 @@ stop strings left out, sampling, token-id prompts, `echo` + `logprobs` in the sh
 from __future__ import annotations
 
 import json
+import queue
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np
 import openai
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from nemo_build.serve import TritonServer
 from nemo_gateway.settings import GatewaySettings
 from nemo_protocol.tekken import Tekkenizer
 from tests.integration.test_gateway import SERVED, running_gateway
-from tests.integration.triton_calls import ensemble_inputs, stream
+from tests.integration.triton_calls import ensemble_inputs, stream, tensors
 
 PROMPT = "Hello"
 
@@ -239,3 +243,57 @@ def test_chat_takes_vllm_s_top_level_sampling_fields_as_nvext(gateway: str) -> N
     assert same.json()["choices"][0]["message"] == top_level.json()["choices"][0]["message"]
     both = httpx.post(f"{gateway}/v1/chat/completions", json={**body, "nvext": {"top_k": 2}}, timeout=60)
     assert both.status_code == 400 and both.json()["error"]["param"] == "nvext.top_k"
+
+
+# ----- the stock client ------------------------------------------------------------------------------------------
+# tensorrtllm_backend inflight_batcher_llm/client/end_to_end_grpc_client.py (read at 071ee5e7), reproduced request for
+# request: prepare_inputs() with the script's defaults (temperature 1.0, beam_width 1, exclude_input_in_output
+# False; --return-log-probs adds return_log_probs and asks for cum_log_probs and output_log_probs), sent on one
+# gRPC stream with request_id "", texts gathered as run_inference() does (streamed: appended; whole: the last
+# response's), and checked as its --check-outputs does: a whole answer is the prompt + the expected text.
+def stock_client_run(
+    url: str, prompt: str, output_len: int, streaming: bool, return_log_probs: bool
+) -> tuple[str, list[Any]]:
+    inputs = {
+        "text_input": np.array([[prompt]]).astype(object),
+        "max_tokens": np.ones_like([[prompt]]).astype(np.int32) * output_len,
+        "stream": np.array([[streaming]], dtype=bool),
+        "beam_width": np.array([[1]], dtype=np.int32),
+        "temperature": np.array([[1.0]], dtype=np.float32),
+        "exclude_input_in_output": np.array([[False]], dtype=bool),
+    }
+    outputs = [grpcclient.InferRequestedOutput("text_output")]
+    if return_log_probs:
+        inputs["return_log_probs"] = np.array([[True]], dtype=bool)
+        outputs += [
+            grpcclient.InferRequestedOutput("cum_log_probs"),
+            grpcclient.InferRequestedOutput("output_log_probs"),
+        ]
+    results: queue.Queue[Any] = queue.Queue()
+    client = grpcclient.InferenceServerClient(url=url)
+    client.start_stream(callback=lambda result, error: results.put(error or result))
+    client.async_stream_infer("ensemble", tensors(inputs), outputs=outputs, request_id="")
+    client.stop_stream()
+    text, received = "", []
+    while not results.empty():
+        result = results.get()
+        received.append(result)
+        assert not isinstance(result, InferenceServerException), str(result)
+        piece = result.as_numpy("text_output")[0].decode("utf-8")
+        text = text + piece if streaming else piece
+    client.close()
+    return text, received
+
+
+@pytest.mark.parametrize("return_log_probs", [False, True])
+@pytest.mark.parametrize("streaming", [False, True])
+def test_the_stock_end_to_end_grpc_client_s_requests_work(url: str, streaming: bool, return_log_probs: bool) -> None:
+    prompt = PROMPT
+    expected = stream(url, "ensemble", ensemble_inputs(prompt, 10)).texts("text_output")[-1]  # greedy, new text only
+    assert expected
+    text, received = stock_client_run(url, prompt, 10, streaming, return_log_probs)
+    assert text == (expected if streaming else prompt + expected)
+    if return_log_probs:
+        log_probs = np.concatenate([r.as_numpy("output_log_probs").reshape(-1) for r in received])
+        assert log_probs.shape == (10,) and (log_probs <= 0).all()
+        assert received[-1].as_numpy("cum_log_probs").item() == pytest.approx(float(log_probs.sum()), abs=1e-3)

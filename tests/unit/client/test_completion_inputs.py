@@ -73,3 +73,9 @@ def test_a_chat_request_with_a_lone_surrogate_is_refused_before_anything_is_sent
     with NemoClient("127.0.0.1:1") as client, pytest.raises(BadRequestError) as caught:
         client.chat.completions.create(messages=[{"role": "user", "content": "\ud800"}], model="m")
     assert caught.value.param == "messages[0].content"
+
+
+def test_echo_is_served_on_whole_answers_only() -> None:
+    with pytest.raises(BadRequestError) as caught:
+        completion_inputs({"prompt": "a", "echo": True, "stream": True})
+    assert caught.value.param == "echo"
