@@ -3,7 +3,8 @@
 `tensorrt_llm` gives each generated token's log probability (`output_log_probs`, with `return_log_probs`) and,
 when asked, the logits it was chosen from (`generation_logits`) and the logits at every prompt position
 (`context_logits`). `chosen` and `scored` turn them into one `TokenLogProb` per token; `completion_logprobs`
-writes the `logprobs` object of a `/v1/completions` choice.
+writes the `logprobs` object of a `/v1/completions` choice, `chat_logprobs_content` the `logprobs.content` of a
+chat choice.
 """
 
 from __future__ import annotations
@@ -101,6 +102,20 @@ def completion_logprobs(
         "top_logprobs": top_logprobs,
         "text_offset": offsets,
     }
+
+
+def chat_logprobs_content(tokenizer: Tekkenizer, tokens: Sequence[TokenLogProb], *, top_n: int) -> list[dict[str, Any]]:
+    """The ``logprobs.content`` entries of a chat choice (or chunk) for these generated tokens: ``token``,
+    ``logprob``, ``bytes`` and the ``top_n`` best ``top_logprobs`` (each with its own token, logprob and bytes)."""
+
+    def entry(token_id: int, log_prob: float) -> dict[str, Any]:
+        raw = b"" if tokenizer.is_control(token_id) else tokenizer.token_bytes(token_id)
+        return {"token": token_text(tokenizer, token_id), "logprob": _finite(log_prob), "bytes": list(raw)}
+
+    return [
+        {**entry(t.token_id, t.log_prob or 0.0), "top_logprobs": [entry(i, p) for i, p in t.top[:top_n]]}
+        for t in tokens
+    ]
 
 
 def _finite(value: float) -> float:

@@ -12,7 +12,13 @@ from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
 from nemo_serving.contract import LogOutputs
 from nemo_serving.ensemble import TextRequest, TextResponses
-from nemo_serving.log_probs import completion_logprobs, log_softmax, prompt_log_probs, scored
+from nemo_serving.log_probs import (
+    chat_logprobs_content,
+    completion_logprobs,
+    log_softmax,
+    prompt_log_probs,
+    scored,
+)
 
 VOCAB = 131072
 
@@ -156,3 +162,16 @@ def test_a_token_id_prompt_is_used_as_it_is() -> None:
     with pytest.raises(BadRequestError) as both:
         TextRequest.from_inputs(tensors(input_ids=np.array([[1]], np.int32)).get)
     assert both.value.param == "text_input"
+
+
+def test_chat_logprobs_content_has_openai_s_shape(tok: Tekkenizer) -> None:
+    ids = tok.encode("Hello world")
+    content = chat_logprobs_content(tok, scored(ids, logits_favouring(ids), 2), top_n=2)
+    assert [c["token"] for c in content] == ["Hello", " world"]
+    assert content[0]["bytes"] == list(b"Hello") and content[0]["logprob"] < 0
+    assert [len(c["top_logprobs"]) for c in content] == [2, 2]
+    assert content[1]["top_logprobs"][0] == {
+        "token": " world",
+        "logprob": content[1]["logprob"],
+        "bytes": list(b" world"),
+    }
