@@ -225,7 +225,7 @@ HTTP_REFUSALS: dict[str, list[Refusal]] = {
         Refusal(_json(_ask(top_p=-0.1)), 400, "top_p", "must be in (0, 1]"),
         Refusal(_json(_ask(presence_penalty=-3)), 400, "presence_penalty", "must be in [-2, 2]"),
         Refusal(_json(_ask(nvext={"top_k": -1})), 400, "nvext.top_k", "must be in [0, 2147483647]"),
-        Refusal(_json(_ask(n=-1)), 400, "n", "only 1 choice"),
+        Refusal(_json(_ask(n=-1)), 400, "n", "must be an integer in [1, 16]"),
         Refusal(_json({"prompt": "a", "max_tokens": -1}), 400, "max_tokens", "must be at least 1", route=COMPLETIONS),
         Refusal(_json({"prompt": "a", "top_k": -1}), 400, "top_k", "must be in [0, 2147483647]", route=COMPLETIONS),
     ],
