@@ -62,7 +62,10 @@ class Profile:
         """The ``trtllm-build`` command for this profile."""
         args = ["trtllm-build", "--checkpoint_dir", str(checkpoint_dir), "--output_dir", str(output_dir)]
         for flag, value in self.flags.items():
-            args += [f"--{flag}", _flag_value(value)]
+            if flag in SWITCH_FLAGS:
+                args += [f"--{flag}"] if value else []
+            else:
+                args += [f"--{flag}", _flag_value(value)]
         return args
 
     def with_flags(self, overrides: dict[str, Any]) -> Profile:
@@ -82,6 +85,13 @@ class Profile:
             "tp": self.tp,
             "trtllm_build": dict(self.flags),
         }
+
+
+SWITCH_FLAGS = frozenset({"gather_context_logits", "gather_generation_logits", "gather_all_token_logits"})
+"""trtllm-build flags that take no value (argparse ``store_true``): a profile gives them ``true`` or ``false``.
+``gather_context_logits`` lets the engine return the logits of every prompt position (``/v1/completions`` with
+``echo`` and ``logprobs``), ``gather_generation_logits`` those of each generated token (``logprobs`` above 0);
+both cost GPU memory per token in flight."""
 
 
 def _flag_value(value: Any) -> str:
@@ -140,6 +150,8 @@ def _parse(raw: Any, path: Path) -> Profile:
         problems.append(f"tp is {raw['tp']!r} (a positive integer)")
     problems += [f"trtllm_build lacks {flag}" for flag in REQUIRED_FLAGS if flag not in flags]
     problems += [f"trtllm_build may not set {flag} (nemo-build passes it)" for flag in RESERVED_FLAGS if flag in flags]
+    problems += [f"{flag} is {flags[flag]!r} (true or false)" for flag in SWITCH_FLAGS & set(flags)
+                 if not isinstance(flags[flag], bool)]  # fmt: skip
     input_len, seq_len = flags.get("max_input_len"), flags.get("max_seq_len")
     if isinstance(input_len, int) and isinstance(seq_len, int) and input_len > seq_len:
         problems.append("max_input_len is larger than max_seq_len")

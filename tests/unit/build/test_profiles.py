@@ -100,3 +100,20 @@ def test_the_serving_section_gives_frontend_defaults_and_never_changes_the_build
         load_profile(bad)
     assert "serving.frontend_instances is 0 (a positive integer)" in str(err.value)
     assert "serving.threads is not a setting (accepted: frontend_instances)" in str(err.value)
+
+
+def test_logit_gathering_is_a_profile_switch_trtllm_build_accepts(tmp_path: Path) -> None:
+    """echo + logprobs need the context logits, logprobs > 0 the generation logits: off by default (memory)."""
+    default = load_profile(DEFAULT_PROFILE)
+    off = trtllm_build_parser().parse_args(default.argv(tmp_path / "c", tmp_path / "e")[1:])
+    assert not off.gather_context_logits and not off.gather_generation_logits
+    switches = ["gather_context_logits=true", "gather_generation_logits=true"]
+    gathering = default.with_flags(parse_flag_overrides(switches))
+    argv = gathering.argv(tmp_path / "c", tmp_path / "e")
+    on = trtllm_build_parser().parse_args(argv[1:])
+    assert on.gather_context_logits and on.gather_generation_logits
+    assert "--gather_context_logits" in argv and "true" not in argv
+    off_again = default.with_flags({"gather_context_logits": False})
+    assert "--gather_context_logits" not in off_again.argv(tmp_path, tmp_path)
+    with pytest.raises(BuildError, match="gather_context_logits is 'yes'"):
+        default.with_flags({"gather_context_logits": "yes"})
