@@ -38,6 +38,9 @@ def check_served_model(body: dict[str, Any], served: str) -> None:
 async def openai_request_body(request: Request, settings: Settings) -> dict[str, Any]:
     body = await read_json_object(request, settings.limits.max_body_bytes, settings.limits.max_json_depth)
     check_served_model(body, settings.served_model_name)
+    # The gateway answers to its own served name (--served-model-name); upstream, the deployment knows itself
+    # by the name its repository was rendered with, which the request need not repeat.
+    body.pop("model", None)
     return body
 
 
