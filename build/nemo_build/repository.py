@@ -88,6 +88,10 @@ class RepositorySettings:
     served_model_name: str = DEFAULT_SERVED_MODEL_NAME
     stand_in_tokens_per_s: float = STAND_IN_DEFAULT_TOKENS_PER_S  # stand-in: tokens per second per request
     stand_in_end_after_tokens: int = 0  # stand-in: end (end_id) after this many tokens; 0: never
+    # The engine returns the logits of prompt positions / generated tokens (trtllm-build gather_*_logits; the CPU
+    # runtime always can): the ensemble refuses echo + logprobs / logprobs above 0 by name without them.
+    context_logits: bool = True
+    generation_logits: bool = True
 
     def __post_init__(self) -> None:
         for name in ("preprocessing_instances", "postprocessing_instances"):
@@ -152,6 +156,15 @@ def engine_limits(engine_dir: Path) -> dict[str, int]:
         return {key: int(build_config[key]) for key in ("max_batch_size", "max_input_len", "max_seq_len")}
     except (KeyError, TypeError, ValueError) as exc:
         raise BuildError(f"{config_path} build_config lacks a usable {exc}") from exc
+
+
+def engine_logit_gathering(engine_dir: Path) -> dict[str, bool]:
+    """Whether an engine returns context and generation logits (`build_config.gather_*_logits`)."""
+    build_config = json.loads((engine_dir / "config.json").read_text()).get("build_config") or {}
+    return {
+        "context_logits": bool(build_config.get("gather_context_logits", False)),
+        "generation_logits": bool(build_config.get("gather_generation_logits", False)),
+    }
 
 
 def checkpoint_max_positions(checkpoint_dir: Path) -> int:
@@ -460,18 +473,21 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         model_dir: Path = args.engine
         limits = engine_limits(model_dir)
         frontend_default = profile_frontend_instances(model_dir)
+        logits = engine_logit_gathering(model_dir)
     elif args.target == "cpu":
         if args.checkpoint is None:
             raise BuildError("--target cpu runs a checkpoint: pass --checkpoint DIR (not --engine)")
         model_dir = args.checkpoint
         max_seq = min(checkpoint_max_positions(model_dir), CPU_DEFAULT_MAX_SEQ_LEN)
         limits = {"max_batch_size": CPU_DEFAULT_MAX_BATCH_SIZE, "max_input_len": max_seq // 2, "max_seq_len": max_seq}
+        logits = {"context_logits": True, "generation_logits": True}
     else:
         if args.engine is not None or args.checkpoint is not None:
             raise BuildError("--target stand-in serves no model: pass neither --engine nor --checkpoint")
         model_dir = args.tokenizer
         flags = load_profile(DEFAULT_PROFILE).flags
         limits = {key: int(flags[key]) for key in ("max_batch_size", "max_input_len", "max_seq_len")}
+        logits = {"context_logits": False, "generation_logits": False}  # it has no model
     stand_in = {
         "stand_in_tokens_per_s": args.stand_in_tokens_per_s,
         "stand_in_end_after_tokens": args.stand_in_end_after_tokens,
@@ -498,6 +514,7 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         cancellation_check_period_ms=args.cancellation_check_period_ms,
         max_queue_delay_microseconds=args.max_queue_delay_us,
         served_model_name=args.served_model_name,
+        **logits,
         **{key: value for key, value in stand_in.items() if value is not None},
     )
 

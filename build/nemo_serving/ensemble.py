@@ -109,6 +109,22 @@ class TextRequest:
             end_id=end_id,
         )
 
+    def check_logits(self, *, context: bool, generation: bool) -> None:
+        """400 naming the field when the engine does not return the logits its log probs need."""
+        if self.logprobs is None:
+            return
+        if self.echo and not context:
+            raise BadRequestError(
+                "with logprobs needs the prompt's logits: this engine was built without gather_context_logits",
+                param="exclude_input_in_output",
+            )
+        if self.logprobs > 0 and not generation:
+            raise BadRequestError(
+                "above 0 needs the generation logits: this engine was built without gather_generation_logits "
+                "(logprobs 0 gives each token's own log probability)",
+                param="logprobs",
+            )
+
     def preprocessing_inputs(self) -> dict[str, np.ndarray]:
         tensors = {
             "text_input": np.array([[self.text.encode("utf-8")]], dtype=object),

@@ -37,6 +37,7 @@ ENSEMBLE_INPUT_FIELDS = {
     "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "seed": "seed",
     "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty", "stream": "stream",
     "repetition_penalty": "repetition_penalty", "min_tokens": "min_tokens", "logprobs": "logprobs",
+    "exclude_input_in_output": "echo",
 }  # fmt: skip
 """The ``ensemble`` input tensor (or the ``tensorrt_llm`` one of the same name) each request field travels in."""
 

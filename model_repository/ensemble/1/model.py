@@ -25,7 +25,9 @@ from nemo_serving.triton_io import (
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        self.tokenizer = ModelArgs.parse(args).tokenizer()
+        model = ModelArgs.parse(args)
+        self.tokenizer = model.tokenizer()
+        self.logits = {"context": model.bool("context_logits"), "generation": model.bool("generation_logits")}
 
     def execute(self, requests: list) -> None:
         # Admission (parse, preprocess, start the generation) runs here and holds this instance, so that
@@ -39,6 +41,7 @@ class TritonPythonModel:
 
     def _admit(self, request) -> tuple:
         text_request = TextRequest.from_inputs(inputs(request))
+        text_request.check_logits(**self.logits)
         preprocessed = bls_call("preprocessing", text_request.preprocessing_inputs(), PREPROCESSING_OUTPUTS)
         generation_request = text_request.generation(preprocessed)
         generation = BlsGeneration(generation_request, request_id=new_request_id(numeric=True))

@@ -354,3 +354,22 @@ def test_stand_in_options_are_checked(
     argv = [a.format(ckpt=checkpoint_dir) for a in argv]
     with pytest.raises(BuildError, match=phrase):
         run_repository(parse_args(*argv, "--tokenizer", str(tekken_path), "--out", str(tmp_path / "repo")))
+
+
+def test_the_ensemble_knows_which_logits_the_engine_returns(
+    tmp_path: Path, tekken_path: Path, engine_dir: Path
+) -> None:
+    """echo + logprobs needs gather_context_logits, logprobs > 0 gather_generation_logits: the ensemble refuses
+    them by name on an engine built without (the default profiles); the CPU runtime always returns both."""
+
+    def ensemble_params(out: Path) -> dict[str, str]:
+        return {key: value.string_value for key, value in load(out / "ensemble" / "config.pbtxt").parameters.items()}
+
+    plain = render(tmp_path / "plain", tekken_path, "--target", "gpu", "--engine", str(engine_dir))
+    assert (ensemble_params(plain)["context_logits"], ensemble_params(plain)["generation_logits"]) == ("false", "false")
+    config = json.loads((engine_dir / "config.json").read_text())
+    config["build_config"]["gather_context_logits"] = True
+    (engine_dir / "config.json").write_text(json.dumps(config))
+    gathering = render(tmp_path / "gathering", tekken_path, "--target", "gpu", "--engine", str(engine_dir))
+    assert ensemble_params(gathering)["context_logits"] == "true"
+    assert ensemble_params(gathering)["generation_logits"] == "false"

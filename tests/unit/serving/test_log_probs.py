@@ -175,3 +175,16 @@ def test_chat_logprobs_content_has_openai_s_shape(tok: Tekkenizer) -> None:
         "logprob": content[1]["logprob"],
         "bytes": list(b" world"),
     }
+
+
+def test_log_probs_the_engine_cannot_give_are_refused_by_name() -> None:
+    echo = request(exclude_input_in_output=False, logprobs=1)
+    echo.check_logits(context=True, generation=True)
+    with pytest.raises(BadRequestError) as no_context:
+        echo.check_logits(context=False, generation=True)
+    assert no_context.value.param == "exclude_input_in_output" and "gather_context_logits" in str(no_context.value)
+    with pytest.raises(BadRequestError) as no_generation:
+        request(logprobs=2).check_logits(context=True, generation=False)
+    assert no_generation.value.param == "logprobs" and "gather_generation_logits" in str(no_generation.value)
+    request(logprobs=0).check_logits(context=False, generation=False)  # each token's own: always there
+    request().check_logits(context=False, generation=False)
