@@ -141,7 +141,32 @@ class _Active:
         )
 
 
-class InflightBatcher:
+class ObservedBatch:
+    """What nemo_runtime.batch_metrics reads of an engine: its batch state now, or once it changes.
+
+    Subclasses hold ``_lock``, ``_changed`` (a Condition on it, notified on every change), ``_closed``, and
+    give ``_snapshot()`` (called under the lock).
+    """
+
+    _lock: threading.Lock
+    _changed: threading.Condition
+    _closed: bool
+
+    def _snapshot(self) -> BatcherStats:
+        raise NotImplementedError
+
+    def stats(self) -> BatcherStats:
+        with self._lock:
+            return self._snapshot()
+
+    def wait_for_change(self, since: BatcherStats | None, timeout: float) -> BatcherStats:
+        """The stats once they differ from `since` (at once when they do already), or after `timeout` seconds."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._snapshot() != since or self._closed, timeout)
+            return self._snapshot()
+
+
+class InflightBatcher(ObservedBatch):
     """Owns the step loop of one `ReferenceRuntime`. Call `close()` to stop it."""
 
     def __init__(self, runtime: ReferenceRuntime, grammar: GrammarEngine | None = None) -> None:
@@ -161,16 +186,6 @@ class InflightBatcher:
     def active_requests(self) -> int:
         with self._lock:
             return len(self._active)
-
-    def stats(self) -> BatcherStats:
-        with self._lock:
-            return self._snapshot()
-
-    def wait_for_change(self, since: BatcherStats | None, timeout: float) -> BatcherStats:
-        """The stats once they differ from `since` (at once when they do already), or after `timeout` seconds."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._snapshot() != since or self._closed, timeout)
-            return self._snapshot()
 
     def _snapshot(self) -> BatcherStats:  # under self._lock
         running = self._running

@@ -25,8 +25,8 @@ CPU `tensorrt_llm` model (nemo_runtime.inflight) and replaces the model by a clo
   process), like the tensorrtllm backend's `cancellation_check_period_ms`.
 
 Per token the loop does a list lookup and the sink's `send` (one Triton response): no tensors, no logits.
-`stats()` / `wait_for_change()` match InflightBatcher's, so nemo_runtime.batch_metrics publishes the same
-metrics.
+`stats()` / `wait_for_change()` are InflightBatcher's (nemo_runtime.inflight.ObservedBatch), so
+nemo_runtime.batch_metrics publishes the same metrics.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
-from nemo_runtime.inflight import BatcherStats, Sink, unsupported
+from nemo_runtime.inflight import BatcherStats, ObservedBatch, Sink, unsupported
 from nemo_serving.contract import GenerationRequest
 
 DEFAULT_TOKENS_PER_S = 200.0
@@ -79,7 +79,7 @@ class _Stream:
     cancelled: bool = False
 
 
-class StandInEngine:
+class StandInEngine(ObservedBatch):
     """The step loop of the stand-in engine (a daemon thread). Call `close()` to stop it."""
 
     def __init__(
@@ -169,16 +169,6 @@ class StandInEngine:
     def active_requests(self) -> int:
         with self._lock:
             return len(self._waiting) + len(self._running)
-
-    def stats(self) -> BatcherStats:
-        with self._lock:
-            return self._snapshot()
-
-    def wait_for_change(self, since: BatcherStats | None, timeout: float) -> BatcherStats:
-        """The stats once they differ from `since` (at once when they do already), or after `timeout` seconds."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._snapshot() != since or self._closed, timeout)
-            return self._snapshot()
 
     def close(self) -> None:
         with self._changed:

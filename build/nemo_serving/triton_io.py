@@ -7,10 +7,12 @@ calls other models of the repository (BLS) — nothing here decides anything.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from nemo_protocol.errors import BadRequestError
 from nemo_serving.contract import (
     GenerationRequest,
     LogOutputs,
@@ -19,6 +21,7 @@ from nemo_serving.contract import (
     output_token_ids,
     stop_inputs,
 )
+from nemo_serving.tensors import scalar
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -73,6 +76,31 @@ class ResponseSink:
 
     def is_cancelled(self) -> bool:
         return bool(self._request.is_cancelled())
+
+
+class Engine(Protocol):
+    """What a python `tensorrt_llm` model serves requests with (nemo_runtime's in-flight batcher, the stand-in)."""
+
+    def submit(self, request: GenerationRequest, sink: ResponseSink, tag: str = "") -> None: ...
+
+    def stop(self, tag: str) -> int: ...
+
+
+def serve_engine_requests(engine: Engine, requests: list, *, exclude_input_default: bool) -> None:
+    """The `tensorrt_llm` contract's execute: each request joins the engine, or (``stop=true``) ends the in-flight
+    request with its id; a request the engine refuses gets its error response at once."""
+    for request in requests:
+        get = inputs(request)
+        sender = request.get_response_sender()
+        try:
+            if scalar(get("stop"), "stop", bool, False):
+                engine.stop(request.request_id())
+                sender.send(flags=FINAL)
+                continue
+            generation = GenerationRequest.from_inputs(get, exclude_input_default=exclude_input_default)
+            engine.submit(generation, ResponseSink(request, sender), tag=request.request_id())
+        except BadRequestError as exc:
+            sender.send(error_response(str(exc)), flags=FINAL)
 
 
 class BlsGeneration:

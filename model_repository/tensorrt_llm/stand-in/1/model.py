@@ -8,13 +8,10 @@ request id. The engine's state is published as the CPU model's Triton metrics (n
 
 import triton_python_backend_utils as pb_utils
 
-from nemo_protocol.errors import BadRequestError
 from nemo_runtime.batch_metrics import MetricsPublisher, TritonMetrics
 from nemo_runtime.stand_in import StandInEngine, text_token_ids
-from nemo_serving.contract import GenerationRequest
 from nemo_serving.model_args import ModelArgs
-from nemo_serving.tensors import scalar
-from nemo_serving.triton_io import FINAL, ResponseSink, error_response, inputs
+from nemo_serving.triton_io import serve_engine_requests
 
 
 class TritonPythonModel:
@@ -39,18 +36,7 @@ class TritonPythonModel:
         self.publisher = MetricsPublisher(self.engine, self.metrics.publish)
 
     def execute(self, requests: list) -> None:
-        for request in requests:
-            get = inputs(request)
-            sender = request.get_response_sender()
-            try:
-                if scalar(get("stop"), "stop", bool, False):
-                    self.engine.stop(request.request_id())
-                    sender.send(flags=FINAL)
-                    continue
-                generation = GenerationRequest.from_inputs(get, exclude_input_default=self.exclude_input_default)
-                self.engine.submit(generation, ResponseSink(request, sender), tag=request.request_id())
-            except BadRequestError as exc:
-                sender.send(error_response(str(exc)), flags=FINAL)
+        serve_engine_requests(self.engine, requests, exclude_input_default=self.exclude_input_default)
         return None
 
     def finalize(self) -> None:
