@@ -99,6 +99,8 @@ class ChatEndpoint:
             )
         max_tokens = request.max_tokens if request.max_tokens is not None else self.limits.max_seq_len - len(ids)
         self.limits.check(len(ids), max_tokens, prompt_param="messages", max_tokens_param="max_tokens")
+        if request.min_tokens > max_tokens:
+            raise BadRequestError(f"{request.min_tokens} is more than max_tokens ({max_tokens})", param="min_tokens")
         generation = GenerationRequest(
             input_ids=ids,
             max_new_tokens=max_tokens,
@@ -106,6 +108,7 @@ class ChatEndpoint:
             pad_id=self.tokenizer.pad_id,
             streaming=True,  # always: stop sequences and cancellation end generation early
             sampling=request.sampling,
+            min_tokens=request.min_tokens,
             guide=guide,
         )
         return PreparedChat(request, generation, forced)
@@ -196,13 +199,21 @@ class ChatResponder:
     def start(self) -> list[Event]:
         if self._chat.forced_ids:
             self._parser.feed(self._chat.forced_ids)
-        return [self._builder.role_chunk()] if self._request.stream else []
+        return self._usage_so_far([self._builder.role_chunk()] if self._request.stream else [])
 
     def feed(self, ids: list[int]) -> list[Event]:
         if self.stopped:
             return []
         self.generated += len(ids)
-        return self._take(self._parser.feed(ids))
+        return self._usage_so_far(self._take(self._parser.feed(ids)))
+
+    def _usage_so_far(self, events: list[Event]) -> list[Event]:
+        """stream_options.continuous_usage_stats: every chunk carries the usage up to it."""
+        if self._request.continuous_usage:
+            usage = Usage(len(self._chat.generation.input_ids), self.generated).as_dict()
+            for event in events:
+                event.setdefault("usage", usage)
+        return events
 
     def finish(self) -> list[Event]:
         events: list[Event] = []
@@ -246,7 +257,7 @@ class ChatResponder:
             events.append(builder.finish_chunk(finish_reason))
             if request.include_usage:
                 events.append(builder.usage_chunk(usage))
-            return events
+            return self._usage_so_far(events)
         text = "".join(self._content)
         events.append(builder.completion(text if text or not calls else None, calls, finish_reason, usage))
         return events

@@ -22,10 +22,11 @@ SEED_MODULUS = 2**64
 _USED = {
     "messages", "tools", "tool_choice", "temperature", "top_p", "max_tokens", "max_completion_tokens",
     "stop", "seed", "stream", "stream_options", "presence_penalty", "frequency_penalty", "logprobs",
-    "top_logprobs", "n", "response_format", "nvext", "parallel_tool_calls", *GUIDED_FIELDS,
+    "top_logprobs", "n", "response_format", "nvext", "parallel_tool_calls", "min_tokens", *GUIDED_FIELDS,
 }  # fmt: skip
 _IGNORED = {"user", "metadata", "store", "logit_bias", "model"}  # model: checked by ChatEndpoint
-_NVEXT = {"top_k", "repetition_penalty", "ignore_eos", *GUIDED_FIELDS}
+_NVEXT = {"top_k", "repetition_penalty", "ignore_eos", "min_tokens", *GUIDED_FIELDS}
+_STREAM_OPTIONS = {"include_usage", "continuous_usage_stats"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class ChatRequest:
     ignore_eos: bool = False  # NIM's nvext.ignore_eos: generate exactly max_tokens (benchmarks)
     guide: Guide | None = None  # response_format or a guided_* field: the output is held to it
     model: str | None = None  # the served name the client asked for (None: whatever is served)
+    continuous_usage: bool = False  # stream_options.continuous_usage_stats: usage so far in every chunk
+    min_tokens: int = 0  # no end of sequence before this many tokens (vLLM / aiperf: min_tokens)
     parallel_tool_calls: bool = True  # False: at most one tool call
 
     @classmethod
@@ -75,13 +78,18 @@ class ChatRequest:
             raise BadRequestError(f"must be a list of tools, got {_kind(tools)}", param="tools")
         stream = _optional(body, "stream", bool, False)
         stream_options = body.get("stream_options")
-        include_usage = False
+        include_usage = continuous_usage = False
         if stream_options is not None:
             if not stream:
                 raise BadRequestError("is only allowed when stream is true", param="stream_options")
-            if not isinstance(stream_options, dict) or set(stream_options) - {"include_usage"}:
-                raise BadRequestError("must be an object with only 'include_usage'", param="stream_options")
+            if not isinstance(stream_options, dict) or set(stream_options) - _STREAM_OPTIONS:
+                raise BadRequestError(
+                    f"must be an object with only {', '.join(sorted(_STREAM_OPTIONS))}", param="stream_options"
+                )
             include_usage = _optional(stream_options, "include_usage", bool, False, "stream_options.include_usage")
+            continuous_usage = _optional(
+                stream_options, "continuous_usage_stats", bool, False, "stream_options.continuous_usage_stats"
+            )
         nvext = body.get("nvext") or {}
         if not isinstance(nvext, dict) or set(nvext) - _NVEXT:
             raise BadRequestError(f"accepted keys: {', '.join(sorted(_NVEXT))}", param="nvext")
@@ -94,6 +102,8 @@ class ChatRequest:
             stop=_stop(body.get("stop")),
             stream=stream,
             include_usage=include_usage,
+            continuous_usage=continuous_usage,
+            min_tokens=_min_tokens(body, nvext),
             logprobs=_optional(body, "logprobs", bool, False),
             ignore_eos=_optional(nvext, "ignore_eos", bool, False, "nvext.ignore_eos"),
             guide=_guide(body, nvext),
@@ -113,6 +123,15 @@ def _guide(body: Mapping[str, Any], nvext: Mapping[str, Any]) -> Guide | None:
             f"cannot be combined with {guides[0].param}: give one output constraint", param=guides[1].param
         )
     return guides[0] if guides else None
+
+
+def _min_tokens(body: Mapping[str, Any], nvext: Mapping[str, Any]) -> int:
+    """``min_tokens`` (top level, as vLLM takes it) or ``nvext.min_tokens``; both given must agree."""
+    top = _integer(body, "min_tokens", 0, 0, INT32_MAX, "min_tokens")
+    nested = _integer(nvext, "min_tokens", 0, 0, INT32_MAX, "nvext.min_tokens")
+    if "min_tokens" in body and "min_tokens" in nvext and top != nested:
+        raise BadRequestError(f"differs from min_tokens ({top}); give one", param="nvext.min_tokens")
+    return top if "min_tokens" in body else nested
 
 
 def _sampling(body: Mapping[str, Any], nvext: Mapping[str, Any]) -> Sampling:

@@ -188,3 +188,26 @@ def test_fields_that_would_be_ignored_are_refused_by_name(
         endpoint.prepare(body(**fields))
     assert refused.value.param == param
     endpoint.prepare(body(store=False, metadata={}))  # what they mean when neutral is served
+
+
+def test_min_tokens_top_level_or_nvext_reaches_the_engine(endpoint: ChatEndpoint) -> None:
+    assert endpoint.prepare(body(min_tokens=5, max_tokens=20)).generation.min_tokens == 5
+    assert endpoint.prepare(body(nvext={"min_tokens": 3})).generation.min_tokens == 3
+    for fields, param in (
+        ({"min_tokens": 5, "nvext": {"min_tokens": 6}}, "nvext.min_tokens"),
+        ({"min_tokens": 30, "max_tokens": 20}, "min_tokens"),
+        ({"min_tokens": -1}, "min_tokens"),
+    ):
+        with pytest.raises(BadRequestError) as refused:
+            endpoint.prepare(body(**fields))
+        assert refused.value.param == param
+
+
+def test_continuous_usage_stats_puts_the_usage_so_far_in_every_chunk(endpoint: ChatEndpoint, tok: Tekkenizer) -> None:
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    events, _ = run(endpoint, body(stream=True, stream_options=options), tok.encode("Hello there"))
+    counts = [event["usage"]["completion_tokens"] for event in events]
+    assert all("usage" in event for event in events) and counts == sorted(counts)
+    assert counts[0] == 0 and counts[-1] == events[-1]["usage"]["completion_tokens"] > 0
+    plain, _ = run(endpoint, body(stream=True), tok.encode("Hello there"))
+    assert not any("usage" in event for event in plain)
