@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nemo_protocol.chat_format import encode_chat
-from nemo_protocol.errors import BadRequestError, NotFoundError, error_body
+from nemo_protocol.errors import BadRequestError, NotFoundError, ServerError, error_body
 from nemo_protocol.tekken import Tekkenizer
 from nemo_protocol.tool_calls import ContentDelta, Delta, OutputParser, ToolCall, ToolCallDelta, new_tool_call_id
 from nemo_serving.chat_request import ChatRequest, ToolChoice
 from nemo_serving.chat_response import ResponseBuilder, Usage
-from nemo_serving.contract import GenerationRequest
+from nemo_serving.contract import GenerationRequest, LogOutputs
 from nemo_serving.guided import tool_calls_guide
+from nemo_serving.log_probs import TokenLogProb, chat_logprobs_content, chosen, scored
 from nemo_serving.preprocessing import LengthLimits
 from nemo_serving.stop_strings import StopStringMatcher
 
@@ -59,12 +60,19 @@ class _ContentOnly:
 
 class ChatEndpoint:
     def __init__(
-        self, tokenizer: Tekkenizer, limits: LengthLimits, model_name: str, *, supports_penalties: bool
+        self,
+        tokenizer: Tekkenizer,
+        limits: LengthLimits,
+        model_name: str,
+        *,
+        supports_penalties: bool,
+        generation_logits: bool = True,
     ) -> None:
         self.tokenizer = tokenizer
         self.limits = limits
         self.model_name = model_name
         self.supports_penalties = supports_penalties
+        self.generation_logits = generation_logits  # the engine returns them (top_logprobs needs them)
 
     # ----- request ---------------------------------------------------------------------------------
     def prepare(self, raw: bytes | str) -> PreparedChat:
@@ -109,13 +117,19 @@ class ChatEndpoint:
             streaming=True,  # always: stop sequences and cancellation end generation early
             sampling=request.sampling,
             min_tokens=request.min_tokens,
+            return_log_probs=request.logprobs,
+            return_generation_logits=request.top_logprobs > 0,
             guide=guide,
         )
         return PreparedChat(request, generation, forced)
 
     def _check_capabilities(self, request: ChatRequest) -> None:
-        if request.logprobs:
-            raise BadRequestError("is not supported by this deployment (accepted: false)", param="logprobs")
+        if request.top_logprobs and not self.generation_logits:
+            raise BadRequestError(
+                "above 0 needs the generation logits: this engine was built without gather_generation_logits "
+                "(rebuild with --set gather_generation_logits=true)",
+                param="top_logprobs",
+            )
         if self.supports_penalties:
             return
         for name, value, neutral in (
@@ -139,17 +153,20 @@ class ChatEndpoint:
         """The response to ``chat`` in the making: feed it the generated ids as they come."""
         return ChatResponder(self.tokenizer, self.model_name, chat)
 
-    def respond(self, chat: PreparedChat, chunks: Iterable[list[int]], cancel: Callable[[], None]) -> Iterator[Event]:
+    def respond(
+        self, chat: PreparedChat, chunks: Iterable[list[int] | tuple[list[int], LogOutputs]], cancel: Callable[[], None]
+    ) -> Iterator[Event]:
         """Events to send, in order: chunks (streaming) or one completion; an error event ends early.
 
         ``cancel`` ends the generation once a stop sequence matched; the chunks generated meanwhile are drained.
         """
         responder = self.responder(chat)
         yield from responder.start()
-        for ids in chunks:
+        for chunk in chunks:
             if responder.stopped:
                 continue
-            yield from responder.feed(ids)
+            ids, logs = chunk if isinstance(chunk, tuple) else (chunk, None)
+            yield from responder.feed(ids, logs)
             if responder.stopped:
                 cancel()
         yield from responder.finish()
@@ -188,6 +205,9 @@ class ChatResponder:
         self._content: list[str] = []
         self._unparsed: list[str] = []
         self._ended = False
+        self._tokenizer = tokenizer
+        self._logprobs: list[TokenLogProb] = []  # every generated token's, for the whole completion
+        self._logprobs_pending: list[TokenLogProb] = []  # streaming: not yet sent on a chunk
         self._calls: list[ToolCall] = []
         self.generated = 0
 
@@ -201,11 +221,46 @@ class ChatResponder:
             self._parser.feed(self._chat.forced_ids)
         return self._usage_so_far([self._builder.role_chunk()] if self._request.stream else [])
 
-    def feed(self, ids: list[int]) -> list[Event]:
+    def feed(self, ids: list[int], logs: LogOutputs | None = None) -> list[Event]:
+        """The events for ``ids``; ``logs``: what the engine returned beside them (for ``logprobs``)."""
         if self.stopped:
             return []
         self.generated += len(ids)
-        return self._usage_so_far(self._take(self._parser.feed(ids)))
+        if self._request.logprobs and ids:
+            self._log_tokens(ids, logs)
+        return self._usage_so_far(self._with_logprobs(self._take(self._parser.feed(ids))))
+
+    def _log_tokens(self, ids: list[int], logs: LogOutputs | None) -> None:
+        if logs is None or logs.log_probs is None:
+            raise ServerError("the engine returned no log probabilities (return_log_probs)")
+        tokens = chosen(ids, logs.log_probs)
+        top_n = self._request.top_logprobs
+        if top_n and logs.generation_logits is not None:  # the engine's own value for the chosen token stands
+            tops = scored(ids, logs.generation_logits[: len(ids)], top_n)
+            tokens = [
+                replace(
+                    top,
+                    log_prob=token.log_prob,  # and the same value where the token is among its alternatives
+                    top=tuple((i, token.log_prob if i == token.token_id else p) for i, p in top.top),  # type: ignore[misc]
+                )
+                for token, top in zip(tokens, tops, strict=True)
+            ]
+        self._logprobs.extend(tokens)
+        self._logprobs_pending.extend(tokens)
+
+    def _with_logprobs(self, events: list[Event]) -> list[Event]:
+        """Streaming: the tokens' logprobs ride on the next chunk that carries a choice."""
+        if not self._logprobs_pending or not self._request.stream:
+            return events
+        for event in events:
+            if event.get("choices"):
+                event["choices"][0]["logprobs"] = {"content": self._logprobs_content(self._logprobs_pending)}
+                self._logprobs_pending = []
+                break
+        return events
+
+    def _logprobs_content(self, tokens: list[TokenLogProb]) -> list[dict[str, Any]]:
+        return chat_logprobs_content(self._tokenizer, tokens, top_n=self._request.top_logprobs)
 
     def _usage_so_far(self, events: list[Event]) -> list[Event]:
         """stream_options.continuous_usage_stats: every chunk carries the usage up to it."""
@@ -257,9 +312,12 @@ class ChatResponder:
             events.append(builder.finish_chunk(finish_reason))
             if request.include_usage:
                 events.append(builder.usage_chunk(usage))
-            return self._usage_so_far(events)
+            return self._usage_so_far(self._with_logprobs(events))
         text = "".join(self._content)
-        events.append(builder.completion(text if text or not calls else None, calls, finish_reason, usage))
+        completion = builder.completion(text if text or not calls else None, calls, finish_reason, usage)
+        if request.logprobs:
+            completion["choices"][0]["logprobs"] = {"content": self._logprobs_content(self._logprobs)}
+        events.append(completion)
         return events
 
     def _take(self, deltas: list[Delta]) -> list[Event]:

@@ -14,6 +14,7 @@ from typing import Any
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.json_values import parse_json_object
 from nemo_serving.guided import GUIDED_FIELDS, Guide, field_guides, response_format_guide
+from nemo_serving.log_probs import MAX_TOP_LOGPROBS
 from nemo_serving.sampling import INT32_MAX, MIN_TEMPERATURE, Sampling
 
 SEED_MODULUS = 2**64
@@ -57,6 +58,7 @@ class ChatRequest:
     model: str | None = None  # the served name the client asked for (None: whatever is served)
     continuous_usage: bool = False  # stream_options.continuous_usage_stats: usage so far in every chunk
     min_tokens: int = 0  # no end of sequence before this many tokens (vLLM / aiperf: min_tokens)
+    top_logprobs: int = 0  # with logprobs: the most likely alternatives of each token
     parallel_tool_calls: bool = True  # False: at most one tool call
 
     @classmethod
@@ -105,6 +107,7 @@ class ChatRequest:
             continuous_usage=continuous_usage,
             min_tokens=_min_tokens(body, nvext),
             logprobs=_optional(body, "logprobs", bool, False),
+            top_logprobs=_top_logprobs(body),
             ignore_eos=_optional(nvext, "ignore_eos", bool, False, "nvext.ignore_eos"),
             guide=_guide(body, nvext),
             model=body.get("model"),
@@ -123,6 +126,13 @@ def _guide(body: Mapping[str, Any], nvext: Mapping[str, Any]) -> Guide | None:
             f"cannot be combined with {guides[0].param}: give one output constraint", param=guides[1].param
         )
     return guides[0] if guides else None
+
+
+def _top_logprobs(body: Mapping[str, Any]) -> int:
+    top = _integer(body, "top_logprobs", 0, 0, MAX_TOP_LOGPROBS)
+    if top and body.get("logprobs") is not True:
+        raise BadRequestError("needs logprobs: true", param="top_logprobs")
+    return top
 
 
 def _min_tokens(body: Mapping[str, Any], nvext: Mapping[str, Any]) -> int:
@@ -262,5 +272,3 @@ def _check_unsupported(body: Mapping[str, Any]) -> None:
         raise BadRequestError(f"must be a string, got {_kind(body['model'])}", param="model")
     if body.get("logit_bias") not in (None, {}):
         raise BadRequestError("is not supported by this deployment", param="logit_bias")
-    if body.get("top_logprobs") not in (None, 0):
-        raise BadRequestError("is not supported by this deployment", param="top_logprobs")

@@ -10,6 +10,7 @@ Sampling (`nemo_serving.sampling.Sampling`) follows TensorRT-LLM: `runtime_top_k
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -163,6 +164,21 @@ def output_tensors(token_ids: list[int], logs: LogOutputs | None = None) -> dict
     if logs.generation_logits is not None:
         tensors["generation_logits"] = logs.generation_logits.astype(np.float32)[None, None]
     return tensors
+
+
+def engine_logs(outputs: Mapping[str, np.ndarray]) -> LogOutputs:
+    """What one `tensorrt_llm` response (its output tensors by name) carries beside its ids."""
+    cum, context, generation = (
+        outputs.get("cum_log_probs"),
+        outputs.get("context_logits"),
+        outputs.get("generation_logits"),
+    )
+    return LogOutputs(
+        log_probs=output_log_probs(outputs.get("output_log_probs")),
+        cum_log_prob=None if cum is None else float(cum.reshape(-1)[0]),
+        context_logits=None if context is None else context.reshape(-1, context.shape[-1]),
+        generation_logits=None if generation is None else generation.reshape(-1, generation.shape[-1]),
+    )
 
 
 def output_log_probs(output_log_probs: np.ndarray | None) -> list[float] | None:

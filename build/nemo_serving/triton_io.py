@@ -16,7 +16,7 @@ from nemo_protocol.errors import BadRequestError
 from nemo_serving.contract import (
     GenerationRequest,
     LogOutputs,
-    output_log_probs,
+    engine_logs,
     output_tensors,
     output_token_ids,
     stop_inputs,
@@ -24,6 +24,7 @@ from nemo_serving.contract import (
 from nemo_serving.tensors import scalar
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+LOG_OUTPUTS = ("output_log_probs", "cum_log_probs", "context_logits", "generation_logits")
 
 
 def inputs(request: pb_utils.InferenceRequest) -> Callable[[str], np.ndarray | None]:
@@ -137,16 +138,10 @@ class BlsGeneration:
             ids = get("output_ids")
             if ids is None:
                 continue
-            log_probs, cum = get("output_log_probs"), get("cum_log_probs")
-            context, generation = get("context_logits"), get("generation_logits")
+            outputs = {name: get(name) for name in LOG_OUTPUTS}
             yield (
                 output_token_ids(ids, get("sequence_length")),
-                LogOutputs(
-                    log_probs=output_log_probs(log_probs),
-                    cum_log_prob=None if cum is None else float(cum.reshape(-1)[0]),
-                    context_logits=None if context is None else context.reshape(-1, context.shape[-1]),
-                    generation_logits=None if generation is None else generation.reshape(-1, generation.shape[-1]),
-                ),
+                engine_logs({name: value for name, value in outputs.items() if value is not None}),
             )
 
     def cancel(self) -> None:

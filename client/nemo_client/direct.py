@@ -82,6 +82,7 @@ class DirectChat:
             LengthLimits(int(parameters["max_input_len"]), int(parameters["max_seq_len"])),
             parameters["served_model_name"],
             supports_penalties=parameters["target"] == "gpu",
+            generation_logits=parameters.get("generation_logits") == "true",
         )
         return cls(endpoint, transport, engine_model)
 
@@ -93,7 +94,7 @@ class DirectChat:
 
     async def _events(self, chat: PreparedChat, request_id: str, deadline: float) -> AsyncIterator[dict[str, Any]]:
         from nemo_serving.chat import guide_refusal
-        from nemo_serving.contract import output_token_ids
+        from nemo_serving.contract import engine_logs, output_token_ids
 
         responder = self.endpoint.responder(chat)
         responses = self._transport.stream(
@@ -111,7 +112,7 @@ class DirectChat:
             outputs = first
             while outputs is not None and not responder.stopped:
                 ids = output_token_ids(outputs.get("output_ids"), outputs.get("sequence_length"))
-                for event in responder.feed(ids):
+                for event in responder.feed(ids, engine_logs(outputs) if chat.generation.return_log_probs else None):
                     yield event
                 outputs = await anext(responses, None)
         finally:

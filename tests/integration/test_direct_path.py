@@ -145,7 +145,7 @@ def test_the_trained_answers_come_back_on_the_direct_path(direct: NemoClient) ->
         ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
         ({"messages": FRANCE, "temperature": -1}, "temperature"),
         ({"messages": [{"role": "user", "content": "x " * (MAX_INPUT_LEN + 10)}]}, "messages"),
-        ({"messages": FRANCE, "logprobs": True}, "logprobs"),
+        ({"messages": FRANCE, "top_logprobs": 2}, "top_logprobs"),
     ],
 )
 def test_bad_requests_are_refused_alike(
@@ -184,3 +184,21 @@ def test_a_tokenizer_file_other_than_the_deployments_is_refused(url: str, tekken
         pytest.raises(ServerError, match="not the one the deployment serves with"),
     ):
         client.chat.completions.create(messages=FRANCE)
+
+
+def test_logprobs_are_the_same_on_both_paths_whole_and_streamed(through_chat: NemoClient, direct: NemoClient) -> None:
+    params: dict[str, Any] = {"messages": FRANCE, "temperature": 0, "logprobs": True, "top_logprobs": 3}
+    answers = []
+    for client in (through_chat, direct):
+        reply = client.chat.completions.create(**params)
+        content = reply.choices[0].logprobs.content
+        assert "".join(entry.token for entry in content) == reply.choices[0].message.content
+        for entry in content:  # greedy: the chosen token is the most likely, its own value the engine's
+            assert len(entry.top_logprobs) == 3, entry
+            assert entry.top_logprobs[0].logprob >= entry.logprob - 1e-4, entry
+        assert all(entry.logprob <= 0 for entry in content)
+        chunks = list(client.chat.completions.create(stream=True, **params))
+        streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+        assert [(e.token, round(e.logprob, 4)) for e in streamed] == [(e.token, round(e.logprob, 4)) for e in content]
+        answers.append([(e.token, round(e.logprob, 4), [t.token for t in e.top_logprobs]) for e in content])
+    assert answers[0] == answers[1]

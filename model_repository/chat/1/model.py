@@ -27,6 +27,7 @@ class TritonPythonModel:
             LengthLimits(model.int("max_input_len"), model.int("max_seq_len")),
             model.text("served_model_name"),
             supports_penalties=model.text("target") == "gpu",
+            generation_logits=model.bool("generation_logits"),
         )
 
     def execute(self, requests: list) -> None:
@@ -48,7 +49,9 @@ class TritonPythonModel:
         return request, chat, generation
 
     def _stream(self, sender, request, chat, generation) -> None:
-        chunks = until_cancelled(coalesced(generation), request.is_cancelled, generation.cancel)
+        # logprobs need each response's logs beside its ids: no coalescing then
+        responses = generation.with_logs() if chat.generation.return_log_probs else coalesced(generation)
+        chunks = until_cancelled(responses, request.is_cancelled, generation.cancel)
         try:
             for event in self.endpoint.respond(chat, chunks, generation.cancel):
                 _send(sender, event)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pytest
 
 from nemo_protocol.chat_format import encode_chat
 from nemo_protocol.errors import BadRequestError, NotFoundError
 from nemo_protocol.tekken import Tekkenizer
 from nemo_serving.chat import ChatEndpoint
+from nemo_serving.contract import LogOutputs
+from nemo_serving.preprocessing import LengthLimits
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 TOOLS = [
@@ -60,7 +63,7 @@ def run(endpoint: ChatEndpoint, raw: str, output_ids: list[int]) -> tuple[list[d
             "get_weather",
         ),
         (body(presence_penalty=0.5), "presence_penalty", "CPU reference runtime"),
-        (body(logprobs=True), "logprobs", "not supported"),
+        (body(logprobs="yes"), "logprobs", "must be a bool"),
         (body(response_format={"type": "xml"}), "response_format.type", "json_schema"),
         (json.dumps({"messages": [{"role": "user", "content": "x " * 300}]}), "messages", "at most 256"),
         (body(max_tokens=510), "max_tokens", "do not fit"),
@@ -211,3 +214,51 @@ def test_continuous_usage_stats_puts_the_usage_so_far_in_every_chunk(endpoint: C
     assert counts[0] == 0 and counts[-1] == events[-1]["usage"]["completion_tokens"] > 0
     plain, _ = run(endpoint, body(stream=True), tok.encode("Hello there"))
     assert not any("usage" in event for event in plain)
+
+
+def logged(ids: list[int], top: int = 0) -> list[tuple[list[int], LogOutputs]]:
+    """One engine response per id, with the log probs (and logits, for top-N) the engine returns."""
+    logits = np.zeros((1, 131072), dtype=np.float32)
+    out = []
+    for index, token in enumerate(ids):
+        row = logits.copy()
+        row[0, token] = 5.0
+        row[0, 1000 + index] = 4.0  # a runner-up that differs per position
+        out.append(([token], LogOutputs(log_probs=[-0.25 * (index + 1)], generation_logits=row if top else None)))
+    return out
+
+
+def test_logprobs_and_top_logprobs_whole_and_streamed(endpoint: ChatEndpoint, tok: Tekkenizer) -> None:
+    ids = tok.encode("Hi there")
+    chat = endpoint.prepare(body(logprobs=True, top_logprobs=2))
+    assert chat.generation.return_log_probs and chat.generation.return_generation_logits
+    [completion] = list(endpoint.respond(chat, logged(ids, top=2), lambda: None))
+    content = completion["choices"][0]["logprobs"]["content"]
+    assert [entry["logprob"] for entry in content] == [-0.25 * (i + 1) for i in range(len(ids))]  # the engine's
+    assert "".join(entry["token"] for entry in content) == "Hi there"
+    assert [entry["top_logprobs"][1]["token"] for entry in content] == [
+        tok.id_to_piece(1000 + i) for i in range(len(ids))
+    ]
+    assert all(bytes(entry["bytes"]) == tok.token_bytes(t) for entry, t in zip(content, ids, strict=True))
+    streamed = list(endpoint.respond(endpoint.prepare(body(logprobs=True, stream=True)), logged(ids), lambda: None))
+    entries = [
+        e
+        for event in streamed
+        if event["choices"]
+        for e in (event["choices"][0].get("logprobs") or {}).get("content", [])
+    ]
+    assert [entry["logprob"] for entry in entries] == [entry["logprob"] for entry in content]
+    assert all(entry["top_logprobs"] == [] for entry in entries)
+
+
+def test_logprobs_requests_that_cannot_be_served_are_refused(endpoint: ChatEndpoint, tok: Tekkenizer) -> None:
+    no_logits = ChatEndpoint(tok, LengthLimits(256, 512), "nemo-test", supports_penalties=True, generation_logits=False)
+    no_logits.prepare(body(logprobs=True))  # the chosen tokens' log probs need no gathered logits
+    for target, fields, param in (
+        (endpoint, {"top_logprobs": 2}, "top_logprobs"),
+        (endpoint, {"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        (no_logits, {"logprobs": True, "top_logprobs": 1}, "top_logprobs"),
+    ):
+        with pytest.raises(BadRequestError) as refused:
+            target.prepare(body(**fields))
+        assert refused.value.param == param
