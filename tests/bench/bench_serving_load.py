@@ -81,7 +81,8 @@ def run() -> dict[str, Any]:
             f"`nemo-bench` against the bundled CPU Triton serving the tiny model ({REQUESTS_PER_LEVEL} measured "
             f"requests per level after {WARMUP} warm-up, {INPUT_TOKENS}-token prompts, exactly {OUTPUT_TOKENS} "
             "output tokens). The same sweep runs over gRPC (`nemo_client` → `chat`) and through `nemo-gateway` "
-            "(HTTP + SSE → `nemo_client` → `chat`). `python -m tests.bench.run bench_serving_load` runs it alone.",
+            "(HTTP + SSE → the gateway's direct path → `tensorrt_llm`). "
+            "`python -m tests.bench.run bench_serving_load` runs it alone.",
             markdown_table(
                 [
                     "path",
