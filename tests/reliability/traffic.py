@@ -29,7 +29,7 @@ MALFORMED: list[tuple[dict[str, Any], str]] = [
     ({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, "temperature"),
     ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": -5}, "max_tokens"),
     ({"messages": [{"role": "user", "content": "hi"}], "frobnicate": True}, "frobnicate"),
-    ({"messages": [{"role": "user", "content": "hi"}], "n": 3}, "n"),
+    ({"messages": [{"role": "user", "content": "hi"}], "n": 17}, "n"),  # the gateway serves n up to 16; gRPC 1
 ]
 
 
