@@ -126,7 +126,10 @@ def add_limit_arguments(group: argparse._ArgumentGroup) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.chat_path not in CHAT_PATHS:  # argparse checks choices on the command line, not on env defaults
+        parser.error(f"NEMO_GATEWAY_CHAT_PATH is {args.chat_path!r}; accepted: {', '.join(CHAT_PATHS)}")
     import uvicorn
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
