@@ -193,7 +193,7 @@ class InflightBatcher(ObservedBatch):
 
     def submit(self, request: GenerationRequest, sink: Sink, tag: str = "") -> None:
         """Queue a request; raises BadRequestError (nothing queued) when it cannot be served."""
-        problem = unsupported(request)
+        problem = unsupported(request) or self._out_of_range(request)
         if problem is not None:
             raise problem
         guided = None
@@ -223,6 +223,25 @@ class InflightBatcher(ObservedBatch):
                 self._changed.notify_all()
             raise BadRequestError(str(exc), param="input_ids") from None
         self._wake.set()
+
+    def _out_of_range(self, request: GenerationRequest) -> BadRequestError | None:
+        """Ids outside the vocabulary and lengths beyond the model, named by their tensor (refused up front: inside
+        the batch step they would fail every request in flight)."""
+        vocab = self._runtime.model.vocab_size
+        for name, words in (("stop_words_list", request.stop_words), ("bad_words_list", request.bad_words)):
+            outside = [token for word in words for token in word if not 0 <= token < vocab]
+            if outside:
+                return BadRequestError(f"holds {outside[0]}, not a token id in [0, {vocab})", param=name)
+        if request.end_id is not None and not 0 <= request.end_id < vocab:
+            return BadRequestError(f"{request.end_id} is not a token id in [0, {vocab})", param="end_id")
+        longest = self._runtime.max_seq_len - len(request.input_ids)
+        if request.max_new_tokens > longest:
+            return BadRequestError(
+                f"{request.max_new_tokens} tokens after a {len(request.input_ids)}-token prompt exceed the model's "
+                f"maximum sequence length {self._runtime.max_seq_len} (at most {max(longest, 0)})",
+                param="request_output_len",
+            )
+        return None
 
     def stop(self, tag: str) -> int:
         """End the in-flight requests submitted with `tag` (the `stop` input); returns how many."""

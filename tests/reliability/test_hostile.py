@@ -288,12 +288,6 @@ def test_hostile_input_leaves_the_server_and_other_streams_intact(stack: Stack, 
             assert answer.json()["choices"][0]["message"]["content"] == "Hello! How can I help you today?"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nemo_runtime bans bad words with torch indexing, unchecked: an id outside the vocabulary in "
-    "bad_words_list (or end_id with min_tokens) raises inside the batch step, which fails every request in "
-    "flight (build/nemo_runtime/inflight.py token_mask / InflightBatcher.submit should refuse it as a 400)",
-)
 @pytest.mark.parametrize(
     "hostile_tensors",
     [
@@ -315,11 +309,6 @@ def test_out_of_vocabulary_ids_in_word_lists_fail_only_their_own_request(
     assert refused.error is not None and refused.error.split(":")[0] in hostile_tensors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="InflightBatcher.submit reports every ValueError of ReferenceRuntime.add_request as param input_ids, "
-    "so a request_output_len too long for the model is refused naming input_ids (build/nemo_runtime/inflight.py)",
-)
 def test_a_request_output_len_beyond_the_model_is_refused_naming_it(stack: Stack) -> None:
     refused = StreamingCall(stack.grpc_url, "tensorrt_llm", hostile.trtllm_inputs(output_len=2**31 - 1)).finish(60)
     assert refused.error is not None and refused.error.startswith("request_output_len: "), refused.error

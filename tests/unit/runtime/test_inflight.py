@@ -168,7 +168,11 @@ def test_stop_by_tag_ends_only_that_request(batcher: InflightBatcher) -> None:
     [
         ({"sampling": Sampling(presence_penalty=0.5)}, "presence_penalty"),
         ({"sampling": Sampling(frequency_penalty=0.5)}, "frequency_penalty"),
-        ({"max_new_tokens": 1000}, "input_ids"),
+        ({"max_new_tokens": 1000}, "request_output_len"),  # beyond the model's sequence length
+        ({"input_ids": [1, 5000]}, "input_ids"),  # the unit runtime's vocabulary is 1024
+        ({"bad_words": [[7, 2**30]]}, "bad_words_list"),
+        ({"stop_words": [[-3]]}, "stop_words_list"),
+        ({"end_id": 2**30, "min_tokens": 4}, "end_id"),
     ],
 )
 def test_requests_it_cannot_serve_are_refused_by_name(
