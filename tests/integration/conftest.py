@@ -13,6 +13,8 @@ import pytest
 
 from nemo_build.repository import TEMPLATES_DIR, RepositorySettings, render_repository
 from nemo_build.serve import TritonServer
+from nemo_gateway.settings import GatewaySettings
+from tests.integration.gateways import SERVED, running_gateway
 
 MAX_INPUT_LEN = 384
 MAX_SEQ_LEN = 4096  # long enough for a generation that outlasts the test unless cancelled
@@ -33,7 +35,7 @@ def cpu_repository(tmp_path_factory: pytest.TempPathFactory, serving_checkpoint:
         max_batch_size=MAX_BATCH_SIZE,
         max_input_len=MAX_INPUT_LEN,
         max_seq_len=MAX_SEQ_LEN,
-        served_model_name="nemo-tiny",
+        served_model_name=SERVED,
     )
     out = tmp_path_factory.mktemp("serving") / "repository"
     render_repository(TEMPLATES_DIR, settings, tekken_path, out)
@@ -49,3 +51,10 @@ def triton(cpu_repository: Path) -> Iterator[TritonServer]:
 @pytest.fixture(scope="session")
 def url(triton: TritonServer) -> str:
     return triton.grpc_url
+
+
+@pytest.fixture(scope="module")
+def gateway(url: str) -> Iterator[str]:
+    """nemo-gateway (default settings: the direct path) in front of the session's Triton; test_gateway has its own."""
+    with running_gateway(GatewaySettings(triton_url=url, served_model_name=SERVED)) as base:
+        yield base

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import queue
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,16 +18,10 @@ from tritonclient.utils import InferenceServerException
 from nemo_build.serve import TritonServer
 from nemo_gateway.settings import GatewaySettings
 from nemo_protocol.tekken import Tekkenizer
-from tests.integration.test_gateway import SERVED, running_gateway
+from tests.integration.gateways import SERVED, running_gateway
 from tests.integration.triton_calls import ensemble_inputs, stream, tensors
 
 PROMPT = "Hello"
-
-
-@pytest.fixture(scope="module")
-def gateway(url: str) -> Iterator[str]:
-    with running_gateway(GatewaySettings(triton_url=url, served_model_name=SERVED)) as base:
-        yield base
 
 
 @pytest.fixture(scope="module")

@@ -4,53 +4,24 @@ OpenAI error bodies, auth, body limits, readiness, disconnects and metrics."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from nemo_build.serve import TritonServer
 from nemo_build.tiny_chat import WEATHER_TOOL
 from nemo_client import NemoClient
-from nemo_gateway.app import create_app
 from nemo_gateway.settings import GatewaySettings
 from nemo_protocol.request_limits import RequestLimits
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_SEQ_LEN
+from tests.integration.gateways import SERVED, free_port, running_gateway
 from tests.integration.triton_calls import BatchMetrics
 
-SERVED = "nemo-tiny"
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 PARIS_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def running_gateway(settings: GatewaySettings) -> Iterator[str]:
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +140,7 @@ def test_api_key(url: str) -> None:
 
 
 def test_503_with_a_clear_body_while_triton_is_unreachable() -> None:
-    settings = GatewaySettings(triton_url=f"127.0.0.1:{_free_port()}", served_model_name=SERVED)
+    settings = GatewaySettings(triton_url=f"127.0.0.1:{free_port()}", served_model_name=SERVED)
     with running_gateway(settings) as base:
         assert httpx.get(f"{base}/v1/health/live").status_code == 200
         ready = httpx.get(f"{base}/v1/health/ready", timeout=30)

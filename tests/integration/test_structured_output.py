@@ -21,9 +21,7 @@ from pydantic import BaseModel, Field
 
 from nemo_build.tiny_chat import WEATHER_TOOL
 from nemo_client import NemoClient
-from nemo_gateway.settings import GatewaySettings
 from nemo_protocol.errors import BadRequestError
-from tests.integration.test_gateway import running_gateway
 
 SERVED = "nemo-tiny"
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -56,12 +54,6 @@ def client(request: pytest.FixtureRequest, url: str, tekken_path: Path) -> Itera
     direct = request.param == "direct"
     with NemoClient(url, timeout=120, direct=direct, tokenizer_file=tekken_path if direct else None) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def gateway(url: str) -> Iterator[str]:
-    with running_gateway(GatewaySettings(triton_url=url, served_model_name=SERVED)) as base:
-        yield base
 
 
 @pytest.fixture(scope="module")
