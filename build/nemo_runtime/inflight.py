@@ -141,16 +141,19 @@ class _Active:
         )
 
 
-class ObservedBatch:
-    """What nemo_runtime.batch_metrics reads of an engine: its batch state now, or once it changes.
+class BatchLoop:
+    """An engine's step loop on a thread of its own: what nemo_runtime.batch_metrics reads of it (its batch state
+    now, or once it changes) and how it stops.
 
-    Subclasses hold ``_lock``, ``_changed`` (a Condition on it, notified on every change), ``_closed``, and
-    give ``_snapshot()`` (called under the lock).
+    Subclasses hold ``_lock``, ``_changed`` (a Condition on it, notified on every change), ``_closed``, ``_wake``
+    (set to wake the loop) and ``_thread`` (the loop), and give ``_snapshot()`` (called under the lock).
     """
 
     _lock: threading.Lock
     _changed: threading.Condition
     _closed: bool
+    _wake: threading.Event
+    _thread: threading.Thread
 
     def _snapshot(self) -> BatcherStats:
         raise NotImplementedError
@@ -165,8 +168,15 @@ class ObservedBatch:
             self._changed.wait_for(lambda: self._snapshot() != since or self._closed, timeout)
             return self._snapshot()
 
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._wake.set()
+        self._thread.join(timeout=10)
 
-class InflightBatcher(ObservedBatch):
+
+class InflightBatcher(BatchLoop):
     """Owns the step loop of one `ReferenceRuntime`. Call `close()` to stop it."""
 
     def __init__(self, runtime: ReferenceRuntime, grammar: GrammarEngine | None = None) -> None:
@@ -251,13 +261,6 @@ class InflightBatcher(ObservedBatch):
             self._runtime.cancel(runtime_id)
         self._wake.set()
         return len(ids)
-
-    def close(self) -> None:
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
-        self._wake.set()
-        self._thread.join(timeout=10)
 
     # ----- the loop -------------------------------------------------------------------------------
     def _loop(self) -> None:

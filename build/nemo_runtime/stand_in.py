@@ -25,7 +25,7 @@ CPU `tensorrt_llm` model (nemo_runtime.inflight) and replaces the model by a clo
   process), like the tensorrtllm backend's `cancellation_check_period_ms`.
 
 Per token the loop does a list lookup and the sink's `send` (one Triton response): no tensors, no logits.
-`stats()` / `wait_for_change()` are InflightBatcher's (nemo_runtime.inflight.ObservedBatch), so
+`stats()` / `wait_for_change()` / `close()` are InflightBatcher's (nemo_runtime.inflight.BatchLoop), so
 nemo_runtime.batch_metrics publishes the same metrics.
 """
 
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
-from nemo_runtime.inflight import BatcherStats, ObservedBatch, Sink, unsupported
+from nemo_runtime.inflight import BatcherStats, BatchLoop, Sink, unsupported
 from nemo_serving.contract import GenerationRequest
 
 DEFAULT_TOKENS_PER_S = 200.0
@@ -79,7 +79,7 @@ class _Stream:
     cancelled: bool = False
 
 
-class StandInEngine(ObservedBatch):
+class StandInEngine(BatchLoop):
     """The step loop of the stand-in engine (a daemon thread). Call `close()` to stop it."""
 
     def __init__(
@@ -169,13 +169,6 @@ class StandInEngine(ObservedBatch):
     def active_requests(self) -> int:
         with self._lock:
             return len(self._waiting) + len(self._running)
-
-    def close(self) -> None:
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
-        self._wake.set()
-        self._thread.join(timeout=10)
 
     def _snapshot(self) -> BatcherStats:  # under self._lock
         return BatcherStats(len(self._running), len(self._waiting), self.max_batch_size, self._cancelled)

@@ -180,8 +180,7 @@ def tool_calls_guide(tools: Sequence[Mapping[str, Any]], function: str | None, *
     schema: dict[str, Any] = {"type": "array", "items": call, "minItems": 1}
     if one_call or function is not None:
         schema["maxItems"] = 1
-    param = "tool_choice"
-    return Guide("json_schema", json.dumps(schema, ensure_ascii=False), param)
+    return Guide("json_schema", json.dumps(schema, ensure_ascii=False), "tool_choice")
 
 
 def check_schema(schema: Any, param: str) -> None:
