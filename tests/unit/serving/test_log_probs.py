@@ -19,6 +19,7 @@ from nemo_serving.log_probs import (
     prompt_log_probs,
     scored,
 )
+from tests.unit.serving.test_sampling import preprocessing_outputs
 
 VOCAB = 131072
 
@@ -139,15 +140,7 @@ def test_stock_inputs_it_serves_are_read() -> None:
             length_penalty=np.array([[1.0]], np.float32),
         ).get
     )
-    preprocessed = {
-        "input_ids": np.array([[1, 5, 6]], dtype=np.int32),
-        "input_lengths": np.array([[3]], dtype=np.int32),
-        "request_output_len": np.array([[4]], dtype=np.int32),
-        "end_id": np.array([[2]], dtype=np.int32),
-        "pad_id": np.array([[11]], dtype=np.int32),
-        "stop_words_list": np.array([[[0], [-1]]], dtype=np.int32),
-        "bad_words_list": np.array([[[0], [-1]]], dtype=np.int32),
-    }
+    preprocessed = preprocessing_outputs()
     generation = text.generation(preprocessed)
     assert generation.end_id is None  # -1: generate max_tokens (ignore_eos)
     assert generation.min_tokens == 2 and generation.return_log_probs

@@ -14,6 +14,19 @@ from nemo_serving.sampling import Sampling
 SEEDED = Sampling(temperature=0.7, top_k=40, top_p=0.9, seed=2**64 - 1, repetition_penalty=1.1)
 
 
+def preprocessing_outputs() -> dict[str, np.ndarray]:
+    """What `preprocessing` returns for a 3-token prompt asking for 4 tokens, with empty word lists."""
+    return {
+        "input_ids": np.array([[1, 5, 6]], dtype=np.int32),
+        "input_lengths": np.array([[3]], dtype=np.int32),
+        "request_output_len": np.array([[4]], dtype=np.int32),
+        "end_id": np.array([[2]], dtype=np.int32),
+        "pad_id": np.array([[11]], dtype=np.int32),
+        "stop_words_list": np.array([[[0], [-1]]], dtype=np.int32),
+        "bad_words_list": np.array([[[0], [-1]]], dtype=np.int32),
+    }
+
+
 def test_defaults_are_tensorrt_llm_s_greedy_and_neutral() -> None:
     assert Sampling().greedy and not SEEDED.greedy
     assert Sampling(temperature=1.5, top_k=1).greedy and Sampling(temperature=0, top_p=0.5).greedy
@@ -45,15 +58,7 @@ def test_the_ensemble_reads_top_k_and_top_p_under_its_own_names() -> None:
     }
     text = TextRequest.from_inputs(tensors.get)
     assert text.sampling == Sampling(top_k=40, top_p=0.5, seed=7)
-    preprocessed = {
-        "input_ids": np.array([[1, 5, 6]], dtype=np.int32),
-        "input_lengths": np.array([[3]], dtype=np.int32),
-        "request_output_len": np.array([[4]], dtype=np.int32),
-        "end_id": np.array([[2]], dtype=np.int32),
-        "pad_id": np.array([[11]], dtype=np.int32),
-        "stop_words_list": np.array([[[0], [-1]]], dtype=np.int32),
-        "bad_words_list": np.array([[[0], [-1]]], dtype=np.int32),
-    }
+    preprocessed = preprocessing_outputs()
     assert text.generation(preprocessed).sampling is text.sampling
 
 
