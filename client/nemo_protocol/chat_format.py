@@ -307,6 +307,17 @@ def _merge_calls(turns: list[_Turn], calls: list[_Call], where: str) -> None:
 
 
 # ----- tools --------------------------------------------------------------------------------------------
+# OpenAI's function tool. `strict` is not rendered (nor by mistral-common): the server enforces it instead.
+_TOOL_KEYS = ("type", "function")
+_FUNCTION_KEYS = ("name", "description", "parameters", "strict")
+
+
+def _known_keys(item: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(item) - set(known))
+    if unknown:
+        raise BadRequestError(f"unknown key; accepted: {', '.join(known)}", param=f"{where}.{unknown[0]}")
+
+
 def _tools_json(tools: Sequence[Mapping[str, Any]] | None) -> str | None:
     if tools is None:
         return None
@@ -319,6 +330,8 @@ def _tools_json(tools: Sequence[Mapping[str, Any]] | None) -> str | None:
     for i, tool in enumerate(tools):
         where = f"tools[{i}]"
         function = _function_of(tool, where, "{'type': 'function', 'function': {'name', ...}}")
+        _known_keys(tool, _TOOL_KEYS, where)
+        _known_keys(function, _FUNCTION_KEYS, f"{where}.function")
         name = _function_name(function.get("name"), f"{where}.function.name")
         if name in seen:
             raise BadRequestError(f"{name!r} is defined twice", param=f"{where}.function.name")
@@ -329,6 +342,8 @@ def _tools_json(tools: Sequence[Mapping[str, Any]] | None) -> str | None:
         parameters = function.get("parameters")
         if parameters is not None and not isinstance(parameters, Mapping):
             raise BadRequestError("must be a JSON Schema object", param=f"{where}.function.parameters")
+        if not isinstance(function.get("strict", False), bool):
+            raise BadRequestError("must be a boolean", param=f"{where}.function.strict")
         rendered.append(
             {
                 "type": "function",

@@ -256,6 +256,27 @@ INVALID: list[tuple[str, Any, Any, str, str]] = [
         "tools[0].function.parameters",
         "JSON Schema object",
     ),
+    (
+        "strict not a boolean",
+        [user("x")],
+        [{"type": "function", "function": {"name": "f", "strict": "yes"}}],
+        "tools[0].function.strict",
+        "must be a boolean",
+    ),
+    (
+        "unknown key on a function",
+        [user("x")],
+        [{"type": "function", "function": {"name": "f", "examples": []}}],
+        "tools[0].function.examples",
+        "accepted: name, description, parameters, strict",
+    ),
+    (
+        "unknown key on a tool",
+        [user("x")],
+        [{"type": "function", "function": {"name": "f"}, "cache_control": {}}],
+        "tools[0].cache_control",
+        "accepted: type, function",
+    ),
 ]
 
 
