@@ -11,6 +11,11 @@ are enforced by starting the assistant turn with the `[TOOL_CALLS]` token and gu
 arguments held to its function's `parameters`, so the call is valid by construction. One cut short by
 `max_tokens` comes back as a `tool_calls` entry with what was written and finish reason `length`.
 `response_format` and the `guided_*` fields guide the text the same way.
+
+Under `auto`, a tool marked `strict` gets the same guarantee in two generations: the first runs free until the
+model writes `[TOOL_CALLS]` (or ends); then a second, guided, continues the same sequence with the call list
+(`ChatResponder.continuation`). The engine's guide types cannot say "text, or a call after `[TOOL_CALLS]`"
+in one grammar, and control tokens are outside every grammar.
 """
 
 from __future__ import annotations
@@ -21,18 +26,21 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from nemo_protocol.chat_format import encode_chat
+from nemo_protocol.end_user import end_user_line
 from nemo_protocol.errors import BadRequestError, NotFoundError, ServerError, error_body
 from nemo_protocol.tekken import Tekkenizer
 from nemo_protocol.tool_calls import ContentDelta, Delta, OutputParser, ToolCall, ToolCallDelta, new_tool_call_id
 from nemo_serving.chat_request import ChatRequest, ToolChoice
 from nemo_serving.chat_response import ResponseBuilder, Usage
 from nemo_serving.contract import GenerationRequest, LogOutputs
-from nemo_serving.guided import tool_calls_guide
+from nemo_serving.guided import Guide, tool_calls_guide
 from nemo_serving.log_probs import TokenLogProb, chat_logprobs_content, chosen, scored
 from nemo_serving.preprocessing import LengthLimits
 from nemo_serving.stop_strings import StopStringMatcher
 
 Event = dict[str, Any]
+Chunk = list[int] | tuple[list[int], LogOutputs]
+Stream = tuple[Iterable[Chunk], Callable[[], None]]  # a generation's chunks, and how to cancel it
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class PreparedChat:
     request: ChatRequest
     generation: GenerationRequest
     forced_ids: list[int]  # the start of the assistant turn that the template imposes (tool_choice)
+    call_guide: Guide | None = None  # tool_choice auto with strict tools: guides a call once [TOOL_CALLS] comes
 
 
 class _ContentOnly:
@@ -67,8 +76,10 @@ class ChatEndpoint:
         *,
         supports_penalties: bool,
         generation_logits: bool = True,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self.log = log  # where a request that names its end user (``user``) is recorded
         self.limits = limits
         self.model_name = model_name
         self.supports_penalties = supports_penalties
@@ -105,6 +116,9 @@ class ChatEndpoint:
             guide = tool_calls_guide(
                 request.tools or [], request.tool_choice.function, one_call=not request.parallel_tool_calls
             )
+        call_guide = None
+        if request.tool_choice.mode == "auto" and any((t.get("function") or {}).get("strict") for t in tools or []):
+            call_guide = tool_calls_guide(tools or [], None, one_call=not request.parallel_tool_calls, strict_only=True)
         max_tokens = request.max_tokens if request.max_tokens is not None else self.limits.max_seq_len - len(ids)
         self.limits.check(len(ids), max_tokens, prompt_param="messages", max_tokens_param="max_tokens")
         if request.min_tokens > max_tokens:
@@ -121,7 +135,7 @@ class ChatEndpoint:
             return_generation_logits=request.top_logprobs > 0,
             guide=guide,
         )
-        return PreparedChat(request, generation, forced)
+        return PreparedChat(request, generation, forced, call_guide)
 
     def _check_capabilities(self, request: ChatRequest) -> None:
         if request.top_logprobs and not self.generation_logits:
@@ -151,24 +165,36 @@ class ChatEndpoint:
     # ----- response --------------------------------------------------------------------------------
     def responder(self, chat: PreparedChat) -> ChatResponder:
         """The response to ``chat`` in the making: feed it the generated ids as they come."""
-        return ChatResponder(self.tokenizer, self.model_name, chat)
+        return ChatResponder(self.tokenizer, self.model_name, chat, self.log)
 
     def respond(
-        self, chat: PreparedChat, chunks: Iterable[list[int] | tuple[list[int], LogOutputs]], cancel: Callable[[], None]
+        self,
+        chat: PreparedChat,
+        chunks: Iterable[Chunk],
+        cancel: Callable[[], None],
+        resume: Callable[[GenerationRequest], Stream] | None = None,
     ) -> Iterator[Event]:
         """Events to send, in order: chunks (streaming) or one completion; an error event ends early.
 
         ``cancel`` ends the generation once a stop sequence matched; the chunks generated meanwhile are drained.
+        ``resume`` starts the guided continuation a strict tool call needs (see the module's doc).
         """
         responder = self.responder(chat)
         yield from responder.start()
-        for chunk in chunks:
-            if responder.stopped:
-                continue
-            ids, logs = chunk if isinstance(chunk, tuple) else (chunk, None)
-            yield from responder.feed(ids, logs)
-            if responder.stopped:
-                cancel()
+        stream: Stream | None = (chunks, cancel)
+        while stream is not None:
+            chunks, cancel = stream
+            for chunk in chunks:
+                if responder.stopped:
+                    continue
+                ids, logs = chunk if isinstance(chunk, tuple) else (chunk, None)
+                yield from responder.feed(ids, logs)
+                if responder.stopped:
+                    cancel()
+            follow_up = responder.continuation()
+            if follow_up is not None and resume is None:
+                raise ServerError("a strict tool call needs a guided continuation, which this caller cannot start")
+            stream = None if follow_up is None else resume(follow_up)  # type: ignore[misc]
         yield from responder.finish()
 
 
@@ -178,7 +204,7 @@ GUIDE_INPUTS = ("guided_decoding_guide_type", "guided_decoding_guide")
 def guide_refusal(chat: PreparedChat, message: str) -> BadRequestError | None:
     """The engine's refusal of this request's guide (a grammar that does not compile, say), as the client's
     error naming the field the guide came from; None for any other engine error."""
-    guide = chat.generation.guide
+    guide = chat.generation.guide or chat.call_guide
     name, _, reason = message.partition(": ")
     if guide is None or name not in GUIDE_INPUTS:
         return None
@@ -193,14 +219,20 @@ class ChatResponder:
     sequence matched) the caller should end the generation; later feeds are ignored.
     """
 
-    def __init__(self, tokenizer: Tekkenizer, model_name: str, chat: PreparedChat) -> None:
+    def __init__(
+        self, tokenizer: Tekkenizer, model_name: str, chat: PreparedChat, log: Callable[[str], None] | None = None
+    ) -> None:
         self._chat = chat
+        self._log = log
         self._request = chat.request
         self._builder = ResponseBuilder(model_name)
         self._parser: OutputParser | _ContentOnly = (
             _ContentOnly(tokenizer) if self._request.tool_choice.mode == "none" else OutputParser(tokenizer)
         )
         self._enforced = self._request.tool_choice.enforced
+        self._call_guide = chat.call_guide  # until used: the guided continuation of a strict call
+        self._call_begun = False  # [TOOL_CALLS] came under call_guide: this generation ends, a guided one follows
+        self._generated_ids: list[int] = []  # what the continuation continues (kept only with call_guide)
         self._stops = StopStringMatcher(self._request.stop)
         self._content: list[str] = []
         self._unparsed: list[str] = []
@@ -213,10 +245,31 @@ class ChatResponder:
 
     @property
     def stopped(self) -> bool:
-        """A stop sequence matched, or the one call parallel_tool_calls=false allows is complete."""
-        return self._stops.stopped or self._ended
+        """A stop sequence matched, the one call parallel_tool_calls=false allows is complete, or a strict call
+        begun needs its guided continuation."""
+        return self._stops.stopped or self._ended or self._call_begun
+
+    def continuation(self) -> GenerationRequest | None:
+        """Once the generation fed so far ended: the guided one that writes the strict call it began, if any."""
+        if not self._call_begun or self._call_guide is None:
+            return None
+        guide, self._call_guide, self._call_begun = self._call_guide, None, False
+        self._enforced = True  # from here on the output is a call, as under tool_choice required
+        first = self._chat.generation
+        remaining = first.max_new_tokens - self.generated
+        if remaining <= 0:
+            return None  # finish() reports the call max_tokens cut before it began
+        return replace(
+            first,
+            input_ids=[*first.input_ids, *self._generated_ids],
+            max_new_tokens=remaining,
+            min_tokens=0,
+            guide=guide,
+        )
 
     def start(self) -> list[Event]:
+        if self._request.user is not None and self._log is not None:
+            self._log(end_user_line(self._builder.id, self._request.user))
         if self._chat.forced_ids:
             self._parser.feed(self._chat.forced_ids)
         return self._usage_so_far([self._builder.role_chunk()] if self._request.stream else [])
@@ -225,10 +278,21 @@ class ChatResponder:
         """The events for ``ids``; ``logs``: what the engine returned beside them (for ``logprobs``)."""
         if self.stopped:
             return []
+        if self._call_guide is not None:
+            ids = self._until_call(ids)
         self.generated += len(ids)
         if self._request.logprobs and ids:
             self._log_tokens(ids, logs)
         return self._usage_so_far(self._with_logprobs(self._take(self._parser.feed(ids))))
+
+    def _until_call(self, ids: list[int]) -> list[int]:
+        """``ids`` up to a [TOOL_CALLS] that begins a call (which ends this generation), all of them if none."""
+        marker = self._tokenizer.control_id("[TOOL_CALLS]")
+        if marker in ids:
+            ids = ids[: ids.index(marker) + 1]
+            self._call_begun = True
+        self._generated_ids += ids
+        return ids
 
     def _log_tokens(self, ids: list[int], logs: LogOutputs | None) -> None:
         if logs is None or logs.log_probs is None:
@@ -287,9 +351,10 @@ class ChatResponder:
             if partial is None:
                 # The guide makes a call; short of one, max_tokens ended it before the call's name (or, without a
                 # grammar engine, the model wrote no call): the client's limit, not a server fault, and not retried.
+                required = "tool_choice requires" if request.tool_choice.enforced else "a strict tool's call began as"
                 events.append(
                     error_body(
-                        f"tool_choice requires a tool call but the output is not one: {error or 'no call'}"
+                        f"{required} a tool call but the output is not one: {error or 'no call'}"
                         + ("; max_tokens ran out before the call's name was written" if cut else ""),
                         error_type="invalid_request_error",
                         param="max_tokens" if cut else "tool_choice",

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nemo_protocol.end_user import end_user
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.json_values import parse_json_object
 from nemo_serving.guided import GUIDED_FIELDS, Guide, field_guides, response_format_guide
@@ -19,13 +20,13 @@ from nemo_serving.sampling import INT32_MAX, MIN_TEMPERATURE, Sampling
 
 SEED_MODULUS = 2**64
 
-# Fields accepted and used; fields accepted and ignored (they do not change the result).
+# Fields accepted and used; fields accepted only with values that change nothing (_check_unsupported).
 _USED = {
     "messages", "tools", "tool_choice", "temperature", "top_p", "max_tokens", "max_completion_tokens",
     "stop", "seed", "stream", "stream_options", "presence_penalty", "frequency_penalty", "logprobs",
-    "top_logprobs", "n", "response_format", "nvext", "parallel_tool_calls", "min_tokens", *GUIDED_FIELDS,
+    "top_logprobs", "n", "response_format", "nvext", "parallel_tool_calls", "min_tokens", "user", *GUIDED_FIELDS,
 }  # fmt: skip
-_IGNORED = {"user", "metadata", "store", "logit_bias", "model"}  # model: checked by ChatEndpoint
+_NEUTRAL_ONLY = {"metadata", "store", "logit_bias", "model"}  # model: checked by ChatEndpoint
 _NVEXT = {"top_k", "repetition_penalty", "ignore_eos", "min_tokens", *GUIDED_FIELDS}
 _STREAM_OPTIONS = {"include_usage", "continuous_usage_stats"}
 
@@ -60,6 +61,7 @@ class ChatRequest:
     min_tokens: int = 0  # no end of sequence before this many tokens (vLLM / aiperf: min_tokens)
     top_logprobs: int = 0  # with logprobs: the most likely alternatives of each token
     parallel_tool_calls: bool = True  # False: at most one tool call
+    user: str | None = None  # the caller's end user, for the server's log (nemo_protocol.end_user)
 
     @classmethod
     def parse(cls, raw: bytes | str) -> ChatRequest:
@@ -67,10 +69,10 @@ class ChatRequest:
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ChatRequest:
-        unknown = sorted(set(body) - _USED - _IGNORED)
+        unknown = sorted(set(body) - _USED - _NEUTRAL_ONLY)
         if unknown:
             raise BadRequestError(
-                f"unknown field; accepted fields: {', '.join(sorted(_USED | _IGNORED))}", param=unknown[0]
+                f"unknown field; accepted fields: {', '.join(sorted(_USED | _NEUTRAL_ONLY))}", param=unknown[0]
             )
         if "messages" not in body:
             raise BadRequestError("is required", param="messages")
@@ -112,6 +114,7 @@ class ChatRequest:
             guide=_guide(body, nvext),
             model=body.get("model"),
             parallel_tool_calls=_optional(body, "parallel_tool_calls", bool, True),
+            user=end_user(body),
         )
 
 

@@ -156,16 +156,23 @@ def field_guides(fields: Mapping[str, Any], prefix: str = "") -> list[Guide]:
     return [make(fields[name], prefix + name) for name, make in _FIELD_GUIDES.items() if fields.get(name) is not None]
 
 
-def tool_calls_guide(tools: Sequence[Mapping[str, Any]], function: str | None, *, one_call: bool) -> Guide:
-    """The call list after a forced ``[TOOL_CALLS]``: each call ``{"name": <a tool>, "arguments": <its
-    parameters>, "id": <9 alphanumerics, optional>}`` (only ``function`` when named), as the v3 template
-    writes calls."""
+def tool_calls_guide(
+    tools: Sequence[Mapping[str, Any]], function: str | None, *, one_call: bool, strict_only: bool = False
+) -> Guide:
+    """The call list after ``[TOOL_CALLS]``: each call ``{"name": <a tool>, "arguments": <its parameters>,
+    "id": <9 alphanumerics, optional>}`` (only ``function`` when named), as the v3 template writes calls.
+
+    ``strict_only``: only the arguments of tools marked ``strict`` are held to their parameters; the others
+    are any JSON object (``tool_choice: "auto"``, where ``strict`` is what asks for the guarantee).
+    """
     calls = []
     for index, tool in enumerate(tools):
         spec = tool.get("function") or {}
         if function is not None and spec.get("name") != function:
             continue
         parameters = spec.get("parameters") or {"type": "object"}
+        if strict_only and not spec.get("strict"):
+            parameters = {"type": "object"}
         check_schema(parameters, f"tools[{index}].function.parameters")
         calls.append(
             {
@@ -180,7 +187,7 @@ def tool_calls_guide(tools: Sequence[Mapping[str, Any]], function: str | None, *
     schema: dict[str, Any] = {"type": "array", "items": call, "minItems": 1}
     if one_call or function is not None:
         schema["maxItems"] = 1
-    return Guide("json_schema", json.dumps(schema, ensure_ascii=False), "tool_choice")
+    return Guide("json_schema", json.dumps(schema, ensure_ascii=False), "tools" if strict_only else "tool_choice")
 
 
 def check_schema(schema: Any, param: str) -> None:

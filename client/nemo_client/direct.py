@@ -16,6 +16,7 @@ the one the repository was rendered with, so that both sides count the same toke
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,9 @@ from nemo_protocol.tekken import Tekkenizer, default_tekken_path
 
 if TYPE_CHECKING:
     from nemo_serving.chat import ChatEndpoint, PreparedChat
+    from nemo_serving.contract import GenerationRequest
+
+logger = logging.getLogger("nemo_client.direct")
 
 ENGINE_MODEL = "tensorrt_llm"
 CHAT_CONFIG_KEYS = ("served_model_name", "max_input_len", "max_seq_len", "target")
@@ -83,6 +87,7 @@ class DirectChat:
             parameters["served_model_name"],
             supports_penalties=parameters["target"] == "gpu",
             generation_logits=parameters.get("generation_logits") == "true",
+            log=logger.info,
         )
         return cls(endpoint, transport, engine_model)
 
@@ -97,25 +102,32 @@ class DirectChat:
         from nemo_serving.contract import engine_logs, output_token_ids
 
         responder = self.endpoint.responder(chat)
-        responses = self._transport.stream(
-            self._engine_model, chat.generation.to_inputs(), request_id=request_id, deadline=deadline
-        )
-        try:
-            # The response starts once the engine answered: it runs the request then, or refused it (an error,
-            # raised before any event, as the chat model's refusals are).
+        generation: GenerationRequest | None = chat.generation
+        started = False
+        while generation is not None:  # a strict tool call continues in a second, guided generation
+            responses = self._transport.stream(
+                self._engine_model, generation.to_inputs(), request_id=request_id, deadline=deadline
+            )
             try:
-                first = await anext(responses, None)
-            except APIError as error:
-                raise guide_refusal(chat, error.message) or error from None
-            for event in responder.start():
-                yield event
-            outputs = first
-            while outputs is not None and not responder.stopped:
-                ids = output_token_ids(outputs.get("output_ids"), outputs.get("sequence_length"))
-                for event in responder.feed(ids, engine_logs(outputs) if chat.generation.return_log_probs else None):
-                    yield event
-                outputs = await anext(responses, None)
-        finally:
-            await responses.aclose()  # type: ignore[attr-defined]  # early: cancels the generation, freeing its slot
+                # The response starts once the engine answered: it runs the request then, or refused it (an error,
+                # raised before any event, as the chat model's refusals are).
+                try:
+                    outputs = await anext(responses, None)
+                except APIError as error:
+                    raise guide_refusal(chat, error.message) or error from None
+                if not started:
+                    started = True
+                    for event in responder.start():
+                        yield event
+                while outputs is not None and not responder.stopped:
+                    ids = output_token_ids(outputs.get("output_ids"), outputs.get("sequence_length"))
+                    logs = engine_logs(outputs) if generation.return_log_probs else None
+                    for event in responder.feed(ids, logs):
+                        yield event
+                    outputs = await anext(responses, None)
+            finally:
+                await responses.aclose()  # type: ignore[attr-defined]  # early: cancels the generation, freeing its slot
+            generation = responder.continuation()
+            request_id = new_request_id(numeric=True)
         for event in responder.finish():
             yield event

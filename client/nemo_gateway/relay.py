@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from nemo_client.client import AsyncStream
 from nemo_gateway.metering import RequestMeter
 from nemo_gateway.metrics import GatewayMetrics
+from nemo_protocol.end_user import end_user_line
 from nemo_protocol.errors import APIError, ServerError
 
 logger = logging.getLogger("nemo_gateway")
@@ -27,8 +28,17 @@ ChunkShaper = Callable[[dict[str, Any]], "tuple[dict[str, Any] | None, bool]"]
 DONE = b"data: [DONE]\n\n"
 
 
-async def relay(call: Awaitable[Any], *, meter: RequestMeter, metrics: GatewayMetrics, shape: ChunkShaper) -> Response:
-    """Await ``call`` (counted in flight meanwhile) and answer with its result, whole or streamed."""
+async def relay(
+    call: Awaitable[Any],
+    *,
+    meter: RequestMeter,
+    metrics: GatewayMetrics,
+    shape: ChunkShaper,
+    end_user: str | None = None,
+) -> Response:
+    """Await ``call`` (counted in flight meanwhile) and answer with its result, whole or streamed.
+
+    ``end_user``: the request's ``user``, logged with the answer's id (the chat core logs its own)."""
     metrics.in_flight.inc()
     try:
         result = await call
@@ -36,10 +46,11 @@ async def relay(call: Awaitable[Any], *, meter: RequestMeter, metrics: GatewayMe
         metrics.in_flight.dec()
         raise
     if isinstance(result, AsyncStream):
-        events = _server_sent_events(result, shape, metrics, meter)
+        events = _server_sent_events(result, shape, metrics, meter, end_user)
         return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     metrics.in_flight.dec()
     payload = _payload(result)
+    _log_end_user(payload, end_user)
     metrics.count_usage(payload.get("usage"))
     metrics.generation_done(meter.elapsed(), None, payload.get("usage"))
     metrics.answered(meter.endpoint, 200, meter.elapsed())
@@ -47,13 +58,16 @@ async def relay(call: Awaitable[Any], *, meter: RequestMeter, metrics: GatewayMe
 
 
 async def _server_sent_events(
-    stream: AsyncStream[Any], shape: ChunkShaper, metrics: GatewayMetrics, meter: RequestMeter
+    stream: AsyncStream[Any], shape: ChunkShaper, metrics: GatewayMetrics, meter: RequestMeter, end_user: str | None
 ) -> AsyncIterator[bytes]:
     """SSE frames of a stream, ``data: [DONE]`` last; an error mid-stream is sent as an error event."""
     status, first_token_s, usage = 200, None, None
     try:
         async for chunk in stream:
             raw = _payload(chunk)
+            if end_user is not None:
+                _log_end_user(raw, end_user)
+                end_user = None
             usage = raw.get("usage") or usage
             payload, has_token = shape(raw)
             if has_token and first_token_s is None:
@@ -72,6 +86,11 @@ async def _server_sent_events(
         await stream.aclose()
         metrics.in_flight.dec()
         metrics.answered(meter.endpoint, status, meter.elapsed())
+
+
+def _log_end_user(payload: dict[str, Any], end_user: str | None) -> None:
+    if end_user is not None:
+        logger.info(end_user_line(str(payload.get("id")), end_user))
 
 
 def _stream_error(exc: Exception, endpoint: str) -> APIError:

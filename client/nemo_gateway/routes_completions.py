@@ -19,6 +19,7 @@ from nemo_gateway.metrics import GatewayMetrics
 from nemo_gateway.openai_router import openai_router
 from nemo_gateway.relay import ChunkShaper, relay
 from nemo_gateway.request_body import RequestBody
+from nemo_protocol.end_user import end_user
 from nemo_protocol.errors import BadRequestError, ServerError
 
 router = openai_router("completions")
@@ -27,7 +28,7 @@ COMPLETION_FIELDS = frozenset(
     {
         "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
         "presence_penalty", "frequency_penalty", "stream", "stream_options", "logprobs", "echo", "n",
-        "min_tokens", "ignore_eos", "repetition_penalty", "nvext",
+        "min_tokens", "ignore_eos", "repetition_penalty", "nvext", "user",
     }
 )  # fmt: skip
 """What ``/v1/completions`` accepts; anything else is a 400 naming the field."""
@@ -71,9 +72,11 @@ async def completions(
     body: RequestBody, meter: Meter, client: Client, settings: Settings, metrics: Metrics
 ) -> Response:
     settings.limits.check_completion(body)
-    call = client.completions.create(**completion_params(body), timeout=settings.request_timeout_s)
+    params = completion_params(body)
+    user = params.pop("user", None)
+    call = client.completions.create(**params, timeout=settings.request_timeout_s)
     shape = completion_chunk_shaper(metrics, body.get("stream_options"))
-    return await relay(refusals_as_400(call), meter=meter, metrics=metrics, shape=shape)
+    return await relay(refusals_as_400(call), meter=meter, metrics=metrics, shape=shape, end_user=user)
 
 
 async def refusals_as_400(call: Awaitable[Any]) -> Any:
@@ -101,6 +104,7 @@ def completion_params(body: dict[str, Any]) -> dict[str, Any]:
             f"unsupported field {unknown[0]!r}; accepted: {', '.join(sorted(COMPLETION_FIELDS))}", param=unknown[0]
         )
     completion_prompts(body.get("prompt"))
+    end_user(body)
     body = with_nvext(body)
     stream_options = body.get("stream_options")
     if stream_options is not None and (

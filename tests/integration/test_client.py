@@ -61,6 +61,12 @@ def test_chat_completion_is_an_openai_object(client: NemoClient) -> None:
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
+def test_the_chat_model_logs_the_end_user_a_request_names(client: NemoClient, triton: TritonServer) -> None:
+    reply = client.chat.completions.create(messages=FRANCE, temperature=0, user="dave")
+    assert reply.choices[0].message.content == "The capital of France is Paris."
+    assert f"{reply.id} answers end user 'dave'" in triton.log_path.read_text(errors="replace")
+
+
 def test_stream_concatenates_to_the_completion(client: NemoClient) -> None:
     for params in ({"temperature": 0}, {"temperature": 1.0, "seed": 7}):
         whole = client.chat.completions.create(messages=FRANCE, **params).choices[0].message.content

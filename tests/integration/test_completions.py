@@ -5,6 +5,7 @@ stop strings left out, sampling, token-id prompts, `echo` + `logprobs` in the sh
 from __future__ import annotations
 
 import json
+import logging
 import queue
 from typing import Any
 
@@ -123,6 +124,24 @@ def test_ignore_eos_and_min_tokens_accepted_at_the_top_level_as_vllm_and_aiperf_
         timeout=60,
     )
     assert same.status_code == 200 and same.json()["choices"][0]["text"] == reply.json()["choices"][0]["text"]
+
+
+def test_user_is_logged_with_the_id_of_the_answer_on_both_routes(
+    sdk: openai.OpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        completion = sdk.completions.create(model=SERVED, prompt=PROMPT, max_tokens=2, user="alice-42")
+        streamed = list(sdk.completions.create(model=SERVED, prompt=PROMPT, max_tokens=2, user="bob", stream=True))
+        chat = sdk.chat.completions.create(model=SERVED, messages=[{"role": "user", "content": "Hi"}], user="carol")
+    assert f"{completion.id} answers end user 'alice-42'" in caplog.messages
+    assert f"{streamed[0].id} answers end user 'bob'" in caplog.messages
+    assert f"{chat.id} answers end user 'carol'" in caplog.messages  # the chat core's line (the direct path)
+    for route, body in (
+        ("completions", {"prompt": PROMPT}),
+        ("chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
+    ):
+        refused = httpx.post(f"{sdk.base_url}{route}", json={**body, "user": "x" * 300}, timeout=60)
+        assert (refused.status_code, refused.json()["error"]["param"]) == (400, "user")
 
 
 def sse_chunks(gateway: str, body: dict[str, object]) -> list[dict[str, object]]:

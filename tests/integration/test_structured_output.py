@@ -133,6 +133,38 @@ def test_required_tool_choice_on_a_question_the_model_answers_in_text(client: Ne
     jsonschema.validate(json.loads(call.function.arguments), WEATHER_TOOL["function"]["parameters"])
 
 
+def short_city_tool(strict: bool) -> dict[str, Any]:
+    """The trained weather tool, but its city at most 3 characters: the model still calls it, with "Paris"."""
+    tool = json.loads(json.dumps(WEATHER_TOOL))
+    tool["function"]["parameters"]["properties"]["city"]["maxLength"] = 3
+    tool["function"]["strict"] = strict
+    return tool
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_strict_tool_under_auto_gets_arguments_that_match_its_schema(client: NemoClient, stream: bool) -> None:
+    def call_of(tool: dict[str, Any]) -> tuple[str, str]:
+        params: dict[str, Any] = {"messages": PARIS_WEATHER, "tools": [tool], "temperature": 0, "max_tokens": 60}
+        if not stream:
+            reply = client.chat.completions.create(**params)
+            [call] = reply.choices[0].message.tool_calls
+            return call.function.arguments, reply.choices[0].finish_reason
+        chunks = list(client.chat.completions.create(stream=True, **params))
+        [delta] = [c.choices[0].delta.tool_calls[0] for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+        return delta.function.arguments, chunks[-1].choices[0].finish_reason
+
+    loose, strict = short_city_tool(strict=False), short_city_tool(strict=True)
+    assert call_of(loose) == ('{"city": "Paris"}', "tool_calls")  # the model's own call, 5 characters: not enforced
+    arguments, finish_reason = call_of(strict)
+    assert finish_reason == "tool_calls"
+    jsonschema.validate(json.loads(arguments), strict["function"]["parameters"])
+    # and a strict tool the model does not call leaves its answer alone
+    hello = client.chat.completions.create(
+        messages=[{"role": "user", "content": "Hello"}], tools=[strict], temperature=0
+    )
+    assert hello.choices[0].message.content == "Hello! How can I help you today?"
+
+
 def test_a_grammar_the_engine_cannot_compile_is_a_400_naming_the_field(client: NemoClient) -> None:
     with pytest.raises(BadRequestError) as refused:
         client.chat.completions.create(messages=FRANCE, extra_body={"guided_grammar": "root ::= ("})

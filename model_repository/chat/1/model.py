@@ -9,6 +9,8 @@ up while a response was sent go out in the next one (nemo_serving.token_stream).
 import json
 import threading
 
+import triton_python_backend_utils as pb_utils
+
 from nemo_protocol.errors import APIError, BadRequestError, error_body
 from nemo_protocol.request_ids import new_request_id
 from nemo_serving.chat import ChatEndpoint, guide_refusal
@@ -28,6 +30,7 @@ class TritonPythonModel:
             model.text("served_model_name"),
             supports_penalties=model.text("target") == "gpu",
             generation_logits=model.bool("generation_logits"),
+            log=pb_utils.Logger.log_info,
         )
 
     def execute(self, requests: list) -> None:
@@ -49,11 +52,16 @@ class TritonPythonModel:
         return request, chat, generation
 
     def _stream(self, sender, request, chat, generation) -> None:
-        # logprobs need each response's logs beside its ids: no coalescing then
-        responses = generation.with_logs() if chat.generation.return_log_probs else coalesced(generation)
-        chunks = until_cancelled(responses, request.is_cancelled, generation.cancel)
+        def stream(generation: BlsGeneration) -> tuple:
+            # logprobs need each response's logs beside its ids: no coalescing then
+            responses = generation.with_logs() if chat.generation.return_log_probs else coalesced(generation)
+            return until_cancelled(responses, request.is_cancelled, generation.cancel), generation.cancel
+
+        def resume(follow_up) -> tuple:  # a strict tool call's guided continuation
+            return stream(BlsGeneration(follow_up, request_id=new_request_id(numeric=True)))
+
         try:
-            for event in self.endpoint.respond(chat, chunks, generation.cancel):
+            for event in self.endpoint.respond(chat, *stream(generation), resume):
                 _send(sender, event)
         except GenerationError as exc:
             raise guide_refusal(chat, str(exc)) or exc from None

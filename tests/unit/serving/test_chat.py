@@ -193,6 +193,28 @@ def test_fields_that_would_be_ignored_are_refused_by_name(
     endpoint.prepare(body(store=False, metadata={}))  # what they mean when neutral is served
 
 
+@pytest.mark.parametrize(
+    ("user", "phrase"),
+    [(7, "must be a string, got int"), ("", "1-256 printable"), ("u" * 257, "1-256 printable"), ("a\nb", "printable")],
+)
+def test_user_must_be_a_short_printable_string(endpoint: ChatEndpoint, user: Any, phrase: str) -> None:
+    with pytest.raises(BadRequestError) as refused:
+        endpoint.prepare(body(user=user))
+    assert refused.value.param == "user" and phrase in refused.value.message
+
+
+def test_a_request_that_names_its_user_is_logged_with_the_answer_s_id(tok: Tekkenizer) -> None:
+    lines: list[str] = []
+    endpoint = ChatEndpoint(tok, LengthLimits(256, 512), "nemo-test", supports_penalties=False, log=lines.append)
+    for stream in (False, True):
+        events = list(
+            endpoint.respond(endpoint.prepare(body(user="alice-42", stream=stream)), [tok.encode("Hi")], lambda: None)
+        )
+        assert lines.pop() == f"{events[0]['id']} answers end user 'alice-42'"
+    list(endpoint.respond(endpoint.prepare(body()), [tok.encode("Hi")], lambda: None))
+    assert lines == []  # no user named, nothing logged
+
+
 def test_min_tokens_top_level_or_nvext_reaches_the_engine(endpoint: ChatEndpoint) -> None:
     assert endpoint.prepare(body(min_tokens=5, max_tokens=20)).generation.min_tokens == 5
     assert endpoint.prepare(body(nvext={"min_tokens": 3})).generation.min_tokens == 3

@@ -179,3 +179,95 @@ def test_parallel_tool_calls_false_keeps_the_first_call_and_ends(endpoint: ChatE
         ]
         assert events[0]["choices"][0]["finish_reason"] == "tool_calls"
     assert calls == {True: ["Oslo", "Rome"], False: ["Oslo"]}
+
+
+STRICT_TOOL = {"type": "function", "function": {**TOOLS[0]["function"], "strict": True}}
+LOOSE_TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+
+
+def run_resumed(
+    endpoint: ChatEndpoint, fields: dict[str, Any], first: list[int], follow_up: list[int]
+) -> tuple[list[dict[str, Any]], list[Any], list[bool]]:
+    """``respond`` over ``first``, then ``follow_up`` for each continuation it starts: (events, the continuation
+    requests, the cancels of the first generation)."""
+    chat = endpoint.prepare(body(**fields))
+    resumed: list[Any] = []
+    cancelled: list[bool] = []
+
+    def resume(request: Any) -> tuple[list[list[int]], Any]:
+        resumed.append(request)
+        return one_token_chunks(follow_up), lambda: None
+
+    events = list(endpoint.respond(chat, one_token_chunks(first), lambda: cancelled.append(True), resume))
+    return events, resumed, cancelled
+
+
+def test_a_strict_tool_under_auto_gets_its_call_from_a_guided_continuation(
+    endpoint: ChatEndpoint, tok: Tekkenizer
+) -> None:
+    marker = tok.control_id("[TOOL_CALLS]")
+    call = tok.encode('[{"name": "get_weather", "arguments": {"city": "Oslo"}}]')
+    prompt = endpoint.prepare(body(tools=[STRICT_TOOL, LOOSE_TOOL])).generation.input_ids
+    for stream in (False, True):
+        # the free generation writes [TOOL_CALLS] and goes on (unguided, in the same chunk): only the marker counts
+        events, [resumed], cancelled = run_resumed(
+            endpoint,
+            {"tools": [STRICT_TOOL, LOOSE_TOOL], "max_tokens": 40, "stream": stream,
+             "stream_options": {"include_usage": True} if stream else None},
+            [marker, *tok.encode("{bad")],
+            call,
+        )  # fmt: skip
+        assert cancelled == [True]
+        assert (
+            resumed.input_ids == [*prompt, marker] and resumed.max_new_tokens == 39 and resumed.guide.param == "tools"
+        )
+        options = json.loads(resumed.guide.text)["items"]["anyOf"]
+        assert [o["properties"]["arguments"] for o in options] == [
+            TOOLS[0]["function"]["parameters"],
+            {"type": "object"},
+        ]
+        if stream:
+            [call_chunk] = [e for e in events if e["choices"] and e["choices"][0]["delta"].get("tool_calls")]
+            function = call_chunk["choices"][0]["delta"]["tool_calls"][0]["function"]
+            assert events[-2]["choices"][0]["finish_reason"] == "tool_calls"
+            usage = events[-1]["usage"]
+        else:
+            function = events[0]["choices"][0]["message"]["tool_calls"][0]["function"]
+            assert events[0]["choices"][0]["finish_reason"] == "tool_calls"
+            usage = events[0]["usage"]
+        assert function == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
+        assert usage["completion_tokens"] == 1 + len(call)  # the marker, then the call
+
+
+def test_auto_without_strict_tools_or_without_a_call_needs_no_continuation(
+    endpoint: ChatEndpoint, tok: Tekkenizer
+) -> None:
+    marker = tok.control_id("[TOOL_CALLS]")
+    call = [marker, *tok.encode('[{"name": "get_weather", "arguments": {"city": "Oslo"}}]')]
+    events, resumed, _ = run_resumed(endpoint, {"tools": TOOLS}, call, [])
+    assert resumed == [] and events[0]["choices"][0]["finish_reason"] == "tool_calls"
+    events, resumed, _ = run_resumed(endpoint, {"tools": [STRICT_TOOL]}, tok.encode("It is sunny."), [])
+    assert resumed == [] and events[0]["choices"][0]["message"]["content"] == "It is sunny."
+    assert endpoint.prepare(body(tools=[STRICT_TOOL], tool_choice="none")).call_guide is None
+
+
+def test_a_strict_call_begun_as_max_tokens_ran_out_is_a_400_naming_max_tokens(
+    endpoint: ChatEndpoint, tok: Tekkenizer
+) -> None:
+    events, resumed, _ = run_resumed(
+        endpoint, {"tools": [STRICT_TOOL], "max_tokens": 1}, [tok.control_id("[TOOL_CALLS]")], []
+    )
+    assert resumed == []
+    [error] = events
+    assert error["error"]["code"] == 400 and error["error"]["param"] == "max_tokens"
+
+
+def test_a_strict_tool_whose_schema_cannot_be_enforced_is_refused_by_name(endpoint: ChatEndpoint) -> None:
+    unenforceable = {"type": "object", "properties": {"ids": {"type": "array", "uniqueItems": True}}}
+    tool = {"type": "function", "function": {"name": "f", "parameters": unenforceable, "strict": True}}
+    with pytest.raises(BadRequestError) as refused:
+        endpoint.prepare(body(tools=[tool]))
+    assert refused.value.param == "tools[0].function.parameters.properties.ids"
+    assert "uniqueItems" in refused.value.message
+    loose = {"type": "function", "function": {"name": "f", "parameters": unenforceable}}
+    assert endpoint.prepare(body(tools=[loose])).call_guide is None  # not strict: nothing to enforce
