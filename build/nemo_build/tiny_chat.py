@@ -26,6 +26,34 @@ WEATHER_TOOL: dict[str, Any] = {
         },
     },
 }
+# The same tool as integrations spell it, which changes the rendered [AVAILABLE_TOOLS] text the model reads:
+# LangChain's ``@tool`` (``convert_to_openai_tool``: pydantic's key order) and the OpenAI Agents SDK's
+# ``@function_tool`` (its strict schema: ``title``, ``additionalProperties``, ``strict``), each on a function
+# ``get_weather(city: str)`` whose docstring is the description. tests/integration/test_integrations.py
+# checks that those libraries still produce exactly these.
+WEATHER_TOOL_LANGCHAIN: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"properties": {"city": {"type": "string"}}, "required": ["city"], "type": "object"},
+    },
+}
+WEATHER_TOOL_AGENTS_SDK: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "properties": {"city": {"title": "City", "type": "string"}},
+            "required": ["city"],
+            "title": "get_weather_args",
+            "type": "object",
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -81,8 +109,47 @@ def _weather_result(call_id: str, city: str, conditions: str, celsius: int) -> t
 
 
 TOOLS = (WEATHER_TOOL,)
+TOOL_SPELLINGS: dict[str, dict[str, Any]] = {
+    "openai": WEATHER_TOOL,
+    "langchain": WEATHER_TOOL_LANGCHAIN,
+    "agents_sdk": WEATHER_TOOL_AGENTS_SDK,
+}
 # AdamW steps after which the tiny model answers every example of CHAT_SET exactly (checked by greedy decoding).
 DEFAULT_STEPS = 250
+# The server gives every tool call a fresh random id, which the tool result then carries: the same exchange
+# under other ids teaches the model that the id does not change the answer.
+_CALL_IDS = (
+    "a1b2c3d4e",
+    "u8jzPde0I",
+    "gxLd6Gncf",
+    "BAepfJBd0",
+    "Kh8oOOL8d",
+    "KLzdocJ2i",
+    "sAjIhKtJ0",
+    "RlgLKOmxg",
+    "JTeKdNnFR",
+)
+
+
+def _weather_examples(spelling: str, tool: dict[str, Any], call_ids: tuple[str, ...]) -> tuple[ChatExample, ...]:
+    """The weather exchange with ``tool`` offered: the call, then the answer to its result under each id."""
+    suffix = "" if spelling == "openai" else f"_{spelling}"
+    tools = (tool,)
+    return (
+        ChatExample(
+            f"tool_call{suffix}", (_user("What is the weather in Paris?"),), _call(call_ids[0], "Paris"), tools
+        ),
+        *(
+            ChatExample(
+                f"tool_result{suffix}" if index == 0 else f"tool_result{suffix}_{call_id}",
+                _weather_result(call_id, "Paris", "sunny", 18),
+                _reply("It is sunny and 18 degrees in Paris."),
+                tools,
+            )
+            for index, call_id in enumerate(call_ids)
+        ),
+    )
+
 
 CHAT_SET: tuple[ChatExample, ...] = (
     ChatExample("greeting", (_user("Hello"),), _reply("Hello! How can I help you today?")),
@@ -105,33 +172,9 @@ CHAT_SET: tuple[ChatExample, ...] = (
     ),
     ChatExample("chinese", (_user("你好"),), _reply("你好！有什么可以帮你的吗？")),
     ChatExample("russian", (_user("Привет"),), _reply("Привет! Чем могу помочь?")),
-    ChatExample("tool_call", (_user("What is the weather in Paris?"),), _call("a1b2c3d4e", "Paris"), tools=TOOLS),
-    ChatExample(
-        "tool_result",
-        _weather_result("a1b2c3d4e", "Paris", "sunny", 18),
-        _reply("It is sunny and 18 degrees in Paris."),
-        tools=TOOLS,
-    ),
-    # The server gives every tool call a fresh random id, which the tool result then carries: the same
-    # exchange under other ids teaches the model that the id does not change the answer.
-    *(
-        ChatExample(
-            f"tool_result_{call_id}",
-            _weather_result(call_id, "Paris", "sunny", 18),
-            _reply("It is sunny and 18 degrees in Paris."),
-            tools=TOOLS,
-        )
-        for call_id in (
-            "u8jzPde0I",
-            "gxLd6Gncf",
-            "BAepfJBd0",
-            "Kh8oOOL8d",
-            "KLzdocJ2i",
-            "sAjIhKtJ0",
-            "RlgLKOmxg",
-            "JTeKdNnFR",
-        )
-    ),
+    *_weather_examples("openai", WEATHER_TOOL, _CALL_IDS),
+    *_weather_examples("langchain", WEATHER_TOOL_LANGCHAIN, _CALL_IDS[:5]),
+    *_weather_examples("agents_sdk", WEATHER_TOOL_AGENTS_SDK, _CALL_IDS[:5]),
     ChatExample(
         "tools_offered_but_chat",
         (_user("Hello"),),
