@@ -18,6 +18,7 @@ examples:
   nemo-build tiny-model --out artifacts/tiny --trained
   nemo-build checkpoint --model-dir /models/Mistral-Nemo-Instruct-2407 --out artifacts/ckpt-fp8 --verify
   nemo-build engine --checkpoint artifacts/ckpt-fp8 --out artifacts/engine --profile h100-fp8-tp1
+  nemo-build hf-tokenizer --out artifacts/hf-tokenizer
 """
 
 
@@ -172,6 +173,33 @@ def add_engine(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_engine)
 
 
+def _hf_tokenizer(args: argparse.Namespace) -> int:
+    from nemo_build.hf_tokenizer import write_hf_tokenizer
+    from nemo_protocol.tekken import default_tekken_path
+
+    out = write_hf_tokenizer(args.tokenizer or default_tekken_path(), args.out, force=args.force)
+    print(f"Hugging Face tokenizer: {out} (AutoTokenizer.from_pretrained({str(out)!r}) gives Tekken's ids)")
+    return 0
+
+
+def add_hf_tokenizer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "hf-tokenizer",
+        help="write a Hugging Face tokenizer directory for a Tekken file (for aiperf and other AutoTokenizer tools)",
+        description="Write tokenizer.json and tokenizer_config.json that transformers' AutoTokenizer loads offline "
+        "and that encode and decode exactly like the Tekken file: byte-level BPE with the file's regex, control "
+        "tokens at their ids, text such as [INST] encoded as plain text, no BOS added.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="directory to write (must be empty unless --force)")
+    p.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="Tekken file (default: mistral-common's tekken_240718.json, the Mistral NeMo tokenizer)",
+    )
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(handler=_hf_tokenizer)
+
+
 def add_repository(sub: argparse._SubParsersAction) -> None:
     from nemo_build.repository import add_repository_parser, run_repository
 
@@ -183,6 +211,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_checkpoint,
     add_engine,
     add_repository,
+    add_hf_tokenizer,
 )
 
 

@@ -90,6 +90,7 @@ class Tekkenizer:
         if len(self._control_ids) != self._num_control:
             raise TokenizerFileError("control token names must be unique")
         self.version = version
+        self.pattern = pattern  # the pre-tokenizer regex, for writers of other tokenizer formats
         # Ranks are stored already shifted by the control block: BPE merge order only depends on the
         # relative order of ranks, so tiktoken returns final ids and encoding costs no per-token work.
         self._bpe = tiktoken.Encoding(

@@ -130,7 +130,7 @@ def test_exported_config_is_checked_field_by_field(fp8_checkpoint_dir: Path, tra
         assert expected in str(err.value)
 
 
-@pytest.mark.parametrize("command", ["tiny-model", "checkpoint", "engine"])
+@pytest.mark.parametrize("command", ["tiny-model", "checkpoint", "engine", "hf-tokenizer"])
 def test_help_describes_each_command(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
