@@ -1,5 +1,5 @@
-"""The service routes, open without an API key: ``/v1/health/live``, ``/v1/health/ready``, ``/v1/metrics``,
-``/v1/version``."""
+"""The service routes, open without an API key: ``/v1/health/live``, ``/v1/health/ready``, ``/v1/metrics``
+(also at ``/metrics``), ``/v1/version``."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ async def ready(client: Client) -> JSONResponse:
 
 
 @router.get("/v1/metrics", name="metrics")
+@router.get("/metrics", name="metrics_unversioned", include_in_schema=False)  # vLLM's path, where aiperf looks
 async def prometheus(metrics: Metrics, settings: Settings) -> Response:
     """The gateway's metrics and the engine's, read from Triton's metrics endpoint now."""
     url = settings.triton_metrics_url or engine_metrics.default_metrics_url(settings.triton_url)

@@ -40,7 +40,7 @@ def test_the_right_key_passes_and_probes_need_none(make_gateway: MakeGateway) ->
         good = {"authorization": f"{scheme} s3cret"}
         assert gw.http.get("/v1/models", headers=good).status_code == 200
         assert gw.http.post("/v1/chat/completions", json={"messages": FRANCE}, headers=good).status_code == 200
-    for path in ("/v1/health/live", "/v1/health/ready", "/v1/metrics", "/v1/version"):
+    for path in ("/v1/health/live", "/v1/health/ready", "/v1/metrics", "/metrics", "/v1/version"):
         assert gw.http.get(path).status_code == 200, path
 
 

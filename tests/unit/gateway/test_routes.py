@@ -98,11 +98,12 @@ def test_readiness_follows_triton(make_gateway: MakeGateway) -> None:
     assert gw.http.get("/v1/health/ready").json()["message"] == "Triton is not reachable."
     assert gw.http.get("/v1/health/live").status_code == 200
     assert gw.http.get("/v1/version").json()["api"] == "v1"
-    metrics = gw.http.get("/v1/metrics")
-    assert (
-        metrics.headers["content-type"].startswith("text/plain")
-        and b"nemo_gateway_in_flight_requests" in metrics.content
-    )
+    for path in ("/v1/metrics", "/metrics"):  # NIM's path and vLLM's (aiperf and vLLM dashboards scrape it)
+        metrics = gw.http.get(path)
+        assert (
+            metrics.headers["content-type"].startswith("text/plain")
+            and b"nemo_gateway_in_flight_requests" in metrics.content
+        ), path
 
 
 def test_the_served_name_defaults_to_the_protocol_constant(monkeypatch: pytest.MonkeyPatch) -> None:
