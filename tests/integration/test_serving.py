@@ -80,7 +80,9 @@ def test_ensemble_stop_words_end_the_text(url: str, tok: Tekkenizer) -> None:
     ids = tok.encode(free)
     stop = tok.decode(ids[3:5])
     stopped = stream(url, "ensemble", ensemble_inputs("Hello", 12, stop_words=[stop])).texts("text_output")[0]
-    assert stopped == tok.decode(ids[:5]) and len(stopped) < len(free)
+    # the text ends with the stop word's first occurrence (the tiny model repeats itself: maybe before ids[3:5])
+    first_end = next(end for end in range(2, len(ids) + 1) if ids[end - 2 : end] == ids[3:5])
+    assert stopped == tok.decode(ids[:first_end]) and len(stopped) < len(free)
 
 
 # ----- chat --------------------------------------------------------------------------------------------------

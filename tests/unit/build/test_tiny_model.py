@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
+import string
 from pathlib import Path
 
 import pytest
 
 from nemo_build.cli import main
-from nemo_build.tiny_chat import CHAT_SET, encode_example, example
+from nemo_build.tiny_chat import CHAT_SET, TOOL_SPELLINGS, ChatExample, encode_example, example
 from nemo_runtime.scheduler import ReferenceRuntime
 
 
@@ -56,3 +58,23 @@ def test_trained_model_answers_every_chat_example_through_the_fp8_checkpoint(
     assert calls == [{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "a1b2c3d4e"}]
     assert example("tool_call").answer_tool_calls == calls
     assert tokenizer.decode(encode_example(tokenizer, example("chinese"))[1]) == "你好！有什么可以帮你的吗？"
+
+
+def test_the_trained_model_answers_a_tool_result_under_call_ids_it_never_saw(
+    fp8_checkpoint_dir: Path, tekken_path: Path
+) -> None:
+    """The server gives every call a fresh random id, which the tool result then carries: the integration tests
+    (LangChain, the Agents SDK, the openai SDK) pass only if the answer does not depend on it, in every spelling."""
+    from nemo_protocol.tekken import Tekkenizer
+
+    tokenizer = Tekkenizer.from_file(tekken_path)
+    runtime = ReferenceRuntime.from_checkpoint(fp8_checkpoint_dir)
+    trained = example("tool_result")
+    draw = random.Random(2026)
+    for spelling, tool in TOOL_SPELLINGS.items():
+        for _ in range(8):
+            call_id = "".join(draw.choice(string.ascii_letters + string.digits) for _ in range(9))
+            messages = json.loads(json.dumps(trained.messages).replace("a1b2c3d4e", call_id))
+            prompt, answer = encode_example(tokenizer, ChatExample("unseen", tuple(messages), trained.answer, (tool,)))
+            result = runtime.generate(prompt, max_new_tokens=len(answer) + 5, end_id=tokenizer.eos_id)
+            assert tokenizer.decode(result.token_ids) == trained.answer_text, (spelling, call_id)
