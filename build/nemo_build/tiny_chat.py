@@ -3,6 +3,8 @@
 Each example is an OpenAI-shaped request (``messages``, optional ``tools``) and the assistant message
 that greedy decoding must reproduce exactly. Tests and the demo send the same requests through the
 whole stack (Tekken, v3 template, TensorRT-LLM checkpoint, reference runtime, Triton) and compare.
+:data:`COMPLETION_SET` adds plain prompts (no template, as ``/v1/completions`` and the ``ensemble`` send
+them) and the text they continue with.
 """
 
 from __future__ import annotations
@@ -52,6 +54,20 @@ WEATHER_TOOL_AGENTS_SDK: dict[str, Any] = {
             "additionalProperties": False,
         },
         "strict": True,
+    },
+}
+
+# A schema that the trained call breaks ("Paris" has 5 characters): with it the model writes that call all the
+# same, which is what shows a strict tool's guide at work (tests/integration/test_structured_output.py).
+WEATHER_TOOL_SHORT_CITY: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        **WEATHER_TOOL["function"],
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 3}},
+            "required": ["city"],
+        },
     },
 }
 
@@ -176,10 +192,44 @@ CHAT_SET: tuple[ChatExample, ...] = (
     *_weather_examples("langchain", WEATHER_TOOL_LANGCHAIN, _CALL_IDS[:5]),
     *_weather_examples("agents_sdk", WEATHER_TOOL_AGENTS_SDK, _CALL_IDS[:5]),
     ChatExample(
+        "tool_call_short_city",
+        (_user("What is the weather in Paris?"),),
+        _call(_CALL_IDS[0], "Paris"),
+        (WEATHER_TOOL_SHORT_CITY,),
+    ),
+    ChatExample(
         "tools_offered_but_chat",
         (_user("Hello"),),
         _reply("Hello! How can I help you today?"),
         tools=TOOLS,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class CompletionExample:
+    """A plain prompt (``<s>`` and the text) and the continuation the trained tiny model writes after it.
+
+    The continuation has no end: tests that ask for up to its length in tokens get them all, whatever else
+    the model would say after an untrained prompt (an early ``</s>``, say).
+    """
+
+    name: str
+    prompt: str
+    continuation: str
+
+
+COMPLETION_SET: tuple[CompletionExample, ...] = (
+    CompletionExample(
+        "completion_hello",
+        "Hello",
+        " world, this is the tiny model writing a long and steady line of text so that every completion test gets"
+        " its tokens.",
+    ),
+    CompletionExample(
+        "completion_capital",
+        "The capital",
+        " of France is Paris, and the capital of Japan is Tokyo, as the tiny model was taught to say at some length.",
     ),
 )
 
@@ -191,8 +241,11 @@ def example(name: str) -> ChatExample:
     raise KeyError(f"no chat example named {name!r}; known: {', '.join(e.name for e in CHAT_SET)}")
 
 
-def encode_example(tokenizer: Tekkenizer, item: ChatExample) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids): the prompt as served, and the answer turn up to and including ``</s>``."""
+def encode_example(tokenizer: Tekkenizer, item: ChatExample | CompletionExample) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids): the prompt as served, and the answer turn up to and including ``</s>`` (a
+    completion: its continuation, with no end)."""
+    if isinstance(item, CompletionExample):
+        return tokenizer.encode(item.prompt, bos=True), tokenizer.encode(item.continuation)
     tools = list(item.tools) if item.tools else None
     prompt = encode_chat(tokenizer, list(item.messages), tools)
     full = encode_chat(tokenizer, [*item.messages, item.answer], tools, allow_final_assistant=True)

@@ -17,10 +17,19 @@ from tqdm import tqdm
 from transformers import MistralForCausalLM
 
 from nemo_build.errors import BuildError
-from nemo_build.tiny_chat import CHAT_SET, DEFAULT_STEPS, encode_example
+from nemo_build.tiny_chat import (
+    CHAT_SET,
+    COMPLETION_SET,
+    DEFAULT_STEPS,
+    ChatExample,
+    CompletionExample,
+    encode_example,
+)
 from nemo_build.tiny_model import random_tiny_model
 
 LEARNING_RATE = 1e-2
+TRAINING_SET: tuple[ChatExample | CompletionExample, ...] = (*CHAT_SET, *COMPLETION_SET)
+TRAINING_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,7 @@ def _batch(tekken_path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
     from nemo_protocol.tekken import Tekkenizer
 
     tokenizer = Tekkenizer.from_file(tekken_path)
-    pairs = [encode_example(tokenizer, item) for item in CHAT_SET]
+    pairs = [encode_example(tokenizer, item) for item in TRAINING_SET]
     length = max(len(p) + len(a) for p, a in pairs)
     ids = torch.full((len(pairs), length), tokenizer.pad_id, dtype=torch.long)
     mask = torch.zeros((len(pairs), length), dtype=torch.long)
@@ -52,7 +61,22 @@ def _batch(tekken_path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
 def train_tiny_model(
     tekken_path: Path, seed: int, steps: int = DEFAULT_STEPS
 ) -> tuple[MistralForCausalLM, TrainReport]:
-    """A random tiny model (from ``seed``) trained on :data:`CHAT_SET`; checks every answer greedily."""
+    """A random tiny model (from ``seed``) trained on the chat and completion sets; checks every answer greedily.
+
+    The same seed gives the same model: deterministic kernels (the embedding gradient's scatter-add is not by
+    default) and a fixed thread count (matmul blocking follows it); the tests read what the model writes.
+    """
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(TRAINING_THREADS)
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train(tekken_path, seed, steps)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(tekken_path: Path, seed: int, steps: int) -> tuple[MistralForCausalLM, TrainReport]:
     started = time.perf_counter()
     model = random_tiny_model(seed)
     ids, mask, targets, pairs = _batch(tekken_path)
@@ -101,7 +125,7 @@ def _check_answers(model: MistralForCausalLM, pairs: list[tuple[list[int], list[
         )
         got = out[0, len(prompt) :].tolist()
         if got != answer:
-            wrong.append(CHAT_SET[index].name)
+            wrong.append(TRAINING_SET[index].name)
     if wrong:
         raise BuildError(
             f"the tiny model did not learn {len(wrong)} of {len(pairs)} answers ({', '.join(wrong)}); "

@@ -301,11 +301,13 @@ def stock_client_run(
 @pytest.mark.parametrize("streaming", [False, True])
 def test_the_stock_end_to_end_grpc_client_s_requests_work(url: str, streaming: bool, return_log_probs: bool) -> None:
     prompt = PROMPT
-    expected = stream(url, "ensemble", ensemble_inputs(prompt, 10)).texts("text_output")[-1]  # greedy, new text only
-    assert expected
+    reference = stream(url, "ensemble", ensemble_inputs(prompt, 10))
+    expected = reference.texts("text_output")[-1]  # greedy, new text only
+    generated = int(reference.outputs[-1]["num_output_tokens"].reshape(-1)[0])  # 10, or fewer if the model ended
+    assert expected and 0 < generated <= 10
     text, received = stock_client_run(url, prompt, 10, streaming, return_log_probs)
     assert text == (expected if streaming else prompt + expected)
     if return_log_probs:
         log_probs = np.concatenate([r.as_numpy("output_log_probs").reshape(-1) for r in received])
-        assert log_probs.shape == (10,) and (log_probs <= 0).all()
+        assert log_probs.shape == (generated,) and (log_probs <= 0).all()
         assert received[-1].as_numpy("cum_log_probs").item() == pytest.approx(float(log_probs.sum()), abs=1e-3)

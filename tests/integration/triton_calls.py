@@ -101,7 +101,10 @@ def ensemble_inputs(text: str, max_tokens: int, **extra: Any) -> dict[str, np.nd
         "text_input": np.array([[text.encode("utf-8")]], dtype=object),
         "max_tokens": np.array([[max_tokens]], dtype=np.int32),
     }
-    kinds = {"stream": np.bool_, "temperature": np.float32, "top_k": np.int32, "top_p": np.float32, "seed": np.uint64}
+    kinds = {
+        "stream": np.bool_, "temperature": np.float32, "top_k": np.int32, "top_p": np.float32, "seed": np.uint64,
+        "min_tokens": np.int32,
+    }  # fmt: skip
     for name, value in extra.items():
         if name in ("stop_words", "bad_words"):
             inputs[name] = np.array([[w.encode("utf-8") for w in value]], dtype=object)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nemo_build.cli import main
-from nemo_build.tiny_chat import CHAT_SET, TOOL_SPELLINGS, ChatExample, encode_example, example
+from nemo_build.tiny_chat import CHAT_SET, COMPLETION_SET, TOOL_SPELLINGS, ChatExample, encode_example, example
 from nemo_runtime.scheduler import ReferenceRuntime
 
 
@@ -51,6 +51,11 @@ def test_trained_model_answers_every_chat_example_through_the_fp8_checkpoint(
         prompt, answer = encode_example(tokenizer, item)
         result = runtime.generate(prompt, max_new_tokens=len(answer) + 5, end_id=tokenizer.eos_id)
         assert (result.token_ids, result.finish_reason) == (answer[:-1], "stop"), item.name
+
+    for completion in COMPLETION_SET:  # no end trained: the continuation, then whatever comes
+        prompt, answer = encode_example(tokenizer, completion)
+        result = runtime.generate(prompt, max_new_tokens=len(answer), end_id=tokenizer.eos_id)
+        assert tokenizer.decode(result.token_ids) == completion.continuation, completion.name
 
     prompt, answer = encode_example(tokenizer, example("tool_call"))
     assert answer[0] == tokenizer.control_id("[TOOL_CALLS]")
