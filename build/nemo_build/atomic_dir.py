@@ -8,6 +8,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from nemo_build.errors import BuildError
+
+
+def refuse_to_overwrite(out_dir: Path, force: bool) -> None:
+    """BuildError unless ``out_dir`` is absent or empty, or ``force`` (the CLIs' --force) allows replacing it."""
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise BuildError(f"{out_dir} exists and is not empty; pass --force to replace it")
+
 
 @contextmanager
 def atomic_directory(out_dir: Path) -> Iterator[Path]:

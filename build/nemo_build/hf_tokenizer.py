@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nemo_build.atomic_dir import atomic_directory
+from nemo_build.atomic_dir import atomic_directory, refuse_to_overwrite
 from nemo_build.errors import BuildError
 from nemo_build.xgrammar_info import byte_to_unicode
 from nemo_protocol.errors import TokenizerFileError
@@ -91,8 +91,7 @@ def build_tokenizer(tok: Tekkenizer) -> PreTrainedTokenizerFast:
 def write_hf_tokenizer(tekken_file: Path, out: Path, *, force: bool = False) -> Path:
     """Write ``tokenizer.json`` and ``tokenizer_config.json`` for ``tekken_file`` to ``out`` (atomically)."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise BuildError(f"{out} exists and is not empty; pass --force to replace it")
+    refuse_to_overwrite(out, force)
     try:
         tok = Tekkenizer.from_file(tekken_file)
     except TokenizerFileError as exc:

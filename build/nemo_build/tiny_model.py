@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import MistralConfig, MistralForCausalLM
 
-from nemo_build.atomic_dir import atomic_directory
+from nemo_build.atomic_dir import atomic_directory, refuse_to_overwrite
 from nemo_build.errors import BuildError
 
 TINY_CONFIG = {
@@ -50,8 +50,7 @@ def random_tiny_model(seed: int) -> MistralForCausalLM:
 def save_model_dir(model: MistralForCausalLM, out_dir: Path, tekken_path: Path, force: bool) -> Path:
     """Write ``model`` in bf16 with ``tekken.json`` to ``out_dir`` (atomically: a crash leaves no half model)."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise BuildError(f"{out_dir} exists and is not empty; pass --force to replace it")
+    refuse_to_overwrite(out_dir, force)
     if not Path(tekken_path).is_file():
         raise BuildError(f"Tekken file {tekken_path} does not exist")
     with atomic_directory(out_dir) as staging:
