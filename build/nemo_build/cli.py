@@ -32,7 +32,7 @@ def _tiny_model(args: argparse.Namespace) -> int:
 
         model, report = train_tiny_model(tekken, args.seed, args.steps)
         detail = (
-            f"trained {report.steps} steps on {report.examples} chat examples in {report.seconds:.0f}s "
+            f"trained {report.steps} steps on {report.examples} examples in {report.seconds:.0f}s "
             f"(loss {report.final_loss:.4f}); every answer checked by greedy decoding"
         )
     else:

@@ -232,6 +232,7 @@ class ChatResponder:
         self._enforced = self._request.tool_choice.enforced
         self._call_guide = chat.call_guide  # until used: the guided continuation of a strict call
         self._call_begun = False  # [TOOL_CALLS] came under call_guide: this generation ends, a guided one follows
+        self._call_marker = tokenizer.control_id("[TOOL_CALLS]")
         self._generated_ids: list[int] = []  # what the continuation continues (kept only with call_guide)
         self._stops = StopStringMatcher(self._request.stop)
         self._content: list[str] = []
@@ -287,9 +288,8 @@ class ChatResponder:
 
     def _until_call(self, ids: list[int]) -> list[int]:
         """``ids`` up to a [TOOL_CALLS] that begins a call (which ends this generation), all of them if none."""
-        marker = self._tokenizer.control_id("[TOOL_CALLS]")
-        if marker in ids:
-            ids = ids[: ids.index(marker) + 1]
+        if self._call_marker in ids:
+            ids = ids[: ids.index(self._call_marker) + 1]
             self._call_begun = True
         self._generated_ids += ids
         return ids

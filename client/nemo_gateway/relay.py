@@ -65,9 +65,8 @@ async def _server_sent_events(
     try:
         async for chunk in stream:
             raw = _payload(chunk)
-            if end_user is not None:
-                _log_end_user(raw, end_user)
-                end_user = None
+            _log_end_user(raw, end_user)
+            end_user = None  # once, with the first chunk's id
             usage = raw.get("usage") or usage
             payload, has_token = shape(raw)
             if has_token and first_token_s is None:
