@@ -152,19 +152,15 @@ class ReferenceRuntime:
 
     def step(self) -> list[StepOutput]:
         """Prefill newly added requests (up to ``max_batch_size`` active) and decode one token for the rest."""
-        outputs: list[StepOutput] = []
         with self._lock:
             cancelled, self._cancelled = self._cancelled, set()
-            still_pending: deque[_Request] = deque()
-            for request in self._pending:
-                if request.request_id in cancelled:
-                    outputs.append(self._finish(request, None, "cancelled"))
-                else:
-                    still_pending.append(request)
-            self._pending = still_pending
+            dropped = [request for request in self._pending if request.request_id in cancelled]
+            self._pending = deque(request for request in self._pending if request.request_id not in cancelled)
             admitted: list[_Request] = []
             while self._pending and len(self._active) + len(admitted) < self.max_batch_size:
                 admitted.append(self._pending.popleft())
+        # _finish takes the lock itself: cancelled requests are finished once it is released.
+        outputs = [self._finish(request, None, "cancelled") for request in dropped]
         for request_id in cancelled:
             if request_id in self._active:
                 outputs.append(self._finish(self._active.pop(request_id), None, "cancelled"))

@@ -223,6 +223,35 @@ def test_cancellation_frees_the_batch_slots(url: str, batch_metrics: BatchMetric
     assert completion_text(chat(url, ask("Hello", temperature=0))) == "Hello! How can I help you today?"
 
 
+def test_a_cancelled_queued_request_ends_while_the_batch_and_the_queue_go_on(
+    url: str, batch_metrics: BatchMetrics
+) -> None:
+    cancelled = batch_metrics.idle()["requests_cancelled_total"]
+    calls = [StreamingCall(url, "tensorrt_llm", long_generation(MAX_SEQ_LEN - 8)) for _ in range(MAX_BATCH_SIZE)]
+    for call in calls:
+        assert call.next()
+    batch_metrics.wait_for(requests_running=MAX_BATCH_SIZE, batch_slots_free=0)
+    doomed = StreamingCall(url, "tensorrt_llm", long_generation(4))
+    batch_metrics.wait_for(requests_waiting=1)
+    kept = StreamingCall(url, "tensorrt_llm", long_generation(4))
+    batch_metrics.wait_for(requests_waiting=2)
+    doomed.cancel()
+    # It left the queue as cancelled while every slot stayed busy: the batch loop still steps.
+    batch_metrics.wait_for(
+        requests_waiting=1, requests_running=MAX_BATCH_SIZE, requests_cancelled_total=cancelled + 1, timeout=10
+    )
+    streamed = sum(len(out["output_ids"].reshape(-1)) for call in calls for out in call.result.outputs)
+    for call in calls:
+        assert call.next()  # each running stream keeps producing tokens
+    assert sum(len(out["output_ids"].reshape(-1)) for call in calls for out in call.result.outputs) > streamed
+    for call in calls:
+        call.cancel()
+    assert sum(o["output_ids"].size for o in kept.finish().outputs) == 4
+    batch_metrics.wait_for(
+        requests_running=0, requests_waiting=0, requests_cancelled_total=cancelled + 1 + MAX_BATCH_SIZE
+    )
+
+
 def test_sixteen_concurrent_streams_all_complete_correctly(url: str) -> None:
     questions = {
         "What is the capital of France?": "The capital of France is Paris.",

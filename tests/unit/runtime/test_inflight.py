@@ -216,6 +216,47 @@ def test_stats_count_running_waiting_and_cancelled_requests(new_runtime: Callabl
         batcher.close()
 
 
+def test_cancelling_a_queued_request_ends_it_while_the_others_complete(
+    new_runtime: Callable[..., ReferenceRuntime],
+) -> None:
+    batcher = InflightBatcher(new_runtime(max_batch_size=1))
+    try:
+        running, queued, after = RecordingSink(), RecordingSink(), RecordingSink()
+        batcher.submit(request(max_new_tokens=240), running)
+        batcher.submit(request(max_new_tokens=5), queued)
+        batcher.submit(request(max_new_tokens=5), after)
+        wait_for_stats(batcher, running=1, waiting=2)
+        queued.cancelled = True
+        wait_for_stats(batcher, running=1, waiting=1, cancelled=1)
+        assert [(ids, final) for ids, final, _ in queued.wait().sends] == [([], True)]
+        assert len(running.wait().tokens) == 240
+        assert len(after.wait().tokens) == 5
+        assert wait_for_stats(batcher, running=0, waiting=0, cancelled=1).slots_free == 1
+    finally:
+        batcher.close()
+
+
+def test_many_cancellations_leave_the_kv_cache_as_it_was(new_runtime: Callable[..., ReferenceRuntime]) -> None:
+    runtime = new_runtime(max_batch_size=2)
+    cache = runtime.model.cache
+    slots = cache.num_slots
+    batcher = InflightBatcher(runtime)
+    try:
+        for round_ in range(slots):
+            sinks = [RecordingSink() for _ in range(4)]
+            for sink in sinks:
+                batcher.submit(request(max_new_tokens=240), sink)
+            wait_for_stats(batcher, running=2, waiting=2)
+            for sink in sinks:
+                sink.cancelled = True
+            wait_for_stats(batcher, running=0, waiting=0, cancelled=4 * (round_ + 1))
+            assert all(len(sink.wait().tokens) < 240 for sink in sinks)
+    finally:
+        batcher.close()
+    assert cache.num_slots == slots
+    assert sorted(cache.free_slots) == list(range(slots))
+
+
 def test_stats_publisher_sets_gauges_and_counts_cancellations_only_on_changes(
     new_runtime: Callable[..., ReferenceRuntime],
 ) -> None:

@@ -124,6 +124,52 @@ def test_cancel_from_another_thread(runtime: ReferenceRuntime) -> None:
     runtime.add_request("long", PROMPTS[0], max_new_tokens=1)
 
 
+def drain_on_a_thread(runtime: ReferenceRuntime) -> dict[str, list[StepOutput]]:
+    """`drain`, failing with a message (not hanging the suite) when a step never returns."""
+    results: dict[str, list[StepOutput]] = {}
+    worker = threading.Thread(target=lambda: results.update(drain(runtime)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "step() never returned (deadlock)"
+    return results
+
+
+def test_cancelling_a_queued_request_finishes_it_while_the_others_complete(runtime: ReferenceRuntime) -> None:
+    runtime.max_batch_size = 1
+    runtime.add_request("running", PROMPTS[0], max_new_tokens=6)
+    runtime.add_request("queued", PROMPTS[1], max_new_tokens=6)
+    runtime.add_request("next", PROMPTS[2], max_new_tokens=6)
+    first = runtime.step()
+    assert [o.request_id for o in first] == ["running"]
+    assert runtime.cancel("queued")
+    results = drain_on_a_thread(runtime)
+    assert [(o.new_token_ids, o.finished, o.finish_reason) for o in results["queued"]] == [([], True, "cancelled")]
+    assert len(tokens(first) + tokens(results["running"])) == 6
+    assert results["running"][-1].finish_reason == "length"
+    assert len(tokens(results["next"])) == 6 and results["next"][-1].finish_reason == "length"
+    assert not runtime.cancel("queued")  # forgotten once finished
+
+
+def test_cancelled_requests_give_their_kv_cache_slots_back(runtime: ReferenceRuntime) -> None:
+    """Running and queued requests cancelled, more of them than the cache has slots: the cache never grows."""
+    cache = runtime.model.cache
+    slots = cache.num_slots
+    runtime.max_batch_size = 2
+    for round_ in range(slots):
+        ids = [f"{round_}-{i}" for i in range(4)]
+        for request_id in ids:
+            runtime.add_request(request_id, PROMPTS[0], max_new_tokens=500)
+        runtime.step()
+        runtime.step()  # two requests hold a slot, two wait for one
+        assert all(runtime.cancel(request_id) for request_id in ids)
+        results = drain_on_a_thread(runtime)
+        assert {request_id: results[request_id][-1].finish_reason for request_id in ids} == dict.fromkeys(
+            ids, "cancelled"
+        )
+    assert cache.num_slots == slots
+    assert sorted(cache.free_slots) == list(range(slots))  # every slot free once idle
+
+
 def test_bad_requests_are_refused(runtime: ReferenceRuntime) -> None:
     with pytest.raises(ValueError, match="must not be empty"):
         runtime.add_request("a", [], max_new_tokens=4)
