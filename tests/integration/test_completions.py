@@ -113,6 +113,14 @@ def test_several_prompts_and_n_give_one_choice_each(sdk: openai.OpenAI, tokenize
     assert too_many.value.body["param"] == "n"  # type: ignore[index]
 
 
+def test_sampled_completion_choices_differ_and_choice_i_is_the_request_with_seed_plus_i(sdk: openai.OpenAI) -> None:
+    sampled = {"model": SERVED, "prompt": "Once upon", "max_tokens": 8, "temperature": 1.0, "seed": 70}
+    choices = [c.text for c in sdk.completions.create(**sampled, n=4).choices]
+    alone = [sdk.completions.create(**{**sampled, "seed": 70 + i}).choices[0].text for i in range(4)]
+    assert choices == alone  # the documented rule: choice i is drawn with seed + i
+    assert len(set(choices)) > 1  # independent generations, not one copied
+
+
 def test_ignore_eos_and_min_tokens_accepted_at_the_top_level_as_vllm_and_aiperf_send_them(gateway: str) -> None:
     body = {"prompt": PROMPT, "max_tokens": 5, "temperature": 0, "ignore_eos": True, "min_tokens": 5, "top_k": 1}
     reply = httpx.post(f"{gateway}/v1/completions", json=body, timeout=60)
@@ -243,6 +251,25 @@ def test_chat_n_gives_n_choices_whole_and_streamed(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as too_many:
         sdk.chat.completions.create(model=SERVED, messages=FRANCE, n=17)
     assert too_many.value.body["param"] == "n"  # type: ignore[index]
+
+
+def test_sampled_chat_choices_differ_and_choice_i_is_the_request_with_seed_plus_i(sdk: openai.OpenAI) -> None:
+    sampled: dict[str, Any] = {
+        "model": SERVED,
+        "messages": [{"role": "user", "content": "Tell me a story."}],
+        "max_tokens": 8,
+        "temperature": 1.0,
+        "seed": 70,
+    }
+    alone = [sdk.chat.completions.create(**{**sampled, "seed": 70 + i}).choices[0].message.content for i in range(4)]
+    assert len(set(alone)) > 1  # the seeds give different answers: copies of one generation would not
+    whole = sdk.chat.completions.create(**sampled, n=4)
+    assert [c.message.content for c in whole.choices] == alone
+    streamed = {i: "" for i in range(4)}
+    for chunk in sdk.chat.completions.create(**sampled, n=4, stream=True):
+        for choice in chunk.choices:
+            streamed[choice.index] += choice.delta.content or ""
+    assert list(streamed.values()) == alone
 
 
 def test_chat_takes_vllm_s_top_level_sampling_fields_as_nvext(gateway: str) -> None:

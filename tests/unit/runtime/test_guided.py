@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jsonschema
 import pytest
+import torch
 
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
-from nemo_runtime.guided import GrammarEngine
+from nemo_runtime.guided import GrammarEngine, GuidedMask
 from nemo_runtime.inflight import InflightBatcher
 from nemo_runtime.scheduler import ReferenceRuntime
 from nemo_serving.contract import GenerationRequest
@@ -75,6 +76,7 @@ def test_fifty_schemas_hold_an_untrained_model_to_valid_json(
     outputs = generate(batcher, prompt, [json_schema_guide(schema, "schema") for schema in SCHEMAS])
     for schema, ids in zip(SCHEMAS, outputs, strict=True):
         assert len(ids) < MAX_TOKENS, f"{schema} never ended: {tok.decode(ids)!r}"  # the end id came
+        assert not [t for t in ids if tok.is_control(t)], ids  # decode() would hide them: check the ids
         text = tok.decode(ids)
         jsonschema.validate(json.loads(text), schema)  # strict JSON: no raw control characters
 
@@ -85,10 +87,56 @@ def test_regex_choice_and_grammar_guides(batcher: InflightBatcher, prompt: list[
         choice_guide(["yes", "no", "peut-être (?)"], "guided_choice"),
         grammar_guide('root ::= "(" digit ("+" digit)* ")"\ndigit ::= [0-9]', "guided_grammar"),
     ]
-    texts = [tok.decode(ids) for ids in generate(batcher, prompt, guides * 4)]
+    outputs = generate(batcher, prompt, guides * 4)
+    assert not [t for ids in outputs for t in ids if tok.is_control(t)]
+    texts = [tok.decode(ids) for ids in outputs]
     for index, text in enumerate(texts):
         pattern = [r"[a-z]{2,5}-[0-9]{3}", r"yes|no|peut-être \(\?\)", r"\([0-9](\+[0-9])*\)"][index % 3]
         assert re.fullmatch(pattern, text), (index, text)
+
+
+def allowed_ids(mask: GuidedMask, generated: list[int], vocab_size: int) -> set[int]:
+    logits = torch.zeros(vocab_size)
+    mask(logits, generated)
+    return set(torch.isfinite(logits).nonzero().flatten().tolist())
+
+
+def parses_as_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("guide", "text", "complete"),
+    [
+        (
+            json_schema_guide({"type": "object", "properties": {"note": {"type": "string"}}}, "schema"),
+            '{"note": "a b"}',
+            parses_as_json,
+        ),
+        (regex_guide(r"[a-z ]{1,12}", "guided_regex"), "hello world", re.compile(r"[a-z ]{1,12}").fullmatch),
+        (grammar_guide('root ::= "(" [a-z]+ ")"', "guided_grammar"), "(abc)", re.compile(r"\([a-z]+\)").fullmatch),
+    ],
+    ids=["json_schema", "regex", "ebnf_grammar"],
+)
+def test_a_guide_allows_no_control_id_and_the_end_id_only_where_the_text_may_end(
+    grammar: GrammarEngine, tok: Tekkenizer, guide: Guide, text: str, complete: Callable[[str], object]
+) -> None:
+    """The mask itself, at every step of a valid text (inside a JSON string too): no control id is ever allowed
+    but the end id, and that one only where the text so far is complete; after it nothing else."""
+    ids = tok.encode(text)
+    mask = grammar.mask(guide)
+    controls = {i for i in range(grammar.vocab_size) if tok.is_control(i)}
+    for step in range(len(ids) + 1):
+        allowed = allowed_ids(mask, ids[:step], grammar.vocab_size)
+        prefix = tok.decode(ids[:step])
+        assert step == len(ids) or ids[step] in allowed, (step, prefix)
+        expected = {tok.eos_id} if step and complete(prefix) else set()
+        assert allowed & controls == expected, (step, prefix, sorted(allowed & controls)[:5])
+    assert allowed_ids(mask, [*ids, tok.eos_id], grammar.vocab_size) == {tok.eos_id}
 
 
 def test_without_a_guide_the_same_model_writes_no_json(
