@@ -46,7 +46,7 @@ RUN python3 -m pip list --format=freeze > /tmp/image-constraints.txt \
       nvidia-modelopt transformers safetensors pyyaml tqdm datasets \
  && rm -f /tmp/image-constraints.txt \
  && python3 -c "import importlib.metadata as m; print('TensorRT-LLM', m.version('tensorrt_llm'))" \
- && python3 -c "import nemo_build, nemo_client, nemo_gateway, nemo_protocol, nemo_serving" \
+ && python3 -c "import nemo_build, nemo_chat_core, nemo_client, nemo_gateway, nemo_protocol, nemo_serving" \
  && nemo-build --help > /dev/null
 
 USER ${APP_UID}:${APP_GID}

@@ -1,6 +1,6 @@
 """Guided decoding on CPU: xgrammar token masks over the Tekken vocabulary, as the tensorrtllm backend does it.
 
-The engine side of ``nemo_serving.guided``: a request's guide compiles once per (type, text) and is cached;
+The engine side of ``nemo_chat_core.guided``: a request's guide compiles once per (type, text) and is cached;
 each request gets its own matcher, which the sampler asks for the allowed ids before every token
 (:class:`GuidedMask`, a ``TokenMask``). Control tokens are never allowed inside a guide (xgrammar treats ids
 whose text is empty as special), the end id only where the grammar may end, and once the grammar has ended
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from nemo_chat_core.guided import Guide
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
-from nemo_serving.guided import Guide
 
 if TYPE_CHECKING:  # imported when the first guided request arrives: xgrammar loads transformers
     import xgrammar

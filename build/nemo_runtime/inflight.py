@@ -20,12 +20,12 @@ from typing import Protocol
 
 import torch
 
+from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.request_ids import new_request_id
 from nemo_runtime.guided import GrammarEngine
 from nemo_runtime.sampling import GREEDY, SamplingParams, TokenMask
 from nemo_runtime.scheduler import ReferenceRuntime, Returns, StepOutput
-from nemo_serving.contract import GenerationRequest, LogOutputs
 
 IDLE_WAIT_S = 0.05
 

@@ -41,10 +41,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from nemo_chat_core.engine_tensors import GenerationRequest
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
 from nemo_runtime.inflight import BatcherStats, BatchLoop, Sink, unsupported
-from nemo_serving.contract import GenerationRequest
 
 DEFAULT_TOKENS_PER_S = 200.0
 DEFAULT_CANCELLATION_CHECK_S = 0.1

@@ -12,11 +12,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from nemo_protocol.errors import BadRequestError
-from nemo_protocol.tekken import Tekkenizer
-from nemo_serving import word_lists
-from nemo_serving.contract import GenerationRequest, LogOutputs
-from nemo_serving.log_probs import (
+from nemo_chat_core import word_lists
+from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs
+from nemo_chat_core.log_probs import (
     MAX_TOP_LOGPROBS,
     TokenLogProb,
     chosen,
@@ -24,8 +22,10 @@ from nemo_serving.log_probs import (
     prompt_log_probs,
     scored,
 )
-from nemo_serving.sampling import Sampling
-from nemo_serving.tensors import Inputs, scalar, single_text, texts
+from nemo_chat_core.sampling import Sampling
+from nemo_chat_core.tensor_values import Inputs, scalar, single_text, texts
+from nemo_protocol.errors import BadRequestError
+from nemo_protocol.tekken import Tekkenizer
 
 PREPROCESSING_OUTPUTS = [
     "input_ids",

@@ -7,35 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nemo_chat_core import word_lists
+from nemo_chat_core.length_limits import LengthLimits
+from nemo_chat_core.tensor_values import Inputs, texts
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
-from nemo_serving import word_lists
-from nemo_serving.tensors import Inputs, texts
-
-
-@dataclass(frozen=True)
-class LengthLimits:
-    """What the engine accepts: prompt tokens, and prompt plus generated tokens."""
-
-    max_input_len: int
-    max_seq_len: int
-
-    def check(self, prompt_tokens: int, max_tokens: int, *, prompt_param: str, max_tokens_param: str) -> None:
-        if prompt_tokens > self.max_input_len:
-            raise BadRequestError(
-                f"the prompt is {prompt_tokens} tokens; this deployment accepts at most "
-                f"{self.max_input_len} (max_input_len)",
-                param=prompt_param,
-            )
-        if max_tokens < 1:
-            raise BadRequestError(f"must be at least 1, got {max_tokens}", param=max_tokens_param)
-        room = self.max_seq_len - prompt_tokens
-        if max_tokens > room:
-            raise BadRequestError(
-                f"{max_tokens} new tokens do not fit: the prompt takes {prompt_tokens} of the "
-                f"{self.max_seq_len} tokens of a sequence (max_seq_len), leaving {room}",
-                param=max_tokens_param,
-            )
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ from typing import Protocol
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from nemo_protocol.errors import BadRequestError
-from nemo_serving.contract import (
+from nemo_chat_core.engine_tensors import (
     GenerationRequest,
     LogOutputs,
     engine_logs,
@@ -21,7 +20,8 @@ from nemo_serving.contract import (
     output_token_ids,
     stop_inputs,
 )
-from nemo_serving.tensors import scalar
+from nemo_chat_core.tensor_values import scalar
+from nemo_protocol.errors import BadRequestError
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 LOG_OUTPUTS = ("output_log_probs", "cum_log_probs", "context_logits", "generation_logits")

@@ -28,12 +28,12 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from tritonclient.grpc import service_pb2
 from typing_extensions import NotRequired, Unpack
 
+from nemo_chat_core.stop_strings import StopStringMatcher
 from nemo_client.direct import DirectChat
 from nemo_client.triton_transport import RetryPolicy, TritonTransport, deadline_after
 from nemo_protocol.errors import APIError, BadRequestError, ServerError, error_from_body
 from nemo_protocol.json_values import check_json_value
 from nemo_protocol.request_ids import new_request_id
-from nemo_serving.stop_strings import StopStringMatcher
 
 DEFAULT_URL = "localhost:8001"
 DEFAULT_TIMEOUT_S = 600.0
@@ -183,7 +183,7 @@ class AsyncNemoClient:
         tokenizer_file: str | Path | None = None,
     ) -> None:
         """``direct``: render prompts and parse outputs here and stream `tensorrt_llm` itself (see
-        :mod:`nemo_client.direct`; needs the ``build`` extra's nemo_serving and the model's Tekken file,
+        :mod:`nemo_client.direct`; needs the chat core (nemo_chat_core) and the model's Tekken file,
         ``tokenizer_file``, by default mistral-common's copy); otherwise the ``chat`` model does it in Triton."""
         self.url = url
         self.direct = direct

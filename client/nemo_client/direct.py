@@ -3,7 +3,7 @@
 Through the Triton ``chat`` model a token crosses Triton twice and a python stub once on its way to the
 caller. Here the caller renders the prompt (Tekken, v3 chat template, tools), sends the ids to
 `tensorrt_llm` and turns the ids that come back into OpenAI objects, with the same code the ``chat`` model
-runs (``nemo_serving.chat.ChatEndpoint``), so the ids, text, tool calls, stop handling and usage are the
+runs (``nemo_chat_core.chat.ChatEndpoint``), so the ids, text, tool calls, stop handling and usage are the
 same. On a GPU the token path inside Triton is then the tensorrtllm backend alone (C++); the frontend work
 scales with the callers (gateway pods, backend services) instead of one python process per instance.
 
@@ -29,8 +29,8 @@ from nemo_protocol.request_ids import new_request_id
 from nemo_protocol.tekken import Tekkenizer, default_tekken_path
 
 if TYPE_CHECKING:
-    from nemo_serving.chat import ChatEndpoint, PreparedChat
-    from nemo_serving.contract import GenerationRequest
+    from nemo_chat_core.chat import ChatEndpoint, PreparedChat
+    from nemo_chat_core.engine_tensors import GenerationRequest
 
 logger = logging.getLogger("nemo_client.direct")
 
@@ -43,7 +43,7 @@ def file_sha256(path: Path) -> str:
 
 
 class DirectChat:
-    """Chat completions served by :class:`~nemo_serving.chat.ChatEndpoint` here over a `tensorrt_llm` stream."""
+    """Chat completions served by :class:`~nemo_chat_core.chat.ChatEndpoint` here over a `tensorrt_llm` stream."""
 
     def __init__(self, endpoint: ChatEndpoint, transport: TritonTransport, engine_model: str = ENGINE_MODEL) -> None:
         self.endpoint = endpoint
@@ -61,8 +61,8 @@ class DirectChat:
         engine_model: str = ENGINE_MODEL,
     ) -> DirectChat:
         """The core configured as the deployment's ``chat`` model is; ServerError when they cannot agree."""
-        from nemo_serving.chat import ChatEndpoint
-        from nemo_serving.preprocessing import LengthLimits
+        from nemo_chat_core.chat import ChatEndpoint
+        from nemo_chat_core.length_limits import LengthLimits
 
         config = await transport.unary(
             "ModelConfig", service_pb2.ModelConfigRequest(name=chat_model), deadline=deadline
@@ -98,8 +98,8 @@ class DirectChat:
         return request_id, self._events(chat, request_id, deadline)
 
     async def _events(self, chat: PreparedChat, request_id: str, deadline: float) -> AsyncIterator[dict[str, Any]]:
-        from nemo_serving.chat import guide_refusal
-        from nemo_serving.contract import engine_logs, output_token_ids
+        from nemo_chat_core.chat import guide_refusal
+        from nemo_chat_core.engine_tensors import engine_logs, output_token_ids
 
         responder = self.endpoint.responder(chat)
         generation: GenerationRequest | None = chat.generation

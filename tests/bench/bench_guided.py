@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from nemo_build.tiny_chat import WEATHER_TOOL
+from nemo_chat_core.guided import Guide, grammar_guide, json_schema_guide, regex_guide, tool_calls_guide
 from nemo_protocol.tekken import Tekkenizer, default_tekken_path
 from nemo_runtime.guided import GrammarEngine
 from nemo_runtime.scheduler import ReferenceRuntime
-from nemo_serving.guided import Guide, grammar_guide, json_schema_guide, regex_guide, tool_calls_guide
 from tests.bench.timing import markdown_table
 from tests.reliability.servers import tiny_checkpoint
 

@@ -1,4 +1,4 @@
-"""Triton python model `chat`: OpenAI chat-completions JSON in, OpenAI JSON out (nemo_serving.chat).
+"""Triton python model `chat`: OpenAI chat-completions JSON in, OpenAI JSON out (nemo_chat_core.chat).
 
 Each request is admitted in `execute` (validated, rendered, its `tensorrt_llm` request started) and then
 streamed on its own thread, so requests overlap and tensorrt_llm batches them, and concurrent requests
@@ -11,12 +11,12 @@ import threading
 
 import triton_python_backend_utils as pb_utils
 
+from nemo_chat_core.chat import ChatEndpoint, guide_refusal
+from nemo_chat_core.length_limits import LengthLimits
+from nemo_chat_core.tensor_values import single_text
 from nemo_protocol.errors import APIError, BadRequestError, error_body
 from nemo_protocol.request_ids import new_request_id
-from nemo_serving.chat import ChatEndpoint, guide_refusal
 from nemo_serving.model_args import ModelArgs
-from nemo_serving.preprocessing import LengthLimits
-from nemo_serving.tensors import single_text
 from nemo_serving.token_stream import coalesced, until_cancelled
 from nemo_serving.triton_io import FINAL, BlsGeneration, GenerationError, inputs, response, string_tensor
 

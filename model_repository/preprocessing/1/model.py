@@ -1,8 +1,9 @@
 """Triton python model `preprocessing`: text → Tekken ids, word lists, end/pad ids (nemo_serving.preprocessing)."""
 
+from nemo_chat_core.length_limits import LengthLimits
 from nemo_protocol.errors import BadRequestError
 from nemo_serving.model_args import ModelArgs
-from nemo_serving.preprocessing import LengthLimits, Preprocessor
+from nemo_serving.preprocessing import Preprocessor
 from nemo_serving.triton_io import error_response, inputs, response
 
 

@@ -75,7 +75,7 @@ def test_configured_limits_refuse_completion_bodies(make_gateway: MakeGateway) -
 
 @pytest.mark.parametrize("options", [[None, None], "x", 3, {"include_usage": "yes"}, {"include_usage": 1}])
 def test_a_malformed_stream_options_goes_upstream_untouched(gateway: Gateway, options: object) -> None:
-    # The chat model refuses it naming the field (tests/unit/serving); the gateway must not crash on it.
+    # The chat model refuses it naming the field (tests/unit/chat_core); the gateway must not crash on it.
     response = gateway.http.post(
         "/v1/chat/completions", json={"messages": FRANCE, "stream": True, "stream_options": options}
     )

@@ -15,14 +15,14 @@ import jsonschema
 import pytest
 import torch
 
+from nemo_chat_core.engine_tensors import GenerationRequest
+from nemo_chat_core.guided import Guide, choice_guide, grammar_guide, json_schema_guide, regex_guide
+from nemo_chat_core.sampling import Sampling
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
 from nemo_runtime.guided import GrammarEngine, GuidedMask
 from nemo_runtime.inflight import InflightBatcher
 from nemo_runtime.scheduler import ReferenceRuntime
-from nemo_serving.contract import GenerationRequest
-from nemo_serving.guided import Guide, choice_guide, grammar_guide, json_schema_guide, regex_guide
-from nemo_serving.sampling import Sampling
 from tests.unit.runtime.test_inflight import RecordingSink
 
 MAX_TOKENS = 200

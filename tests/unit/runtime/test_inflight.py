@@ -9,13 +9,13 @@ from collections.abc import Callable, Iterator
 import pytest
 import torch
 
+from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs
+from nemo_chat_core.sampling import Sampling
 from nemo_protocol.errors import BadRequestError
 from nemo_runtime.batch_metrics import NAMES, PREFIX, MetricsPublisher, TritonMetrics
 from nemo_runtime.inflight import BatcherStats, InflightBatcher
 from nemo_runtime.sampling import SamplingParams
 from nemo_runtime.scheduler import ReferenceRuntime
-from nemo_serving.contract import GenerationRequest, LogOutputs
-from nemo_serving.sampling import Sampling
 
 PROMPT = [1, 300, 301, 302, 303]
 

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from nemo_chat_core.engine_tensors import GenerationRequest
+from nemo_chat_core.sampling import Sampling
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
 from nemo_runtime.stand_in import TEXT, StandInEngine, text_token_ids
-from nemo_serving.contract import GenerationRequest
-from nemo_serving.sampling import Sampling
 from tests.unit.runtime.test_inflight import RecordingSink
 
 PROMPT = [1, 3, 22177, 4]

@@ -8,17 +8,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nemo_protocol.errors import BadRequestError
-from nemo_protocol.tekken import Tekkenizer
-from nemo_serving.contract import LogOutputs
-from nemo_serving.ensemble import TextRequest, TextResponses
-from nemo_serving.log_probs import (
+from nemo_chat_core.engine_tensors import LogOutputs
+from nemo_chat_core.log_probs import (
     chat_logprobs_content,
     completion_logprobs,
     log_softmax,
     prompt_log_probs,
     scored,
 )
+from nemo_protocol.errors import BadRequestError
+from nemo_protocol.tekken import Tekkenizer
+from nemo_serving.ensemble import TextRequest, TextResponses
 from tests.unit.serving.test_sampling import preprocessing_outputs
 
 VOCAB = 131072

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nemo_chat_core.chat_request import ChatRequest
+from nemo_chat_core.engine_tensors import GenerationRequest
+from nemo_chat_core.sampling import Sampling
 from nemo_protocol.errors import BadRequestError
-from nemo_serving.chat_request import ChatRequest
-from nemo_serving.contract import GenerationRequest
 from nemo_serving.ensemble import TextRequest
-from nemo_serving.sampling import Sampling
 
 SEEDED = Sampling(temperature=0.7, top_k=40, top_p=0.9, seed=2**64 - 1, repetition_penalty=1.1)
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nemo_chat_core.stop_strings import StopStringMatcher
 from nemo_protocol.tekken import Tekkenizer
 from nemo_serving.ensemble import TextRequest, TextResponses
-from nemo_serving.stop_strings import StopStringMatcher
 
 MULTILINGUAL = "Hello, 世界! مرحبا بالعالم 🙂👩‍💻 naïve café — done."
 

@@ -7,11 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nemo_chat_core import word_lists
+from nemo_chat_core.length_limits import LengthLimits
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
-from nemo_serving import word_lists
 from nemo_serving.postprocessing import decode_batch
-from nemo_serving.preprocessing import LengthLimits, Preprocessor
+from nemo_serving.preprocessing import Preprocessor
 
 ids_lists = st.lists(st.lists(st.integers(0, 131071), min_size=1, max_size=5), max_size=6)
 

@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nemo_chat_core.guided import GUIDED_FIELDS, Guide, field_guides, response_format_guide
+from nemo_chat_core.log_probs import MAX_TOP_LOGPROBS
+from nemo_chat_core.sampling import INT32_MAX, MIN_TEMPERATURE, Sampling
 from nemo_protocol.end_user import end_user
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.json_values import parse_json_object
-from nemo_serving.guided import GUIDED_FIELDS, Guide, field_guides, response_format_guide
-from nemo_serving.log_probs import MAX_TOP_LOGPROBS
-from nemo_serving.sampling import INT32_MAX, MIN_TEMPERATURE, Sampling
 
 SEED_MODULUS = 2**64
 

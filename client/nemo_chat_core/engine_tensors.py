@@ -4,7 +4,7 @@
 them; `GenerationRequest.to_inputs` writes the tensors the `ensemble` and `chat` models send to
 `tensorrt_llm` (either variant). `output_tensors` shapes one response.
 
-Sampling (`nemo_serving.sampling.Sampling`) follows TensorRT-LLM: `runtime_top_k` 0 and `runtime_top_p` 0
+Sampling (`nemo_chat_core.sampling.Sampling`) follows TensorRT-LLM: `runtime_top_k` 0 and `runtime_top_p` 0
 (the defaults) mean greedy, as does `temperature` 0; otherwise tokens are drawn with the request's `seed`.
 """
 
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nemo_chat_core import word_lists
+from nemo_chat_core.guided import Guide
+from nemo_chat_core.sampling import Sampling
+from nemo_chat_core.tensor_values import Inputs, scalar, scalar_tensor, single_text
 from nemo_protocol.errors import BadRequestError
-from nemo_serving import word_lists
-from nemo_serving.guided import Guide
-from nemo_serving.sampling import Sampling
-from nemo_serving.tensors import Inputs, scalar, scalar_tensor, single_text
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Values follow TensorRT-LLM: `top_k` 0 and `top_p` 0 (the defaults) switch those filters off, and a request
 is greedy when both are off, or `temperature` is below MIN_TEMPERATURE, or `top_k` is 1; otherwise tokens are
 drawn with the request's `seed`. The penalties are neutral at their defaults. An OpenAI request's own ranges (and its
-`top_p` default of 1) are checked where it is parsed (`nemo_serving.chat_request`); the rules here are the
+`top_p` default of 1) are checked where it is parsed (`nemo_chat_core.chat_request`); the rules here are the
 engine's, and errors name the `tensorrt_llm` tensor.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nemo_chat_core.tensor_values import Inputs, scalar, scalar_tensor
 from nemo_protocol.errors import BadRequestError
-from nemo_serving.tensors import Inputs, scalar, scalar_tensor
 
 INT32_MAX = 2**31 - 1
 MIN_TEMPERATURE = 1e-5

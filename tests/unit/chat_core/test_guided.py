@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from nemo_chat_core.chat import ChatEndpoint
+from nemo_chat_core.guided import GUIDE_TYPES, Guide, check_schema, choice_guide
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
-from nemo_serving.chat import ChatEndpoint
-from nemo_serving.guided import GUIDE_TYPES, Guide, check_schema, choice_guide
-from tests.unit.serving.test_chat import TOOLS, body, one_token_chunks
+from tests.unit.chat_core.test_chat import TOOLS, body, one_token_chunks
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 

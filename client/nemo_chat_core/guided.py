@@ -31,7 +31,7 @@ GUIDE_TYPES = ("json", "json_schema", "regex", "ebnf_grammar")
 GUIDED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
 
 # JSON Schema keywords the grammar engine enforces (checked by sampling it against `jsonschema`, see
-# tests/unit/serving/test_guided.py), and annotations that constrain nothing.
+# tests/unit/chat_core/test_guided.py), and annotations that constrain nothing.
 ENFORCED_KEYWORDS = frozenset(
     {
         "type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems", "maxItems",

@@ -7,7 +7,7 @@ tool-call parsing, stop sequences, `finish_reason` and `usage`.
 
 `tool_choice`: `none` renders no tools; `auto` lets the model choose; `required` and a named function
 are enforced by starting the assistant turn with the `[TOOL_CALLS]` token and guiding the rest
-(nemo_serving.guided): a list of calls to the request's tools (only the named one), each call's
+(nemo_chat_core.guided): a list of calls to the request's tools (only the named one), each call's
 arguments held to its function's `parameters`, so the call is valid by construction. One cut short by
 `max_tokens` comes back as a `tool_calls` entry with what was written and finish reason `length`.
 `response_format` and the `guided_*` fields guide the text the same way.
@@ -25,18 +25,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from nemo_chat_core.chat_request import ChatRequest, ToolChoice
+from nemo_chat_core.chat_response import ResponseBuilder, Usage
+from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs
+from nemo_chat_core.guided import Guide, tool_calls_guide
+from nemo_chat_core.length_limits import LengthLimits
+from nemo_chat_core.log_probs import TokenLogProb, chat_logprobs_content, chosen, scored
+from nemo_chat_core.stop_strings import StopStringMatcher
 from nemo_protocol.chat_format import encode_chat
 from nemo_protocol.end_user import end_user_line
 from nemo_protocol.errors import BadRequestError, NotFoundError, ServerError, error_body
 from nemo_protocol.tekken import Tekkenizer
 from nemo_protocol.tool_calls import ContentDelta, Delta, OutputParser, ToolCall, ToolCallDelta, new_tool_call_id
-from nemo_serving.chat_request import ChatRequest, ToolChoice
-from nemo_serving.chat_response import ResponseBuilder, Usage
-from nemo_serving.contract import GenerationRequest, LogOutputs
-from nemo_serving.guided import Guide, tool_calls_guide
-from nemo_serving.log_probs import TokenLogProb, chat_logprobs_content, chosen, scored
-from nemo_serving.preprocessing import LengthLimits
-from nemo_serving.stop_strings import StopStringMatcher
 
 Event = dict[str, Any]
 Chunk = list[int] | tuple[list[int], LogOutputs]

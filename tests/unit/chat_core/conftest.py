@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from nemo_chat_core.chat import ChatEndpoint
+from nemo_chat_core.length_limits import LengthLimits
 from nemo_protocol.tekken import Tekkenizer
-from nemo_serving.chat import ChatEndpoint
-from nemo_serving.preprocessing import LengthLimits
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nemo_chat_core.chat import ChatEndpoint
+from nemo_chat_core.engine_tensors import LogOutputs
+from nemo_chat_core.length_limits import LengthLimits
 from nemo_protocol.chat_format import encode_chat
 from nemo_protocol.errors import BadRequestError, NotFoundError
 from nemo_protocol.tekken import Tekkenizer
-from nemo_serving.chat import ChatEndpoint
-from nemo_serving.contract import LogOutputs
-from nemo_serving.preprocessing import LengthLimits
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 TOOLS = [
