@@ -53,9 +53,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_READY_TIMEOUT_S = 300.0
 DEFAULT_GRACE_S = 10.0
 LOG_TAIL_LINES = 60
-# What the repository's python models import (nemo_runtime: the CPU tensorrt_llm model; it imports nemo_build's
-# errors). The docker launcher mounts each package directory, wherever it is installed, under CONTAINER_PYTHONPATH.
-SERVING_PACKAGES = ("nemo_serving", "nemo_protocol", "nemo_runtime", "nemo_build")
+# What the repository's python models import (nemo_runtime: the CPU tensorrt_llm model). The docker launcher mounts
+# each package directory, wherever it is installed, under CONTAINER_PYTHONPATH.
+SERVING_PACKAGES = ("nemo_serving", "nemo_protocol", "nemo_runtime", "nemo_chat_core")
 CONTAINER_PYTHONPATH = "/opt/nemo-serve/python"
 
 

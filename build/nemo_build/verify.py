@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
+from nemo_build.errors import BuildError
 from nemo_runtime.model import ReferenceModel
-from nemo_runtime.weights import load_weights
+from nemo_runtime.weights import CheckpointError, load_weights
 
 VERIFY_SAMPLES = 8
 VERIFY_SEQ_LEN = 128
@@ -101,7 +102,10 @@ def model_logits(model: torch.nn.Module, samples: Sequence[Sequence[int]]) -> li
 
 def runtime_logits(checkpoint_dir: Path, samples: Sequence[Sequence[int]]) -> list[torch.Tensor]:
     """Logits [tokens, vocab] per sample from the reference runtime executing the checkpoint."""
-    model = ReferenceModel(load_weights(checkpoint_dir))
+    try:
+        model = ReferenceModel(load_weights(checkpoint_dir))
+    except CheckpointError as error:  # worded for the user already: the CLI prints it without a traceback
+        raise BuildError(str(error)) from error
     out = []
     for sample in samples:
         slot = model.cache.acquire()

@@ -15,7 +15,10 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from nemo_build.errors import BuildError
+
+class CheckpointError(ValueError):
+    """A checkpoint the reference runtime cannot execute; the message names the file, field or tensor at fault."""
+
 
 SUPPORTED_ARCHITECTURES = ("MistralForCausalLM", "LlamaForCausalLM")
 SUPPORTED_QUANT_ALGOS = (None, "FP8")
@@ -72,7 +75,7 @@ class CheckpointConfig:
                 embedding_sharding_dim=int(raw.get("embedding_sharding_dim", 0)),
             )
         except KeyError as exc:
-            raise BuildError(f"checkpoint config.json lacks the field {exc.args[0]!r}") from exc
+            raise CheckpointError(f"checkpoint config.json lacks the field {exc.args[0]!r}") from exc
         config._check_supported()
         return config
 
@@ -89,7 +92,7 @@ class CheckpointConfig:
         if self.pp_size != 1:
             problems.append(f"pipeline parallelism {self.pp_size} (accepted: 1)")
         if problems:
-            raise BuildError("the reference runtime cannot execute this checkpoint: " + "; ".join(problems))
+            raise CheckpointError("the reference runtime cannot execute this checkpoint: " + "; ".join(problems))
 
 
 @dataclass
@@ -125,7 +128,7 @@ class Weights:
 def read_config(checkpoint_dir: Path) -> CheckpointConfig:
     path = Path(checkpoint_dir) / "config.json"
     if not path.is_file():
-        raise BuildError(f"{checkpoint_dir} is not a TensorRT-LLM checkpoint: config.json is missing")
+        raise CheckpointError(f"{checkpoint_dir} is not a TensorRT-LLM checkpoint: config.json is missing")
     return CheckpointConfig.from_dict(json.loads(path.read_text()))
 
 
@@ -148,7 +151,9 @@ def load_weights(checkpoint_dir: str | Path) -> Weights:
 def _read_rank(checkpoint_dir: Path, rank: int) -> dict[str, torch.Tensor]:
     path = checkpoint_dir / f"rank{rank}.safetensors"
     if not path.is_file():
-        raise BuildError(f"{checkpoint_dir} is incomplete: config.json says TP ranks exist but {path.name} is missing")
+        raise CheckpointError(
+            f"{checkpoint_dir} is incomplete: config.json says TP ranks exist but {path.name} is missing"
+        )
     with safe_open(str(path), framework="pt") as handle:
         return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (safe_open has no __iter__)
 
@@ -164,7 +169,7 @@ class _RankMerger:
         try:
             return self.ranks[rank][name]
         except KeyError:
-            raise BuildError(f"checkpoint rank{rank}.safetensors lacks the tensor {name!r}") from None
+            raise CheckpointError(f"checkpoint rank{rank}.safetensors lacks the tensor {name!r}") from None
 
     def _scale(self, rank: int, name: str) -> float | None:
         tensor = self.ranks[rank].get(name)
@@ -187,7 +192,7 @@ class _RankMerger:
         scale = self._scale(rank, f"{prefix}.weights_scaling_factor")
         if weight.dtype == torch.float8_e4m3fn:
             if scale is None:
-                raise BuildError(f"FP8 tensor {prefix}.weight has no weights_scaling_factor")
+                raise CheckpointError(f"FP8 tensor {prefix}.weight has no weights_scaling_factor")
             return weight.float() * scale
         return weight.float()
 
@@ -202,7 +207,7 @@ class _RankMerger:
         kv_heads_per_rank = max(1, config.num_kv_heads // tp)
         kv_rows = kv_heads_per_rank * config.head_size
         if config.num_heads % tp or (config.num_kv_heads % tp and tp % config.num_kv_heads):
-            raise BuildError(
+            raise CheckpointError(
                 f"cannot merge {config.num_heads} query / {config.num_kv_heads} KV heads over TP {tp}: "
                 "head counts must divide evenly"
             )
@@ -238,5 +243,5 @@ class _RankMerger:
         if scale is None:
             scale = self._scale(0, f"{prefix}.kv_cache_scaling_factor")
         if scale is None:
-            raise BuildError(f"FP8 KV cache checkpoint lacks {prefix}.kv_cache_scaling_factor")
+            raise CheckpointError(f"FP8 KV cache checkpoint lacks {prefix}.kv_cache_scaling_factor")
         return scale
