@@ -23,7 +23,7 @@ from nemo_chat_core.log_probs import (
     scored,
 )
 from nemo_chat_core.sampling import Sampling
-from nemo_chat_core.tensor_values import Inputs, scalar, single_text, texts
+from nemo_chat_core.tensor_values import Inputs, scalar, single_text, string_tensor, texts
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
 
@@ -249,7 +249,3 @@ class TextResponses:
 def _zero() -> np.ndarray:
     """`batch_index` / `sequence_index`: one request, one sequence."""
     return np.zeros((1, 1), dtype=np.int32)
-
-
-def string_tensor(text: str) -> np.ndarray:
-    return np.array([text.encode("utf-8")], dtype=object)

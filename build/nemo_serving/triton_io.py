@@ -6,8 +6,9 @@ calls other models of the repository (BLS) — nothing here decides anything.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -25,6 +26,7 @@ from nemo_protocol.errors import BadRequestError
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 LOG_OUTPUTS = ("output_log_probs", "cum_log_probs", "context_logits", "generation_logits")
+T = TypeVar("T")
 
 
 def inputs(request: pb_utils.InferenceRequest) -> Callable[[str], np.ndarray | None]:
@@ -53,10 +55,6 @@ def response(tensors: dict[str, np.ndarray]) -> pb_utils.InferenceResponse:
 
 def error_response(message: str) -> pb_utils.InferenceResponse:
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
-
-
-def string_tensor(text: str) -> np.ndarray:
-    return np.array([text.encode("utf-8")], dtype=object)
 
 
 class ResponseSink:
@@ -102,6 +100,38 @@ def serve_engine_requests(engine: Engine, requests: list, *, exclude_input_defau
             engine.submit(generation, ResponseSink(request, sender), tag=request.request_id())
         except BadRequestError as exc:
             sender.send(error_response(str(exc)), flags=FINAL)
+
+
+def admit_then_stream(
+    requests: list,
+    admit: Callable[[pb_utils.InferenceRequest], tuple | None],
+    stream: Callable[..., None],
+    report_failure: Callable[[pb_utils.InferenceResponseSender, Exception], None],
+) -> None:
+    """A decoupled frontend model's execute: ``admit(request)`` (parse, validate, start the generation) runs here
+    and holds this instance, so that requests arriving meanwhile go to the model's other instances; then
+    ``stream(sender, *admitted)`` runs on a thread of its own, so requests overlap and the engine batches them.
+    A failure in either step is that request's error response (``report_failure``), and ends it alone."""
+    for request in requests:
+        sender = request.get_response_sender()
+        admitted = _reporting_failure(sender, report_failure, admit, request)
+        if admitted is not None:
+            threading.Thread(
+                target=_reporting_failure, args=(sender, report_failure, stream, sender, *admitted), daemon=True
+            ).start()
+
+
+def _reporting_failure(
+    sender: pb_utils.InferenceResponseSender,
+    report_failure: Callable[[pb_utils.InferenceResponseSender, Exception], None],
+    step: Callable[..., T],
+    *args: object,
+) -> T | None:
+    try:
+        return step(*args)
+    except Exception as exc:  # keep serving: the failure is this request's alone
+        report_failure(sender, exc)
+        return None
 
 
 class BlsGeneration:

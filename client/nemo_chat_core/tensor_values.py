@@ -29,6 +29,11 @@ def scalar_tensor(value: object, dtype: type) -> np.ndarray:
     return np.array([[value]], dtype=dtype)
 
 
+def string_tensor(text: str) -> np.ndarray:
+    """A BYTES tensor of shape [1] holding ``text`` as UTF-8."""
+    return np.array([text.encode("utf-8")], dtype=object)
+
+
 def texts(array: np.ndarray | None, name: str) -> list[str]:
     """The UTF-8 strings of a BYTES tensor, flattened; empty strings are dropped."""
     if array is None:

@@ -7,18 +7,17 @@ up while a response was sent go out in the next one (nemo_serving.token_stream).
 """
 
 import json
-import threading
 
 import triton_python_backend_utils as pb_utils
 
 from nemo_chat_core.chat import ChatEndpoint, guide_refusal
 from nemo_chat_core.length_limits import LengthLimits
-from nemo_chat_core.tensor_values import single_text
+from nemo_chat_core.tensor_values import single_text, string_tensor
 from nemo_protocol.errors import APIError, BadRequestError, error_body
 from nemo_protocol.request_ids import new_request_id
 from nemo_serving.model_args import ModelArgs
 from nemo_serving.token_stream import coalesced, until_cancelled
-from nemo_serving.triton_io import FINAL, BlsGeneration, GenerationError, inputs, response, string_tensor
+from nemo_serving.triton_io import FINAL, BlsGeneration, GenerationError, admit_then_stream, inputs, response
 
 
 class TritonPythonModel:
@@ -34,13 +33,7 @@ class TritonPythonModel:
         )
 
     def execute(self, requests: list) -> None:
-        # Admission (parse, validate, render, start the generation) runs here and holds this instance, so that
-        # requests arriving meanwhile go to the model's other instances; the token stream runs on a thread.
-        for request in requests:
-            sender = request.get_response_sender()
-            admitted = self._run(sender, self._admit, request)
-            if admitted is not None:
-                threading.Thread(target=self._run, args=(sender, self._stream, sender, *admitted), daemon=True).start()
+        admit_then_stream(requests, self._admit, self._stream, _report_failure)
         return None
 
     def _admit(self, request) -> tuple:
@@ -67,20 +60,16 @@ class TritonPythonModel:
             raise guide_refusal(chat, str(exc)) or exc from None
         sender.send(flags=FINAL)
 
-    @staticmethod
-    def _run(sender, step, *args):
-        """``step(*args)``; a failure is this request's error response, and ends it."""
-        try:
-            return step(*args)
-        except APIError as exc:  # the request's fault (400, 404): named, as the client sees it
-            error = error_body(str(exc), error_type=exc.error_type, param=exc.param, code=exc.status_code)
-        except GenerationError as exc:
-            error = error_body(f"generation failed: {exc}", error_type="server_error", code=500)
-        except Exception as exc:  # keep serving: report the failure on this request only
-            error = error_body(f"internal error: {exc!r}", error_type="server_error", code=500)
-        _send(sender, error)
-        sender.send(flags=FINAL)
-        return None
+
+def _report_failure(sender, exc: Exception) -> None:
+    if isinstance(exc, APIError):  # the request's fault (400, 404): named, as the client sees it
+        error = error_body(str(exc), error_type=exc.error_type, param=exc.param, code=exc.status_code)
+    elif isinstance(exc, GenerationError):
+        error = error_body(f"generation failed: {exc}", error_type="server_error", code=500)
+    else:
+        error = error_body(f"internal error: {exc!r}", error_type="server_error", code=500)
+    _send(sender, error)
+    sender.send(flags=FINAL)
 
 
 def _send(sender, event: dict) -> None:

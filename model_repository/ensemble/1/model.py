@@ -5,8 +5,6 @@ streamed on its own thread, so requests overlap, tensorrt_llm batches them, and 
 over the model's instances.
 """
 
-import threading
-
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.request_ids import new_request_id
 from nemo_serving.ensemble import PREPROCESSING_OUTPUTS, TextRequest, TextResponses
@@ -16,6 +14,7 @@ from nemo_serving.triton_io import (
     FINAL,
     BlsGeneration,
     GenerationError,
+    admit_then_stream,
     bls_call,
     error_response,
     inputs,
@@ -30,13 +29,7 @@ class TritonPythonModel:
         self.logits = {"context": model.bool("context_logits"), "generation": model.bool("generation_logits")}
 
     def execute(self, requests: list) -> None:
-        # Admission (parse, preprocess, start the generation) runs here and holds this instance, so that
-        # requests arriving meanwhile go to the model's other instances; the token stream runs on a thread.
-        for request in requests:
-            sender = request.get_response_sender()
-            admitted = self._run(sender, self._admit, request)
-            if admitted is not None:
-                threading.Thread(target=self._run, args=(sender, self._stream, sender, *admitted), daemon=True).start()
+        admit_then_stream(requests, self._admit, self._stream, _report_failure)
         return None
 
     def _admit(self, request) -> tuple:
@@ -61,13 +54,9 @@ class TritonPythonModel:
         # The last response always carries the finish reason and the token counts.
         sender.send(response(responses.finish()), flags=FINAL)
 
-    @staticmethod
-    def _run(sender, step, *args):
-        """``step(*args)``; a failure is this request's error response, and ends it."""
-        try:
-            return step(*args)
-        except (BadRequestError, GenerationError) as exc:
-            sender.send(error_response(str(exc)), flags=FINAL)
-        except Exception as exc:  # keep serving: report the failure on this request only
-            sender.send(error_response(f"internal error: {exc!r}"), flags=FINAL)
-        return None
+
+def _report_failure(sender, exc: Exception) -> None:
+    if isinstance(exc, (BadRequestError, GenerationError)):
+        sender.send(error_response(str(exc)), flags=FINAL)
+    else:
+        sender.send(error_response(f"internal error: {exc!r}"), flags=FINAL)
