@@ -14,26 +14,7 @@ from nemo_chat_core.length_limits import LengthLimits
 from nemo_protocol.chat_format import encode_chat
 from nemo_protocol.errors import BadRequestError, NotFoundError
 from nemo_protocol.tekken import Tekkenizer
-
-USER = [{"role": "user", "content": "What is the weather in Paris?"}]
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Current weather",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-        },
-    }
-]
-
-
-def body(**fields: Any) -> str:
-    return json.dumps({"messages": USER, **fields})
-
-
-def one_token_chunks(ids: list[int]) -> list[list[int]]:
-    return [[i] for i in ids]
+from tests.unit.chat_core.chat_bodies import TOOLS, USER, body, one_token_chunks
 
 
 def run(endpoint: ChatEndpoint, raw: str, output_ids: list[int]) -> tuple[list[dict[str, Any]], list[bool]]:

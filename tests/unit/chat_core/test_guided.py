@@ -12,7 +12,7 @@ from nemo_chat_core.chat import ChatEndpoint
 from nemo_chat_core.guided import GUIDE_TYPES, Guide, check_schema, choice_guide
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
-from tests.unit.chat_core.test_chat import TOOLS, body, one_token_chunks
+from tests.unit.chat_core.chat_bodies import TOOLS, body, one_token_chunks
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 

@@ -23,7 +23,7 @@ from nemo_protocol.tekken import Tekkenizer
 from nemo_runtime.guided import GrammarEngine, GuidedMask
 from nemo_runtime.inflight import InflightBatcher
 from nemo_runtime.scheduler import ReferenceRuntime
-from tests.unit.runtime.test_inflight import RecordingSink
+from tests.unit.runtime.sinks import RecordingSink
 
 MAX_TOKENS = 200
 SCHEMAS = json.loads((Path(__file__).with_name("guided_schemas.json")).read_text(encoding="utf-8"))

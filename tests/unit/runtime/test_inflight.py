@@ -2,54 +2,22 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import torch
 
-from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs
+from nemo_chat_core.engine_tensors import GenerationRequest
 from nemo_chat_core.sampling import Sampling
 from nemo_protocol.errors import BadRequestError
 from nemo_runtime.batch_metrics import NAMES, PREFIX, MetricsPublisher, TritonMetrics
 from nemo_runtime.inflight import BatcherStats, InflightBatcher
 from nemo_runtime.sampling import SamplingParams
 from nemo_runtime.scheduler import ReferenceRuntime
+from tests.unit.runtime.sinks import RecordingSink
 
 PROMPT = [1, 300, 301, 302, 303]
-
-
-class RecordingSink:
-    """Collects what the batcher sends, as Triton's response sender would receive it."""
-
-    def __init__(self) -> None:
-        self.sends: list[tuple[list[int], bool, float]] = []
-        self.logs: list[LogOutputs | None] = []
-        self.error: str | None = None
-        self.cancelled = False
-        self.done = threading.Event()
-
-    def send(self, token_ids: list[int], final: bool, logs: LogOutputs | None = None) -> None:
-        self.sends.append((list(token_ids), final, time.monotonic()))
-        self.logs.append(logs)
-        if final:
-            self.done.set()
-
-    def fail(self, message: str) -> None:
-        self.error = message
-        self.done.set()
-
-    def is_cancelled(self) -> bool:
-        return self.cancelled
-
-    @property
-    def tokens(self) -> list[int]:
-        return [t for ids, _, _ in self.sends for t in ids]
-
-    def wait(self) -> RecordingSink:
-        assert self.done.wait(30), "the request never finished"
-        return self
 
 
 @pytest.fixture

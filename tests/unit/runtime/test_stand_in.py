@@ -12,7 +12,7 @@ from nemo_chat_core.sampling import Sampling
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
 from nemo_runtime.stand_in import TEXT, StandInEngine, text_token_ids
-from tests.unit.runtime.test_inflight import RecordingSink
+from tests.unit.runtime.sinks import RecordingSink
 
 PROMPT = [1, 3, 22177, 4]
 

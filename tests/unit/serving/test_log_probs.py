@@ -19,7 +19,7 @@ from nemo_chat_core.log_probs import (
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
 from nemo_serving.ensemble import TextRequest, TextResponses
-from tests.unit.serving.test_sampling import preprocessing_outputs
+from tests.unit.serving.ensemble_inputs import preprocessing_outputs
 
 VOCAB = 131072
 

@@ -10,21 +10,9 @@ from nemo_chat_core.engine_tensors import GenerationRequest
 from nemo_chat_core.sampling import Sampling
 from nemo_protocol.errors import BadRequestError
 from nemo_serving.ensemble import TextRequest
+from tests.unit.serving.ensemble_inputs import preprocessing_outputs
 
 SEEDED = Sampling(temperature=0.7, top_k=40, top_p=0.9, seed=2**64 - 1, repetition_penalty=1.1)
-
-
-def preprocessing_outputs() -> dict[str, np.ndarray]:
-    """What `preprocessing` returns for a 3-token prompt asking for 4 tokens, with empty word lists."""
-    return {
-        "input_ids": np.array([[1, 5, 6]], dtype=np.int32),
-        "input_lengths": np.array([[3]], dtype=np.int32),
-        "request_output_len": np.array([[4]], dtype=np.int32),
-        "end_id": np.array([[2]], dtype=np.int32),
-        "pad_id": np.array([[11]], dtype=np.int32),
-        "stop_words_list": np.array([[[0], [-1]]], dtype=np.int32),
-        "bad_words_list": np.array([[[0], [-1]]], dtype=np.int32),
-    }
 
 
 def test_defaults_are_tensorrt_llm_s_greedy_and_neutral() -> None:
