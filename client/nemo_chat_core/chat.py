@@ -40,7 +40,7 @@ from nemo_protocol.tool_calls import ContentDelta, Delta, OutputParser, ToolCall
 
 Event = dict[str, Any]
 Chunk = list[int] | tuple[list[int], LogOutputs]
-Stream = tuple[Iterable[Chunk], Callable[[], None]]  # a generation's chunks, and how to cancel it
+CancellableChunks = tuple[Iterable[Chunk], Callable[[], None]]  # a generation's chunks, and how to cancel it
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ class ChatEndpoint:
         chat: PreparedChat,
         chunks: Iterable[Chunk],
         cancel: Callable[[], None],
-        resume: Callable[[GenerationRequest], Stream] | None = None,
+        resume: Callable[[GenerationRequest], CancellableChunks] | None = None,
     ) -> Iterator[Event]:
         """Events to send, in order: chunks (streaming) or one completion; an error event ends early.
 
@@ -181,7 +181,7 @@ class ChatEndpoint:
         """
         responder = self.responder(chat)
         yield from responder.start()
-        stream: Stream | None = (chunks, cancel)
+        stream: CancellableChunks | None = (chunks, cancel)
         while stream is not None:
             chunks, cancel = stream
             for chunk in chunks:

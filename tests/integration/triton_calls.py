@@ -16,7 +16,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 
 @dataclass
-class Stream:
+class StreamResult:
     """Everything one decoupled request returned."""
 
     outputs: list[dict[str, np.ndarray]] = field(default_factory=list)
@@ -46,7 +46,7 @@ class StreamingCall:
         self._queue: queue.Queue[tuple[Any, Any]] = queue.Queue()
         self._client.start_stream(callback=lambda result, error: self._queue.put((result, error)))
         self._client.async_stream_infer(model, tensors(inputs), request_id=request_id, enable_empty_final_response=True)
-        self.result = Stream()
+        self.result = StreamResult()
 
     def next(self, timeout: float = 120) -> bool:
         """Wait for the next response; False once the final one (or an error) arrived."""
@@ -60,7 +60,7 @@ class StreamingCall:
             self.result.outputs.append(outputs)
         return not response.parameters["triton_final_response"].bool_param
 
-    def finish(self, timeout: float = 120) -> Stream:
+    def finish(self, timeout: float = 120) -> StreamResult:
         while self.next(timeout):
             pass
         self.close()
@@ -75,7 +75,7 @@ class StreamingCall:
         self._client.close()
 
 
-def stream(url: str, model: str, inputs: dict[str, np.ndarray], timeout: float = 120) -> Stream:
+def stream(url: str, model: str, inputs: dict[str, np.ndarray], timeout: float = 120) -> StreamResult:
     return StreamingCall(url, model, inputs).finish(timeout)
 
 
@@ -154,7 +154,7 @@ class BatchMetrics:
 __all__ = [
     "BatchMetrics",
     "InferenceServerException",
-    "Stream",
+    "StreamResult",
     "StreamingCall",
     "chat",
     "ensemble_inputs",
