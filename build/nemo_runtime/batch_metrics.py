@@ -1,40 +1,70 @@
-"""The in-flight batcher's state as Triton custom metrics (the python backend's `pb_utils.MetricFamily`).
+"""The batch state of a python `tensorrt_llm` model as Triton custom metrics (`pb_utils.MetricFamily`), under the C++
+tensorrtllm backend's names, so that dashboards, the HPA, the gateway's `/v1/metrics` and the Gateway
+API Inference Extension's endpoint picker (engine type `triton-tensorrt-llm`) read one set of names on every runtime.
 
-Triton serves them at its metrics port (`/metrics`), labelled with the model's name and version:
+Triton serves them at its metrics port (`/metrics`), labelled with the model's name and version. The families, label
+names and label values are the backend's (tests/data/upstream/tensorrtllm_backend_metrics.json), with its meanings:
 
-| metric | kind | what | NIM / vLLM counterpart |
-| --- | --- | --- | --- |
-| `nemo_runtime_requests_running` | gauge | requests holding a batch slot | `num_requests_running` |
-| `nemo_runtime_requests_waiting` | gauge | requests queued for a slot | `num_requests_waiting` |
-| `nemo_runtime_batch_slots_free` | gauge | `max_batch_size` - running | `num_request_max` - running |
-| `nemo_runtime_requests_cancelled_total` | counter | requests ended early since start | |
+| metric | label value | what |
+| --- | --- | --- |
+| `nv_trt_llm_request_metrics{request_type=...}` | `active` | requests in the engine: running + waiting |
+| | `max` | `max_batch_size` |
+| | `scheduled` | requests holding a batch slot (prefilled, decoding) |
+| | `waiting` | requests queued for a slot (`active` - `scheduled`, as the backend computes it) |
+| `nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=...}` | `tokens_per` | positions per block (64) |
+| | `max` | blocks a full batch of sequences of `max_seq_len` positions fills |
+| | `used` | blocks the running requests' positions fill |
+| | `free` | `max` - `used` |
+| | `reused` | 0: the CPU engines reuse no cached prefix |
+| | `fraction` | `used` / `max` |
+| `nemo_runtime_requests_cancelled_total` | | requests ended early since start (a counter the backend lacks) |
 
-A `MetricsPublisher` thread follows `InflightBatcher.wait_for_change()` and sets only the values that
-changed: the step loop never waits on Triton (each metric update is a message to the Triton process),
-and a steady batch costs nothing. Updates are coalesced to at most one per `min_interval_s`.
+The backend's `context` request count is not published: the CPU engines prefill within a decode step and keep no
+count of it between steps.
+
+A `MetricsPublisher` thread follows `wait_for_change()` and sets only the values that changed: the step loop never
+waits on Triton (each metric update is a message to the Triton process), and a steady batch costs nothing but a
+change of KV-cache block. Updates are coalesced to at most one per `min_interval_s`.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from nemo_runtime.inflight import BatcherStats, InflightBatcher
+from nemo_runtime.inflight import KV_TOKENS_PER_BLOCK, BatcherStats
 
-PREFIX = "nemo_runtime_"
-GAUGES: dict[str, tuple[str, Callable[[BatcherStats], int]]] = {
-    f"{PREFIX}requests_running": ("Requests holding a batch slot (prefilled, decoding)", lambda s: s.running),
-    f"{PREFIX}requests_waiting": ("Requests queued for a batch slot", lambda s: s.waiting),
-    f"{PREFIX}batch_slots_free": ("Batch slots free (max_batch_size minus running)", lambda s: s.slots_free),
+REQUESTS = "nv_trt_llm_request_metrics"
+KV_CACHE_BLOCKS = "nv_trt_llm_kv_cache_block_metrics"
+CANCELLED = "nemo_runtime_requests_cancelled_total"
+GAUGES: dict[tuple[str, str], dict[str, Callable[[BatcherStats], float]]] = {
+    (REQUESTS, "request_type"): {
+        "active": lambda s: s.running + s.waiting,
+        "max": lambda s: s.max_batch_size,
+        "scheduled": lambda s: s.running,
+        "waiting": lambda s: s.waiting,
+    },
+    (KV_CACHE_BLOCKS, "kv_cache_block_type"): {
+        "tokens_per": lambda s: KV_TOKENS_PER_BLOCK,
+        "max": lambda s: s.kv_blocks_max,
+        "used": lambda s: s.kv_blocks_used,
+        "free": lambda s: s.kv_blocks_max - s.kv_blocks_used,
+        "reused": lambda s: 0,
+        "fraction": lambda s: s.kv_blocks_used / s.kv_blocks_max if s.kv_blocks_max else 0.0,
+    },
 }
-COUNTERS: dict[str, tuple[str, Callable[[BatcherStats], int]]] = {
-    f"{PREFIX}requests_cancelled_total": (
-        "Requests ended before finishing (client cancellation, the stop input)",
-        lambda s: s.cancelled,
-    ),
+DESCRIPTIONS = {
+    REQUESTS: "TRT LLM request metrics",
+    KV_CACHE_BLOCKS: "TRT LLM KV cache block metrics",
+    CANCELLED: "Requests ended before finishing (client cancellation, the stop input)",
 }
-NAMES = (*GAUGES, *COUNTERS)
+
+
+class Engine(Protocol):
+    """What the publisher follows: the in-flight batcher or the stand-in engine."""
+
+    def wait_for_change(self, since: BatcherStats | None, timeout: float) -> BatcherStats: ...
 
 
 class TritonMetrics:
@@ -42,38 +72,40 @@ class TritonMetrics:
     importable only inside Triton)."""
 
     def __init__(self, pb_utils: Any, labels: Mapping[str, str]) -> None:
+        gauge, counter = pb_utils.MetricFamily.GAUGE, pb_utils.MetricFamily.COUNTER
         self._families: list[Any] = []
-        self._metrics: dict[str, tuple[Any, Callable[[BatcherStats], int], bool]] = {}
-        kinds = ((GAUGES, pb_utils.MetricFamily.GAUGE, False), (COUNTERS, pb_utils.MetricFamily.COUNTER, True))
-        for table, kind, counter in kinds:
-            for name, (description, read) in table.items():
-                family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
-                self._families.append(family)
-                self._metrics[name] = (family.Metric(labels=dict(labels)), read, counter)
-        self._last: dict[str, int] = {}
+        self._gauges: list[tuple[Any, Callable[[BatcherStats], float]]] = []
+        for (name, label), values in GAUGES.items():
+            family = pb_utils.MetricFamily(name=name, description=DESCRIPTIONS[name], kind=gauge)
+            self._families.append(family)
+            self._gauges += [(family.Metric(labels={**labels, label: value}), read) for value, read in values.items()]
+        cancelled = pb_utils.MetricFamily(name=CANCELLED, description=DESCRIPTIONS[CANCELLED], kind=counter)
+        self._families.append(cancelled)
+        self._cancelled = cancelled.Metric(labels=dict(labels))
+        self._last_gauges: list[float | None] = [None] * len(self._gauges)
+        self._last_cancelled = 0
 
     def publish(self, stats: BatcherStats) -> None:
-        for name, (metric, read, counter) in self._metrics.items():
-            value, last = read(stats), self._last.get(name)
-            if counter:
-                if value > (last or 0):
-                    metric.increment(value - (last or 0))
-            elif value != last:
+        for index, (metric, read) in enumerate(self._gauges):
+            value = float(read(stats))
+            if value != self._last_gauges[index]:
                 metric.set(value)
-            self._last[name] = value
+                self._last_gauges[index] = value
+        if stats.cancelled > self._last_cancelled:
+            self._cancelled.increment(stats.cancelled - self._last_cancelled)
+            self._last_cancelled = stats.cancelled
 
     def close(self) -> None:
         # Triton requires a family to outlive its metrics.
-        self._metrics.clear()
+        self._gauges.clear()
+        self._cancelled = None
         self._families.clear()
 
 
 class MetricsPublisher:
     """Publishes the batcher's stats from its own thread whenever they change. Call `close()` to stop it."""
 
-    def __init__(
-        self, batcher: InflightBatcher, publish: Callable[[BatcherStats], None], min_interval_s: float = 0.01
-    ) -> None:
+    def __init__(self, batcher: Engine, publish: Callable[[BatcherStats], None], min_interval_s: float = 0.01) -> None:
         self._batcher = batcher
         self._publish = publish
         self._min_interval_s = min_interval_s

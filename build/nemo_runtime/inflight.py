@@ -92,6 +92,15 @@ def token_mask(request: GenerationRequest, vocab_size: int) -> TokenMask | None:
     return mask
 
 
+KV_TOKENS_PER_BLOCK = 64
+"""Tokens per KV-cache block in the block figures the CPU engines publish (the profiles' tokens_per_block)."""
+
+
+def kv_blocks(tokens: int) -> int:
+    """The KV-cache blocks ``tokens`` positions fill."""
+    return -(-tokens // KV_TOKENS_PER_BLOCK)
+
+
 @dataclass(frozen=True)
 class BatcherStats:
     """A snapshot of the batcher's state."""
@@ -100,6 +109,8 @@ class BatcherStats:
     waiting: int  # requests submitted and not yet admitted to the batch (every slot taken)
     max_batch_size: int
     cancelled: int = 0  # requests ended early since start: client cancellation, `stop`, a vanished client
+    kv_blocks_used: int = 0  # KV-cache blocks the running requests' positions fill
+    kv_blocks_max: int = 0  # KV-cache blocks a full batch of sequences of the longest length fills
 
     @property
     def slots_free(self) -> int:
@@ -116,6 +127,11 @@ class _Active:
     context_logits: torch.Tensor | None = None
     generation_logits: list[torch.Tensor] = field(default_factory=list)
     running: bool = False  # admitted: it has produced its first step output and holds a slot
+
+    @property
+    def positions(self) -> int:
+        """The sequence positions its KV cache holds."""
+        return len(self.request.input_ids) + len(self.generated)
 
     def returns(self) -> Returns:
         request = self.request
@@ -198,8 +214,16 @@ class InflightBatcher(BatchLoop):
             return len(self._active)
 
     def _snapshot(self) -> BatcherStats:  # under self._lock
-        running = self._running
-        return BatcherStats(running, len(self._active) - running, self._runtime.max_batch_size, self._cancelled)
+        running, max_batch_size = self._running, self._runtime.max_batch_size
+        used = sum(kv_blocks(active.positions) for active in self._active.values() if active.running)
+        return BatcherStats(
+            running,
+            len(self._active) - running,
+            max_batch_size,
+            self._cancelled,
+            kv_blocks_used=used,
+            kv_blocks_max=max_batch_size * kv_blocks(self._runtime.max_seq_len),
+        )
 
     def submit(self, request: GenerationRequest, sink: Sink, tag: str = "") -> None:
         """Queue a request; raises BadRequestError (nothing queued) when it cannot be served."""
@@ -303,7 +327,11 @@ class InflightBatcher(BatchLoop):
                 self._changed.notify_all()
         if active is None:
             return
+        before = kv_blocks(active.positions)
         active.generated.extend(output.new_token_ids)
+        if active.running and kv_blocks(active.positions) != before:  # the KV-cache figures changed
+            with self._lock:
+                self._changed.notify_all()
         active.log_probs.extend(output.log_probs)
         if output.context_logits is not None:
             active.context_logits = output.context_logits

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from nemo_chat_core.engine_tensors import GenerationRequest
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
-from nemo_runtime.inflight import BatcherStats, BatchLoop, Sink, unsupported
+from nemo_runtime.inflight import KV_TOKENS_PER_BLOCK, BatcherStats, BatchLoop, Sink, kv_blocks, unsupported
 
 DEFAULT_TOKENS_PER_S = 200.0
 DEFAULT_CANCELLATION_CHECK_S = 0.1
@@ -171,7 +171,15 @@ class StandInEngine(BatchLoop):
             return len(self._waiting) + len(self._running)
 
     def _snapshot(self) -> BatcherStats:  # under self._lock
-        return BatcherStats(len(self._running), len(self._waiting), self.max_batch_size, self._cancelled)
+        used = sum(kv_blocks(len(stream.request.input_ids) + len(stream.generated)) for stream in self._running)
+        return BatcherStats(
+            len(self._running),
+            len(self._waiting),
+            self.max_batch_size,
+            self._cancelled,
+            kv_blocks_used=used,
+            kv_blocks_max=self.max_batch_size * kv_blocks(self.max_seq_len),
+        )
 
     def _start(self, prompt: Sequence[int]) -> int:
         digest = zlib.crc32(array("q", prompt).tobytes())
@@ -233,9 +241,11 @@ class StandInEngine(BatchLoop):
             self._finish(stream, None)
         self.steps += 1
         cycle, length = self._cycle, len(self._cycle)
+        crossed_a_block = False
         for stream in running:
             request, generated = stream.request, stream.generated
             count = len(generated)
+            crossed_a_block |= (len(request.input_ids) + count) % KV_TOKENS_PER_BLOCK == 0
             if stream.cancelled or (stream.end_at is not None and count >= stream.end_at):
                 self._finish(stream, None)  # cancelled, or the end id came: it is not returned
                 left.append(stream)
@@ -249,6 +259,9 @@ class StandInEngine(BatchLoop):
                 left.append(stream)
             elif request.streaming and not self._send(stream, [token], False):
                 left.append(stream)  # the client is gone: no more responses
+        if crossed_a_block and not (left or admitted):  # only the KV-cache figures changed
+            with self._lock:
+                self._changed.notify_all()
         if left or admitted:
             with self._lock:
                 gone = {id(stream) for stream in left}

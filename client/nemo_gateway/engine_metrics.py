@@ -3,13 +3,13 @@
 On every ``/v1/metrics`` scrape the gateway reads Triton's metrics endpoint (``--triton-metrics-url``) and
 derives:
 
-- ``num_requests_running``: GPU ``nv_trt_llm_request_metrics{request_type="scheduled"}``, CPU
-  ``nemo_runtime_requests_running``;
-- ``num_requests_waiting``: GPU ``nv_trt_llm_request_metrics{request_type="waiting"}``, CPU
-  ``nemo_runtime_requests_waiting``;
-- ``gpu_cache_usage_perc`` (NIM) and ``kv_cache_usage_perc`` (vLLM), 0-1: GPU
-  ``nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}``, CPU running / batch slots (its cache
-  holds one slot per request).
+- ``num_requests_running``: ``nv_trt_llm_request_metrics{request_type="scheduled"}``;
+- ``num_requests_waiting``: ``nv_trt_llm_request_metrics{request_type="waiting"}``;
+- ``gpu_cache_usage_perc`` (NIM) and ``kv_cache_usage_perc`` (vLLM), 0-1:
+  ``nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}``.
+
+Every runtime publishes these families: the C++ tensorrtllm backend, and the python `tensorrt_llm` models (the
+reference runtime and the stand-in, nemo_runtime.batch_metrics).
 
 ``nemo_gateway_engine_metrics_up`` is 1 when Triton's metrics were read, else 0 and the figures above are absent.
 The backend's family and label names are held in ``tests/data/upstream/tensorrtllm_backend_metrics.json``.
@@ -26,9 +26,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 TRT_REQUESTS = "nv_trt_llm_request_metrics"
 TRT_KV_BLOCKS = "nv_trt_llm_kv_cache_block_metrics"
-CPU_RUNNING = "nemo_runtime_requests_running"
-CPU_WAITING = "nemo_runtime_requests_waiting"
-CPU_SLOTS_FREE = "nemo_runtime_batch_slots_free"
 SCRAPE_TIMEOUT_S = 2.0
 
 
@@ -59,16 +56,11 @@ def _value(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 def engine_figures(samples: Samples) -> dict[str, float]:
-    """NIM-named figures from the tensorrtllm backend's metrics or the reference runtime's (what is there)."""
+    """NIM-named figures from the tensorrtllm backend's metric families (what is there)."""
     figures: dict[str, float] = {}
     running = _value(samples, TRT_REQUESTS, request_type="scheduled")
     waiting = _value(samples, TRT_REQUESTS, request_type="waiting")
     usage = _value(samples, TRT_KV_BLOCKS, kv_cache_block_type="fraction")
-    if running is None:
-        running, waiting = _value(samples, CPU_RUNNING), _value(samples, CPU_WAITING)
-        free = _value(samples, CPU_SLOTS_FREE)
-        if running is not None and free is not None and running + free > 0:
-            usage = running / (running + free)
     for name, value in (("num_requests_running", running), ("num_requests_waiting", waiting)):
         if value is not None:
             figures[name] = value

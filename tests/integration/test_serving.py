@@ -7,6 +7,7 @@ runtime executing the tiny trained model's FP8 checkpoint: no part of the path i
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,36 @@ def test_a_cancelled_queued_request_ends_while_the_batch_and_the_queue_go_on(
     batch_metrics.wait_for(
         requests_running=0, requests_waiting=0, requests_cancelled_total=cancelled + 1 + MAX_BATCH_SIZE
     )
+
+
+def test_the_metrics_the_endpoint_picker_reads_move_as_requests_run_and_queue(
+    url: str, batch_metrics: BatchMetrics, serving_checkpoint: Path
+) -> None:
+    """`nv_trt_llm_request_metrics{request_type=waiting|scheduled}` and `nv_trt_llm_kv_cache_block_metrics`
+    (`fraction`, `tokens_per`, `max`): what llm-d-router's endpoint picker scores a `triton-tensorrt-llm` pod by."""
+    idle = batch_metrics.idle()
+    model_positions = json.loads((serving_checkpoint / "config.json").read_text())["max_position_embeddings"]
+    blocks_per_sequence = -(-model_positions // 64)  # the runtime's longest sequence is the model's
+    assert idle["kv_tokens_per_block"] == 64 and idle["kv_blocks_max"] == MAX_BATCH_SIZE * blocks_per_sequence
+    assert idle["kv_blocks_used"] == 0 and idle["kv_cache_fraction"] == 0 and idle["requests_active"] == 0
+    calls = [StreamingCall(url, "tensorrt_llm", long_generation(MAX_SEQ_LEN - 8)) for _ in range(MAX_BATCH_SIZE)]
+    for call in calls:
+        assert call.next()
+    batch_metrics.wait_for(requests_running=MAX_BATCH_SIZE, requests_waiting=0)
+    queued = [StreamingCall(url, "tensorrt_llm", long_generation(4)) for _ in range(2)]
+    batch_metrics.wait_for(requests_waiting=2, requests_active=MAX_BATCH_SIZE + 2, requests_running=MAX_BATCH_SIZE)
+    start = batch_metrics.read()["kv_cache_fraction"]
+    assert start >= MAX_BATCH_SIZE / idle["kv_blocks_max"]  # each running sequence fills a block at least
+    deadline = time.monotonic() + 30
+    while (now := batch_metrics.read())["kv_cache_fraction"] <= start:  # the sequences grow past their block
+        assert time.monotonic() < deadline, now
+        time.sleep(0.05)
+    assert now["kv_cache_fraction"] == now["kv_blocks_used"] / now["kv_blocks_max"]
+    for call in calls:
+        call.cancel()
+    assert all(sum(o["output_ids"].size for o in call.finish().outputs) == 4 for call in queued)
+    done = batch_metrics.wait_for(requests_running=0, requests_waiting=0, requests_active=0, kv_blocks_used=0)
+    assert done["kv_cache_fraction"] == 0
 
 
 def test_sixteen_concurrent_streams_all_complete_correctly(url: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import queue
-import re
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 
@@ -113,28 +113,49 @@ def ensemble_inputs(text: str, max_tokens: int, **extra: Any) -> dict[str, np.nd
     return inputs
 
 
-_SAMPLE = re.compile(r"^(nemo_runtime_\w+)\{([^}]*)\} (\S+)$", re.MULTILINE)
+ENGINE_METRICS = {
+    ("nv_trt_llm_request_metrics", "request_type", "scheduled"): "requests_running",
+    ("nv_trt_llm_request_metrics", "request_type", "waiting"): "requests_waiting",
+    ("nv_trt_llm_request_metrics", "request_type", "active"): "requests_active",
+    ("nv_trt_llm_request_metrics", "request_type", "max"): "max_batch_size",
+    ("nv_trt_llm_kv_cache_block_metrics", "kv_cache_block_type", "used"): "kv_blocks_used",
+    ("nv_trt_llm_kv_cache_block_metrics", "kv_cache_block_type", "max"): "kv_blocks_max",
+    ("nv_trt_llm_kv_cache_block_metrics", "kv_cache_block_type", "tokens_per"): "kv_tokens_per_block",
+    ("nv_trt_llm_kv_cache_block_metrics", "kv_cache_block_type", "fraction"): "kv_cache_fraction",
+    ("nemo_runtime_requests_cancelled_total", None, None): "requests_cancelled_total",
+}
+"""The samples a python `tensorrt_llm` model publishes (the C++ backend's families, nemo_runtime.batch_metrics),
+by the short names the tests use."""
 
 
 class BatchMetrics:
-    """The CPU `tensorrt_llm` model's in-flight batcher state, read from Triton's metrics endpoint.
+    """The state of a python `tensorrt_llm` model (reference runtime or stand-in), read from Triton's metrics endpoint.
 
-    Names without the `nemo_runtime_` prefix: `requests_running`, `requests_waiting`, `batch_slots_free`,
-    `requests_cancelled_total` (see nemo_runtime.batch_metrics).
+    Short names (ENGINE_METRICS): `requests_running`, `requests_waiting`, `requests_active`, `max_batch_size`,
+    `kv_blocks_used`, `kv_blocks_max`, `kv_tokens_per_block`, `kv_cache_fraction`, `requests_cancelled_total`, and
+    `batch_slots_free` (`max_batch_size` - `requests_running`).
     """
 
     def __init__(self, host: str, port: int, model: str = "tensorrt_llm") -> None:
         self.url = f"http://{host}:{port}/metrics"
-        self._label = f'model="{model}"'
+        self._model = model
 
     def read(self) -> dict[str, float]:
         with urllib.request.urlopen(self.url, timeout=5) as answer:
             text = answer.read().decode("utf-8")
-        return {
-            name.removeprefix("nemo_runtime_"): float(value)
-            for name, labels, value in _SAMPLE.findall(text)
-            if self._label in labels.split(",")
-        }
+        values: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.labels.get("model") != self._model:
+                    continue
+                own = [(k, v) for k, v in sample.labels.items() if k not in ("model", "version")]
+                label, value = own[0] if own else (None, None)
+                short = ENGINE_METRICS.get((sample.name, label, value))
+                if short is not None:
+                    values[short] = sample.value
+        if "max_batch_size" in values and "requests_running" in values:
+            values["batch_slots_free"] = values["max_batch_size"] - values["requests_running"]
+        return values
 
     def wait_for(self, timeout: float = 5.0, **expected: float) -> dict[str, float]:
         """The metrics once each named one has its expected value; fails after `timeout` seconds."""

@@ -1,12 +1,15 @@
 """Engine figures under NIM's names from Triton's metrics: the tensorrtllm backend's families (as upstream
-declares them, tests/data/upstream/tensorrtllm_backend_metrics.json) on GPU, the reference runtime's on CPU."""
+declares them, tests/data/upstream/tensorrtllm_backend_metrics.json), which the python `tensorrt_llm` models publish
+too."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from nemo_gateway.engine_metrics import default_metrics_url, engine_figures, parse
 from tests.unit.gateway.conftest import Gateway
@@ -44,21 +47,58 @@ def test_gpu_figures_come_from_the_backend_s_request_and_kv_cache_families() -> 
     }
 
 
-def test_cpu_figures_come_from_the_reference_runtime_s_gauges() -> None:
-    labels = 'model="tensorrt_llm",version="1"'
-    text = "\n".join(
-        [
-            "# TYPE nemo_runtime_requests_running gauge",
-            f"nemo_runtime_requests_running{{{labels}}} 3",
-            "# TYPE nemo_runtime_requests_waiting gauge",
-            f"nemo_runtime_requests_waiting{{{labels}}} 1",
-            "# TYPE nemo_runtime_batch_slots_free gauge",
-            f"nemo_runtime_batch_slots_free{{{labels}}} 5",
-        ]
+def test_the_reference_runtime_s_families_give_the_same_figures() -> None:
+    """What nemo_runtime.batch_metrics publishes (its own families, not a copy typed here) reads as the GPU's do."""
+    from nemo_runtime.batch_metrics import TritonMetrics
+    from nemo_runtime.inflight import BatcherStats
+
+    exposition = PrometheusExposition()
+    TritonMetrics(exposition, {"model": "tensorrt_llm", "version": "1"}).publish(
+        BatcherStats(running=3, waiting=1, max_batch_size=8, cancelled=2, kv_blocks_used=6, kv_blocks_max=24)
     )
-    figures = engine_figures(parse(text + "\n"))
+    figures = engine_figures(parse(exposition.text()))
     assert figures["num_requests_running"] == 3 and figures["num_requests_waiting"] == 1
-    assert figures["kv_cache_usage_perc"] == pytest.approx(3 / 8)
+    assert figures["kv_cache_usage_perc"] == pytest.approx(6 / 24) == figures["gpu_cache_usage_perc"]
+
+
+class PrometheusExposition:
+    """`pb_utils.MetricFamily` over prometheus_client: the text Triton would serve for the same calls."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+
+        class MetricFamily:
+            GAUGE, COUNTER = "gauge", "counter"
+
+            def __init__(self, name: str, description: str, kind: str) -> None:
+                self.name, self.description, self.kind = name, description, kind
+                self.metrics: dict[str, Gauge | Counter] = {}
+
+            def Metric(self, labels: dict[str, str]) -> TritonMetric:
+                kind = Gauge if self.kind == self.GAUGE else Counter
+                name = self.name.removesuffix("_total") if kind is Counter else self.name
+                if name not in self.metrics:
+                    self.metrics[name] = kind(name, self.description, list(labels), registry=registry)
+                return TritonMetric(self.metrics[name].labels(**labels))
+
+        self.MetricFamily = MetricFamily
+
+    def text(self) -> str:
+        return generate_latest(self.registry).decode()
+
+
+class TritonMetric:
+    """`pb_utils.Metric`'s calls on a prometheus_client child."""
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+
+    def set(self, value: float) -> None:
+        self._child.set(value)
+
+    def increment(self, value: float) -> None:
+        self._child.inc(value)
 
 
 def test_the_metrics_url_defaults_to_port_8002_of_the_triton_host() -> None:

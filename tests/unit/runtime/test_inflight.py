@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 
@@ -11,10 +12,11 @@ import torch
 from nemo_chat_core.engine_tensors import GenerationRequest
 from nemo_chat_core.sampling import Sampling
 from nemo_protocol.errors import BadRequestError
-from nemo_runtime.batch_metrics import NAMES, PREFIX, MetricsPublisher, TritonMetrics
+from nemo_runtime.batch_metrics import CANCELLED, KV_CACHE_BLOCKS, REQUESTS, MetricsPublisher, TritonMetrics
 from nemo_runtime.inflight import BatcherStats, InflightBatcher
 from nemo_runtime.sampling import SamplingParams
 from nemo_runtime.scheduler import ReferenceRuntime
+from tests.source_tree import PROJECT
 from tests.unit.runtime.sinks import RecordingSink
 
 PROMPT = [1, 300, 301, 302, 303]
@@ -165,7 +167,9 @@ def wait_for_stats(batcher: InflightBatcher, **expected: int) -> BatcherStats:
 def test_stats_count_running_waiting_and_cancelled_requests(new_runtime: Callable[..., ReferenceRuntime]) -> None:
     batcher = InflightBatcher(new_runtime(max_batch_size=2))
     try:
-        assert batcher.stats() == BatcherStats(running=0, waiting=0, max_batch_size=2, cancelled=0)
+        assert batcher.stats() == BatcherStats(
+            running=0, waiting=0, max_batch_size=2, cancelled=0, kv_blocks_used=0, kv_blocks_max=2 * 4
+        )
         long = [RecordingSink() for _ in range(2)]
         for sink in long:
             batcher.submit(request(max_new_tokens=200), sink)
@@ -225,6 +229,9 @@ def test_many_cancellations_leave_the_kv_cache_as_it_was(new_runtime: Callable[.
     assert sorted(cache.free_slots) == list(range(slots))
 
 
+UPSTREAM_METRICS = json.loads((PROJECT / "tests/data/upstream/tensorrtllm_backend_metrics.json").read_text())
+
+
 def test_stats_publisher_sets_gauges_and_counts_cancellations_only_on_changes(
     new_runtime: Callable[..., ReferenceRuntime],
 ) -> None:
@@ -233,22 +240,56 @@ def test_stats_publisher_sets_gauges_and_counts_cancellations_only_on_changes(
     metrics = TritonMetrics(triton, {"model": "tensorrt_llm", "version": "1"})
     publisher = MetricsPublisher(batcher, metrics.publish, min_interval_s=0)
     try:
-        triton.wait_for(requests_running=0, batch_slots_free=4, requests_waiting=0)
-        assert set(triton.families) == set(NAMES)
-        assert all(m.labels == {"model": "tensorrt_llm", "version": "1"} for m in triton.metrics.values())
+        triton.wait_for(scheduled=0, waiting=0, active=0, max_requests=4, kv_used=0, kv_fraction=0)
+        upstream = UPSTREAM_METRICS["families"]
+        for family, label, value in triton.metrics:  # the backend's families, label names and values
+            if family != CANCELLED:
+                assert upstream[family]["kind"] == triton.families[family] == "gauge"
+                assert label == upstream[family]["label"] and value in upstream[family]["values"], (family, value)
+        assert all(
+            {k: v for k, v in m.labels.items() if k in ("model", "version")}
+            == {"model": "tensorrt_llm", "version": "1"}
+            for m in triton.metrics.values()
+        )
         sinks = [RecordingSink() for _ in range(3)]
         for sink in sinks:
             batcher.submit(request(max_new_tokens=200), sink)
-        triton.wait_for(requests_running=3, batch_slots_free=1)
-        sets = len(triton.metrics["nemo_runtime_requests_running"].history)
-        while len(sinks[0].sends) < 10:  # a steady batch publishes nothing
+        triton.wait_for(scheduled=3, waiting=0, active=3)
+        sets = len(triton.metric("scheduled").history)
+        while len(sinks[0].sends) < 10:  # a steady batch publishes nothing for its request counts
             time.sleep(0.005)
-        assert len(triton.metrics["nemo_runtime_requests_running"].history) == sets
+        assert len(triton.metric("scheduled").history) == sets
         for sink in sinks:
             sink.cancelled = True
-        triton.wait_for(requests_running=0, batch_slots_free=4, requests_cancelled_total=3)
-        assert triton.metrics["nemo_runtime_requests_cancelled_total"].kind == "counter"
+        triton.wait_for(scheduled=0, active=0, kv_used=0, cancelled=3)
+        assert triton.families[CANCELLED] == "counter"
         assert publisher.failures == 0
+    finally:
+        publisher.close()
+        batcher.close()
+        metrics.close()
+
+
+def test_kv_cache_blocks_follow_the_running_requests_positions(new_runtime: Callable[..., ReferenceRuntime]) -> None:
+    """What the endpoint picker reads as KV-cache use: blocks of 64 positions, used / max."""
+    runtime = new_runtime(max_batch_size=2)
+    triton = FakeTritonMetrics()
+    batcher = InflightBatcher(runtime)
+    metrics = TritonMetrics(triton, {})
+    publisher = MetricsPublisher(batcher, metrics.publish, min_interval_s=0)
+    try:
+        most = 2 * -(-runtime.max_seq_len // 64)
+        triton.wait_for(tokens_per=64, kv_max=most, kv_used=0, kv_free=most)
+        sink = RecordingSink()
+        batcher.submit(request(max_new_tokens=130), sink)  # 5 prompt positions, then 130 generated
+        triton.wait_for(kv_used=1, kv_free=most - 1, kv_fraction=1 / most)
+        while len(sink.tokens) < 70:
+            time.sleep(0.001)
+        triton.wait_for(kv_used=2)  # past 64 positions: a second block
+        sink.wait()
+        triton.wait_for(kv_used=0, kv_fraction=0, scheduled=0)
+        used = [value for value, _ in triton.metric("kv_used").history]
+        assert max(used) == 3 and used == [*sorted(used[:-1]), 0]  # 135 positions: 3 blocks, then none
     finally:
         publisher.close()
         batcher.close()
@@ -265,10 +306,10 @@ def test_cancellation_is_published_within_100_ms_of_being_noticed(
     try:
         sink = NoticingSink()
         batcher.submit(request(max_new_tokens=200), sink)
-        triton.wait_for(requests_running=1)
+        triton.wait_for(scheduled=1)
         sink.cancelled = True
-        triton.wait_for(requests_running=0, batch_slots_free=4)
-        running = triton.metrics["nemo_runtime_requests_running"]
+        triton.wait_for(scheduled=0, active=0)
+        running = triton.metric("scheduled")
         assert sink.noticed is not None and running.history[-1][1] - sink.noticed < 0.1
     finally:
         publisher.close()
@@ -304,12 +345,28 @@ class FakeMetric:
         self.history.append((self.value, time.monotonic()))
 
 
+SHORT_NAMES = {
+    "active": (REQUESTS, "active"),
+    "max_requests": (REQUESTS, "max"),
+    "scheduled": (REQUESTS, "scheduled"),
+    "waiting": (REQUESTS, "waiting"),
+    "tokens_per": (KV_CACHE_BLOCKS, "tokens_per"),
+    "kv_max": (KV_CACHE_BLOCKS, "max"),
+    "kv_used": (KV_CACHE_BLOCKS, "used"),
+    "kv_free": (KV_CACHE_BLOCKS, "free"),
+    "kv_fraction": (KV_CACHE_BLOCKS, "fraction"),
+    "cancelled": (CANCELLED, None),
+}
+
+
 class FakeTritonMetrics:
-    """The slice of `triton_python_backend_utils` the metrics use: MetricFamily(name, description, kind).Metric."""
+    """The slice of `triton_python_backend_utils` the metrics use: MetricFamily(name, description, kind).Metric.
+
+    Metrics are kept by (family, label, label value) for the label beside model and version."""
 
     def __init__(self) -> None:
         self.families: dict[str, str] = {}
-        self.metrics: dict[str, FakeMetric] = {}
+        self.metrics: dict[tuple[str, str | None, str | None], FakeMetric] = {}
         fake = self
 
         class MetricFamily:
@@ -321,16 +378,24 @@ class FakeTritonMetrics:
                 self.name, self.kind = name, kind
 
             def Metric(self, labels: dict[str, str]) -> FakeMetric:
-                fake.metrics[self.name] = FakeMetric(self.kind, labels)
-                return fake.metrics[self.name]
+                own = [(k, v) for k, v in labels.items() if k not in ("model", "version")]
+                label, value = own[0] if own else (None, None)
+                key = (self.name, label, value)
+                assert key not in fake.metrics
+                fake.metrics[key] = FakeMetric(self.kind, labels)
+                return fake.metrics[key]
 
         self.MetricFamily = MetricFamily
+
+    def metric(self, short: str) -> FakeMetric:
+        family, value = SHORT_NAMES[short]
+        return next(m for (f, _, v), m in self.metrics.items() if f == family and v == value)
 
     def wait_for(self, **expected: float) -> None:
         deadline = time.monotonic() + 5
         while True:
-            values = {name: self.metrics[PREFIX + name].value for name in expected if PREFIX + name in self.metrics}
-            if values == expected:
+            values = {name: self.metric(name).value for name in expected}
+            if all(values[name] == pytest.approx(value) for name, value in expected.items()):
                 return
             assert time.monotonic() < deadline, (values, expected)
             time.sleep(0.005)
