@@ -270,6 +270,24 @@ def test_stats_publisher_sets_gauges_and_counts_cancellations_only_on_changes(
         metrics.close()
 
 
+def test_each_published_value_means_what_the_backend_fills_it_with() -> None:
+    """The backend's meanings (model_instance_state.cc WaitForStats, in the upstream data), from one snapshot."""
+    triton = FakeTritonMetrics()
+    TritonMetrics(triton, {}).publish(
+        BatcherStats(running=5, waiting=3, max_batch_size=8, cancelled=1, kv_blocks_used=12, kv_blocks_max=64)
+    )
+    meanings = UPSTREAM_METRICS["meanings"]
+    assert {(family, value) for family, _, value in triton.metrics if family != CANCELLED} <= {
+        (family, value) for family, values in meanings.items() for value in values
+    }
+    value = {short: triton.metric(short).value for short in SHORT_NAMES}
+    assert (value["active"], value["scheduled"], value["max_requests"]) == (8, 5, 8)
+    assert value["waiting"] == value["active"] - value["scheduled"] == 3
+    assert (value["kv_used"], value["kv_max"], value["tokens_per"]) == (12, 64, 64)
+    assert value["kv_free"] == 64 - 12 and value["kv_fraction"] == 12 / 64
+    assert value["cancelled"] == 1
+
+
 def test_kv_cache_blocks_follow_the_running_requests_positions(new_runtime: Callable[..., ReferenceRuntime]) -> None:
     """What the endpoint picker reads as KV-cache use: blocks of 64 positions, used / max."""
     runtime = new_runtime(max_batch_size=2)
