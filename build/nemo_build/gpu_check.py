@@ -52,7 +52,7 @@ from nemo_build.profiles import DEFAULT_PROFILE, Profile, available_profiles, lo
 from nemo_build.repository import TOKENIZER_FILE
 from nemo_build.serve import ServeError, TritonServer, repository_manifest
 from nemo_build.stack import RunAborted, StepFailed, StepRecord, Steps, gateway, get_weather, venv_bin
-from nemo_build.tiny_chat import WEATHER_TOOL
+from nemo_build.tiny.chat import WEATHER_TOOL
 
 ROOT = Path(__file__).resolve().parents[2]
 MAKE_ENGINE = ROOT / "scripts" / "make_engine.sh"
@@ -68,7 +68,7 @@ LOG_TAIL_LINES = 40
 # An FP8 checkpoint of NeMo 12B is ~0.55 of the bf16 weights (embedding and lm_head stay bf16).
 CHECKPOINT_FRACTION = {"fp8": 0.6, "bf16": 1.0}
 # Prompts the 12B Instruct model answers naturally, and that the CPU tests' trained tiny model knows
-# by heart (nemo_build.tiny_chat.CHAT_SET), so the same smoke step passes on both.
+# by heart (nemo_build.tiny.chat.CHAT_SET), so the same smoke step passes on both.
 CHAT_PROMPT = "What is the capital of France?"
 STREAM_PROMPT = "How many days are in a week?"
 TOOL_PROMPT = "What is the weather in Paris?"

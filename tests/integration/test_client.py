@@ -17,7 +17,7 @@ from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from nemo_build.serve import TritonServer
-from nemo_build.tiny_chat import WEATHER_TOOL
+from nemo_build.tiny.chat import WEATHER_TOOL
 from nemo_client import AsyncNemoClient, NemoClient
 from nemo_client.client import AsyncStream
 from nemo_protocol.errors import BadRequestError, DeadlineExceededError

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from nemo_build.serve import TritonServer
-from nemo_build.tiny_chat import WEATHER_TOOL
+from nemo_build.tiny.chat import WEATHER_TOOL
 from nemo_client import NemoClient
 from nemo_gateway.settings import GatewaySettings
 from nemo_protocol.request_limits import RequestLimits

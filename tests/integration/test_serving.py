@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from nemo_build.serve import TritonServer
-from nemo_build.tiny_chat import WEATHER_TOOL
+from nemo_build.tiny.chat import WEATHER_TOOL
 from nemo_protocol.tekken import Tekkenizer
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_INPUT_LEN, MAX_SEQ_LEN
 from tests.integration.triton_calls import (

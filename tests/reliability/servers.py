@@ -40,8 +40,8 @@ def tiny_checkpoint() -> Path:
     if (demo / "config.json").is_file():
         return demo
     from nemo_build.checkpoint import CheckpointOptions, build_checkpoint
-    from nemo_build.tiny_model import save_model_dir
-    from nemo_build.tiny_train import train_tiny_model
+    from nemo_build.tiny.model import save_model_dir
+    from nemo_build.tiny.train import train_tiny_model
     from nemo_protocol.tekken import default_tekken_path
 
     model_dir, checkpoint = CACHE / "tiny-model", CACHE / "checkpoint-fp8"
