@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nemo_build import gpu_check
+from nemo_ops import gpu_check
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from nemo_build.repository import TEMPLATES_DIR, RepositorySettings, render_repository
-from nemo_build.serve import free_port
+from nemo_ops.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "artifacts" / "reliability"

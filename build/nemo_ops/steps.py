@@ -1,6 +1,6 @@
 """Running the serving stack's processes for a run that drives it, and reporting that run's steps.
 
-``make demo`` (:mod:`nemo_build.demo`) and ``make gpu-check`` (:mod:`nemo_build.gpu_check`) both start
+``make demo`` (:mod:`nemo_ops.demo`) and ``make gpu-check`` (:mod:`nemo_ops.gpu_check`) both start
 Triton and nemo-gateway, ask them for a chat and a ``get_weather`` tool call, and print each step as it
 runs: ``▶ step N/M name: title``, then ``done in X s``, and a summary at the end.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nemo_build.serve import free_port
+from nemo_ops.launcher import free_port
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 WEATHER = {"Paris": {"conditions": "sunny", "celsius": 18}, "Tokyo": {"conditions": "rainy", "celsius": 12}}

@@ -50,9 +50,9 @@ from nemo_build.preflight import (
 )
 from nemo_build.profiles import DEFAULT_PROFILE, Profile, available_profiles, load_profile
 from nemo_build.repository import TOKENIZER_FILE
-from nemo_build.serve import ServeError, TritonServer, repository_manifest
-from nemo_build.stack import RunAborted, StepFailed, StepRecord, Steps, gateway, get_weather, venv_bin
 from nemo_build.tiny.chat import WEATHER_TOOL
+from nemo_ops.launcher import ServeError, TritonServer, repository_manifest
+from nemo_ops.steps import RunAborted, StepFailed, StepRecord, Steps, gateway, get_weather, venv_bin
 
 ROOT = Path(__file__).resolve().parents[2]
 MAKE_ENGINE = ROOT / "scripts" / "make_engine.sh"
@@ -667,7 +667,7 @@ def render_readme(doc: dict[str, Any]) -> str:
     lines = [
         f"# gpu-check {doc['started'][:10]}: {gpu}, profile `{doc['profile']['name']}`",
         "",
-        f"Made by `make gpu-check` (`python -m nemo_build.gpu_check`) from {doc['started']} to {doc['finished']}. "
+        f"Made by `make gpu-check` (`python -m nemo_ops.gpu_check`) from {doc['started']} to {doc['finished']}. "
         "Every figure below is in `results.json`; the bench files are in `bench/`.",
         "",
         "| machine | |",
@@ -777,9 +777,9 @@ results: docs/gpu/<UTC date>-<gpu>-<profile>/ (results.json, README.md, bench/) 
 
 examples:
   make gpu-check MODEL_DIR=/models/Mistral-Nemo-Instruct-2407
-  python -m nemo_build.gpu_check --model-dir /models/Mistral-Nemo-Instruct-2407 --profile l40s-fp8-tp1
-  python -m nemo_build.gpu_check --model-dir /models/Mistral-Nemo-Instruct-2407 --skip-build   # reuse OUT/repository
-  python -m nemo_build.gpu_check --model-dir DIR --skip-preflight --repository artifacts/demo/repository \\
+  python -m nemo_ops.gpu_check --model-dir /models/Mistral-Nemo-Instruct-2407 --profile l40s-fp8-tp1
+  python -m nemo_ops.gpu_check --model-dir /models/Mistral-Nemo-Instruct-2407 --skip-build   # reuse OUT/repository
+  python -m nemo_ops.gpu_check --model-dir DIR --skip-preflight --repository artifacts/demo/repository \\
       --results-dir /tmp/check        # the steps after the build against any rendered repository (CPU too)
 
 Exit status 0 when every step passed; 1 at the first failed step ("gpu-check: step N (name) failed: ...");

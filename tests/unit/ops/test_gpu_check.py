@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nemo_build import gpu_check
 from nemo_build.preflight import Gpu, probe_gpus
+from nemo_ops import gpu_check
 
 needs_no_gpu = pytest.mark.skipif(bool(probe_gpus()), reason="this machine has an NVIDIA GPU")
 
