@@ -51,8 +51,10 @@ from nemo_build.preflight import (
 from nemo_build.profiles import DEFAULT_PROFILE, Profile, available_profiles, load_profile
 from nemo_build.repository import TOKENIZER_FILE
 from nemo_build.tiny.chat import WEATHER_TOOL
+from nemo_ops.gateway_process import gateway, venv_bin
 from nemo_ops.launcher import ServeError, TritonServer, repository_manifest
-from nemo_ops.steps import RunAborted, StepFailed, StepRecord, Steps, gateway, get_weather, venv_bin
+from nemo_ops.steps import RunAborted, StepFailed, StepRecord, Steps
+from nemo_ops.weather_tool import get_weather
 
 ROOT = Path(__file__).resolve().parents[2]
 MAKE_ENGINE = ROOT / "scripts" / "make_engine.sh"
