@@ -25,7 +25,7 @@ from nemo_ops.gpu_check.bench import (
 )
 from nemo_ops.gpu_check.engines import build_engines
 from nemo_ops.gpu_check.preflight import gpu_facts, preflight, profile_or_none
-from nemo_ops.gpu_check.report import Run, default_results_dir, write_report
+from nemo_ops.gpu_check.report import DEFAULT_RESULTS_ROOT, Run, default_results_dir, write_report
 from nemo_ops.gpu_check.servers import DEFAULT_READY_TIMEOUT_S, start_gateway, start_triton
 from nemo_ops.gpu_check.smoke import smoke
 from nemo_ops.steps import RunAborted, StepRecord, Steps
@@ -40,6 +40,8 @@ needs:   an NVIDIA GPU host and its driver; docker with the NVIDIA container too
 takes:   the first run roughly 30-60 min (image pull, FP8 calibration, engine build, engine load);
          then minutes with --skip-build (estimates).
 results: docs/gpu/<UTC date>-<gpu>-<profile>/ (results.json, README.md, bench/) unless --results-dir;
+         docs/gpu is --results-root's default, relative to the current directory (make gpu-check runs in the
+         project root, whose docs/gpu/ keeps the committed runs);
          checkpoint, engines, repository and logs (logs/make_engine.log, logs/tritonserver.log) in --out.
          See docs/gpu/README.md.
 
@@ -95,7 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=DEFAULT_OUT, help="engines, repository and logs (default %(default)s)"
     )
     parser.add_argument(
-        "--results-dir", type=Path, help="where the report goes (default docs/gpu/<UTC date>-<gpu>-<profile>)"
+        "--results-root",
+        type=Path,
+        default=DEFAULT_RESULTS_ROOT,
+        help="folder the dated results folder goes in (default %(default)s, relative to the current directory)",
+    )
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        help="where the report goes (default RESULTS_ROOT/<UTC date>-<gpu>-<profile>, see --results-root)",
     )
     reuse = parser.add_argument_group("reuse and testing")
     reuse.add_argument("--skip-build", action="store_true", help="skip step 2 and serve the existing OUT/repository")
@@ -177,7 +187,9 @@ def run_check(args: argparse.Namespace) -> Path:
             with steps.step("bench", f"nemo-bench, concurrency {','.join(map(str, plan.concurrency))}"):
                 run.bench = bench(base_url, run.smoke["model"], repository / TOKENIZER_FILE, plan, bench_dir)
         profile_name = run.profile.name if run.profile else Path(args.profile).stem
-        results_dir = args.results_dir or default_results_dir(run.started.date(), run.facts.gpus, profile_name)
+        results_dir = args.results_dir or default_results_dir(
+            run.started.date(), run.facts.gpus, profile_name, args.results_root
+        )
         report_started = time.perf_counter()
         with steps.step("report", f"results in {results_dir}"):
             document = run.document(steps.records)

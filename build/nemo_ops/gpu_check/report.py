@@ -14,11 +14,12 @@ from typing import Any
 
 from nemo_build.preflight import NGC_IMAGE, Gpu
 from nemo_build.profiles import Profile
-from nemo_ops.gpu_check.engines import ROOT
 from nemo_ops.gpu_check.preflight import Facts
 from nemo_ops.steps import StepRecord
 
-RESULTS_PARENT = ROOT / "docs" / "gpu"
+# Where the dated results folders go unless --results-root says otherwise: relative to the current directory, which
+# is the project root under `make gpu-check` (docs/gpu/ holds the committed runs, see docs/gpu/README.md).
+DEFAULT_RESULTS_ROOT = Path("docs/gpu")
 
 
 def slug(text: str) -> str:
@@ -27,8 +28,8 @@ def slug(text: str) -> str:
     return words.removeprefix("nvidia-") or "unknown"
 
 
-def default_results_dir(day: dt.date, gpus: Sequence[Gpu], profile: str, parent: Path = RESULTS_PARENT) -> Path:
-    """``docs/gpu/<UTC date>-<gpu>-<profile>``, with ``-2``, ``-3`` … when a run of the day is there already."""
+def default_results_dir(day: dt.date, gpus: Sequence[Gpu], profile: str, parent: Path = DEFAULT_RESULTS_ROOT) -> Path:
+    """``<parent>/<UTC date>-<gpu>-<profile>``, with ``-2``, ``-3`` … when a run of the day is there already."""
     base = f"{day.isoformat()}-{slug(gpus[0].name) if gpus else 'no-gpu'}-{slug(profile)}"
     candidate, n = parent / base, 2
     while candidate.exists():

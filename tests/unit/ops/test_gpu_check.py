@@ -143,7 +143,7 @@ def test_help_says_what_it_does_needs_and_writes(capsys: pytest.CaptureFixture[s
     text = capsys.readouterr().out
     for expected in ("preflight", "nemo-bench", "make gpu-check MODEL_DIR=", "docs/gpu/<UTC date>-<gpu>-<profile>",
                      "NVIDIA container toolkit", "--skip-preflight", "--repository", "--ready-timeout",
-                     "--bench-concurrency", "Exit status"):  # fmt: skip
+                     "--results-root", "--bench-concurrency", "Exit status"):  # fmt: skip
         assert expected in text
 
 
