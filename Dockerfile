@@ -28,6 +28,9 @@ COPY pyproject.toml README.md ./
 COPY build/ build/
 COPY client/ client/
 COPY model_repository/ model_repository/
+# make_engine.sh and the pip constraints: nemo_ops ships them as package data (links into these folders)
+COPY scripts/ scripts/
+COPY requirements/ requirements/
 
 # Install the project without touching what the base image ships.
 # - Every package already in the image is pinned to its installed version (a constraints file made from
@@ -37,7 +40,8 @@ COPY model_repository/ model_repository/
 # - The `build` extra is not installed: it pins the CPU torch 2.13 that the development machines use.
 #   Its other requirements are TensorRT-LLM's own dependencies, already here; they are named below only
 #   so that the install fails loudly if the base image ever stops shipping them.
-# - The templates (model_repository/) and the build profiles ship inside the wheel as nemo_build package data.
+# - The templates (model_repository/) and the build profiles ship inside the wheel as nemo_build package data;
+#   scripts/make_engine.sh and requirements/constraints.txt as nemo_ops package data (what gpu-check builds with).
 # - PIP_BREAK_SYSTEM_PACKAGES: the image's packages live in the system Python, which a base may mark
 #   externally managed (PEP 668); this image is that environment, so pip must install into it.
 RUN python3 -m pip list --format=freeze > /tmp/image-constraints.txt \
@@ -46,7 +50,7 @@ RUN python3 -m pip list --format=freeze > /tmp/image-constraints.txt \
       nvidia-modelopt transformers safetensors pyyaml tqdm datasets \
  && rm -f /tmp/image-constraints.txt \
  && python3 -c "import importlib.metadata as m; print('TensorRT-LLM', m.version('tensorrt_llm'))" \
- && python3 -c "import nemo_build, nemo_chat_core, nemo_client, nemo_gateway, nemo_protocol, nemo_serving" \
+ && python3 -c "import nemo_build, nemo_chat_core, nemo_client, nemo_gateway, nemo_ops, nemo_protocol, nemo_serving" \
  && nemo-build --help > /dev/null
 
 USER ${APP_UID}:${APP_GID}

@@ -2,7 +2,9 @@
 # `make engine MODEL_DIR=... [PROFILE=...] [OUT=...]`: Hugging Face Mistral NeMo directory → FP8 (or bf16)
 # TensorRT-LLM checkpoint → engines → filled Triton model repository, on an NVIDIA GPU host.
 # Runs directly when trtllm-build is on PATH, else inside the pinned NGC image with docker. Runs from the
-# source tree (PYTHONPATH), so the image needs no install of this project. Writes OUT/checkpoint, OUT/engine
+# source tree (PYTHONPATH), so the image needs no install of this project. `make gpu-check` runs a copy in
+# OUT/make-engine/, a tree of the same layout (scripts/, requirements/, build/, client/) that it writes from
+# the installed packages (nemo_ops ships this file and the constraints). Writes OUT/checkpoint, OUT/engine
 # and OUT/repository (serve it with `make serve REPO=OUT/repository`).
 # DEVICE=cpu calibrates on the CPU (dry runs with the tiny model; a 12B model wants the GPU, the default).
 set -euo pipefail

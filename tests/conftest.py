@@ -67,16 +67,16 @@ def _cached_build(name: str, build) -> Path:  # build: Callable[[Path], None] wr
 @pytest.fixture(scope="session")
 def tiny_model_dir(tekken_path: Path) -> Path:
     """The random-weight tiny NeMo-shaped Hugging Face checkpoint (``nemo-build tiny-model``, seed 0)."""
-    from nemo_build.tiny_model import random_tiny_model, save_model_dir
+    from nemo_build.tiny.model import random_tiny_model, save_model_dir
 
     return _cached_build("tiny-random", lambda out: save_model_dir(random_tiny_model(0), out, tekken_path, False))
 
 
 @pytest.fixture(scope="session")
 def trained_model_dir(tekken_path: Path) -> Path:
-    """The tiny model trained on ``nemo_build.tiny_chat.CHAT_SET`` (``nemo-build tiny-model --trained``)."""
-    from nemo_build.tiny_model import save_model_dir
-    from nemo_build.tiny_train import train_tiny_model
+    """The tiny model trained on ``nemo_build.tiny.chat.CHAT_SET`` (``nemo-build tiny-model --trained``)."""
+    from nemo_build.tiny.model import save_model_dir
+    from nemo_build.tiny.train import train_tiny_model
 
     def build(out: Path) -> None:
         model, _ = train_tiny_model(tekken_path, seed=0)

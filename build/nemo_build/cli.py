@@ -23,12 +23,12 @@ examples:
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
-    from nemo_build.tiny_model import random_tiny_model, save_model_dir
+    from nemo_build.tiny.model import random_tiny_model, save_model_dir
     from nemo_protocol.tekken import default_tekken_path
 
     tekken = args.tekken or default_tekken_path()
     if args.trained:
-        from nemo_build.tiny_train import train_tiny_model
+        from nemo_build.tiny.train import train_tiny_model
 
         model, report = train_tiny_model(tekken, args.seed, args.steps)
         detail = (
@@ -45,7 +45,7 @@ def _tiny_model(args: argparse.Namespace) -> int:
 
 
 def add_tiny_model(sub: argparse._SubParsersAction) -> None:
-    from nemo_build.tiny_chat import DEFAULT_STEPS
+    from nemo_build.tiny.chat import DEFAULT_STEPS
 
     p = sub.add_parser(
         "tiny-model",

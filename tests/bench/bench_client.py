@@ -27,8 +27,8 @@ import numpy as np
 import openai
 import tritonclient.grpc as grpcclient
 
-from nemo_build.serve import TritonServer, free_port
 from nemo_client import NemoClient
+from nemo_ops.launcher import TritonServer, free_port
 from tests.bench.timing import markdown_table
 from tests.reliability.servers import SERVED_NAME, Gateway, render_cpu_repository, tiny_checkpoint
 

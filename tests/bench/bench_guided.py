@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nemo_build.tiny_chat import WEATHER_TOOL
+from nemo_build.tiny.chat import WEATHER_TOOL
 from nemo_chat_core.guided import Guide, grammar_guide, json_schema_guide, regex_guide, tool_calls_guide
 from nemo_protocol.tekken import Tekkenizer, default_tekken_path
 from nemo_runtime.guided import GrammarEngine

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from nemo_build.repository import TEMPLATES_DIR, RepositorySettings, render_repository
-from nemo_build.serve import TritonServer
+from nemo_ops.launcher import TritonServer
 from nemo_protocol.chat_format import encode_chat
 from nemo_protocol.tekken import Tekkenizer, default_tekken_path
 from tests.integration.triton_calls import StreamingCall, chat_inputs

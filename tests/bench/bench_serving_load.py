@@ -19,7 +19,7 @@ from nemo_bench.plot import plot_sweep
 from nemo_bench.sweep import sweep
 from nemo_bench.targets import GrpcTarget, HttpTarget, SamplingOptions, Target
 from nemo_bench.workload import SyntheticPrompts
-from nemo_build.serve import TritonServer
+from nemo_ops.launcher import TritonServer
 from nemo_protocol.tekken import Tekkenizer, default_tekken_path
 from tests.bench.run import PLOTS_DIR
 from tests.bench.timing import markdown_table

@@ -17,7 +17,7 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 
-from nemo_build.serve import ADMIN_KEY_ENV, ADMIN_KEY_HEADER, RESTRICTED_APIS, restricted_api_arguments
+from nemo_ops.launcher import ADMIN_KEY_ENV, ADMIN_KEY_HEADER, RESTRICTED_APIS, restricted_api_arguments
 from tests.helm.chart_support import (
     ADMIN_KEY_PLACEHOLDER,
     CHART_DIR,

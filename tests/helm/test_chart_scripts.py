@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from nemo_build.serve import ADMIN_KEY_ENV, restricted_api_arguments
+from nemo_ops.launcher import ADMIN_KEY_ENV, restricted_api_arguments
 from tests.gpu_host.conformance import gpu_repository_problems
 from tests.gpu_host.host import GPUS, GpuHost
 from tests.helm.chart_support import (

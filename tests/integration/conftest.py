@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from nemo_build.repository import TEMPLATES_DIR, RepositorySettings, render_repository
-from nemo_build.serve import TritonServer
 from nemo_gateway.settings import GatewaySettings
+from nemo_ops.launcher import TritonServer
 from tests.integration.gateways import SERVED, running_gateway
 
 MAX_INPUT_LEN = 384

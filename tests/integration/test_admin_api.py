@@ -19,7 +19,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from nemo_build.serve import ADMIN_KEY_HEADER, GRPC_ADMIN_KEY_HEADER, RESTRICTED_APIS, TritonServer
+from nemo_ops.launcher import ADMIN_KEY_HEADER, GRPC_ADMIN_KEY_HEADER, RESTRICTED_APIS, TritonServer
 
 # A model whose load would run attacker-chosen code inside the server, were it admitted.
 BREACH_FILE = "/tmp/nemo-admin-api-breach"

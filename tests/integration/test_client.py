@@ -16,10 +16,10 @@ import pytest
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from nemo_build.serve import TritonServer
-from nemo_build.tiny_chat import WEATHER_TOOL
+from nemo_build.tiny.chat import WEATHER_TOOL
 from nemo_client import AsyncNemoClient, NemoClient
 from nemo_client.client import AsyncStream
+from nemo_ops.launcher import TritonServer
 from nemo_protocol.errors import BadRequestError, DeadlineExceededError
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_SEQ_LEN
 from tests.integration.triton_calls import BatchMetrics

@@ -16,8 +16,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from nemo_build.serve import TritonServer
 from nemo_gateway.settings import GatewaySettings
+from nemo_ops.launcher import TritonServer
 from nemo_protocol.tekken import Tekkenizer
 from tests.integration.gateways import SERVED, running_gateway
 from tests.integration.triton_calls import ensemble_inputs, stream, tensors

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from nemo_build.serve import TritonServer
-from nemo_build.tiny_chat import WEATHER_TOOL
+from nemo_build.tiny.chat import WEATHER_TOOL
 from nemo_client import NemoClient
+from nemo_ops.launcher import TritonServer
 from nemo_protocol.errors import APIError, BadRequestError, ServerError
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_INPUT_LEN
 from tests.integration.triton_calls import BatchMetrics

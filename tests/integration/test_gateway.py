@@ -11,10 +11,10 @@ import httpx
 import openai
 import pytest
 
-from nemo_build.serve import TritonServer
-from nemo_build.tiny_chat import WEATHER_TOOL
+from nemo_build.tiny.chat import WEATHER_TOOL
 from nemo_client import NemoClient
 from nemo_gateway.settings import GatewaySettings
+from nemo_ops.launcher import TritonServer
 from nemo_protocol.request_limits import RequestLimits
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_SEQ_LEN
 from tests.integration.gateways import SERVED, free_port, running_gateway

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nemo_build import gpu_check
+from nemo_ops.gpu_check.cli import STEP_NAMES, main
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def timed_check(
         "--bench-output-tokens", "8",
     ]  # fmt: skip
     started = time.perf_counter()
-    status = gpu_check.main(argv)
+    status = main(argv)
     wall = time.perf_counter() - started
     assert status == 0
     return work / "results", wall
@@ -41,7 +41,7 @@ def test_every_step_after_the_build_passes_and_is_timed(timed_check: tuple[Path,
     checked, wall = timed_check
     doc = json.loads((checked / "results.json").read_text())
     steps = {step["name"]: step for step in doc["steps"]}
-    assert list(steps) == list(gpu_check.STEP_NAMES)
+    assert list(steps) == list(STEP_NAMES)
     assert steps["preflight"]["status"] == steps["build"]["status"] == "skipped"
     assert all(steps[name]["status"] == "ok" for name in ("serve", "gateway", "smoke", "bench", "report"))
     # The steps that do work take time (starting Triton loads five models; the smoke and the bench make

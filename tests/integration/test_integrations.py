@@ -2,7 +2,7 @@
 ``@function_tool`` each make the weather call and answer from its result, on CPU with the trained tiny model.
 
 The frameworks spell the tool their own way (key order, ``title``, ``additionalProperties``, ``strict``), and
-the tiny model reads the rendered text: it was trained on each spelling (``nemo_build.tiny_chat``). The first
+the tiny model reads the rendered text: it was trained on each spelling (``nemo_build.tiny.chat``). The first
 tests hold that the frameworks still spell it so; the others run each framework's own tool loop.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import openai
 
-from nemo_build.tiny_chat import WEATHER_TOOL_AGENTS_SDK, WEATHER_TOOL_LANGCHAIN
+from nemo_build.tiny.chat import WEATHER_TOOL_AGENTS_SDK, WEATHER_TOOL_LANGCHAIN
 
 SERVED = "nemo-tiny"
 QUESTION = "What is the weather in Paris?"

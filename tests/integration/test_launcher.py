@@ -21,7 +21,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from nemo_build.repository import MANIFEST_FILE, RepositorySettings, write_repository_manifest
-from nemo_build.serve import (
+from nemo_ops.launcher import (
     ADMIN_KEY_HEADER,
     CONTAINER_PYTHONPATH,
     SERVING_PACKAGES,
@@ -175,11 +175,11 @@ def test_the_docker_launcher_mounts_the_packages_where_they_are_installed(tmp_pa
 def test_packages_are_found_where_python_finds_them_not_beside_nemo_build(tmp_path: Path) -> None:
     # as from an install elsewhere: two of the packages in a site-packages of their own, ahead of this checkout
     site = tmp_path / "site-packages"
-    moved = ("nemo_serving", "nemo_runtime")  # neither is imported by nemo_build.serve itself
+    moved = ("nemo_serving", "nemo_runtime")  # neither is imported by nemo_ops.launcher itself
     for name in moved:
         (site / name).mkdir(parents=True)
         (site / name / "__init__.py").write_text("")
-    probe = "import json, nemo_build.serve as s; print(json.dumps({k: str(v) for k, v in s.package_dirs().items()}))"
+    probe = "import json, nemo_ops.launcher as s; print(json.dumps({k: str(v) for k, v in s.package_dirs().items()}))"
     env = {**os.environ, "PYTHONPATH": str(site)}
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
     expected = {name: str(path) for name, path in package_dirs().items()}

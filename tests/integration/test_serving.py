@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nemo_build.serve import TritonServer
-from nemo_build.tiny_chat import WEATHER_TOOL
+from nemo_build.tiny.chat import WEATHER_TOOL
+from nemo_ops.launcher import TritonServer
 from nemo_protocol.tekken import Tekkenizer
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_INPUT_LEN, MAX_SEQ_LEN
 from tests.integration.triton_calls import (

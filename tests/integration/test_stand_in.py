@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from nemo_build.repository import TEMPLATES_DIR, RepositorySettings, render_repository
-from nemo_build.serve import TritonServer
-from nemo_build.stub_supervisor import stub_processes
 from nemo_client import NemoClient
+from nemo_ops.launcher import TritonServer
+from nemo_ops.stub_supervisor import stub_processes
 from nemo_protocol.chat_format import encode_chat
 from nemo_protocol.tekken import Tekkenizer
 from nemo_runtime.stand_in import StandInEngine, text_token_ids

@@ -19,7 +19,7 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from nemo_build.tiny_chat import WEATHER_TOOL, WEATHER_TOOL_SHORT_CITY
+from nemo_build.tiny.chat import WEATHER_TOOL, WEATHER_TOOL_SHORT_CITY
 from nemo_client import NemoClient
 from nemo_protocol.errors import BadRequestError
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nemo_build.serve import TritonServer
+from nemo_ops.launcher import TritonServer
 from tests.reliability.servers import Gateway, render_cpu_repository, tiny_checkpoint
 
 FULL = os.environ.get("NEMO_RELIABILITY", "quick") == "full"

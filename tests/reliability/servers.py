@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from nemo_build.repository import TEMPLATES_DIR, RepositorySettings, render_repository
-from nemo_build.serve import free_port
+from nemo_ops.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "artifacts" / "reliability"
@@ -40,8 +40,8 @@ def tiny_checkpoint() -> Path:
     if (demo / "config.json").is_file():
         return demo
     from nemo_build.checkpoint import CheckpointOptions, build_checkpoint
-    from nemo_build.tiny_model import save_model_dir
-    from nemo_build.tiny_train import train_tiny_model
+    from nemo_build.tiny.model import save_model_dir
+    from nemo_build.tiny.train import train_tiny_model
     from nemo_protocol.tekken import default_tekken_path
 
     model_dir, checkpoint = CACHE / "tiny-model", CACHE / "checkpoint-fp8"

@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nemo_build.serve import TritonServer
-from nemo_build.stub_supervisor import stub_processes
 from nemo_client import NemoClient
 from nemo_client.client import AsyncNemoClient
+from nemo_ops.launcher import TritonServer
+from nemo_ops.stub_supervisor import stub_processes
 from nemo_protocol.errors import APIError, UnavailableError
 from tests.reliability import traffic
 from tests.reliability.conftest import Stack, start_stack

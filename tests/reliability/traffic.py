@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from nemo_build.tiny_chat import WEATHER_TOOL
+from nemo_build.tiny.chat import WEATHER_TOOL
 from nemo_client.client import AsyncNemoClient
 from nemo_protocol.errors import APIError, BadRequestError
 from tests.integration.triton_calls import ensemble_inputs, stream

@@ -154,6 +154,13 @@ def test_the_wheel_ships_the_templates_and_the_profiles(wheel: Path) -> None:
     assert {"chat", "ensemble", "preprocessing", "postprocessing", "tensorrt_llm"} <= {
         name.split("/")[2] for name in names if name.startswith("nemo_build/templates/")
     }
+    # what gpu-check's build step runs make_engine.sh with, from an installed wheel too
+    with zipfile.ZipFile(wheel) as archive:
+        for shipped, source in (
+            ("make_engine.sh", "scripts/make_engine.sh"),
+            ("constraints.txt", "requirements/constraints.txt"),
+        ):
+            assert archive.read(f"nemo_ops/gpu_check/data/{shipped}") == (PROJECT / source).read_bytes(), shipped
 
 
 def test_the_wheel_requires_tiktoken_alone_without_extras(wheel: Path) -> None:

@@ -212,7 +212,7 @@ false and 0 included (sprig's mergeOverwrite skips those, so `runAsNonRoot: fals
 
 {{/*
 Triton's admin APIs and the header that must carry the admin key: the API groups and header of `nemo-serve`
-(build/nemo_build/serve.py RESTRICTED_APIS and ADMIN_KEY_HEADER; a chart test holds the two equal). Health,
+(build/nemo_ops/launcher.py RESTRICTED_APIS and ADMIN_KEY_HEADER; a chart test holds the two equal). Health,
 metadata, model config and inference stay open, so the probes and the gateway need no key.
 */}}
 {{- define "mistral-nemo.tritonRestrictedApis" -}}shared-memory,model-repository,statistics,trace,logging{{- end -}}

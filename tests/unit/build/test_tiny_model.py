@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nemo_build.cli import main
-from nemo_build.tiny_chat import CHAT_SET, COMPLETION_SET, TOOL_SPELLINGS, ChatExample, encode_example, example
+from nemo_build.tiny.chat import CHAT_SET, COMPLETION_SET, TOOL_SPELLINGS, ChatExample, encode_example, example
 from nemo_runtime.scheduler import ReferenceRuntime
 
 

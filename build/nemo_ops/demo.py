@@ -16,9 +16,11 @@ from pathlib import Path
 
 from openai.types.chat import ChatCompletionMessageParam
 
-from nemo_build.serve import TritonServer
-from nemo_build.stack import Steps, gateway, get_weather, venv_bin
 from nemo_client import NemoClient
+from nemo_ops.gateway_process import gateway, venv_bin
+from nemo_ops.launcher import TritonServer
+from nemo_ops.steps import Steps
+from nemo_ops.weather_tool import get_weather
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 from nemo_protocol.tekken import default_tekken_path
 

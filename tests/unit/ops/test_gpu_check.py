@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from nemo_build import gpu_check
 from nemo_build.preflight import Gpu, probe_gpus
+from nemo_ops.gpu_check.cli import main
+from nemo_ops.gpu_check.report import default_results_dir
 
 needs_no_gpu = pytest.mark.skipif(bool(probe_gpus()), reason="this machine has an NVIDIA GPU")
 
@@ -28,7 +29,7 @@ def _model_dir(root: Path, *files: str) -> Path:
 
 
 def _check(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    status = gpu_check.main(list(argv))
+    status = main(list(argv))
     captured = capsys.readouterr()
     return status, captured.out, captured.err
 
@@ -137,27 +138,27 @@ def test_a_failing_later_step_is_named_and_nothing_after_it_runs(
 
 def test_help_says_what_it_does_needs_and_writes(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        gpu_check.main(["--help"])
+        main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for expected in ("preflight", "nemo-bench", "make gpu-check MODEL_DIR=", "docs/gpu/<UTC date>-<gpu>-<profile>",
                      "NVIDIA container toolkit", "--skip-preflight", "--repository", "--ready-timeout",
-                     "--bench-concurrency", "Exit status"):  # fmt: skip
+                     "--results-root", "--bench-concurrency", "Exit status"):  # fmt: skip
         assert expected in text
 
 
 def test_results_folder_is_dated_and_named_after_gpu_and_profile(tmp_path: Path) -> None:
     day = dt.date(2026, 7, 1)
     gpus = (Gpu("NVIDIA H100 80GB HBM3", (9, 0)),)
-    first = gpu_check.default_results_dir(day, gpus, "h100-fp8-tp1", tmp_path)
+    first = default_results_dir(day, gpus, "h100-fp8-tp1", tmp_path)
     assert first.name == "2026-07-01-h100-80gb-hbm3-h100-fp8-tp1"
     first.mkdir()
-    assert gpu_check.default_results_dir(day, gpus, "h100-fp8-tp1", tmp_path).name == f"{first.name}-2"
-    assert gpu_check.default_results_dir(day, (), "cpu", tmp_path).name == "2026-07-01-no-gpu-cpu"
+    assert default_results_dir(day, gpus, "h100-fp8-tp1", tmp_path).name == f"{first.name}-2"
+    assert default_results_dir(day, (), "cpu", tmp_path).name == "2026-07-01-no-gpu-cpu"
 
 
 def test_bench_concurrency_must_be_positive_integers(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        gpu_check.main(["--model-dir", "x", "--bench-concurrency", "1,0"])
+        main(["--model-dir", "x", "--bench-concurrency", "1,0"])
     assert exit_info.value.code == 2
     assert "--bench-concurrency" in capsys.readouterr().err

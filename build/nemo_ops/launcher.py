@@ -47,7 +47,7 @@ from nemo_build import __version__
 from nemo_build.errors import BuildError
 from nemo_build.preflight import NGC_IMAGE, PINNED_TRTLLM, installed_trtllm_version, probe_gpus
 from nemo_build.repository import RepositoryManifest, read_repository_manifest
-from nemo_build.stub_supervisor import StubSupervisor
+from nemo_ops.stub_supervisor import StubSupervisor
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_READY_TIMEOUT_S = 300.0

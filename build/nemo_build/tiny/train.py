@@ -17,7 +17,7 @@ from tqdm import tqdm
 from transformers import MistralForCausalLM
 
 from nemo_build.errors import BuildError
-from nemo_build.tiny_chat import (
+from nemo_build.tiny.chat import (
     CHAT_SET,
     COMPLETION_SET,
     DEFAULT_STEPS,
@@ -25,7 +25,7 @@ from nemo_build.tiny_chat import (
     CompletionExample,
     encode_example,
 )
-from nemo_build.tiny_model import random_tiny_model
+from nemo_build.tiny.model import random_tiny_model
 
 LEARNING_RATE = 1e-2
 TRAINING_SET: tuple[ChatExample | CompletionExample, ...] = (*CHAT_SET, *COMPLETION_SET)
