@@ -25,6 +25,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "nemo_gateway": frozenset({"nemo_protocol", "nemo_chat_core", "nemo_client"}),
     "nemo_bench": frozenset({"nemo_protocol", "nemo_chat_core", "nemo_client"}),
     "nemo_build": frozenset({"nemo_protocol", "nemo_chat_core", "nemo_runtime"}),
+    "nemo_ops": frozenset({"nemo_protocol", "nemo_chat_core", "nemo_client", "nemo_build"}),
 }
 """What each package may import besides itself."""
 SOURCE_ROOTS = {"client": PROJECT / "client", "build": PROJECT / "build"}
