@@ -86,6 +86,19 @@ def trained_model_dir(tekken_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def hf_fp8_checkpoint_dir(trained_model_dir: Path) -> Path:
+    """ModelOpt's unified Hugging Face FP8 export of the trained tiny model (the PyTorch runtime's input), verified;
+    the same options and calibration set as ``fp8_checkpoint_dir``."""
+    from nemo_build.checkpoint import CheckpointOptions, build_checkpoint
+
+    options = CheckpointOptions(quant="fp8", kv_cache="fp8", format="hf", device="cpu", calib_data="shipped")
+    return _cached_build(
+        f"tiny-trained-hf-fp8-{trained_model_dir.name}",
+        lambda out: build_checkpoint(trained_model_dir, out, options, verify=True),
+    )
+
+
+@pytest.fixture(scope="session")
 def fp8_checkpoint_dir(trained_model_dir: Path) -> Path:
     """TensorRT-LLM checkpoint of the trained tiny model: FP8 weights, FP8 KV cache, TP 1, verified."""
     from nemo_build.checkpoint import CheckpointOptions, build_checkpoint

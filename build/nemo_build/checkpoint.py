@@ -1,4 +1,6 @@
-"""``nemo-build checkpoint``: Hugging Face directory → verified TensorRT-LLM checkpoint + manifest.
+"""``nemo-build checkpoint``: Hugging Face directory → verified checkpoint + manifest, in TensorRT-LLM's checkpoint
+format (``trtllm``: the engine runtime's ``trtllm-build`` input, split into TP ranks) or ModelOpt's unified Hugging Face
+export (``hf``: what the PyTorch runtime loads, sharded by the runtime at load).
 
 Order of work: validate the source, tokenize the calibration set, hash the inputs (stop here when the
 output is already built from them), load the model, take reference logits (``--verify``), calibrate,
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -23,10 +25,13 @@ from nemo_build import manifest as mf
 from nemo_build.atomic_dir import atomic_directory
 from nemo_build.calibration import DEFAULT_CALIB_SEQ_LEN, DEFAULT_CALIB_SIZE, CalibrationSet, load_calibration
 from nemo_build.errors import BuildError
+from nemo_build.hf_export import check_export
 from nemo_build.quantize import (
     Precision,
     calibrate,
+    compute_with_exported_weights,
     export_checkpoint,
+    export_hf,
     load_model,
     match_exported_kv_scales,
     quant_config,
@@ -44,6 +49,8 @@ from nemo_build.verify import (
 )
 
 MANIFEST_FORMAT = 1
+CheckpointFormat = Literal["trtllm", "hf"]
+FORMATS: tuple[CheckpointFormat, ...] = ("trtllm", "hf")
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class CheckpointOptions:
     quant: Precision = "fp8"
     kv_cache: Precision = "fp8"
     tp: int = 1
+    format: CheckpointFormat = "trtllm"
     calib_data: str | Path | None = None  # None: `auto`; see nemo_build.calibration
     calib_size: int = DEFAULT_CALIB_SIZE
     calib_seq_len: int = DEFAULT_CALIB_SEQ_LEN
@@ -70,7 +78,8 @@ class CheckpointOptions:
 
     def fingerprint(self) -> dict[str, Any]:
         """The options that change the produced files (the calibration set enters by its own hash)."""
-        return {"quant": self.quant, "kv_cache": self.kv_cache, "tp": self.tp, "device": self.device}
+        fingerprint = {"quant": self.quant, "kv_cache": self.kv_cache, "tp": self.tp, "device": self.device}
+        return fingerprint if self.format == "trtllm" else {**fingerprint, "format": self.format}
 
 
 @dataclass
@@ -87,6 +96,13 @@ def build_checkpoint(
 ) -> CheckpointResult:
     source = load_source(model_dir)
     _check_tp(source, options.tp)
+    if options.format not in FORMATS:
+        raise BuildError(f"--format {options.format!r} is not accepted; use one of {', '.join(FORMATS)}")
+    if options.format == "hf" and options.tp != 1:
+        raise BuildError(
+            f"--tp {options.tp} with --format hf: the Hugging Face export is not split by TP (the PyTorch runtime "
+            "shards it at load, tensor_parallel_size); leave --tp at 1 and give the TP to the repository or profile"
+        )
     from nemo_protocol.tekken import Tekkenizer
 
     tokenizer = Tekkenizer.from_file(source.tekken_path)
@@ -139,16 +155,23 @@ def _build(
 
     with atomic_directory(out_dir) as staging:
         started = time.perf_counter()
-        export_checkpoint(model, staging, options.tp)
+        if options.format == "hf":
+            export_hf(model, staging)
+        else:
+            export_checkpoint(model, staging, options.tp)
         timings["export_s"] = time.perf_counter() - started
         if verify and config is not None:
-            # after export the fused layers (qkv, fc+gate) share the scales the export wrote; the KV
-            # quantizers get the exported KV scales too, so the reference computes what was exported
-            match_exported_kv_scales(model)
-            fake_quant_reference = _float32_logits(model, samples)
+            # after the TensorRT-LLM export the fused layers (qkv, fc+gate) share the scales it wrote; after the
+            # HF export the layers hold the FP8 codes it wrote, which the model is made to compute with
+            if options.format == "hf":
+                compute_with_exported_weights(model)
+            fake_quant_reference = _fake_quantized_logits(model, samples)
         del model
         exported = _read_json(staging / "config.json")
-        check_config(exported, source.config, options.tp, options.quant_algo, options.kv_cache_quant_algo)
+        if options.format == "hf":
+            check_export(staging, source.config, options.quant_algo, options.kv_cache_quant_algo)
+        else:
+            check_config(exported, source.config, options.tp, options.quant_algo, options.kv_cache_quant_algo)
 
         checks: list[VerifyCheck] = []
         if verify:
@@ -173,10 +196,11 @@ def _build(
             "files": files,
             "paths": {"source": str(source.path), "calibration": calib.source if calib else None},
             "checkpoint": {
+                "format": options.format,
                 "tp_size": options.tp,
                 "quant_algo": options.quant_algo,
                 "kv_cache_quant_algo": options.kv_cache_quant_algo,
-                "architecture": exported.get("architecture"),
+                "architecture": exported.get("architecture") or (exported.get("architectures") or [None])[0],
             },
             "calibration": None
             if calib is None or config is None
@@ -192,6 +216,13 @@ def _build(
         }
         mf.write_manifest(staging, manifest)
     return CheckpointResult(out_dir, True, manifest, checks, source.warnings)
+
+
+def _fake_quantized_logits(model: torch.nn.Module, samples: list[list[int]]) -> list[torch.Tensor]:
+    """The fake-quantized model's logits, with the KV-cache scales the export writes (so it computes what was
+    exported)."""
+    match_exported_kv_scales(model)
+    return _float32_logits(model, samples)
 
 
 def _float32_logits(model: torch.nn.Module, samples: list[list[int]]) -> list[torch.Tensor]:
@@ -239,8 +270,9 @@ def summary(result: CheckpointResult) -> str:
     ckpt = m.get("checkpoint", {})
     lines = [
         f"checkpoint: {result.out_dir} ({'built' if result.rebuilt else 'up to date, nothing to do'})",
-        f"  weights {ckpt.get('quant_algo') or 'bf16'}, KV cache {ckpt.get('kv_cache_quant_algo') or 'bf16'}, "
-        f"TP {ckpt.get('tp_size')}, files: {', '.join(sorted(m.get('files', {})))}",
+        f"  format {ckpt.get('format', 'trtllm')}, weights {ckpt.get('quant_algo') or 'bf16'}, "
+        f"KV cache {ckpt.get('kv_cache_quant_algo') or 'bf16'}, TP {ckpt.get('tp_size')}, "
+        f"files: {', '.join(sorted(m.get('files', {})))}",
     ]
     if m.get("calibration"):
         c = m["calibration"]

@@ -72,6 +72,7 @@ def _checkpoint(args: argparse.Namespace) -> int:
         quant=args.quant,
         kv_cache=kv_cache,
         tp=args.tp,
+        format=args.format,
         calib_data=args.calib_data,
         calib_size=args.calib_size,
         calib_seq_len=args.calib_seq_len,
@@ -95,17 +96,26 @@ def add_checkpoint(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "checkpoint",
-        help="quantize (ModelOpt FP8) and export a TensorRT-LLM checkpoint",
+        help="quantize (ModelOpt FP8) and export a TensorRT-LLM checkpoint or a Hugging Face FP8 checkpoint",
         description="Validate a Hugging Face Mistral NeMo directory, calibrate FP8 with ModelOpt (default data: "
         f"{HUB_DATASET} in NeMo's languages plus generated chat/tool-call conversations, or the set shipped here "
-        "when the Hub cannot be used), export a TensorRT-LLM checkpoint to TP ranks, check its config against "
+        "when the Hub cannot be used), export a TensorRT-LLM checkpoint to TP ranks (or, --format hf, ModelOpt's "
+        "unified Hugging Face checkpoint for the PyTorch runtime), check its config against "
         "the source, and write manifest.json. Re-running with the same inputs does nothing.",
     )
     p.add_argument("--model-dir", type=Path, required=True, help="Hugging Face model directory (with tekken.json)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     p.add_argument("--quant", choices=("fp8", "bf16"), default="fp8", help="weight precision (default: fp8)")
     p.add_argument("--kv-cache", choices=("fp8", "bf16"), help="KV-cache precision (default: same as --quant)")
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks to export (default: 1)")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks to export (default: 1; trtllm only)")
+    p.add_argument(
+        "--format",
+        choices=("trtllm", "hf"),
+        default="trtllm",
+        help="trtllm (default): a TensorRT-LLM checkpoint in TP ranks, the input of trtllm-build (the engine runtime); "
+        "hf: ModelOpt's unified Hugging Face export (FP8 weight / weight_scale / input_scale, k_scale / v_scale, "
+        "hf_quant_config.json), what TensorRT-LLM's PyTorch runtime loads. The same calibration either way",
+    )
     p.add_argument(
         "--calib-data",
         default=AUTO,

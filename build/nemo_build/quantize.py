@@ -3,7 +3,8 @@
 FP8: ``FP8_DEFAULT_CFG`` (per-tensor FP8 E4M3 weights and activations of every linear layer except
 ``lm_head``), plus ``FP8_KV_CFG``'s K/V quantizers for an FP8 KV cache; max calibration over the
 calibration set. bf16: no quantizers (or only the KV ones). Export: ``export_tensorrt_llm_checkpoint``
-with decoder type ``llama`` (TensorRT-LLM runs Mistral as Llama) to ``tp`` ranks.
+with decoder type ``llama`` (TensorRT-LLM runs Mistral as Llama) to ``tp`` ranks for the engine runtime, or
+``export_hf_checkpoint`` (ModelOpt's unified Hugging Face format) for the PyTorch runtime.
 """
 
 from __future__ import annotations
@@ -96,6 +97,39 @@ def export_checkpoint(model: torch.nn.Module, out_dir: Path, tp: int) -> None:
             watcher.join()
         bar.n = tp
         bar.refresh()
+
+
+def export_hf(model: torch.nn.Module, out_dir: Path) -> None:
+    """ModelOpt's unified Hugging Face export (what TensorRT-LLM's PyTorch backend loads): ``config.json``, the
+    safetensors (FP8 ``weight`` with ``weight_scale`` / ``input_scale``, ``k_proj.k_scale`` / ``v_proj.v_scale``)
+    and, when anything is quantized, ``hf_quant_config.json``. Not split by TP: the runtime shards at load."""
+    from modelopt.torch.export import export_hf_checkpoint
+
+    with tqdm(total=1, desc="exporting", unit="checkpoint") as bar:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            export_hf_checkpoint(model, export_dir=out_dir)
+        bar.update(1)
+
+
+def compute_with_exported_weights(model: torch.nn.Module) -> None:
+    """After ``export_hf``: make the model compute with the FP8 weights the export wrote.
+
+    ModelOpt's HF export replaces each quantized layer's weight by its FP8 codes (with a ``weight_scale`` buffer)
+    and leaves the weight quantizer on, so the model no longer computes anything meaningful. Each such weight
+    becomes codes x ``weight_scale`` again, in bf16 (the dtype load_model loads and the export keeps), with its
+    weight quantizer off; the input and KV-cache quantizers stay as they are: the model then computes what the
+    checkpoint holds, as ModelOpt's fake quantization computes it.
+    """
+    for module in model.modules():
+        weight = module._parameters.get("weight")
+        scale = getattr(module, "weight_scale", None)
+        if weight is None or scale is None or weight.dtype != torch.float8_e4m3fn:
+            continue
+        dequantized = weight.float() * scale.float()
+        module._parameters["weight"] = torch.nn.Parameter(dequantized.to(torch.bfloat16), requires_grad=False)
+        quantizer: Any = module.weight_quantizer
+        quantizer.disable()
 
 
 def match_exported_kv_scales(model: torch.nn.Module) -> None:

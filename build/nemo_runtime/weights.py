@@ -1,4 +1,5 @@
-"""Load a TensorRT-LLM checkpoint (``config.json`` + ``rank*.safetensors``) into full-size float32 weights.
+"""Load a TensorRT-LLM checkpoint (``config.json`` + ``rank*.safetensors``) into full-size float32 weights (a Hugging
+Face checkpoint goes through nemo_runtime.hf_checkpoint into the same types).
 
 Tensor-parallel ranks are merged back into whole matrices and FP8 weights are dequantized with their
 ``weights_scaling_factor``. The FP8 activation and KV-cache scales are kept, so the model can quantize
@@ -133,8 +134,13 @@ def read_config(checkpoint_dir: Path) -> CheckpointConfig:
 
 
 def load_weights(checkpoint_dir: str | Path) -> Weights:
-    """Read every rank of the checkpoint and return the merged, dequantized weights."""
+    """The merged, dequantized weights of a TensorRT-LLM checkpoint (every rank) or of a Hugging Face one (ModelOpt's
+    unified FP8 export included: nemo_runtime.hf_checkpoint), told apart by their ``config.json``."""
+    from nemo_runtime.hf_checkpoint import is_hf_checkpoint, load_hf_weights  # it imports this module's types
+
     checkpoint_dir = Path(checkpoint_dir)
+    if is_hf_checkpoint(checkpoint_dir):
+        return load_hf_weights(checkpoint_dir)
     config = read_config(checkpoint_dir)
     ranks = [_read_rank(checkpoint_dir, rank) for rank in range(config.tp_size)]
     merger = _RankMerger(config, ranks)
