@@ -19,7 +19,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from nemo_build.serve import TritonServer
 from nemo_build.tiny_chat import WEATHER_TOOL
 from nemo_client import AsyncNemoClient, NemoClient
-from nemo_client.client import AsyncStream
+from nemo_client.streaming import AsyncStream
 from nemo_protocol.errors import BadRequestError, DeadlineExceededError
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_SEQ_LEN
 from tests.integration.triton_calls import BatchMetrics

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nemo_client import NemoClient
-from nemo_client.client import completion_inputs
+from nemo_client.completion_encoding import completion_inputs
 from nemo_protocol.errors import BadRequestError
 
 

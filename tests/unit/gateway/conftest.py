@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from openai.types import Model
 
-from nemo_client.client import AsyncStream, Health
+from nemo_client.streaming import AsyncStream
+from nemo_client.types import Health
 from nemo_gateway.app import create_app
 from nemo_gateway.dependencies import get_client
 from nemo_gateway.metrics import GatewayMetrics
