@@ -13,21 +13,19 @@ Results are the ``openai`` package's own types (``ChatCompletion``, ``ChatComple
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from tritonclient.grpc import service_pb2
 
 from nemo_client.direct import DirectChat
 from nemo_client.loop_thread import LoopThread
 from nemo_client.resources.chat import AsyncChat, Chat
 from nemo_client.resources.completions import AsyncCompletions, Completions
 from nemo_client.resources.models import AsyncModels, Models
-from nemo_client.triton_transport import RetryPolicy, TritonTransport, deadline_after
+from nemo_client.transport import Transport, deadline_after
+from nemo_client.triton_transport import RetryPolicy, TritonTransport
 from nemo_client.types import Health
 from nemo_protocol.errors import APIError
-from nemo_protocol.request_ids import new_request_id
 
 DEFAULT_URL = "localhost:8001"
 DEFAULT_TIMEOUT_S = 600.0
@@ -64,7 +62,9 @@ class AsyncNemoClient:
         self.timeout = timeout
         self.chat_model = chat_model
         self.text_model = text_model
-        self._transport = TritonTransport(url, retry=RetryPolicy(max_retries=max_retries), ssl=ssl, headers=headers)
+        self.transport: Transport = TritonTransport(
+            url, retry=RetryPolicy(max_retries=max_retries), ssl=ssl, headers=headers
+        )
         self.chat = AsyncChat(self)
         self.completions = AsyncCompletions(self)
         self.models = AsyncModels(self)
@@ -73,49 +73,40 @@ class AsyncNemoClient:
         """Server liveness and readiness, and the readiness of the chat and text models."""
         deadline = deadline_after(timeout)
         try:
-            live = (await self._transport.unary("ServerLive", service_pb2.ServerLiveRequest(), deadline=deadline)).live
-            ready = (
-                await self._transport.unary("ServerReady", service_pb2.ServerReadyRequest(), deadline=deadline)
-            ).ready
+            live = await self.transport.server_live(deadline=deadline)
+            ready = await self.transport.server_ready(deadline=deadline)
         except APIError:
             return Health(live=False, ready=False, models={self.chat_model: False, self.text_model: False})
         models = {}
         for name in (self.chat_model, self.text_model):
             try:
-                answer = await self._transport.unary(
-                    "ModelReady", service_pb2.ModelReadyRequest(name=name), deadline=deadline
-                )
-                models[name] = bool(answer.ready)
+                models[name] = await self.transport.model_ready(name, deadline=deadline)
             except APIError:
                 models[name] = False
-        return Health(live=bool(live), ready=bool(ready), models=models)
+        return Health(live=live, ready=ready, models=models)
+
+    def deadline(self, timeout: float | None = None) -> float:
+        """The deadline of a call given ``timeout`` seconds; the client's ``timeout`` when None."""
+        return deadline_after(self.timeout if timeout is None else timeout)
+
+    async def direct_chat(self, *, deadline: float) -> DirectChat:
+        """The direct path's chat core (see :mod:`nemo_client.direct`), configured from the deployment's ``chat``
+        model on first use."""
+        async with self._direct_lock:
+            if self._direct_chat is None:
+                self._direct_chat = await DirectChat.connect(
+                    self.transport, chat_model=self.chat_model, tokenizer_file=self._tokenizer_file, deadline=deadline
+                )
+        return self._direct_chat
 
     async def close(self) -> None:
-        await self._transport.close()
+        await self.transport.close()
 
     async def __aenter__(self) -> AsyncNemoClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    async def _direct_events(
-        self, body: Mapping[str, Any], timeout: float | None
-    ) -> tuple[str, AsyncIterator[dict[str, Any]]]:
-        deadline = deadline_after(self.timeout if timeout is None else timeout)
-        async with self._direct_lock:
-            if self._direct_chat is None:
-                self._direct_chat = await DirectChat.connect(
-                    self._transport, chat_model=self.chat_model, tokenizer_file=self._tokenizer_file, deadline=deadline
-                )
-        return self._direct_chat.start(body, deadline=deadline)
-
-    async def _responses(
-        self, model: str, inputs: Mapping[str, Any], timeout: float | None
-    ) -> tuple[str, AsyncIterator[dict[str, Any]]]:
-        request_id = new_request_id()
-        deadline = deadline_after(self.timeout if timeout is None else timeout)
-        return request_id, self._transport.stream(model, inputs, request_id=request_id, deadline=deadline)
 
 
 class NemoClient:

@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from nemo_client.transport import Outputs, TensorValue
 from nemo_protocol.errors import (
     APIError,
     BadRequestError,
@@ -30,7 +31,6 @@ from nemo_protocol.errors import (
     UnavailableError,
 )
 
-TensorValue = np.ndarray[Any, Any] | Sequence[str] | Sequence[bytes]
 _NUMPY_TO_TRITON = {
     np.dtype(np.bool_): "BOOL",
     np.dtype(np.int32): "INT32",
@@ -138,7 +138,8 @@ def error_from_message(message: str) -> APIError:
 
 
 class TritonTransport:
-    """gRPC channel to one Triton server. Create it, and use it, inside one event loop."""
+    """gRPC channel to one Triton server; the client's :class:`~nemo_client.transport.Transport`. Create it, and
+    use it, inside one event loop."""
 
     def __init__(
         self,
@@ -190,9 +191,23 @@ class TritonTransport:
                 await _sleep_before(deadline, self._retry.backoff(attempt))
         raise AssertionError("unreachable")
 
+    async def server_live(self, *, deadline: float) -> bool:
+        return bool((await self.unary("ServerLive", service_pb2.ServerLiveRequest(), deadline=deadline)).live)
+
+    async def server_ready(self, *, deadline: float) -> bool:
+        return bool((await self.unary("ServerReady", service_pb2.ServerReadyRequest(), deadline=deadline)).ready)
+
+    async def model_ready(self, model: str, *, deadline: float) -> bool:
+        answer = await self.unary("ModelReady", service_pb2.ModelReadyRequest(name=model), deadline=deadline)
+        return bool(answer.ready)
+
+    async def model_parameters(self, model: str, *, deadline: float) -> dict[str, str]:
+        config = await self.unary("ModelConfig", service_pb2.ModelConfigRequest(name=model), deadline=deadline)
+        return {key: value.string_value for key, value in config.config.parameters.items()}
+
     async def stream(
         self, model: str, inputs: Mapping[str, TensorValue], *, request_id: str, deadline: float
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[Outputs]:
         """Run one request on a (decoupled) model; yields each response's outputs until the final one.
 
         Stopping the iteration early (``aclose``, ``break``, task cancellation) cancels the request
@@ -242,10 +257,6 @@ class TritonTransport:
                 if not complete:
                     # Abandoned midway (closed, broken, timed out): cancel the request on the server.
                     call.cancel()
-
-
-def deadline_after(timeout: float | None) -> float:
-    return time.monotonic() + timeout if timeout is not None else float("inf")
 
 
 def _remaining(deadline: float) -> float | None:

@@ -35,7 +35,8 @@ from nemo_build.repository import TEMPLATES_DIR, RepositorySettings, render_repo
 from nemo_build.serve import TritonServer
 from nemo_build.stub_supervisor import stub_processes
 from nemo_chat_core.engine_tensors import GenerationRequest, output_token_ids
-from nemo_client.triton_transport import TritonTransport, deadline_after
+from nemo_client.transport import deadline_after
+from nemo_client.triton_transport import TritonTransport
 from nemo_protocol.chat_format import encode_chat
 from nemo_protocol.request_ids import new_request_id
 from nemo_protocol.tekken import Tekkenizer, default_tekken_path

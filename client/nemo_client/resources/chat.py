@@ -21,6 +21,7 @@ from nemo_client.types import (
 )
 from nemo_protocol.errors import APIError, ServerError, error_from_body
 from nemo_protocol.json_values import check_json_value
+from nemo_protocol.request_ids import new_request_id
 
 if TYPE_CHECKING:
     from nemo_client.client import AsyncNemoClient
@@ -69,11 +70,15 @@ class AsyncChatCompletions:
         only forwards them skips building and dumping pydantic models.
         """
         check_json_value(body)  # text the wire cannot carry is the caller's error, named, not a crash
+        deadline = self._client.deadline(timeout)
         if self._client.direct:
-            request_id, events = await self._client._direct_events(body, timeout)
+            direct = await self._client.direct_chat(deadline=deadline)
+            request_id, events = direct.start(body, deadline=deadline)
         else:
-            request_id, responses = await self._client._responses(
-                self._client.chat_model, {"request": [json.dumps(body, ensure_ascii=False)]}, timeout
+            request_id = new_request_id()
+            request = {"request": [json.dumps(body, ensure_ascii=False)]}
+            responses = self._client.transport.stream(
+                self._client.chat_model, request, request_id=request_id, deadline=deadline
             )
             events = _chat_events(responses)
         if body.get("stream"):

@@ -5,7 +5,7 @@ a ``Completion`` in :mod:`nemo_client.completion_assembly`."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
 from openai.types import Completion
@@ -21,6 +21,7 @@ from nemo_client.completion_assembly import (
 from nemo_client.completion_encoding import MAX_N, completion_inputs, completion_prompts, stop_words
 from nemo_client.loop_thread import LoopThread
 from nemo_client.streaming import AsyncStream, Stream, sync_result
+from nemo_client.transport import Outputs
 from nemo_client.types import CompletionNonStreamingParams, CompletionParams, CompletionStreamingParams
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.request_ids import new_request_id
@@ -59,9 +60,7 @@ class AsyncCompletions:
         if params.get("stream"):
             if len(requests) > 1:
                 raise BadRequestError("one prompt and n 1 only when streaming", param="n" if n > 1 else "prompt")
-            request_id, responses = await self._client._responses(
-                self._client.text_model, requests[0], params.get("timeout")
-            )
+            request_id, responses = self._generate(requests[0], params.get("timeout"))
             pieces = completion_pieces(responses, stops, echo=echoes[0] if params.get("echo") else None)
             return AsyncStream(completion_chunks(pieces, model, request_id), request_id)
         request_id = new_request_id()
@@ -77,8 +76,16 @@ class AsyncCompletions:
         self, inputs: Mapping[str, Any], stops: list[str], echo: str | None, timeout: float | None
     ) -> CompletionPiece:
         """One whole generation, as one piece."""
-        _, responses = await self._client._responses(self._client.text_model, inputs, timeout)
+        _, responses = self._generate(inputs, timeout)
         return CompletionPiece.join([piece async for piece in completion_pieces(responses, stops, echo=echo)])
+
+    def _generate(self, inputs: Mapping[str, Any], timeout: float | None) -> tuple[str, AsyncIterator[Outputs]]:
+        """One ``ensemble`` request: its id, and its responses as they come."""
+        request_id = new_request_id()
+        deadline = self._client.deadline(timeout)
+        return request_id, self._client.transport.stream(
+            self._client.text_model, inputs, request_id=request_id, deadline=deadline
+        )
 
 
 class Completions:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from openai.types import Model
-from tritonclient.grpc import service_pb2
 
 from nemo_client.loop_thread import LoopThread
-from nemo_client.triton_transport import deadline_after
+from nemo_client.transport import deadline_after
 
 if TYPE_CHECKING:
     from nemo_client.client import AsyncNemoClient
@@ -21,15 +20,12 @@ class AsyncModels:
     async def list(self, *, timeout: float = 10.0) -> list[Model]:
         """The served chat model, under its served name (``served_model_name`` of the ``chat`` model), with
         ``max_model_len``: the tokens of a sequence, prompt and output (the engine's ``max_seq_len``)."""
-        deadline = deadline_after(timeout)
-        config = await self._client._transport.unary(
-            "ModelConfig", service_pb2.ModelConfigRequest(name=self._client.chat_model), deadline=deadline
-        )
-        parameters = config.config.parameters
-        name = parameters["served_model_name"].string_value if "served_model_name" in parameters else ""
-        model: dict[str, Any] = {"id": name or self._client.chat_model, "created": 0, "object": "model"}
+        chat_model = self._client.chat_model
+        parameters = await self._client.transport.model_parameters(chat_model, deadline=deadline_after(timeout))
+        name = parameters.get("served_model_name") or chat_model
+        model: dict[str, Any] = {"id": name, "created": 0, "object": "model"}
         if "max_seq_len" in parameters:
-            model["max_model_len"] = int(parameters["max_seq_len"].string_value)  # an extra field, as vLLM's
+            model["max_model_len"] = int(parameters["max_seq_len"])  # an extra field, as vLLM's
         return [Model.model_validate({**model, "owned_by": "mistralai"})]
 
 
