@@ -13,32 +13,38 @@ from typing import Any, Literal, TypedDict
 from typing_extensions import NotRequired
 
 
-class _ChatCompletionFields(TypedDict):
+class ToolRunParams(TypedDict, total=False):
+    """The chat-completions arguments other than ``messages``, ``tools`` and ``stream``: ``chat.run_tools`` sends
+    them with every call of the model."""
+
+    model: str
+    tool_choice: str | Mapping[str, Any]
+    parallel_tool_calls: bool
+    temperature: float
+    top_p: float
+    max_tokens: int
+    max_completion_tokens: int
+    stop: str | Sequence[str]
+    seed: int
+    presence_penalty: float
+    frequency_penalty: float
+    n: int
+    logprobs: bool
+    top_logprobs: int
+    response_format: Mapping[str, Any]
+    stream_options: Mapping[str, Any]
+    user: str
+    extra_body: Mapping[str, Any]
+    """Fields merged into the request as they are (e.g. ``nvext``)."""
+    timeout: float
+    """Seconds for the whole call, stream included; defaults to the client's."""
+
+
+class _ChatCompletionFields(ToolRunParams):
     """Arguments of ``chat.completions.create``: the OpenAI / NIM chat-completions request."""
 
     messages: Sequence[Mapping[str, Any]]
-    model: NotRequired[str]
     tools: NotRequired[Sequence[Mapping[str, Any]]]
-    tool_choice: NotRequired[str | Mapping[str, Any]]
-    parallel_tool_calls: NotRequired[bool]
-    temperature: NotRequired[float]
-    top_p: NotRequired[float]
-    max_tokens: NotRequired[int]
-    max_completion_tokens: NotRequired[int]
-    stop: NotRequired[str | Sequence[str]]
-    seed: NotRequired[int]
-    presence_penalty: NotRequired[float]
-    frequency_penalty: NotRequired[float]
-    n: NotRequired[int]
-    logprobs: NotRequired[bool]
-    top_logprobs: NotRequired[int]
-    response_format: NotRequired[Mapping[str, Any]]
-    stream_options: NotRequired[Mapping[str, Any]]
-    user: NotRequired[str]
-    extra_body: NotRequired[Mapping[str, Any]]
-    """Fields merged into the request as they are (e.g. ``nvext``)."""
-    timeout: NotRequired[float]
-    """Seconds for the whole call, stream included; defaults to the client's."""
 
 
 class ChatCompletionParams(_ChatCompletionFields):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -18,6 +18,7 @@ from nemo_client.types import (
     ChatCompletionNonStreamingParams,
     ChatCompletionParams,
     ChatCompletionStreamingParams,
+    ToolRunParams,
 )
 from nemo_protocol.errors import APIError, ServerError, error_from_body
 from nemo_protocol.json_values import check_json_value
@@ -25,6 +26,7 @@ from nemo_protocol.request_ids import new_request_id
 
 if TYPE_CHECKING:
     from nemo_client.client import AsyncNemoClient
+    from nemo_client.tool_runner import ToolRun
 
 T = TypeVar("T")
 
@@ -34,11 +36,27 @@ class AsyncChat:
         self._client = client
         self.completions = AsyncChatCompletions(client)
 
-    async def run_tools(self, **kwargs: Any) -> Any:
-        """Run the model ↔ tool loop; see :func:`nemo_client.tool_runner.run_tools`."""
-        from nemo_client.tool_runner import run_tools
+    async def run_tools(
+        self,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Mapping[str, Callable[..., Any]],
+        tool_definitions: Sequence[Mapping[str, Any]] | None = None,
+        max_steps: int = 8,
+        **params: Unpack[ToolRunParams],
+    ) -> ToolRun:
+        """Run the model ↔ tool loop: ask, run the tools the model calls, send their results, until it answers
+        without a call (at most ``max_steps`` model calls); see :func:`nemo_client.tool_runner.run_tools`."""
+        from nemo_client.tool_runner import run_tools  # jsonschema, on first use
 
-        return await run_tools(self.completions, **kwargs)
+        return await run_tools(
+            self.completions,
+            messages=messages,
+            tools=tools,
+            tool_definitions=tool_definitions,
+            max_steps=max_steps,
+            **params,
+        )
 
 
 class AsyncChatCompletions:
@@ -95,9 +113,21 @@ class Chat:
         self._inner, self._loop = inner, loop
         self.completions = ChatCompletions(inner.completions, loop)
 
-    def run_tools(self, **kwargs: Any) -> Any:
-        """Run the model ↔ tool loop; tools may be plain (sync) functions."""
-        return self._loop.run(self._inner.run_tools(**kwargs))
+    def run_tools(
+        self,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Mapping[str, Callable[..., Any]],
+        tool_definitions: Sequence[Mapping[str, Any]] | None = None,
+        max_steps: int = 8,
+        **params: Unpack[ToolRunParams],
+    ) -> ToolRun:
+        """Run the model ↔ tool loop (see :meth:`AsyncChat.run_tools`); tools may be plain (sync) functions."""
+        return self._loop.run(
+            self._inner.run_tools(
+                messages=messages, tools=tools, tool_definitions=tool_definitions, max_steps=max_steps, **params
+            )
+        )
 
 
 class ChatCompletions:
