@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from nemo_client.direct import DirectChat
 from nemo_client.loop_thread import LoopThread
@@ -49,10 +48,21 @@ class AsyncNemoClient:
         text_model: str = TEXT_MODEL,
         direct: bool = False,
         tokenizer_file: str | Path | None = None,
+        transport: Transport | None = None,
     ) -> None:
-        """``direct``: render prompts and parse outputs here and stream `tensorrt_llm` itself (see
+        """``url``: Triton's gRPC ``host:port``. ``model``: the name answers carry (default: the served one).
+        ``timeout``: seconds for a whole call, stream included (each call may set its own). ``max_retries``:
+        retries of a connection that fails before anything was received. ``ssl``, ``headers``: TLS, and
+        metadata sent with every call. ``chat_model``, ``text_model``: the Triton models behind
+        ``chat.completions`` and ``completions``.
+
+        ``direct``: render prompts and parse outputs here and stream `tensorrt_llm` itself (see
         :mod:`nemo_client.direct`; needs the chat core (nemo_chat_core) and the model's Tekken file,
-        ``tokenizer_file``, by default mistral-common's copy); otherwise the ``chat`` model does it in Triton."""
+        ``tokenizer_file``, by default mistral-common's copy); otherwise the ``chat`` model does it in Triton.
+
+        ``transport``: the connection to use instead of a :class:`TritonTransport` to ``url`` (``url``,
+        ``max_retries``, ``ssl`` and ``headers`` then go unused): a test's fake, say.
+        """
         self.url = url
         self.direct = direct
         self._tokenizer_file = None if tokenizer_file is None else Path(tokenizer_file)
@@ -62,7 +72,7 @@ class AsyncNemoClient:
         self.timeout = timeout
         self.chat_model = chat_model
         self.text_model = text_model
-        self.transport: Transport = TritonTransport(
+        self.transport: Transport = transport or TritonTransport(
             url, retry=RetryPolicy(max_retries=max_retries), ssl=ssl, headers=headers
         )
         self.chat = AsyncChat(self)
@@ -110,11 +120,45 @@ class AsyncNemoClient:
 
 
 class NemoClient:
-    """Sync client with the same API as :class:`AsyncNemoClient`; safe to share between threads."""
+    """Sync client with the same API as :class:`AsyncNemoClient`; safe to share between threads.
 
-    def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
+    It runs an :class:`AsyncNemoClient` on a private event-loop thread: every call is that client's, awaited there.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        model: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = 2,
+        ssl: bool = False,
+        headers: Mapping[str, str] | None = None,
+        chat_model: str = CHAT_MODEL,
+        text_model: str = TEXT_MODEL,
+        direct: bool = False,
+        tokenizer_file: str | Path | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        """The options of :class:`AsyncNemoClient`."""
+
+        async def make() -> AsyncNemoClient:  # on the loop that will run it: its gRPC channel belongs there
+            return AsyncNemoClient(
+                url,
+                model=model,
+                timeout=timeout,
+                max_retries=max_retries,
+                ssl=ssl,
+                headers=headers,
+                chat_model=chat_model,
+                text_model=text_model,
+                direct=direct,
+                tokenizer_file=tokenizer_file,
+                transport=transport,
+            )
+
         self._loop = LoopThread()
-        self._async = self._loop.run(_make_async_client(url, options))
+        self._async = self._loop.run(make())
         self.url = url
         self.chat = Chat(self._async.chat, self._loop)
         self.completions = Completions(self._async.completions, self._loop)
@@ -132,7 +176,3 @@ class NemoClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-async def _make_async_client(url: str, options: Mapping[str, Any]) -> AsyncNemoClient:
-    return AsyncNemoClient(url, **options)
