@@ -100,6 +100,10 @@ def count_usage(choices: Sequence[CompletionPiece], n: int = 1) -> dict[str, int
 async def completion_chunks(
     pieces: AsyncIterator[CompletionPiece], model: str, request_id: str
 ) -> AsyncIterator[Completion]:
-    async for piece in pieces:
-        if piece.text or piece.finish_reason or piece.logprobs:
-            yield build_completion(request_id, model, [piece], count_usage([piece]))  # the counts so far
+    """The stream's chunks; closed early, it closes ``pieces`` at once, which cancels the request."""
+    try:
+        async for piece in pieces:
+            if piece.text or piece.finish_reason or piece.logprobs:
+                yield build_completion(request_id, model, [piece], count_usage([piece]))  # the counts so far
+    finally:
+        await pieces.aclose()  # type: ignore[attr-defined]

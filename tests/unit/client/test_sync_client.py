@@ -166,6 +166,13 @@ def test_closing_a_stream_cancels_its_request(client: NemoClient, transport: Fak
     assert transport.cancelled == [request_id]
 
 
+def test_a_streamed_completion_closed_early_is_cancelled(client: NemoClient, transport: FakeTransport) -> None:
+    transport.handlers["ensemble"] = lambda inputs: [text_response("Hel", prompt_tokens=2, generated=1), HANG]
+    with client.completions.create(prompt="Hi", stream=True) as stream:
+        assert next(stream).choices[0].text == "Hel"
+    assert transport.cancelled == [transport.sent[0].request_id]
+
+
 # ----- completions, models, health ---------------------------------------------------------------------------
 def test_a_whole_completion_from_the_ensemble(client: NemoClient, transport: FakeTransport) -> None:
     transport.handlers["ensemble"] = lambda inputs: [
