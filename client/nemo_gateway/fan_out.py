@@ -9,8 +9,8 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
+from nemo_chat_core.completion_request import MAX_N
 from nemo_client.client import AsyncNemoClient
-from nemo_client.completion_encoding import MAX_N
 from nemo_client.streaming import AsyncStream
 from nemo_protocol.errors import BadRequestError
 

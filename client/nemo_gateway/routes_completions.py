@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import Response
 
-from nemo_client.completion_encoding import completion_prompts
+from nemo_chat_core.completion_request import completion_prompts
 from nemo_gateway.dependencies import Client, Metrics, Settings
 from nemo_gateway.fan_out import choice_count, create_n
 from nemo_gateway.metering import Meter

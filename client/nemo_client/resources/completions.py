@@ -1,5 +1,5 @@
 """``client.completions``: raw text completions through the Triton ``ensemble`` model; async, and sync over the
-same implementation. The request becomes ensemble inputs in :mod:`nemo_client.completion_encoding`, the responses
+same implementation. The request becomes ensemble inputs in :mod:`nemo_chat_core.completion_request`, the responses
 a ``Completion`` in :mod:`nemo_client.completion_assembly`."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, overload
 from openai.types import Completion
 from typing_extensions import Unpack
 
+from nemo_chat_core.completion_request import MAX_N, completion_inputs, completion_prompts, stop_words
 from nemo_client.completion_assembly import (
     CompletionPiece,
     build_completion,
@@ -18,7 +19,6 @@ from nemo_client.completion_assembly import (
     completion_pieces,
     count_usage,
 )
-from nemo_client.completion_encoding import MAX_N, completion_inputs, completion_prompts, stop_words
 from nemo_client.loop_thread import LoopThread
 from nemo_client.streaming import AsyncStream, Stream, sync_result
 from nemo_client.transport import Outputs

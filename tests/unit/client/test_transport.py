@@ -159,3 +159,10 @@ def test_deadline_covers_the_whole_call(hanging_grpc_server: int) -> None:
         with pytest.raises(DeadlineExceededError):
             client.chat.completions.create(messages=[{"role": "user", "content": "hi"}], timeout=0.5)
         assert time.monotonic() - start < 5
+
+
+def test_a_chat_request_with_a_lone_surrogate_is_refused_before_anything_is_sent() -> None:
+    # Port 1 has no server: the refusal comes before any connection is made.
+    with NemoClient("127.0.0.1:1") as client, pytest.raises(BadRequestError) as caught:
+        client.chat.completions.create(messages=[{"role": "user", "content": "\ud800"}], model="m")
+    assert caught.value.param == "messages[0].content"

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nemo_client import NemoClient
-from nemo_client.completion_encoding import completion_inputs
+from nemo_chat_core.completion_request import completion_inputs
 from nemo_protocol.errors import BadRequestError
 
 
@@ -66,13 +65,6 @@ def test_values_no_tensor_can_hold_are_400_naming_the_field(field: str, value: o
     with pytest.raises(BadRequestError) as caught:
         completion_inputs({"prompt": "a", field: value})
     assert caught.value.param == field
-
-
-def test_a_chat_request_with_a_lone_surrogate_is_refused_before_anything_is_sent() -> None:
-    # Port 1 has no server: the refusal comes before any connection is made.
-    with NemoClient("127.0.0.1:1") as client, pytest.raises(BadRequestError) as caught:
-        client.chat.completions.create(messages=[{"role": "user", "content": "\ud800"}], model="m")
-    assert caught.value.param == "messages[0].content"
 
 
 def test_echo_is_served_on_whole_answers_only() -> None:
