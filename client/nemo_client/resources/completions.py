@@ -1,17 +1,18 @@
 """``client.completions``: raw text completions through the Triton ``ensemble`` model; async, and sync over the
-same implementation. The request becomes ensemble inputs in :mod:`nemo_chat_core.completion_request`, the responses
-a ``Completion`` in :mod:`nemo_client.completion_assembly`."""
+same implementation. The request is read, and becomes ensemble requests, in the chat core
+(:mod:`nemo_chat_core.completion_request`, as the gateway reads it); the responses become a ``Completion`` in
+:mod:`nemo_client.completion_assembly`."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from openai.types import Completion
 from typing_extensions import Unpack
 
-from nemo_chat_core.completion_request import MAX_N, completion_inputs, completion_prompts, stop_words
+from nemo_chat_core.completion_request import CompletionRequest, EnsembleRequest
 from nemo_client.completion_assembly import (
     CompletionPiece,
     build_completion,
@@ -23,11 +24,12 @@ from nemo_client.loop_thread import LoopThread
 from nemo_client.streaming import AsyncStream, Stream, sync_result
 from nemo_client.transport import Outputs
 from nemo_client.types import CompletionNonStreamingParams, CompletionParams, CompletionStreamingParams
-from nemo_protocol.errors import BadRequestError
 from nemo_protocol.request_ids import new_request_id
 
 if TYPE_CHECKING:
     from nemo_client.client import AsyncNemoClient
+
+_COMPLETION_FIELDS = frozenset(CompletionParams.__annotations__) - {"timeout"}
 
 
 class AsyncCompletions:
@@ -42,42 +44,31 @@ class AsyncCompletions:
     async def create(self, **params: Unpack[CompletionParams]) -> Completion | AsyncStream[Completion]: ...
     async def create(self, **params: Unpack[CompletionParams]) -> Completion | AsyncStream[Completion]:
         """Complete raw text (no chat template) through the text ``ensemble``."""
-        prompts = completion_prompts(params.get("prompt"))
-        n = params.get("n", 1)
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
-            raise BadRequestError(f"must be an integer in [1, {MAX_N}], got {n!r}", param="n")
-        model = params.get("model") or self._client.model or self._client.text_model
-        seed = params.get("seed")
-        requests = [
-            completion_inputs(params, prompt, seed=None if seed is None else seed + copy)
-            for prompt in prompts
-            for copy in range(n)
-        ]
-        stops = stop_words(params.get("stop"))
-        echoes = [prompt if isinstance(prompt, str) else None for prompt in prompts for _ in range(n)]
-        if params.get("echo") and stops and None in echoes:
-            raise BadRequestError("stop with echo needs the prompt as text, not token ids", param="echo")
-        if params.get("stream"):
-            if len(requests) > 1:
-                raise BadRequestError("one prompt and n 1 only when streaming", param="n" if n > 1 else "prompt")
-            request_id, responses = self._generate(requests[0], params.get("timeout"))
-            pieces = completion_pieces(responses, stops, echo=echoes[0] if params.get("echo") else None)
+        unknown = set(params) - _COMPLETION_FIELDS - {"timeout"}
+        if unknown:
+            raise TypeError(f"unexpected argument(s) {', '.join(sorted(unknown))}")
+        fields = {key: value for key, value in params.items() if key != "timeout"}
+        return await self.create_from_request(CompletionRequest.from_body(fields), timeout=params.get("timeout"))
+
+    async def create_from_request(
+        self, request: CompletionRequest, *, timeout: float | None = None
+    ) -> Completion | AsyncStream[Completion]:
+        """Serve a request already read (the gateway's path: :meth:`CompletionRequest.from_body` on its body)."""
+        model = request.model or self._client.model or self._client.text_model
+        choices = request.ensemble_requests()
+        if request.stream:
+            request_id, responses = self._generate(choices[0].inputs, timeout)
+            pieces = completion_pieces(responses, request.stop, echo=choices[0].echo)
             return AsyncStream(completion_chunks(pieces, model, request_id), request_id)
         request_id = new_request_id()
-        choices = await asyncio.gather(
-            *(
-                self._choice(inputs, stops, echo if params.get("echo") else None, params.get("timeout"))
-                for inputs, echo in zip(requests, echoes, strict=True)
-            )
-        )
-        return build_completion(request_id, model, list(choices), usage=count_usage(choices, n))
+        answers = await asyncio.gather(*(self._choice(choice, request.stop, timeout) for choice in choices))
+        return build_completion(request_id, model, list(answers), usage=count_usage(answers, request.n))
 
-    async def _choice(
-        self, inputs: Mapping[str, Any], stops: list[str], echo: str | None, timeout: float | None
-    ) -> CompletionPiece:
+    async def _choice(self, choice: EnsembleRequest, stops: Sequence[str], timeout: float | None) -> CompletionPiece:
         """One whole generation, as one piece."""
-        _, responses = self._generate(inputs, timeout)
-        return CompletionPiece.join([piece async for piece in completion_pieces(responses, stops, echo=echo)])
+        _, responses = self._generate(choice.inputs, timeout)
+        pieces = completion_pieces(responses, stops, echo=choice.echo)
+        return CompletionPiece.join([piece async for piece in pieces])
 
     def _generate(self, inputs: Mapping[str, Any], timeout: float | None) -> tuple[str, AsyncIterator[Outputs]]:
         """One ``ensemble`` request: its id, and its responses as they come."""

@@ -3,11 +3,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
-from nemo_chat_core.completion_request import completion_inputs
+from nemo_chat_core.completion_request import CompletionRequest
 from nemo_protocol.errors import BadRequestError
+
+
+def completion_inputs(body: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The ensemble inputs of a one-choice request."""
+    [choice] = CompletionRequest.from_body(body).ensemble_requests()
+    return choice.inputs
 
 
 def test_a_plain_request_becomes_typed_tensors() -> None:

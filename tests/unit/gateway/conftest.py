@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pytest
@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from openai.types import Model
 
+from nemo_chat_core.completion_request import CompletionRequest
 from nemo_client.streaming import AsyncStream
 from nemo_client.types import Health
 from nemo_gateway.app import create_app
@@ -68,6 +69,9 @@ class FakeUpstream:
 
     async def create(self, **params: Any) -> Any:
         return await self.create_from_body(params)
+
+    async def create_from_request(self, request: CompletionRequest, *, timeout: float | None = None) -> Any:
+        return await self.create_from_body(asdict(request))
 
     async def health(self, *, timeout: float = 5.0) -> Health:
         return self.health_result
