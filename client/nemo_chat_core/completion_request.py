@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from nemo_chat_core.stop_strings import stop_sequences
 from nemo_protocol.end_user import end_user
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.request_limits import RequestLimits
@@ -137,7 +138,7 @@ class CompletionRequest:
         stream, echo = bool(fields.get("stream")), bool(fields.get("echo"))
         if echo and stream:
             raise BadRequestError("is served on whole answers only, not with stream", param="echo")
-        stop = stop_words(fields.get("stop"))
+        stop = stop_sequences(fields.get("stop"))  # the rule chat requests follow
         for word in stop:
             _utf8(word, "stop")
         if echo and stop and not all(isinstance(prompt, str) for prompt in prompts):
@@ -150,7 +151,7 @@ class CompletionRequest:
             n=n,
             stream=stream,
             echo=echo,
-            stop=tuple(stop),
+            stop=stop,
             ignore_eos=bool(fields.get("ignore_eos")),
             model=fields.get("model"),
             user=user,
@@ -225,15 +226,6 @@ def with_nvext(body: Mapping[str, Any]) -> dict[str, Any]:
             raise BadRequestError(f"differs from the top-level {key} ({merged[key]!r}): give one", param=f"nvext.{key}")
         merged[key] = value
     return merged
-
-
-def stop_words(stop: Any) -> list[str]:
-    if not stop:
-        return []
-    words = [stop] if isinstance(stop, str) else stop
-    if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
-        raise BadRequestError("must be a string or a list of strings", param="stop")
-    return words
 
 
 def _stream_options(options: Any) -> tuple[bool, bool]:

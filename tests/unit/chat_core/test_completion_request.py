@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nemo_chat_core.chat_request import ChatRequest
 from nemo_chat_core.completion_request import CompletionRequest
 from nemo_protocol.errors import BadRequestError
 
@@ -79,3 +80,22 @@ def test_echo_is_served_on_whole_answers_only() -> None:
     with pytest.raises(BadRequestError) as caught:
         completion_inputs({"prompt": "a", "echo": True, "stream": True})
     assert caught.value.param == "echo"
+
+
+@pytest.mark.parametrize("stop", ["", ["ok", ""], ["a", "b", "c", "d", "e"], [1], 3, {"x": 1}])
+def test_chat_and_completions_refuse_the_same_stop_values_alike(stop: object) -> None:
+    refusals = []
+    for parse, body in (
+        (ChatRequest.from_body, {"messages": [{"role": "user", "content": "hi"}], "stop": stop}),
+        (CompletionRequest.from_body, {"prompt": "hi", "stop": stop}),
+    ):
+        with pytest.raises(BadRequestError) as caught:
+            parse(body)
+        refusals.append((caught.value.param, caught.value.message))
+    assert refusals[0] == refusals[1] and refusals[0][0] == "stop"
+
+
+@pytest.mark.parametrize("stop", [None, [], "END", ["a", "b", "c", "d"]])
+def test_chat_and_completions_take_the_same_stop_values(stop: object) -> None:
+    chat = ChatRequest.from_body({"messages": [{"role": "user", "content": "hi"}], "stop": stop})
+    assert CompletionRequest.from_body({"prompt": "hi", "stop": stop}).stop == chat.stop
