@@ -4,11 +4,13 @@
 :class:`~nemo_protocol.request_limits.RequestLimits`) and the client's ``completions.create`` arguments alike.
 Unknown fields, NIM's ``nvext`` spellings of the vLLM extensions, ``stream_options`` and ``user`` are checked
 there, then every field; each refusal is a ``BadRequestError`` naming the field. A value no tensor of its type
-can hold is refused too (it used to escape as numpy's OverflowError).
+can hold is refused, and so is every value the ``ensemble`` would refuse whatever the deployment, with the
+ensemble's own rules and words: such a request is never sent.
 
 :meth:`CompletionRequest.ensemble_requests` are the ``ensemble`` model's requests, one per choice (prompts x
-``n``). The ensemble names its input tensors in its own refusals; :data:`ENSEMBLE_INPUT_FIELDS` names the
-request field each tensor carries.
+``n``). What only the deployment can refuse (a prompt longer than ``max_input_len``, ``max_tokens`` beyond
+``max_seq_len``, log probs the engine has no logits for), the ensemble refuses naming its input tensor:
+:func:`refused_field` names the request field that travels in it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from nemo_chat_core.log_probs import MAX_TOP_LOGPROBS
+from nemo_chat_core.sampling import Sampling
 from nemo_chat_core.stop_strings import stop_sequences
 from nemo_protocol.end_user import end_user
 from nemo_protocol.errors import BadRequestError
@@ -128,16 +132,20 @@ class CompletionRequest:
         for prompt in prompts:
             if isinstance(prompt, str):
                 _utf8(prompt, "prompt")
-        max_tokens = _scalar(fields.get("max_tokens", DEFAULT_MAX_TOKENS), np.int32, "max_tokens")
-        scalars = {name: _scalar(fields[name], dtype, name) for name, dtype in _SCALARS.items() if name in fields}
-        if "seed" in scalars and n > 1:
-            _scalar(scalars["seed"] + n - 1, np.uint64, "seed")  # choice i is drawn with seed + i
+        model = fields.get("model")
+        if model is not None and not isinstance(model, str):
+            raise BadRequestError(f"must be a string, got {type(model).__name__}", param="model")
         for name in ("echo", "ignore_eos"):
             if name in fields and not isinstance(fields[name], bool):
                 raise BadRequestError(f"must be a boolean, got {type(fields[name]).__name__}", param=name)
         stream, echo = bool(fields.get("stream")), bool(fields.get("echo"))
         if echo and stream:
             raise BadRequestError("is served on whole answers only, not with stream", param="echo")
+        max_tokens = _scalar(fields.get("max_tokens", DEFAULT_MAX_TOKENS), np.int32, "max_tokens")
+        scalars = {name: _scalar(fields[name], dtype, name) for name, dtype in _SCALARS.items() if name in fields}
+        if "seed" in scalars and n > 1:
+            _scalar(scalars["seed"] + n - 1, np.uint64, "seed")  # choice i is drawn with seed + i
+        _check_served(max_tokens, echo=echo, values=scalars)
         stop = stop_sequences(fields.get("stop"))  # the rule chat requests follow
         for word in stop:
             _utf8(word, "stop")
@@ -153,7 +161,7 @@ class CompletionRequest:
             echo=echo,
             stop=stop,
             ignore_eos=bool(fields.get("ignore_eos")),
-            model=fields.get("model"),
+            model=model,
             user=user,
             include_usage=include_usage,
             continuous_usage=continuous_usage,
@@ -226,6 +234,44 @@ def with_nvext(body: Mapping[str, Any]) -> dict[str, Any]:
             raise BadRequestError(f"differs from the top-level {key} ({merged[key]!r}): give one", param=f"nvext.{key}")
         merged[key] = value
     return merged
+
+
+def refused_field(tensor: str, reason: str) -> BadRequestError | None:
+    """The ``ensemble``'s refusal of its input ``tensor`` as the caller's error, naming the request field that
+    travels in it; None for a tensor no field travels in (the refusal is not the caller's)."""
+    field = ENSEMBLE_INPUT_FIELDS.get(tensor)
+    return None if field is None else BadRequestError(reason, param=field)
+
+
+def _check_served(max_tokens: int, *, echo: bool, values: Mapping[str, Any]) -> None:
+    """What the ``ensemble`` refuses whatever the deployment, refused before the request is sent: the rules of
+    ``nemo_serving.ensemble.TextRequest`` (``max_tokens``, ``logprobs``), of the ``tensorrt_llm`` request
+    (``min_tokens``) and of :class:`Sampling`, the type the ensemble reads its sampling inputs into, with the
+    same words; errors name the request's fields. What depends on the deployment (the prompt's and the
+    sequence's lengths, the logits the engine gathers) only the ensemble can refuse: see :func:`refused_field`."""
+    least = 0 if echo else 1  # with echo the prompt alone may be the answer
+    if max_tokens < least:
+        raise BadRequestError(f"must be at least {least}, got {max_tokens}", param="max_tokens")
+    logprobs = values.get("logprobs")
+    if logprobs is not None and not 0 <= logprobs <= MAX_TOP_LOGPROBS:
+        raise BadRequestError(f"must be in [0, {MAX_TOP_LOGPROBS}], got {logprobs}", param="logprobs")
+    if values.get("min_tokens", 0) < 0:
+        raise BadRequestError(f"must be >= 0, got {values['min_tokens']}", param="min_tokens")
+    defaults = Sampling()
+    try:
+        Sampling(
+            temperature=values.get("temperature", defaults.temperature),
+            top_k=values.get("top_k", defaults.top_k),
+            top_p=values.get("top_p", defaults.top_p),
+            repetition_penalty=values.get("repetition_penalty", defaults.repetition_penalty),
+            presence_penalty=values.get("presence_penalty", defaults.presence_penalty),
+            frequency_penalty=values.get("frequency_penalty", defaults.frequency_penalty),
+        )
+    except BadRequestError as exc:  # Sampling names the tensorrt_llm tensors; the ensemble's are the fields' names
+        raise BadRequestError(exc.message, param=_SAMPLING_TENSORS.get(exc.param or "", exc.param)) from None
+
+
+_SAMPLING_TENSORS = {"runtime_top_k": "top_k", "runtime_top_p": "top_p"}
 
 
 def _stream_options(options: Any) -> tuple[bool, bool]:

@@ -6,7 +6,8 @@ passes its own (``AsyncNemoClient(transport=...)``) to run the client without a 
 
 Every failure is a :class:`~nemo_protocol.errors.APIError`: ``UnavailableError`` when Triton cannot be reached,
 ``DeadlineExceededError`` past the deadline, ``StreamInterruptedError`` when a stream breaks after it started,
-``BadRequestError`` / ``NotFoundError`` for what Triton itself refuses, ``ServerError`` for a model's own error.
+``BadRequestError`` / ``NotFoundError`` for what Triton itself refuses, :class:`InputRefusedError` for a model's
+refusal of one of the inputs, ``ServerError`` for any other error of a model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
+
+from nemo_protocol.errors import ServerError
 
 TensorValue = np.ndarray[Any, Any] | Sequence[str] | Sequence[bytes]
 """An input tensor: a numpy array (BOOL, INT32, INT64, UINT64, FP32, or object for BYTES), or strings / bytes
@@ -48,6 +51,23 @@ class Transport(Protocol):
     async def model_ready(self, model: str, *, deadline: float) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+class InputRefusedError(ServerError):
+    """A model refused one of the request's input tensors, inside its stream.
+
+    Triton carries a model's error in the stream as text, with no status code: the transport cannot tell a
+    refusal from a failure, except that this project's models word a refusal as ``BadRequestError`` does,
+    ``input: reason``, naming an input the request sent. It stays a ``ServerError`` (500) for a caller that sent
+    the tensors on its own account; a caller that knows which of its own caller's fields each tensor carries
+    reports it as the ``BadRequestError`` naming that field (``completions``, through
+    :func:`nemo_chat_core.completion_request.refused_field`).
+    """
+
+    def __init__(self, input_name: str, reason: str) -> None:
+        super().__init__(f"{input_name}: {reason}")
+        self.input_name = input_name
+        self.reason = reason
 
 
 def deadline_after(timeout: float | None) -> float:

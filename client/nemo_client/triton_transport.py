@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from nemo_client.transport import Outputs, TensorValue
+from nemo_client.transport import InputRefusedError, Outputs, TensorValue
 from nemo_protocol.errors import (
     APIError,
     BadRequestError,
@@ -126,14 +126,18 @@ def error_from_rpc(error: grpc.aio.AioRpcError, *, after_responses: int = 0) -> 
     return ServerError(f"{code.name}: {details}")
 
 
-def error_from_message(message: str) -> APIError:
-    """A per-request error Triton sent inside the stream (no status code travels with it)."""
+def error_from_message(message: str, inputs: Collection[str] = ()) -> APIError:
+    """A per-request error Triton sent inside the stream (no status code travels with it). ``inputs``: the names
+    of the request's input tensors; a model's refusal of one of them (``name: reason``) is an InputRefusedError."""
     if "unknown model" in message or "is not found" in message:
         return NotFoundError(message)
     if "is not ready" in message:
         return UnavailableError(message)
     if "unexpected shape" in message or "unexpected datatype" in message or "unexpected inference input" in message:
         return BadRequestError(message)
+    name, separator, reason = message.partition(": ")
+    if separator and name in inputs:
+        return InputRefusedError(name, reason)
     return ServerError(message)
 
 
@@ -229,7 +233,7 @@ class TritonTransport:
             try:
                 async for message in call:
                     if message.error_message:
-                        raise error_from_message(message.error_message)
+                        raise error_from_message(message.error_message, inputs.keys())
                     response = message.infer_response
                     if response.outputs:
                         received += 1

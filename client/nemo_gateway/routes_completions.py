@@ -1,17 +1,18 @@
 """``POST /v1/chat/completions`` (the Triton ``chat`` model) and ``POST /v1/completions`` (the ``ensemble``).
 
 The chat body goes to the ``chat`` model as it is: validation lives in one place, the server, and its
-errors come back as OpenAI error bodies with the matching HTTP status.
+errors come back as OpenAI error bodies with the matching HTTP status. A completion body is read by the chat
+core's ``CompletionRequest``, as the client reads its own arguments; the client reports the ensemble's refusals
+as errors naming the request's fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import Response
 
-from nemo_chat_core.completion_request import ENSEMBLE_INPUT_FIELDS, CompletionRequest
+from nemo_chat_core.completion_request import CompletionRequest
 from nemo_gateway.dependencies import Client, Metrics, Settings
 from nemo_gateway.fan_out import choice_count, create_n
 from nemo_gateway.metering import Meter
@@ -19,7 +20,7 @@ from nemo_gateway.metrics import GatewayMetrics
 from nemo_gateway.openai_router import openai_router
 from nemo_gateway.relay import ChunkShaper, relay
 from nemo_gateway.request_body import RequestBody
-from nemo_protocol.errors import BadRequestError, ServerError
+from nemo_protocol.errors import BadRequestError
 
 router = openai_router("completions")
 
@@ -55,24 +56,7 @@ async def completions(
     request = CompletionRequest.from_body(body, limits=settings.limits)
     call = client.completions.create_from_request(request, timeout=settings.request_timeout_s)
     shape = completion_chunk_shaper(metrics, include_usage=request.include_usage, every=request.continuous_usage)
-    return await relay(refusals_as_400(call), meter=meter, metrics=metrics, shape=shape, end_user=request.user)
-
-
-async def refusals_as_400(call: Awaitable[Any]) -> Any:
-    """``call``'s result; the ``ensemble``'s refusal of a field as the 400 naming that field.
-
-    The ensemble refuses a request inside its gRPC stream, where no status code travels, so the client
-    reports ``max_tokens: must be at least 1`` (``BadRequestError``'s text: the tensor, then the reason) as a
-    server error. A message that starts with one of the tensors a completion request fills is the caller's.
-    """
-    try:
-        return await call
-    except ServerError as exc:
-        tensor, separator, reason = exc.message.partition(": ")
-        field = ENSEMBLE_INPUT_FIELDS.get(tensor)
-        if not separator or field is None:
-            raise
-        raise BadRequestError(reason, param=field) from None
+    return await relay(call, meter=meter, metrics=metrics, shape=shape, end_user=request.user)
 
 
 CHAT_NVEXT_ALIASES = frozenset({"top_k", "repetition_penalty", "ignore_eos"})

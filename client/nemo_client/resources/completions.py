@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, overload
 from openai.types import Completion
 from typing_extensions import Unpack
 
-from nemo_chat_core.completion_request import CompletionRequest, EnsembleRequest
+from nemo_chat_core.completion_request import CompletionRequest, EnsembleRequest, refused_field
 from nemo_client.completion_assembly import (
     CompletionPiece,
     build_completion,
@@ -22,7 +22,7 @@ from nemo_client.completion_assembly import (
 )
 from nemo_client.loop_thread import LoopThread
 from nemo_client.streaming import AsyncStream, Stream, sync_result
-from nemo_client.transport import Outputs
+from nemo_client.transport import InputRefusedError, Outputs
 from nemo_client.types import CompletionNonStreamingParams, CompletionParams, CompletionStreamingParams
 from nemo_protocol.request_ids import new_request_id
 
@@ -59,7 +59,9 @@ class AsyncCompletions:
         if request.stream:
             request_id, responses = self._generate(choices[0].inputs, timeout)
             pieces = completion_pieces(responses, request.stop, echo=choices[0].echo)
-            return AsyncStream(completion_chunks(pieces, model, request_id), request_id)
+            # A refused request raises here rather than at the first read (as a chat stream does), so that callers
+            # (and the gateway's status code) learn of it before they start streaming.
+            return await AsyncStream(completion_chunks(pieces, model, request_id), request_id).started()
         request_id = new_request_id()
         answers = await asyncio.gather(*(self._choice(choice, request.stop, timeout) for choice in choices))
         return build_completion(request_id, model, list(answers), usage=count_usage(answers, request.n))
@@ -72,11 +74,23 @@ class AsyncCompletions:
 
     def _generate(self, inputs: Mapping[str, Any], timeout: float | None) -> tuple[str, AsyncIterator[Outputs]]:
         """One ``ensemble`` request: its id, and its responses as they come."""
-        request_id = new_request_id()
-        deadline = self._client.deadline(timeout)
-        return request_id, self._client.transport.stream(
+        request_id, deadline = new_request_id(), self._client.deadline(timeout)
+        responses = self._client.transport.stream(
             self._client.text_model, inputs, request_id=request_id, deadline=deadline
         )
+        return request_id, _refusals_named(responses)
+
+
+async def _refusals_named(responses: AsyncIterator[Outputs]) -> AsyncIterator[Outputs]:
+    """``responses``; the ensemble's refusal of an input tensor as the BadRequestError naming the request field that
+    travels in it (the refusals that depend on the deployment: the rest were refused before sending)."""
+    try:
+        async for outputs in responses:
+            yield outputs
+    except InputRefusedError as refusal:
+        raise refused_field(refusal.input_name, refusal.reason) or refusal from None
+    finally:
+        await responses.aclose()  # type: ignore[attr-defined]
 
 
 class Completions:

@@ -1,5 +1,6 @@
-"""The ``ensemble`` tensors of a completion request: a value no tensor of its type can hold is a 400 naming it
-(it used to escape as numpy's OverflowError, a 500 through the gateway)."""
+"""The ``/v1/completions`` request (``nemo_chat_core.completion_request``): the ``ensemble`` tensors it becomes; a
+value no tensor of its type can hold is a 400 naming it (it used to escape as numpy's OverflowError, a 500 through
+the gateway); the stop rule it shares with chat; and what the ensemble refuses, refused alike before sending."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nemo_chat_core import word_lists
 from nemo_chat_core.chat_request import ChatRequest
-from nemo_chat_core.completion_request import CompletionRequest
+from nemo_chat_core.completion_request import CompletionRequest, refused_field
 from nemo_protocol.errors import BadRequestError
+from nemo_serving.ensemble import TextRequest
 
 
 def completion_inputs(body: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -99,3 +102,65 @@ def test_chat_and_completions_refuse_the_same_stop_values_alike(stop: object) ->
 def test_chat_and_completions_take_the_same_stop_values(stop: object) -> None:
     chat = ChatRequest.from_body({"messages": [{"role": "user", "content": "hi"}], "stop": stop})
     assert CompletionRequest.from_body({"prompt": "hi", "stop": stop}).stop == chat.stop
+
+
+# ----- the ensemble's rules: refused before sending, with the words and the field the ensemble's refusal gives --------
+SERVED_RANGES = [
+    ("max_tokens", 0),
+    ("max_tokens", -3),
+    ("logprobs", 21),
+    ("logprobs", -1),
+    ("temperature", -0.5),
+    ("top_k", -1),
+    ("top_p", 1.5),
+    ("top_p", -0.25),
+    ("min_tokens", -1),
+]
+TENSOR_TYPES = {"max_tokens": np.int32, "logprobs": np.int32, "top_k": np.int32, "min_tokens": np.int32}
+
+
+def ensemble_refusal(field: str, value: float) -> BadRequestError:
+    """What the ``ensemble`` model answers when a stock client sends ``field`` as its tensor, as the caller's error."""
+    inputs = {
+        "text_input": np.array([[b"hi"]], dtype=object),
+        "max_tokens": np.array([[4]], dtype=np.int32),
+        field: np.array([[value]], dtype=TENSOR_TYPES.get(field, np.float32)),
+    }
+    preprocessed = {
+        "input_ids": np.array([[1, 22177]], dtype=np.int32),
+        "input_lengths": np.array([[2]], dtype=np.int32),
+        "request_output_len": np.array([[4]], dtype=np.int32),
+        "end_id": np.array([[2]], dtype=np.int32),
+        "pad_id": np.array([[11]], dtype=np.int32),
+        "stop_words_list": word_lists.word_list([]),
+        "bad_words_list": word_lists.word_list([]),
+    }
+    with pytest.raises(BadRequestError) as refused:
+        TextRequest.from_inputs(inputs.get).generation(preprocessed)
+    assert refused.value.param is not None
+    error = refused_field(refused.value.param, refused.value.message)
+    assert error is not None, f"the ensemble refused {refused.value.param}, which carries no request field"
+    return error
+
+
+@pytest.mark.parametrize(("field", "value"), SERVED_RANGES)
+def test_what_the_ensemble_refuses_is_refused_before_sending_naming_the_same_field(field: str, value: float) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        CompletionRequest.from_body({"prompt": "hi", "max_tokens": 4, field: value})
+    server = ensemble_refusal(field, value)
+    assert (caught.value.param, caught.value.message) == (server.param, server.message) == (field, server.message)
+
+
+def test_echo_may_ask_for_the_prompt_alone_as_the_ensemble_serves_it() -> None:
+    [choice] = CompletionRequest.from_body({"prompt": "hi", "max_tokens": 0, "echo": True}).ensemble_requests()
+    assert choice.inputs["max_tokens"].item() == 0 and choice.echo == "hi"
+
+
+@pytest.mark.parametrize(
+    ("tensor", "field"),
+    [("text_input", "prompt"), ("input_ids", "prompt"), ("stop_words", "stop"), ("exclude_input_in_output", "echo")],
+)
+def test_a_refusal_only_the_deployment_can_make_names_the_field_its_tensor_carries(tensor: str, field: str) -> None:
+    error = refused_field(tensor, "the prompt is 3002 tokens; this deployment accepts at most 2048 (max_input_len)")
+    assert error is not None and error.param == field and error.message.startswith("the prompt is")
+    assert refused_field("bad_words", "not a field of a completion request") is None

@@ -16,6 +16,7 @@ from openai.types import Completion, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from nemo_client import AsyncNemoClient, NemoClient, Stream
+from nemo_client.transport import InputRefusedError
 from nemo_client.types import Health
 from nemo_protocol.errors import BadRequestError, NotFoundError, ServerError, UnavailableError
 from tests.unit.client.fake_transport import (
@@ -141,6 +142,30 @@ def test_a_request_the_client_can_refuse_is_never_sent(client: NemoClient, trans
         client.completions.create(prompt="Hello", n=17)
     assert refused.value.param == "n"
     assert transport.sent == []
+
+
+def test_a_completion_the_ensemble_would_refuse_is_never_sent(client: NemoClient, transport: FakeTransport) -> None:
+    for field, value in (("max_tokens", 0), ("top_p", 1.5), ("logprobs", 21)):
+        with pytest.raises(BadRequestError) as refused:
+            client.completions.create(prompt="Hello", **{field: value})  # type: ignore[call-overload]
+        assert refused.value.param == field
+    with pytest.raises(TypeError, match="unexpected argument"):
+        client.completions.create(prompt="Hello", best_of=2)  # type: ignore[call-overload]
+    assert transport.sent == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_ensemble_s_refusal_of_an_input_names_the_field_it_carries(
+    client: NemoClient, transport: FakeTransport, stream: bool
+) -> None:
+    reason = "the prompt is 3002 tokens; this deployment accepts at most 2048 (max_input_len)"
+    transport.handlers["ensemble"] = lambda inputs: [InputRefusedError("text_input", reason)]
+    with pytest.raises(BadRequestError) as refused:
+        client.completions.create(prompt="Hello " * 3000, stream=stream)  # type: ignore[call-overload]
+    assert (refused.value.param, refused.value.message) == ("prompt", reason)  # raised by create, streamed too
+    transport.handlers["ensemble"] = lambda inputs: [InputRefusedError("bad_words", "no field travels in it")]
+    with pytest.raises(InputRefusedError):  # a ServerError: not the caller's to fix
+        client.completions.create(prompt="Hello", stream=stream)  # type: ignore[call-overload]
 
 
 # ----- closing a stream --------------------------------------------------------------------------------------

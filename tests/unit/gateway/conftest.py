@@ -93,7 +93,7 @@ class FakeUpstream:
 class Gateway:
     app: FastAPI
     http: TestClient
-    upstream: FakeUpstream
+    upstream: Any  # FakeUpstream, unless the test gave a client of its own
 
     @property
     def metrics(self) -> GatewayMetrics:
@@ -111,7 +111,8 @@ MakeGateway = Callable[..., Gateway]
 def make_gateway() -> Iterator[MakeGateway]:
     clients: list[TestClient] = []
 
-    def make(upstream: FakeUpstream | None = None, **settings: Any) -> Gateway:
+    def make(upstream: Any = None, **settings: Any) -> Gateway:
+        """The app over ``upstream``: a FakeUpstream (the default), or a real client (over a fake transport)."""
         app = create_app(GatewaySettings(served_model_name=SERVED, **settings))
         fake = upstream or FakeUpstream()
         app.dependency_overrides[get_client] = lambda: fake
