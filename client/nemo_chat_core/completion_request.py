@@ -121,11 +121,10 @@ class CompletionRequest:
                 f"unsupported field {unknown[0]!r}; accepted: {', '.join(sorted(COMPLETION_FIELDS))}",
                 param=unknown[0],
             )
-        completion_prompts(body.get("prompt"))
+        prompts = completion_prompts(body.get("prompt"))
         user = end_user(body)
         fields = {key: value for key, value in with_nvext(body).items() if value is not None}
         include_usage, continuous_usage = _stream_options(fields.pop("stream_options", None))
-        prompts = completion_prompts(fields.get("prompt"))
         n = fields.get("n", 1)
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
             raise BadRequestError(f"must be an integer in [1, {MAX_N}], got {n!r}", param="n")
