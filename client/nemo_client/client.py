@@ -7,7 +7,9 @@ gRPC stream on one shared channel; tritonclient's sync one-stream-per-client lim
 Results are the ``openai`` package's own types (``ChatCompletion``, ``ChatCompletionChunk``,
 ``Completion``, ``Model``), so code written against the OpenAI SDK reads them unchanged. The resources
 (``chat``, ``completions``, ``models``) live in :mod:`nemo_client.resources`, streams in
-:mod:`nemo_client.streaming`, the parameter types in :mod:`nemo_client.types`.
+:mod:`nemo_client.streaming`, the parameter types in :mod:`nemo_client.types`. The resources reach Triton through
+the client's public members alone: ``transport`` (a :class:`~nemo_client.transport.Transport`), ``deadline()``,
+``direct_chat()`` and the model names.
 """
 
 from __future__ import annotations
