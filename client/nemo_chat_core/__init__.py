@@ -2,7 +2,8 @@
 
 Request validation (`chat_request`), guides (`guided`), sampling (`sampling`), log probabilities (`log_probs`),
 stop strings (`stop_strings`), response building (`chat_response`) and the `tensorrt_llm` tensor contract in both
-directions (`engine_tensors`, `word_lists`, `tensor_values`), tied together by `chat.ChatEndpoint`. It needs
+directions (`engine_tensors`, `word_lists`, `tensor_values`), tied together by `chat.ChatEndpoint`; and the
+`/v1/completions` request with the `ensemble` requests that serve it (`completion_request`). It needs
 `nemo_protocol` and numpy, nothing of Triton: the Triton `chat` model (`nemo_serving`), the client's direct path
 and the gateway run the same code.
 """

@@ -14,6 +14,7 @@ from typing import Any
 from nemo_chat_core.guided import GUIDED_FIELDS, Guide, field_guides, response_format_guide
 from nemo_chat_core.log_probs import MAX_TOP_LOGPROBS
 from nemo_chat_core.sampling import INT32_MAX, MIN_TEMPERATURE, Sampling
+from nemo_chat_core.stop_strings import stop_sequences
 from nemo_protocol.end_user import end_user
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.json_values import parse_json_object
@@ -103,7 +104,7 @@ class ChatRequest:
             tool_choice=_tool_choice(body.get("tool_choice"), tools or []),
             sampling=_sampling(body, nvext),
             max_tokens=_max_tokens(body),
-            stop=_stop(body.get("stop")),
+            stop=stop_sequences(body.get("stop")),
             stream=stream,
             include_usage=include_usage,
             continuous_usage=continuous_usage,
@@ -222,17 +223,6 @@ def _max_tokens(body: Mapping[str, Any]) -> int | None:
     if body.get(key) is None:
         return None
     return _integer(body, key, 0, 1, None)
-
-
-def _stop(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    stops = [value] if isinstance(value, str) else value
-    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
-        raise BadRequestError("must be a non-empty string or a list of up to 4 non-empty strings", param="stop")
-    if len(stops) > 4:
-        raise BadRequestError(f"accepts at most 4 sequences, got {len(stops)}", param="stop")
-    return tuple(stops)
 
 
 def _seed(value: Any) -> int | None:

@@ -1,4 +1,5 @@
-"""OpenAI `stop` sequences applied to streamed text: the text before the first match, nothing after.
+"""OpenAI `stop` sequences: what a request may give (`stop_sequences`, one rule for chat and completions), and
+how they apply to streamed text: the text before the first match, nothing after.
 
 Text that could still be the start of a stop sequence is held back until it is clearly not one, so
 a stop sequence split across chunks is never emitted in part.
@@ -7,6 +8,24 @@ a stop sequence split across chunks is never emitted in part.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+from nemo_protocol.errors import BadRequestError
+
+MAX_STOP_SEQUENCES = 4
+"""OpenAI's limit on a request's stop sequences."""
+
+
+def stop_sequences(value: Any) -> tuple[str, ...]:
+    """A request's ``stop``: absent (None), a non-empty string, or a list of at most 4 of them; 400 naming ``stop``."""
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+        raise BadRequestError("must be a non-empty string or a list of up to 4 non-empty strings", param="stop")
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise BadRequestError(f"accepts at most {MAX_STOP_SEQUENCES} sequences, got {len(stops)}", param="stop")
+    return tuple(stops)
 
 
 class StopStringMatcher:

@@ -21,9 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tritonclient.grpc import service_pb2
-
-from nemo_client.triton_transport import TritonTransport
+from nemo_client.transport import Transport
 from nemo_protocol.errors import APIError, ServerError
 from nemo_protocol.request_ids import new_request_id
 from nemo_protocol.tekken import Tekkenizer, default_tekken_path
@@ -45,7 +43,7 @@ def file_sha256(path: Path) -> str:
 class DirectChat:
     """Chat completions served by :class:`~nemo_chat_core.chat.ChatEndpoint` here over a `tensorrt_llm` stream."""
 
-    def __init__(self, endpoint: ChatEndpoint, transport: TritonTransport, engine_model: str = ENGINE_MODEL) -> None:
+    def __init__(self, endpoint: ChatEndpoint, transport: Transport, engine_model: str = ENGINE_MODEL) -> None:
         self.endpoint = endpoint
         self._transport = transport
         self._engine_model = engine_model
@@ -53,7 +51,7 @@ class DirectChat:
     @classmethod
     async def connect(
         cls,
-        transport: TritonTransport,
+        transport: Transport,
         *,
         chat_model: str,
         tokenizer_file: Path | None,
@@ -64,10 +62,7 @@ class DirectChat:
         from nemo_chat_core.chat import ChatEndpoint
         from nemo_chat_core.length_limits import LengthLimits
 
-        config = await transport.unary(
-            "ModelConfig", service_pb2.ModelConfigRequest(name=chat_model), deadline=deadline
-        )
-        parameters = {key: value.string_value for key, value in config.config.parameters.items()}
+        parameters = await transport.model_parameters(chat_model, deadline=deadline)
         missing = [key for key in CHAT_CONFIG_KEYS if not parameters.get(key)]
         if missing:
             raise ServerError(

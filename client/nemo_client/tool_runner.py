@@ -15,12 +15,17 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jsonschema
 from openai.types.chat import ChatCompletion, ChatCompletionMessageToolCall
+from typing_extensions import Unpack
 
+from nemo_client.types import ToolRunParams
 from nemo_protocol.errors import NemoError
+
+if TYPE_CHECKING:
+    from nemo_client.resources.chat import AsyncChatCompletions
 
 _JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
@@ -88,22 +93,22 @@ def _schema_for(annotation: Any) -> tuple[dict[str, Any], bool]:
 
 
 async def run_tools(
-    completions: Any,
+    completions: AsyncChatCompletions,
     *,
     messages: Sequence[Mapping[str, Any]],
     tools: Mapping[str, Callable[..., Any]],
     tool_definitions: Sequence[Mapping[str, Any]] | None = None,
     max_steps: int = 8,
-    **params: Any,
+    **params: Unpack[ToolRunParams],
 ) -> ToolRun:
     """Loop until the model answers without calling a tool, at most ``max_steps`` model calls.
 
-    ``completions`` is an ``AsyncChatCompletions``; ``params`` go to each ``create`` call
-    (``temperature``, ``max_tokens``, ``seed``, ...). Parallel tool calls run concurrently.
+    ``params`` go to each ``create`` call (``temperature``, ``max_tokens``, ``seed``, ...). Parallel tool calls
+    run concurrently.
     """
     if max_steps < 1:
         raise ValueError("max_steps must be at least 1")
-    if params.get("stream"):
+    if cast(Mapping[str, Any], params).get("stream"):  # not a ToolRunParams key: refused for untyped callers
         raise ValueError("run_tools collects whole answers; do not pass stream=True")
     definitions = _definitions(tools, tool_definitions)
     schemas = {d["function"]["name"]: d["function"].get("parameters") or {} for d in definitions}

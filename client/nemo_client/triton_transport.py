@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from nemo_client.transport import InputRefusedError, Outputs, TensorValue
 from nemo_protocol.errors import (
     APIError,
     BadRequestError,
@@ -30,7 +31,6 @@ from nemo_protocol.errors import (
     UnavailableError,
 )
 
-TensorValue = np.ndarray[Any, Any] | Sequence[str] | Sequence[bytes]
 _NUMPY_TO_TRITON = {
     np.dtype(np.bool_): "BOOL",
     np.dtype(np.int32): "INT32",
@@ -126,19 +126,24 @@ def error_from_rpc(error: grpc.aio.AioRpcError, *, after_responses: int = 0) -> 
     return ServerError(f"{code.name}: {details}")
 
 
-def error_from_message(message: str) -> APIError:
-    """A per-request error Triton sent inside the stream (no status code travels with it)."""
+def error_from_message(message: str, inputs: Collection[str] = ()) -> APIError:
+    """A per-request error Triton sent inside the stream (no status code travels with it). ``inputs``: the names
+    of the request's input tensors; a model's refusal of one of them (``name: reason``) is an InputRefusedError."""
     if "unknown model" in message or "is not found" in message:
         return NotFoundError(message)
     if "is not ready" in message:
         return UnavailableError(message)
     if "unexpected shape" in message or "unexpected datatype" in message or "unexpected inference input" in message:
         return BadRequestError(message)
+    name, separator, reason = message.partition(": ")
+    if separator and name in inputs:
+        return InputRefusedError(name, reason)
     return ServerError(message)
 
 
 class TritonTransport:
-    """gRPC channel to one Triton server. Create it, and use it, inside one event loop."""
+    """gRPC channel to one Triton server; the client's :class:`~nemo_client.transport.Transport`. Create it, and
+    use it, inside one event loop."""
 
     def __init__(
         self,
@@ -190,9 +195,23 @@ class TritonTransport:
                 await _sleep_before(deadline, self._retry.backoff(attempt))
         raise AssertionError("unreachable")
 
+    async def server_live(self, *, deadline: float) -> bool:
+        return bool((await self.unary("ServerLive", service_pb2.ServerLiveRequest(), deadline=deadline)).live)
+
+    async def server_ready(self, *, deadline: float) -> bool:
+        return bool((await self.unary("ServerReady", service_pb2.ServerReadyRequest(), deadline=deadline)).ready)
+
+    async def model_ready(self, model: str, *, deadline: float) -> bool:
+        answer = await self.unary("ModelReady", service_pb2.ModelReadyRequest(name=model), deadline=deadline)
+        return bool(answer.ready)
+
+    async def model_parameters(self, model: str, *, deadline: float) -> dict[str, str]:
+        config = await self.unary("ModelConfig", service_pb2.ModelConfigRequest(name=model), deadline=deadline)
+        return {key: value.string_value for key, value in config.config.parameters.items()}
+
     async def stream(
         self, model: str, inputs: Mapping[str, TensorValue], *, request_id: str, deadline: float
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[Outputs]:
         """Run one request on a (decoupled) model; yields each response's outputs until the final one.
 
         Stopping the iteration early (``aclose``, ``break``, task cancellation) cancels the request
@@ -214,7 +233,7 @@ class TritonTransport:
             try:
                 async for message in call:
                     if message.error_message:
-                        raise error_from_message(message.error_message)
+                        raise error_from_message(message.error_message, inputs.keys())
                     response = message.infer_response
                     if response.outputs:
                         received += 1
@@ -242,10 +261,6 @@ class TritonTransport:
                 if not complete:
                     # Abandoned midway (closed, broken, timed out): cancel the request on the server.
                     call.cancel()
-
-
-def deadline_after(timeout: float | None) -> float:
-    return time.monotonic() + timeout if timeout is not None else float("inf")
 
 
 def _remaining(deadline: float) -> float | None:

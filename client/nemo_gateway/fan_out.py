@@ -9,7 +9,9 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
-from nemo_client.client import MAX_N, AsyncNemoClient, AsyncStream
+from nemo_chat_core.completion_request import MAX_N
+from nemo_client.client import AsyncNemoClient
+from nemo_client.streaming import AsyncStream
 from nemo_protocol.errors import BadRequestError
 
 

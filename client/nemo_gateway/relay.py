@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from nemo_client.client import AsyncStream
+from nemo_client.streaming import AsyncStream
 from nemo_gateway.metering import RequestMeter
 from nemo_gateway.metrics import GatewayMetrics
 from nemo_protocol.end_user import end_user_line

@@ -1,17 +1,18 @@
 """``POST /v1/chat/completions`` (the Triton ``chat`` model) and ``POST /v1/completions`` (the ``ensemble``).
 
 The chat body goes to the ``chat`` model as it is: validation lives in one place, the server, and its
-errors come back as OpenAI error bodies with the matching HTTP status.
+errors come back as OpenAI error bodies with the matching HTTP status. A completion body is read by the chat
+core's ``CompletionRequest``, as the client reads its own arguments; the client reports the ensemble's refusals
+as errors naming the request's fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import Response
 
-from nemo_client.client import completion_prompts
+from nemo_chat_core.completion_request import CompletionRequest
 from nemo_gateway.dependencies import Client, Metrics, Settings
 from nemo_gateway.fan_out import choice_count, create_n
 from nemo_gateway.metering import Meter
@@ -19,28 +20,9 @@ from nemo_gateway.metrics import GatewayMetrics
 from nemo_gateway.openai_router import openai_router
 from nemo_gateway.relay import ChunkShaper, relay
 from nemo_gateway.request_body import RequestBody
-from nemo_protocol.end_user import end_user
-from nemo_protocol.errors import BadRequestError, ServerError
+from nemo_protocol.errors import BadRequestError
 
 router = openai_router("completions")
-
-COMPLETION_FIELDS = frozenset(
-    {
-        "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
-        "presence_penalty", "frequency_penalty", "stream", "stream_options", "logprobs", "echo", "n",
-        "min_tokens", "ignore_eos", "repetition_penalty", "nvext", "user",
-    }
-)  # fmt: skip
-"""What ``/v1/completions`` accepts; anything else is a 400 naming the field."""
-
-ENSEMBLE_INPUT_FIELDS = {
-    "text_input": "prompt", "input_ids": "prompt", "max_tokens": "max_tokens", "stop_words": "stop",
-    "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "seed": "seed",
-    "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty", "stream": "stream",
-    "repetition_penalty": "repetition_penalty", "min_tokens": "min_tokens", "logprobs": "logprobs",
-    "exclude_input_in_output": "echo",
-}  # fmt: skip
-"""The ``ensemble`` input tensor (or the ``tensorrt_llm`` one of the same name) each request field travels in."""
 
 
 @router.post("/v1/chat/completions", name="chat")
@@ -71,55 +53,10 @@ async def chat_completions(
 async def completions(
     body: RequestBody, meter: Meter, client: Client, settings: Settings, metrics: Metrics
 ) -> Response:
-    settings.limits.check_completion(body)
-    params = completion_params(body)
-    user = params.pop("user", None)
-    call = client.completions.create(**params, timeout=settings.request_timeout_s)
-    shape = completion_chunk_shaper(metrics, body.get("stream_options"))
-    return await relay(refusals_as_400(call), meter=meter, metrics=metrics, shape=shape, end_user=user)
-
-
-async def refusals_as_400(call: Awaitable[Any]) -> Any:
-    """``call``'s result; the ``ensemble``'s refusal of a field as the 400 naming that field.
-
-    The ensemble refuses a request inside its gRPC stream, where no status code travels, so the client
-    reports ``max_tokens: must be at least 1`` (``BadRequestError``'s text: the tensor, then the reason) as a
-    server error. A message that starts with one of the tensors a completion request fills is the caller's.
-    """
-    try:
-        return await call
-    except ServerError as exc:
-        tensor, separator, reason = exc.message.partition(": ")
-        field = ENSEMBLE_INPUT_FIELDS.get(tensor)
-        if not separator or field is None:
-            raise
-        raise BadRequestError(reason, param=field) from None
-
-
-def completion_params(body: dict[str, Any]) -> dict[str, Any]:
-    """The client's ``completions.create`` arguments for a ``/v1/completions`` body; 400 for what it cannot take."""
-    unknown = sorted(set(body) - COMPLETION_FIELDS)
-    if unknown:
-        raise BadRequestError(
-            f"unsupported field {unknown[0]!r}; accepted: {', '.join(sorted(COMPLETION_FIELDS))}", param=unknown[0]
-        )
-    completion_prompts(body.get("prompt"))
-    end_user(body)
-    body = with_nvext(body)
-    stream_options = body.get("stream_options")
-    if stream_options is not None and (
-        not isinstance(stream_options, dict)
-        or set(stream_options) - STREAM_OPTIONS
-        or not all(isinstance(value, bool) for value in stream_options.values())
-    ):
-        accepted = ", ".join(sorted(STREAM_OPTIONS))
-        raise BadRequestError(f"must be an object of booleans: {accepted}", param="stream_options")
-    return {key: value for key, value in body.items() if value is not None and key != "stream_options"}
-
-
-STREAM_OPTIONS = frozenset({"include_usage", "continuous_usage_stats"})
-NVEXT_ALIASES = frozenset({"top_k", "repetition_penalty", "min_tokens", "ignore_eos"})
-"""NIM's ``nvext`` fields that vLLM (and aiperf) send at the top level; both spellings are accepted."""
+    request = CompletionRequest.from_body(body, limits=settings.limits)
+    call = client.completions.create_from_request(request, timeout=settings.request_timeout_s)
+    shape = completion_chunk_shaper(metrics, include_usage=request.include_usage, every=request.continuous_usage)
+    return await relay(call, meter=meter, metrics=metrics, shape=shape, end_user=request.user)
 
 
 CHAT_NVEXT_ALIASES = frozenset({"top_k", "repetition_penalty", "ignore_eos"})
@@ -141,21 +78,6 @@ def as_nvext(body: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in body.items() if k not in aliases}, "nvext": merged}
 
 
-def with_nvext(body: dict[str, Any]) -> dict[str, Any]:
-    """``body`` with its ``nvext`` fields at the top level; 400 when a field is given both ways, differently."""
-    nvext = body.get("nvext")
-    if nvext is None:
-        return body
-    if not isinstance(nvext, dict) or set(nvext) - NVEXT_ALIASES:
-        raise BadRequestError(f"accepted keys: {', '.join(sorted(NVEXT_ALIASES))}", param="nvext")
-    merged = {key: value for key, value in body.items() if key != "nvext"}
-    for key, value in nvext.items():
-        if key in merged and merged[key] != value:
-            raise BadRequestError(f"differs from the top-level {key} ({merged[key]!r}): give one", param=f"nvext.{key}")
-        merged[key] = value
-    return merged
-
-
 def chat_chunk_shaper(metrics: GatewayMetrics, wants_usage: bool) -> ChunkShaper:
     """Counts each chunk's usage; drops it (and a usage-only chunk) unless the caller asked for usage."""
 
@@ -172,10 +94,9 @@ def chat_chunk_shaper(metrics: GatewayMetrics, wants_usage: bool) -> ChunkShaper
     return shape
 
 
-def completion_chunk_shaper(metrics: GatewayMetrics, stream_options: Any) -> ChunkShaper:
-    """Every chunk carries the usage so far: counted on the last, kept on every chunk with
-    ``continuous_usage_stats`` (vLLM's), on the last with ``include_usage``, else dropped."""
-    options = stream_options if isinstance(stream_options, dict) else {}
+def completion_chunk_shaper(metrics: GatewayMetrics, *, include_usage: bool, every: bool) -> ChunkShaper:
+    """Every chunk carries the usage so far: counted on the last, kept on every chunk with ``every``
+    (``stream_options.continuous_usage_stats``, vLLM's), on the last with ``include_usage``, else dropped."""
 
     def shape(chunk: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
         choices = chunk.get("choices") or []
@@ -183,7 +104,7 @@ def completion_chunk_shaper(metrics: GatewayMetrics, stream_options: Any) -> Chu
         if chunk.get("usage") is not None:
             if last:
                 metrics.count_usage(chunk["usage"])
-            if not (options.get("continuous_usage_stats") or (last and options.get("include_usage"))):
+            if not (every or (last and include_usage)):
                 chunk = {key: value for key, value in chunk.items() if key != "usage"}
         return chunk, bool(choices and choices[0].get("text"))
 

@@ -33,7 +33,8 @@ from nemo_bench.targets import GrpcTarget, HttpTarget, SamplingOptions, Target
 from nemo_bench.workload import BenchRequest, SyntheticPrompts
 from nemo_build.repository import TEMPLATES_DIR, RepositorySettings, render_repository
 from nemo_chat_core.engine_tensors import GenerationRequest, output_token_ids
-from nemo_client.triton_transport import TritonTransport, deadline_after
+from nemo_client.transport import deadline_after
+from nemo_client.triton_transport import TritonTransport
 from nemo_ops.launcher import TritonServer
 from nemo_ops.stub_supervisor import stub_processes
 from nemo_protocol.chat_format import encode_chat

@@ -18,7 +18,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from nemo_build.tiny.chat import WEATHER_TOOL
 from nemo_client import AsyncNemoClient, NemoClient
-from nemo_client.client import AsyncStream
+from nemo_client.streaming import AsyncStream
 from nemo_ops.launcher import TritonServer
 from nemo_protocol.errors import BadRequestError, DeadlineExceededError
 from tests.integration.conftest import MAX_BATCH_SIZE, MAX_SEQ_LEN

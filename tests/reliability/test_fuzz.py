@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion
 
 from nemo_client import NemoClient
-from nemo_client.client import AsyncNemoClient, AsyncStream
+from nemo_client.client import AsyncNemoClient
+from nemo_client.streaming import AsyncStream
 from nemo_protocol.errors import BadRequestError, NotFoundError
 from tests.reliability.conftest import BUDGET, Stack
 

@@ -14,14 +14,17 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from nemo_client import NemoClient
+from nemo_client.transport import InputRefusedError
 from nemo_client.triton_transport import (
     build_request,
     decode_bytes_tensor,
     decode_outputs,
     encode_bytes_tensor,
+    error_from_message,
     error_from_rpc,
 )
 from nemo_protocol.errors import (
+    APIError,
     BadRequestError,
     DeadlineExceededError,
     NotFoundError,
@@ -159,3 +162,55 @@ def test_deadline_covers_the_whole_call(hanging_grpc_server: int) -> None:
         with pytest.raises(DeadlineExceededError):
             client.chat.completions.create(messages=[{"role": "user", "content": "hi"}], timeout=0.5)
         assert time.monotonic() - start < 5
+
+
+def test_a_chat_request_with_a_lone_surrogate_is_refused_before_anything_is_sent() -> None:
+    # Port 1 has no server: the refusal comes before any connection is made.
+    with NemoClient("127.0.0.1:1") as client, pytest.raises(BadRequestError) as caught:
+        client.chat.completions.create(messages=[{"role": "user", "content": "\ud800"}], model="m")
+    assert caught.value.param == "messages[0].content"
+
+
+def test_a_model_s_refusal_of_an_input_it_was_sent_is_an_input_refused_error() -> None:
+    error = error_from_message("max_tokens: must be at least 1, got 0", {"text_input", "max_tokens"})
+    assert type(error) is InputRefusedError and isinstance(error, ServerError)  # a 500 unless the caller maps it
+    assert (error.input_name, error.reason) == ("max_tokens", "must be at least 1, got 0")
+    assert error.message == "max_tokens: must be at least 1, got 0"  # the text as Triton sent it
+    for message in ("max_tokens: not sent, so not a refusal of ours", "internal error: KeyError('x')", "boom"):
+        assert type(error_from_message(message, {"text_input"})) is ServerError
+
+
+class _RefusingInference(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """A KServe-v2 gRPC server whose model answers every request with an error inside the stream, as Triton does."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def ModelStreamInfer(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        next(request_iterator)
+        yield service_pb2.ModelStreamInferResponse(error_message=self.message)
+
+
+@pytest.mark.parametrize(
+    ("message", "param", "expected"),
+    [
+        ("text_input: the prompt is 3002 tokens; this deployment accepts at most 2048", "prompt", BadRequestError),
+        ("generation failed: out of memory", None, ServerError),
+    ],
+)
+def test_an_ensemble_refusal_over_grpc_is_the_400_naming_the_completion_field(
+    message: str, param: str | None, expected: type
+) -> None:
+    server = grpc.server(ThreadPoolExecutor(2))
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(_RefusingInference(message), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with NemoClient(f"127.0.0.1:{port}", max_retries=0, timeout=30) as client:
+            for stream in (False, True):
+                with pytest.raises(APIError) as raised:
+                    client.completions.create(prompt="hi", stream=stream)  # type: ignore[call-overload]
+                assert type(raised.value) is expected and raised.value.param == param
+                assert str(raised.value) == (f"prompt: {message.partition(': ')[2]}" if param else message)
+    finally:
+        server.stop(grace=None)

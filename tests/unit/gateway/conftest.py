@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pytest
@@ -11,7 +11,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from openai.types import Model
 
-from nemo_client.client import AsyncStream, Health
+from nemo_chat_core.completion_request import CompletionRequest
+from nemo_client.streaming import AsyncStream
+from nemo_client.types import Health
 from nemo_gateway.app import create_app
 from nemo_gateway.dependencies import get_client
 from nemo_gateway.metrics import GatewayMetrics
@@ -68,6 +70,9 @@ class FakeUpstream:
     async def create(self, **params: Any) -> Any:
         return await self.create_from_body(params)
 
+    async def create_from_request(self, request: CompletionRequest, *, timeout: float | None = None) -> Any:
+        return await self.create_from_body(asdict(request))
+
     async def health(self, *, timeout: float = 5.0) -> Health:
         return self.health_result
 
@@ -88,7 +93,7 @@ class FakeUpstream:
 class Gateway:
     app: FastAPI
     http: TestClient
-    upstream: FakeUpstream
+    upstream: Any  # FakeUpstream, unless the test gave a client of its own
 
     @property
     def metrics(self) -> GatewayMetrics:
@@ -106,7 +111,8 @@ MakeGateway = Callable[..., Gateway]
 def make_gateway() -> Iterator[MakeGateway]:
     clients: list[TestClient] = []
 
-    def make(upstream: FakeUpstream | None = None, **settings: Any) -> Gateway:
+    def make(upstream: Any = None, **settings: Any) -> Gateway:
+        """The app over ``upstream``: a FakeUpstream (the default), or a real client (over a fake transport)."""
         app = create_app(GatewaySettings(served_model_name=SERVED, **settings))
         fake = upstream or FakeUpstream()
         app.dependency_overrides[get_client] = lambda: fake

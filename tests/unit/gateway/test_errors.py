@@ -7,9 +7,12 @@ import logging
 import pytest
 from pydantic import BaseModel
 
+from nemo_client.client import AsyncNemoClient
+from nemo_client.triton_transport import error_from_message
 from nemo_gateway.errors import field_path
 from nemo_protocol.errors import ServerError, UnavailableError
 from nemo_protocol.request_limits import RequestLimits
+from tests.unit.client.fake_transport import FakeTransport
 from tests.unit.gateway.conftest import FRANCE, SERVED, FakeUpstream, Gateway, MakeGateway
 
 ERROR_KEYS = {"message", "type", "param", "code"}
@@ -160,10 +163,12 @@ def test_field_path() -> None:
 def test_an_ensemble_refusal_is_a_400_naming_the_completion_field(
     make_gateway: MakeGateway, message: str, param: str
 ) -> None:
-    # The ensemble refuses inside its gRPC stream (no status code): the client reports a ServerError.
-    gw = make_gateway(FakeUpstream(reply=ServerError(message)))
+    # The ensemble refuses inside its gRPC stream, as text with no status code: the transport reads a refusal of
+    # one of the request's inputs as an InputRefusedError, which the client reports naming the field.
+    gw = make_gateway(AsyncNemoClient(model=SERVED, transport=ensemble_failing_with(message)))
     for stream in (False, True):
-        response = gw.http.post("/v1/completions", json={"prompt": "hi", "max_tokens": 4, "stream": stream})
+        body = {"prompt": "hi", "max_tokens": 4, "top_k": 5, "stop": "x", "stream": stream}
+        response = gw.http.post("/v1/completions", json=body)
         assert response.status_code == 400, response.text
         error = error_of(response)
         assert error["param"] == param and error["type"] == "invalid_request_error"
@@ -171,8 +176,17 @@ def test_an_ensemble_refusal_is_a_400_naming_the_completion_field(
     assert gw.sample("nemo_gateway_requests_total", endpoint="completions", status="400") == 2
 
 
-@pytest.mark.parametrize("message", ["generation failed: out of memory", "internal error: KeyError('x')", "boom"])
+@pytest.mark.parametrize(
+    "message",
+    ["generation failed: out of memory", "internal error: KeyError('x')", "boom", "bad_words: not one we sent"],
+)
 def test_other_ensemble_failures_stay_500(make_gateway: MakeGateway, message: str) -> None:
-    gw = make_gateway(FakeUpstream(reply=ServerError(message)))
+    gw = make_gateway(AsyncNemoClient(model=SERVED, transport=ensemble_failing_with(message)))
     response = gw.http.post("/v1/completions", json={"prompt": "hi", "max_tokens": 4})
     assert response.status_code == 500 and error_of(response)["type"] == "server_error"
+
+
+def ensemble_failing_with(message: str) -> FakeTransport:
+    """A transport whose ``ensemble`` answers every request with ``message`` as Triton sends a model's error: inside
+    the stream, decoded as the Triton transport decodes it."""
+    return FakeTransport(handlers={"ensemble": lambda inputs: [error_from_message(message, inputs.keys())]})

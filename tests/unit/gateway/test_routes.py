@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from nemo_client.client import Health
+from nemo_client.types import Health
 from nemo_gateway.app import create_app
 from nemo_gateway.cli import build_parser
 from nemo_gateway.settings import GatewaySettings
