@@ -35,6 +35,7 @@ from tests.helm.chart_support import (
     containers,
     env,
     matches,
+    parse_gateway_args,
     pod_labels,
     pod_spec,
     render,
@@ -254,12 +255,13 @@ def test_gateway_probes_hit_its_health_endpoints(case: Case, rendered: Rendered)
 
 
 def test_gateway_chat_path_is_direct_unless_the_values_say_chat_model() -> None:
-    from nemo_gateway.cli import build_parser
-
+    rendered_args = []
     for values, expected in (({}, "direct"), ({"gateway.chatPath": "chat-model"}, "chat-model")):
         args = container(pod_spec(render(values_from(**values)).component("Deployment", "gateway")), "gateway")["args"]
         assert args[args.index("--chat-path") + 1] == expected
-        assert build_parser().parse_args(args[1:]).chat_path == expected  # the gateway's own parser takes them
+        rendered_args.append((args, expected))
+    for args, expected in rendered_args:
+        assert parse_gateway_args(args)["--chat-path"] == expected  # the gateway's own parser takes them
 
 
 def test_gateway_off_renders_no_gateway_objects() -> None:
@@ -457,8 +459,13 @@ def test_network_policy_of_the_gateway_admits_listed_sources_and_lets_it_reach_o
     assert matches(to_triton["podSelector"]["matchLabels"], pod_labels(rendered.component("Deployment", "triton")))
     assert set(to_triton) == {"podSelector"}, "this release's Triton pods, in the release namespace"
     assert triton["ports"] == [{"port": 8001, "protocol": "TCP"}, {"port": 8002, "protocol": "TCP"}]  # gRPC, metrics
-    triton_url = f"{rendered.named('Service', 'nemo-mistral-nemo-triton')['metadata']['name']}:8001"
-    assert triton_url in container(pod_spec(gateway), "gateway")["args"], "the port the egress rule opens"
+    # The gateway's default target: the headless Service of those pods, on the gRPC port the egress rule opens.
+    headless = rendered.named("Service", "nemo-mistral-nemo-triton-headless")
+    assert matches(headless["spec"]["selector"], to_triton["podSelector"]["matchLabels"])
+    domain = _setting(case, "clusterDomain", "cluster.local")
+    triton_url = f"dns:///{headless['metadata']['name']}.{NAMESPACE}.svc.{domain}:8001"
+    args = container(pod_spec(gateway), "gateway")["args"]
+    assert args[args.index("--triton-url") + 1] == triton_url, "the port the egress rule opens"
     assert extra == _setting(case, "networkPolicy.gateway.extraEgress", [])
 
 

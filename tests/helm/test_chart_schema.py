@@ -122,6 +122,48 @@ REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
         "value must be one of",
     ),
     (
+        "unknown gRPC balancing policy",
+        values_from(**{"gateway.tritonLoadBalancing": "least_request"}),
+        "/gateway/tritonLoadBalancing",
+        "value must be one of",
+    ),
+    (
+        "Triton URL with a scheme the gateway does not dial",
+        values_from(**{"gateway.tritonUrl": "http://triton:8001"}),
+        "/gateway/tritonUrl",
+        "does not match",
+    ),
+    (
+        "negative in-flight bound",
+        values_from(**{"gateway.admission.maxInFlight": -1}),
+        "/gateway/admission/maxInFlight",
+        "minimum",
+    ),
+    (
+        "fractional queue bound",
+        values_from(**{"gateway.admission.maxQueued": 1.5}),
+        "/gateway/admission/maxQueued",
+        "want integer",
+    ),
+    (
+        "negative queue wait",
+        values_from(**{"gateway.admission.maxQueueWaitSeconds": -0.5}),
+        "/gateway/admission/maxQueueWaitSeconds",
+        "minimum",
+    ),
+    (
+        "misspelt admission key",
+        values_from(**{"gateway.admission.maxInflight": 8}),
+        "/gateway/admission",
+        "'maxInflight' not allowed",
+    ),
+    (
+        "gateway CPU target of 0",
+        values_from(**{"gateway.autoscaling.targetCPUUtilizationPercentage": 0}),
+        "/gateway/autoscaling/targetCPUUtilizationPercentage",
+        "minimum",
+    ),
+    (
         "negative scale-down window",
         values_from(**{"triton.autoscaling.scaleDown.stabilizationWindowSeconds": -1}),
         "/triton/autoscaling/scaleDown/stabilizationWindowSeconds",
@@ -161,6 +203,17 @@ FAILED: list[tuple[str, dict[str, Any], str]] = [
             }
         ),
         "minReplicas (5) exceeds maxReplicas (2)",
+    ),
+    (
+        "gateway min above max replicas",
+        values_from(
+            **{
+                "gateway.autoscaling.enabled": True,
+                "gateway.autoscaling.minReplicas": 6,
+                "gateway.autoscaling.maxReplicas": 3,
+            }
+        ),
+        "gateway.autoscaling.minReplicas (6) exceeds maxReplicas (3)",
     ),
     (
         "ingress without gateway",
