@@ -35,12 +35,13 @@ ROUTER = ("llm-d/llm-d-router", "v0.10.0", "71f4f0999f95b96c49a9d0c4afbd18dfdb94
 GATEWAY_API = ("kubernetes-sigs/gateway-api", "v1.5.1", "e7677b70ae75d14a4448fba94870e7deea6cf0ad")
 
 # Values the upstream gateway chart is rendered with: this chart's situation (Triton with TensorRT-LLM behind an
-# OpenAI port), with stand-in names the tests substitute.
-POOL, NAMESPACE, GATEWAY, TARGET_PORT = "POOL", "NAMESPACE", "GATEWAY", 8080
+# OpenAI port), release POOL in namespace NAMESPACE,
+# with stand-in names the tests substitute (names no field of the rendered objects has otherwise).
+POOL, NAMESPACE, GATEWAY, TARGET_PORT = "upstream-pool", "upstream-namespace", "upstream-gateway", 8080
 ROUTER_VALUES: dict[str, Any] = {
     "router": {
         "modelServers": {
-            "matchLabels": {"app": "MODEL_SERVER"},
+            "matchLabels": {"app": "upstream-model-server"},
             "type": "triton-tensorrt-llm",
             "targetPorts": [{"number": TARGET_PORT}],
         }
@@ -196,8 +197,9 @@ def capture_endpoint_picker(router: Path) -> None:
                     "Dockerfile.epp",
                 ],
                 "How upstream deploys the endpoint picker (EPP) for an InferencePool: llm-d-router's own gateway chart "
-                "rendered by real Helm (helm-python-sdk, Helm v4) with `values` below, release name POOL in namespace "
-                "NAMESPACE; `one_replica` is the default (replicas 1), `two_replicas` adds router.epp.replicas=2 (HA: "
+                "rendered by real Helm (helm-python-sdk, Helm v4) with `values` below, release and namespace named in "
+                "`placeholders`; `one_replica` is the default (replicas 1), `two_replicas` adds "
+                "router.epp.replicas=2 (HA: "
                 "leader election, its Role and other probe services). The chart's image tag default is `main`; "
                 "v0.10.0 is the release tag of this commit. The picker moved here from "
                 "gateway-api-inference-extension: "
@@ -212,7 +214,13 @@ def capture_endpoint_picker(router: Path) -> None:
                 "chart_default_tag": chart_values["epp"]["image"]["tag"],
                 "release_tag": ROUTER[1],
             },
-            "placeholders": {"pool": POOL, "namespace": NAMESPACE, "gateway": GATEWAY, "target_port": TARGET_PORT},
+            "placeholders": {
+                "pool": POOL,
+                "picker": f"{POOL}-epp",
+                "namespace": NAMESPACE,
+                "gateway": GATEWAY,
+                "target_port": TARGET_PORT,
+            },
             "one_replica": _picker_facts(one_replica),
             "two_replicas": _picker_facts(two_replicas),
             "inference_pool_spec": pool["spec"],

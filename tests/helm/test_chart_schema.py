@@ -163,6 +163,43 @@ REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
         "/gateway/autoscaling/targetCPUUtilizationPercentage",
         "minimum",
     ),
+    ("unknown routing mode", values_from(**{"routing.mode": "istio"}), "/routing/mode", "value must be one of"),
+    (
+        "pool port that is Triton's metrics port",
+        values_from(**{"routing.inferencePool.port": 8002}),
+        "/routing/inferencePool/port",
+        "'not' failed",
+    ),
+    (
+        "failure mode as the llm-d-router README spells it",
+        values_from(**{"routing.inferencePool.failureMode": "FailClosed"}),
+        "/routing/inferencePool/failureMode",
+        "value must be one of",
+    ),
+    (
+        "request timeout that is no Gateway API duration",
+        values_from(**{"routing.inferencePool.httpRoute.requestTimeout": "5 minutes"}),
+        "/routing/inferencePool/httpRoute/requestTimeout",
+        "does not match",
+    ),
+    (
+        "picker flag written with its dashes",
+        values_from(**{"routing.inferencePool.picker.flags": {"--v": 3}}),
+        "/routing/inferencePool/picker/flags",
+        "'--v' not allowed",
+    ),
+    (
+        "picker image tag with a space",
+        values_from(**{"routing.inferencePool.picker.image.tag": "v0.10 .0"}),
+        "/routing/inferencePool/picker/image/tag",
+        "does not match",
+    ),
+    (
+        "no picker",
+        values_from(**{"routing.inferencePool.picker.replicas": 0}),
+        "/routing/inferencePool/picker/replicas",
+        "minimum",
+    ),
     (
         "negative scale-down window",
         values_from(**{"triton.autoscaling.scaleDown.stabilizationWindowSeconds": -1}),
@@ -214,6 +251,44 @@ FAILED: list[tuple[str, dict[str, Any], str]] = [
             }
         ),
         "gateway.autoscaling.minReplicas (6) exceeds maxReplicas (3)",
+    ),
+    (
+        "inference pool without the gateway that serves it",
+        values_from(
+            **{
+                "routing.mode": "inferencePool",
+                "routing.inferencePool.httpRoute.gateway.name": "inference-gateway",
+                "gateway.enabled": False,
+            }
+        ),
+        "routing.mode=inferencePool needs gateway.enabled",
+    ),
+    (
+        "inference pool with the gateway's Ingress",
+        values_from(
+            **{
+                "routing.mode": "inferencePool",
+                "routing.inferencePool.httpRoute.gateway.name": "inference-gateway",
+                "gateway.ingress.enabled": True,
+            }
+        ),
+        "gateway.ingress.enabled needs routing.mode=gateway",
+    ),
+    (
+        "route to no gateway",
+        values_from(**{"routing.mode": "inferencePool"}),
+        "routing.inferencePool.httpRoute.gateway.name is required",
+    ),
+    (
+        "picker config file that is not in its ConfigMap",
+        values_from(
+            **{
+                "routing.mode": "inferencePool",
+                "routing.inferencePool.httpRoute.gateway.name": "inference-gateway",
+                "routing.inferencePool.picker.configFile": "custom.yaml",
+            }
+        ),
+        "routing.inferencePool.picker.configFile=custom.yaml is neither default-plugins.yaml nor a key",
     ),
     (
         "ingress without gateway",

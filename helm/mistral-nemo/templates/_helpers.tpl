@@ -182,8 +182,39 @@ Triton pods wait until the file holds exactly this text.
 
 {{/* "true" when the gateway Deployment (and its Service, PDB, HPA, Ingress, NetworkPolicy) is rendered, else "". */}}
 {{- define "mistral-nemo.gatewayDeployment" -}}
-{{- if .Values.gateway.enabled -}}true{{- end -}}
+{{- if and .Values.gateway.enabled (eq .Values.routing.mode "gateway") -}}true{{- end -}}
 {{- end -}}
+
+{{/* "true" with routing.mode=inferencePool: InferencePool, endpoint picker, HTTPRoute, gateway in the Triton pods. */}}
+{{- define "mistral-nemo.inferencePool" -}}
+{{- if eq .Values.routing.mode "inferencePool" -}}true{{- end -}}
+{{- end -}}
+
+{{/* The engine type llm-d-router's metrics extractor knows Triton's TensorRT-LLM metric names by (pod label llm-d.ai/engine-type). */}}
+{{- define "mistral-nemo.engineType" -}}triton-tensorrt-llm{{- end -}}
+
+{{- define "mistral-nemo.inferencePoolName" -}}
+{{- include "mistral-nemo.componentName" (dict "ctx" . "component" "pool") -}}
+{{- end -}}
+
+{{- define "mistral-nemo.pickerName" -}}
+{{- include "mistral-nemo.componentName" (dict "ctx" . "component" "endpoint-picker") -}}
+{{- end -}}
+
+{{/* The picker image: `repository@digest` when a digest is given, else `repository:tag`. */}}
+{{- define "mistral-nemo.pickerImage" -}}
+{{- $image := .Values.routing.inferencePool.picker.image -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository $image.tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Ports of the endpoint picker, as llm-d-router's chart and image (EXPOSE) have them. */}}
+{{- define "mistral-nemo.pickerExtProcPort" -}}9002{{- end -}}
+{{- define "mistral-nemo.pickerHealthPort" -}}9003{{- end -}}
+{{- define "mistral-nemo.pickerMetricsPort" -}}9090{{- end -}}
 
 {{/*
 The gateway Deployment's Triton target: gateway.tritonUrl, else every ready Triton pod through the headless
@@ -414,6 +445,21 @@ topologySpreadConstraints:
 {{- end -}}
 {{- if and .Values.gateway.enabled .Values.gateway.autoscaling.enabled (gt (int .Values.gateway.autoscaling.minReplicas) (int .Values.gateway.autoscaling.maxReplicas)) -}}
 {{- fail (printf "gateway.autoscaling.minReplicas (%d) exceeds maxReplicas (%d)" (int .Values.gateway.autoscaling.minReplicas) (int .Values.gateway.autoscaling.maxReplicas)) -}}
+{{- end -}}
+{{- if include "mistral-nemo.inferencePool" . -}}
+{{- if not .Values.gateway.enabled -}}
+{{- fail "routing.mode=inferencePool needs gateway.enabled: the pool's model servers are the gateway containers in the Triton pods (OpenAI API on routing.inferencePool.port)" -}}
+{{- end -}}
+{{- if .Values.gateway.ingress.enabled -}}
+{{- fail "gateway.ingress.enabled needs routing.mode=gateway: with inferencePool there is no gateway Service; clients come through your Gateway and the HTTPRoute" -}}
+{{- end -}}
+{{- if and .Values.routing.inferencePool.httpRoute.create (not .Values.routing.inferencePool.httpRoute.gateway.name) -}}
+{{- fail "routing.inferencePool.httpRoute.gateway.name is required: the Gateway the HTTPRoute to the InferencePool attaches to" -}}
+{{- end -}}
+{{- $picker := .Values.routing.inferencePool.picker -}}
+{{- if not (or (eq $picker.configFile "default-plugins.yaml") (hasKey $picker.extraConfigFiles $picker.configFile)) -}}
+{{- fail (printf "routing.inferencePool.picker.configFile=%s is neither default-plugins.yaml nor a key of routing.inferencePool.picker.extraConfigFiles" $picker.configFile) -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.triton.adminKey.existingSecret .Values.triton.adminKey.value -}}
 {{- fail "triton.adminKey.value and triton.adminKey.existingSecret exclude each other: the key is either in your Secret or in the one the chart creates" -}}
