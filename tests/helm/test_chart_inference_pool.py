@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests.helm.chart_support import (
+    GPU,
     NAMESPACE,
     PICKER,
     REPO_ROOT,
@@ -345,7 +346,7 @@ def test_each_triton_pod_runs_the_gateway_on_localhost_triton_and_no_gateway_dep
     assert "--triton-lb-policy" not in args, "one address: nothing to balance"
     assert args[args.index("--chat-path") + 1] == "direct"
     assert "--grpc-port=8001" in triton_command(triton)
-    assert "GPU" not in json.dumps(gateway["resources"]).upper().replace("NVIDIA.COM/GPU", "GPU")
+    assert GPU not in gateway["resources"].get("limits", {}), "the GPUs are Triton's"
     parsed = parse_gateway_args(args)
     assert (parsed["--triton-url"], parsed["--port"], parsed["--chat-path"]) == ("localhost:8001", 8080, "direct")
     # Its own /tmp: the root filesystem is read-only.
