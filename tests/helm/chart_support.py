@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python as helm
+import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +25,18 @@ CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
+# Gateway API and Inference Extension custom resources (routing.mode=inferencePool): no schema in the Kubernetes
+# set either; validated against the CRD schemas stored from upstream (test_chart_inference_pool.py).
+GATEWAY_API_KINDS = {
+    ("inference.networking.k8s.io/v1", "InferencePool"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+}
 WORKLOAD_KINDS = ("Deployment", "Job")
+# The one component that talks to the Kubernetes API: llm-d-router's endpoint picker watches the InferencePool and
+# its pods (routing.mode=inferencePool), with an account and a read-only Role of its own. Every other pod runs
+# without an API token.
+PICKER = "endpoint-picker"
+PICKER_IMAGE = "ghcr.io/llm-d/llm-d-router-endpoint-picker"
 GPU = "nvidia.com/gpu"
 # The Triton container's args start with the launcher that puts the admin key into the restriction flags.
 TRITON_LAUNCHER = ["bash", "/opt/nemo/scripts/triton-start.sh"]
@@ -167,6 +179,51 @@ MATRIX: list[Case] = [
         tp=2,
     ),
     Case(
+        "gateway-scaling",
+        values_from(
+            **{
+                "gateway.autoscaling.enabled": True,
+                "gateway.autoscaling.maxReplicas": 12,
+                "gateway.tritonLoadBalancing": "pick_first",
+                "gateway.admission.maxInFlight": 64,
+                "gateway.admission.maxQueued": 256,
+                "gateway.admission.maxQueueWaitSeconds": 2.5,
+                "clusterDomain": "cluster.example",
+            }
+        ),
+    ),
+    Case(
+        "inference-pool",
+        values_from(
+            **{"routing.mode": "inferencePool", "routing.inferencePool.httpRoute.gateway.name": "inference-gateway"}
+        ),
+    ),
+    Case(
+        "inference-pool-ha",
+        values_from(
+            **{
+                "routing.mode": "inferencePool",
+                "routing.inferencePool.port": 9000,
+                "routing.inferencePool.failureMode": "FailClose",
+                "routing.inferencePool.picker.replicas": 2,
+                "routing.inferencePool.picker.flags": {"v": 3, "metrics-endpoint-auth": False},
+                "routing.inferencePool.httpRoute.gateway": {
+                    "name": "inference-gateway",
+                    "namespace": "gateway-system",
+                    "sectionName": "https",
+                },
+                "routing.inferencePool.httpRoute.hostnames": ["llm.example.com"],
+                "routing.inferencePool.httpRoute.requestTimeout": "1h",
+                "networkPolicy.gateway.allowedNamespaces": ["gateway-system"],
+                "networkPolicy.metricsNamespaces": ["monitoring"],
+                "gateway.admission.maxInFlight": 32,
+                "engine.profile": "h100-fp8-tp2-128k",
+                "triton.autoscaling.enabled": True,
+            }
+        ),
+        tp=2,
+    ),
+    Case(
         "minimal",
         values_from(
             **{
@@ -232,6 +289,14 @@ def _render_json(values_json: str, release: str, namespace: str) -> Rendered:
 def render(values: dict[str, Any] | None = None, release: str = RELEASE, namespace: str = NAMESPACE) -> Rendered:
     """Render offline (no cluster) with the chart's schema enforced, as `helm install` would."""
     return _render_json(json.dumps(values or {}, sort_keys=True), release, namespace)
+
+
+def component_of(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"]["labels"]["app.kubernetes.io/component"])
+
+
+def is_picker(workload: dict[str, Any]) -> bool:
+    return component_of(workload) == PICKER
 
 
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
@@ -375,3 +440,25 @@ def build_container(rendered: Rendered) -> dict[str, Any]:
     if jobs:
         return container(pod_spec(jobs[0]), "build-engine")
     return container(pod_spec(rendered.component("Deployment", "triton")), "build-engine")
+
+
+# Gateway flags the chart renders that nemo-gateway gains with issue 24 (the gateway half is another branch): while
+# the gateway's parser lacks one of them, a test that runs the parser on rendered arguments xfails naming it; any
+# other unknown flag fails as before.
+PENDING_GATEWAY_FLAGS = ("--triton-lb-policy", "--max-in-flight", "--max-queued", "--max-queue-wait-s")
+
+
+def parse_gateway_args(args: list[str]) -> dict[str, Any]:
+    """A rendered gateway container's args (`nemo-gateway ...`) through the gateway's own parser: flag -> value."""
+    from nemo_gateway.cli import build_parser
+
+    assert args[0] == "nemo-gateway", args[:1]
+    parser = build_parser()
+    flags = parser._option_string_actions
+    unknown = [a for a in args[1:] if a.startswith("--") and a.split("=")[0] not in flags]
+    if unknown and set(unknown) <= set(PENDING_GATEWAY_FLAGS):
+        pytest.xfail(f"nemo-gateway does not take {unknown} yet (issue 24, gateway side)")
+    parsed = vars(parser.parse_args(args[1:]))
+    return {
+        flag: parsed[action.dest] for flag, action in flags.items() if flag.startswith("--") and action.dest in parsed
+    }

@@ -22,10 +22,13 @@ from tests.helm.chart_support import (
     ADMIN_KEY_PLACEHOLDER,
     CHART_DIR,
     CUSTOM_KINDS,
+    GATEWAY_API_KINDS,
     GPU,
     KUBE_VERSION,
     MATRIX,
     NAMESPACE,
+    PICKER,
+    PICKER_IMAGE,
     REPO_ROOT,
     Case,
     Rendered,
@@ -34,7 +37,9 @@ from tests.helm.chart_support import (
     container,
     containers,
     env,
+    is_picker,
     matches,
+    parse_gateway_args,
     pod_labels,
     pod_spec,
     render,
@@ -75,6 +80,10 @@ def test_core_objects_validate_strictly_against_kubernetes_1_33(rendered: Render
     checked: set[str] = set()
     for obj in rendered.objects:
         if (obj["apiVersion"], obj["kind"]) in CUSTOM_KINDS:
+            continue
+        if (obj["apiVersion"], obj["kind"]) in GATEWAY_API_KINDS:
+            # Not in the Kubernetes schemas: validated against the stored upstream CRD schemas instead
+            # (test_chart_inference_pool.py).
             continue
         version = kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
         assert version == "1.33", f"{obj['kind']} validated against {version}"
@@ -242,11 +251,27 @@ def _setting(case: Case, path: str, default: Any) -> Any:
     return node
 
 
+def _inference_pool(case: Case) -> bool:
+    return bool(_setting(case, "routing.mode", "gateway") == "inferencePool")
+
+
+def _gateway(case: Case, rendered: Rendered) -> dict[str, Any]:
+    """The gateway container: of the gateway Deployment, or of the Triton pods with routing.mode=inferencePool."""
+    component = "triton" if _inference_pool(case) else "gateway"
+    return container(pod_spec(rendered.component("Deployment", component)), "gateway")
+
+
 def test_gateway_probes_hit_its_health_endpoints(case: Case, rendered: Rendered) -> None:
     if not _setting(case, "gateway.enabled", True):
         assert [d["metadata"]["name"] for d in rendered.of_kind("Deployment")] == ["nemo-mistral-nemo-triton"]
         return
-    gateway = container(pod_spec(rendered.component("Deployment", "gateway")), "gateway")
+    if _inference_pool(case):
+        # The gateway runs in every Triton pod (the pool's model server), not as a Deployment of its own.
+        assert sorted(d["metadata"]["name"] for d in rendered.of_kind("Deployment")) == [
+            "nemo-mistral-nemo-endpoint-picker",
+            "nemo-mistral-nemo-triton",
+        ]
+    gateway = _gateway(case, rendered)
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/v1/health/ready"
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/v1/health/live"
     port = _port_number(gateway, gateway["readinessProbe"]["httpGet"]["port"])
@@ -254,12 +279,13 @@ def test_gateway_probes_hit_its_health_endpoints(case: Case, rendered: Rendered)
 
 
 def test_gateway_chat_path_is_direct_unless_the_values_say_chat_model() -> None:
-    from nemo_gateway.cli import build_parser
-
+    rendered_args = []
     for values, expected in (({}, "direct"), ({"gateway.chatPath": "chat-model"}, "chat-model")):
         args = container(pod_spec(render(values_from(**values)).component("Deployment", "gateway")), "gateway")["args"]
         assert args[args.index("--chat-path") + 1] == expected
-        assert build_parser().parse_args(args[1:]).chat_path == expected  # the gateway's own parser takes them
+        rendered_args.append((args, expected))
+    for args, expected in rendered_args:
+        assert parse_gateway_args(args)["--chat-path"] == expected  # the gateway's own parser takes them
 
 
 def test_gateway_off_renders_no_gateway_objects() -> None:
@@ -352,7 +378,12 @@ def test_pods_run_unprivileged_without_an_api_token(rendered: Rendered) -> None:
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["runAsUser"] != 0
         assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-        assert spec["automountServiceAccountToken"] is False
+        # Only the endpoint picker, which watches the InferencePool and its pods, gets a token: on an account of
+        # its own that no other pod uses (its Role: test_chart_inference_pool.py).
+        assert spec["automountServiceAccountToken"] is is_picker(workload)
+        if is_picker(workload):
+            others = {pod_spec(w)["serviceAccountName"] for w in rendered.workloads() if not is_picker(w)}
+            assert spec["serviceAccountName"] not in others
         for cont in containers(spec):
             context = cont["securityContext"]
             assert context["allowPrivilegeEscalation"] is False, cont["name"]
@@ -399,7 +430,8 @@ def test_network_policy_admits_to_triton_only_the_gateway_and_listed_sources(cas
     assert matches(policy["spec"]["podSelector"]["matchLabels"], pod_labels(rendered.component("Deployment", "triton")))
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     expected: list[dict[str, Any]] = []
-    if _setting(case, "gateway.enabled", True):
+    gateway_deployment = _setting(case, "gateway.enabled", True) and not _inference_pool(case)
+    if gateway_deployment:
         gateway_labels = pod_labels(rendered.component("Deployment", "gateway"))
         expected.append({"podSelector": {"matchLabels": gateway_labels}})
     expected += _peer(
@@ -415,22 +447,44 @@ def test_network_policy_admits_to_triton_only_the_gateway_and_listed_sources(cas
     else:
         assert inference == [], "no source named: nothing may reach the inference ports"
     assert all(p != {} and p.get("namespaceSelector") != {} for p in expected), "no peer may admit everything"
-    # Metrics: a rule of its own, for the scrapers and the gateway (its engine figures) only, the only other rule.
+    # Metrics: a rule of its own, for the scrapers, the gateway (its engine figures) and the endpoint picker (it
+    # scores the pods by them) only.
     metrics = _rule(policy, "metrics")
     scrapers = _peer(
         _setting(case, "networkPolicy.metricsNamespaces", []),
         _setting(case, "networkPolicy.metricsPodLabels", {}),
         any_namespace=True,
     )
-    gateway_peer = expected[:1] if _setting(case, "gateway.enabled", True) else []
-    assert metrics["from"] == scrapers + gateway_peer
-    assert len(policy["spec"]["ingress"]) == len(inference) + 1
+    gateway_peer = expected[:1] if gateway_deployment else []
+    picker_peer = []
+    if _inference_pool(case):
+        picker_peer = [{"podSelector": {"matchLabels": pod_labels(rendered.component("Deployment", PICKER))}}]
+    assert metrics["from"] == scrapers + gateway_peer + picker_peer
+    # inferencePool: the gateway container's port (the pool's model server), for the sources of networkPolicy.gateway
+    # (the Gateway's proxies) or, none listed, for all. The only other rule.
+    others = 1
+    if _inference_pool(case):
+        openai = _rule(policy, "openai")
+        sources = _peer(
+            _setting(case, "networkPolicy.gateway.allowedNamespaces", []),
+            _setting(case, "networkPolicy.gateway.allowedPodLabels", {}),
+            any_namespace=False,
+        ) + _setting(case, "networkPolicy.gateway.extraFrom", [])
+        assert openai.get("from") == (sources or None)
+        triton = container(pod_spec(rendered.component("Deployment", "triton")), "gateway")
+        assert "openai" in {p["name"] for p in triton["ports"]}
+        others += 1
+    assert len(policy["spec"]["ingress"]) == len(inference) + others
 
 
 def test_network_policy_of_the_gateway_admits_listed_sources_and_lets_it_reach_only_triton_and_dns(
     case: Case, rendered: Rendered
 ) -> None:
-    if not (_setting(case, "networkPolicy.enabled", True) and _setting(case, "gateway.enabled", True)):
+    if not (
+        _setting(case, "networkPolicy.enabled", True)
+        and _setting(case, "gateway.enabled", True)
+        and not _inference_pool(case)
+    ):
         assert [p for p in rendered.of_kind("NetworkPolicy") if "gateway" in p["metadata"]["name"]] == []
         return
     policy = rendered.component("NetworkPolicy", "gateway")
@@ -457,8 +511,13 @@ def test_network_policy_of_the_gateway_admits_listed_sources_and_lets_it_reach_o
     assert matches(to_triton["podSelector"]["matchLabels"], pod_labels(rendered.component("Deployment", "triton")))
     assert set(to_triton) == {"podSelector"}, "this release's Triton pods, in the release namespace"
     assert triton["ports"] == [{"port": 8001, "protocol": "TCP"}, {"port": 8002, "protocol": "TCP"}]  # gRPC, metrics
-    triton_url = f"{rendered.named('Service', 'nemo-mistral-nemo-triton')['metadata']['name']}:8001"
-    assert triton_url in container(pod_spec(gateway), "gateway")["args"], "the port the egress rule opens"
+    # The gateway's default target: the headless Service of those pods, on the gRPC port the egress rule opens.
+    headless = rendered.named("Service", "nemo-mistral-nemo-triton-headless")
+    assert matches(headless["spec"]["selector"], to_triton["podSelector"]["matchLabels"])
+    domain = _setting(case, "clusterDomain", "cluster.local")
+    triton_url = f"dns:///{headless['metadata']['name']}.{NAMESPACE}.svc.{domain}:8001"
+    args = container(pod_spec(gateway), "gateway")["args"]
+    assert args[args.index("--triton-url") + 1] == triton_url, "the port the egress rule opens"
     assert extra == _setting(case, "networkPolicy.gateway.extraEgress", [])
 
 
@@ -493,7 +552,7 @@ def test_gateway_api_key_comes_from_a_secret(case: Case, rendered: Rendered) -> 
     if not _setting(case, "gateway.enabled", True):
         assert gateway_secrets == []
         return
-    gateway = container(pod_spec(rendered.component("Deployment", "gateway")), "gateway")
+    gateway = _gateway(case, rendered)
     key = env(gateway).get("NEMO_GATEWAY_API_KEY")
     if not _setting(case, "gateway.apiKey.enabled", True):
         assert key is None
@@ -555,7 +614,9 @@ def test_health_stays_open_so_probes_and_the_gateway_need_no_key(rendered: Rende
             if cont["name"] == "triton":
                 continue
             assert ADMIN_KEY_ENV not in env(cont), cont["name"]
-            references = [v["secretKeyRef"]["name"] for v in env(cont).values() if isinstance(v, dict)]
+            references = [
+                v["secretKeyRef"]["name"] for v in env(cont).values() if isinstance(v, dict) and "secretKeyRef" in v
+            ]
             assert not admin_secrets & set(references), cont["name"]
 
 
@@ -601,8 +662,9 @@ def test_pods_without_a_gpu_meet_the_restricted_pod_security_standard(rendered: 
             continue
         name = workload["metadata"]["name"]
         assert restricted_profile_violations(spec) == [], name
-        # Beyond the standard: no API token, and a read-only root with a writable /tmp.
-        assert spec["automountServiceAccountToken"] is False, name
+        # Beyond the standard: no API token (but for the endpoint picker, see above), and a read-only root with a
+        # writable /tmp.
+        assert spec["automountServiceAccountToken"] is is_picker(workload), name
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         for cont in containers(spec):
             assert cont["securityContext"]["readOnlyRootFilesystem"] is True, (name, cont["name"])
@@ -850,7 +912,10 @@ def test_without_autoscaling_the_deployment_sets_replicas() -> None:
 
 
 def test_image_defaults_to_app_version_and_a_digest_wins_over_the_tag(case: Case, rendered: Rendered) -> None:
-    images = {c["image"] for w in rendered.workloads() for c in containers(pod_spec(w))}
+    images = {c["image"] for w in rendered.workloads() if not is_picker(w) for c in containers(pod_spec(w))}
+    # llm-d-router's endpoint picker runs its own image, pinned to the release the chart is checked against.
+    pickers = {c["image"] for w in rendered.workloads() if is_picker(w) for c in containers(pod_spec(w))}
+    assert pickers == ({f"{PICKER_IMAGE}:v0.10.0"} if _inference_pool(case) else set())
     repository = _setting(case, "image.repository", "mistral-nemo-trtllm")
     digest = _setting(case, "image.digest", "")
     if digest:

@@ -122,6 +122,85 @@ REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
         "value must be one of",
     ),
     (
+        "unknown gRPC balancing policy",
+        values_from(**{"gateway.tritonLoadBalancing": "least_request"}),
+        "/gateway/tritonLoadBalancing",
+        "value must be one of",
+    ),
+    (
+        "Triton URL with a scheme the gateway does not dial",
+        values_from(**{"gateway.tritonUrl": "http://triton:8001"}),
+        "/gateway/tritonUrl",
+        "does not match",
+    ),
+    (
+        "negative in-flight bound",
+        values_from(**{"gateway.admission.maxInFlight": -1}),
+        "/gateway/admission/maxInFlight",
+        "minimum",
+    ),
+    (
+        "fractional queue bound",
+        values_from(**{"gateway.admission.maxQueued": 1.5}),
+        "/gateway/admission/maxQueued",
+        "want integer",
+    ),
+    (
+        "negative queue wait",
+        values_from(**{"gateway.admission.maxQueueWaitSeconds": -0.5}),
+        "/gateway/admission/maxQueueWaitSeconds",
+        "minimum",
+    ),
+    (
+        "misspelt admission key",
+        values_from(**{"gateway.admission.maxInflight": 8}),
+        "/gateway/admission",
+        "'maxInflight' not allowed",
+    ),
+    (
+        "gateway CPU target of 0",
+        values_from(**{"gateway.autoscaling.targetCPUUtilizationPercentage": 0}),
+        "/gateway/autoscaling/targetCPUUtilizationPercentage",
+        "minimum",
+    ),
+    ("unknown routing mode", values_from(**{"routing.mode": "istio"}), "/routing/mode", "value must be one of"),
+    (
+        "pool port that is Triton's metrics port",
+        values_from(**{"routing.inferencePool.port": 8002}),
+        "/routing/inferencePool/port",
+        "'not' failed",
+    ),
+    (
+        "failure mode as the llm-d-router README spells it",
+        values_from(**{"routing.inferencePool.failureMode": "FailClosed"}),
+        "/routing/inferencePool/failureMode",
+        "value must be one of",
+    ),
+    (
+        "request timeout that is no Gateway API duration",
+        values_from(**{"routing.inferencePool.httpRoute.requestTimeout": "5 minutes"}),
+        "/routing/inferencePool/httpRoute/requestTimeout",
+        "does not match",
+    ),
+    (
+        "picker flag written with its dashes",
+        values_from(**{"routing.inferencePool.picker.flags": {"--v": 3}}),
+        "/routing/inferencePool/picker/flags",
+        "'--v' not allowed",
+    ),
+    (
+        "picker image tag with a space",
+        values_from(**{"routing.inferencePool.picker.image.tag": "v0.10 .0"}),
+        "/routing/inferencePool/picker/image/tag",
+        "does not match",
+    ),
+    (
+        "no picker",
+        values_from(**{"routing.inferencePool.picker.replicas": 0}),
+        "/routing/inferencePool/picker/replicas",
+        "minimum",
+    ),
+    (
         "negative scale-down window",
         values_from(**{"triton.autoscaling.scaleDown.stabilizationWindowSeconds": -1}),
         "/triton/autoscaling/scaleDown/stabilizationWindowSeconds",
@@ -161,6 +240,55 @@ FAILED: list[tuple[str, dict[str, Any], str]] = [
             }
         ),
         "minReplicas (5) exceeds maxReplicas (2)",
+    ),
+    (
+        "gateway min above max replicas",
+        values_from(
+            **{
+                "gateway.autoscaling.enabled": True,
+                "gateway.autoscaling.minReplicas": 6,
+                "gateway.autoscaling.maxReplicas": 3,
+            }
+        ),
+        "gateway.autoscaling.minReplicas (6) exceeds maxReplicas (3)",
+    ),
+    (
+        "inference pool without the gateway that serves it",
+        values_from(
+            **{
+                "routing.mode": "inferencePool",
+                "routing.inferencePool.httpRoute.gateway.name": "inference-gateway",
+                "gateway.enabled": False,
+            }
+        ),
+        "routing.mode=inferencePool needs gateway.enabled",
+    ),
+    (
+        "inference pool with the gateway's Ingress",
+        values_from(
+            **{
+                "routing.mode": "inferencePool",
+                "routing.inferencePool.httpRoute.gateway.name": "inference-gateway",
+                "gateway.ingress.enabled": True,
+            }
+        ),
+        "gateway.ingress.enabled needs routing.mode=gateway",
+    ),
+    (
+        "route to no gateway",
+        values_from(**{"routing.mode": "inferencePool"}),
+        "routing.inferencePool.httpRoute.gateway.name is required",
+    ),
+    (
+        "picker config file that is not in its ConfigMap",
+        values_from(
+            **{
+                "routing.mode": "inferencePool",
+                "routing.inferencePool.httpRoute.gateway.name": "inference-gateway",
+                "routing.inferencePool.picker.configFile": "custom.yaml",
+            }
+        ),
+        "routing.inferencePool.picker.configFile=custom.yaml is neither default-plugins.yaml nor a key",
     ),
     (
         "ingress without gateway",

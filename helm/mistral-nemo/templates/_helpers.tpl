@@ -176,6 +176,156 @@ Triton pods wait until the file holds exactly this text.
 {{- include "mistral-nemo.componentName" (dict "ctx" . "component" "gateway") -}}
 {{- end -}}
 
+{{- define "mistral-nemo.tritonHeadlessName" -}}
+{{- include "mistral-nemo.componentName" (dict "ctx" . "component" "triton-headless") -}}
+{{- end -}}
+
+{{/* "true" when the gateway Deployment (and its Service, PDB, HPA, Ingress, NetworkPolicy) is rendered, else "". */}}
+{{- define "mistral-nemo.gatewayDeployment" -}}
+{{- if and .Values.gateway.enabled (eq .Values.routing.mode "gateway") -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" with routing.mode=inferencePool: InferencePool, endpoint picker, HTTPRoute, gateway in the Triton pods. */}}
+{{- define "mistral-nemo.inferencePool" -}}
+{{- if eq .Values.routing.mode "inferencePool" -}}true{{- end -}}
+{{- end -}}
+
+{{/* The engine type llm-d-router's metrics extractor knows Triton's TensorRT-LLM metric names by (pod label llm-d.ai/engine-type). */}}
+{{- define "mistral-nemo.engineType" -}}triton-tensorrt-llm{{- end -}}
+
+{{- define "mistral-nemo.inferencePoolName" -}}
+{{- include "mistral-nemo.componentName" (dict "ctx" . "component" "pool") -}}
+{{- end -}}
+
+{{- define "mistral-nemo.pickerName" -}}
+{{- include "mistral-nemo.componentName" (dict "ctx" . "component" "endpoint-picker") -}}
+{{- end -}}
+
+{{/* The picker image: `repository@digest` when a digest is given, else `repository:tag`. */}}
+{{- define "mistral-nemo.pickerImage" -}}
+{{- $image := .Values.routing.inferencePool.picker.image -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository $image.tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Ports of the endpoint picker, as llm-d-router's chart and image (EXPOSE) have them. */}}
+{{- define "mistral-nemo.pickerExtProcPort" -}}9002{{- end -}}
+{{- define "mistral-nemo.pickerHealthPort" -}}9003{{- end -}}
+{{- define "mistral-nemo.pickerMetricsPort" -}}9090{{- end -}}
+
+{{/*
+The gateway Deployment's Triton target: gateway.tritonUrl, else every ready Triton pod through the headless
+Service's fully qualified name (`dns:///`: the gateway resolves all pod addresses and balances requests over them
+with gateway.tritonLoadBalancing; a ClusterIP would pin its one HTTP/2 connection to one pod).
+*/}}
+{{- define "mistral-nemo.gatewayTritonUrl" -}}
+{{- default (printf "dns:///%s.%s.svc.%s:8001" (include "mistral-nemo.tritonHeadlessName" .) .Release.Namespace .Values.clusterDomain) .Values.gateway.tritonUrl -}}
+{{- end -}}
+
+{{/* "true" when the headless Triton Service is rendered: asked for, or needed by the gateway Deployment's default target. */}}
+{{- define "mistral-nemo.tritonHeadless" -}}
+{{- if or .Values.triton.service.headless (and (include "mistral-nemo.gatewayDeployment" .) (not .Values.gateway.tritonUrl)) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+`nemo-gateway` arguments for load shedding, one flag per gateway.admission value above 0 (a gateway without the
+flags still starts with the defaults): --max-in-flight, --max-queued, --max-queue-wait-s. As a YAML list.
+*/}}
+{{- define "mistral-nemo.gatewayAdmissionArgs" -}}
+{{- $admission := .Values.gateway.admission -}}
+{{- $args := list -}}
+{{- if gt (int $admission.maxInFlight) 0 -}}
+{{- $args = concat $args (list "--max-in-flight" (toString (int $admission.maxInFlight))) -}}
+{{- end -}}
+{{- if gt (int $admission.maxQueued) 0 -}}
+{{- $args = concat $args (list "--max-queued" (toString (int $admission.maxQueued))) -}}
+{{- end -}}
+{{- if gt (float64 $admission.maxQueueWaitSeconds) 0.0 -}}
+{{- $args = concat $args (list "--max-queue-wait-s" (toString $admission.maxQueueWaitSeconds)) -}}
+{{- end -}}
+{{- toYaml $args -}}
+{{- end -}}
+
+{{/*
+The `nemo-gateway` container, for the gateway Deployment and (routing.mode=inferencePool) the Triton pods.
+Usage: include "mistral-nemo.gatewayContainer" (dict "ctx" $ "tritonUrl" "..." "lbPolicy" true "port" 8000 "portName" "http")
+*/}}
+{{- define "mistral-nemo.gatewayContainer" -}}
+{{- $ctx := .ctx -}}
+{{- $gw := $ctx.Values.gateway -}}
+- name: gateway
+  image: {{ include "mistral-nemo.image" $ctx | quote }}
+  imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+  args:
+    - nemo-gateway
+    - --triton-url
+    - {{ .tritonUrl | quote }}
+    {{- if .lbPolicy }}
+    - --triton-lb-policy
+    - {{ $gw.tritonLoadBalancing | quote }}
+    {{- end }}
+    - --host
+    - "0.0.0.0"
+    - --port
+    - {{ .port | quote }}
+    - --served-model-name
+    - {{ $ctx.Values.model.servedModelName | quote }}
+    - --chat-path
+    - {{ $gw.chatPath | quote }}
+    {{- range (include "mistral-nemo.gatewayAdmissionArgs" $ctx | fromYamlArray) }}
+    - {{ . | quote }}
+    {{- end }}
+    {{- range $gw.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  env:
+    - name: NIM_SERVED_MODEL_NAME
+      value: {{ $ctx.Values.model.servedModelName | quote }}
+    {{- if $gw.apiKey.enabled }}
+    - name: NEMO_GATEWAY_API_KEY
+      valueFrom:
+        secretKeyRef:
+          name: {{ include "mistral-nemo.gatewaySecretName" $ctx | quote }}
+          key: {{ $gw.apiKey.secretKey | quote }}
+    {{- end }}
+    # The root filesystem is read-only: no bytecode caches, scratch space in /tmp.
+    - name: PYTHONDONTWRITEBYTECODE
+      value: "1"
+    - name: HOME
+      value: /tmp
+    {{- with $gw.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  ports:
+    - name: {{ .portName }}
+      containerPort: {{ .port }}
+      protocol: TCP
+  readinessProbe:
+    httpGet:
+      path: /v1/health/ready
+      port: {{ .portName }}
+    {{- toYaml $gw.readinessProbe | nindent 4 }}
+  livenessProbe:
+    httpGet:
+      path: /v1/health/live
+      port: {{ .portName }}
+    {{- toYaml $gw.livenessProbe | nindent 4 }}
+  lifecycle:
+    preStop:
+      exec:
+        command: ["sleep", {{ $gw.preStopSleepSeconds | quote }}]
+  resources:
+    {{- toYaml $gw.resources | nindent 4 }}
+  securityContext:
+    {{- include "mistral-nemo.containerSecurityContext" (dict "ctx" $ctx "override" $gw.containerSecurityContext) | nindent 4 }}
+  volumeMounts:
+    - name: {{ .tmpVolume }}
+      mountPath: /tmp
+{{- end -}}
+
 {{- define "mistral-nemo.gatewaySecretName" -}}
 {{- default (printf "%s-api-key" (include "mistral-nemo.gatewayName" .)) .Values.gateway.apiKey.existingSecret -}}
 {{- end -}}
@@ -292,6 +442,24 @@ topologySpreadConstraints:
 {{- end -}}
 {{- if and .Values.gateway.ingress.enabled (not .Values.gateway.enabled) -}}
 {{- fail "gateway.ingress.enabled needs gateway.enabled: the Ingress routes to the gateway" -}}
+{{- end -}}
+{{- if and .Values.gateway.enabled .Values.gateway.autoscaling.enabled (gt (int .Values.gateway.autoscaling.minReplicas) (int .Values.gateway.autoscaling.maxReplicas)) -}}
+{{- fail (printf "gateway.autoscaling.minReplicas (%d) exceeds maxReplicas (%d)" (int .Values.gateway.autoscaling.minReplicas) (int .Values.gateway.autoscaling.maxReplicas)) -}}
+{{- end -}}
+{{- if include "mistral-nemo.inferencePool" . -}}
+{{- if not .Values.gateway.enabled -}}
+{{- fail "routing.mode=inferencePool needs gateway.enabled: the pool's model servers are the gateway containers in the Triton pods (OpenAI API on routing.inferencePool.port)" -}}
+{{- end -}}
+{{- if .Values.gateway.ingress.enabled -}}
+{{- fail "gateway.ingress.enabled needs routing.mode=gateway: with inferencePool there is no gateway Service; clients come through your Gateway and the HTTPRoute" -}}
+{{- end -}}
+{{- if and .Values.routing.inferencePool.httpRoute.create (not .Values.routing.inferencePool.httpRoute.gateway.name) -}}
+{{- fail "routing.inferencePool.httpRoute.gateway.name is required: the Gateway the HTTPRoute to the InferencePool attaches to" -}}
+{{- end -}}
+{{- $picker := .Values.routing.inferencePool.picker -}}
+{{- if not (or (eq $picker.configFile "default-plugins.yaml") (hasKey $picker.extraConfigFiles $picker.configFile)) -}}
+{{- fail (printf "routing.inferencePool.picker.configFile=%s is neither default-plugins.yaml nor a key of routing.inferencePool.picker.extraConfigFiles" $picker.configFile) -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.triton.adminKey.existingSecret .Values.triton.adminKey.value -}}
 {{- fail "triton.adminKey.value and triton.adminKey.existingSecret exclude each other: the key is either in your Secret or in the one the chart creates" -}}
