@@ -18,9 +18,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from nemo_build.calibration import load_calibration
 from nemo_build.errors import BuildError
-from nemo_build.verify import model_logits, quantized_checks, runtime_logits, verification_samples
+from nemo_build.verify import quantized_checks, runtime_logits
 
 FP8_LINEARS = ("attention.qkv", "attention.dense", "mlp.fc", "mlp.gate", "mlp.proj")
 # e4m3 keeps 3 mantissa bits: each element is within 2^-4 of its value, the norm of the error far less.
@@ -77,20 +76,6 @@ def test_dequantized_weights_are_the_source_weights(fp8_checkpoint_dir: Path, tr
             error = float((weight - reference.float()).norm() / reference.float().norm())
             assert error < FP8_MAX_RELATIVE_WEIGHT_ERROR, (name, error)
     assert torch.equal(exported["lm_head.weight"], source["lm_head.weight"])
-
-
-@pytest.fixture(scope="module")
-def verification_set(trained_model_dir: Path) -> tuple[list[list[int]], list[torch.Tensor]]:
-    """Samples and the unquantized Hugging Face model's float32 logits on them (the independent reference)."""
-    from transformers import AutoModelForCausalLM
-
-    from nemo_protocol.tekken import Tekkenizer
-
-    samples = verification_samples(
-        load_calibration(Tekkenizer.from_file(trained_model_dir / "tekken.json"), "shipped").samples
-    )
-    model = AutoModelForCausalLM.from_pretrained(trained_model_dir, torch_dtype=torch.float32)
-    return samples, model_logits(model, samples)
 
 
 def test_verification_passes_the_real_checkpoint_against_the_source_model(

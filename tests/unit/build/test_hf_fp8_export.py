@@ -20,10 +20,8 @@ from nemo_build.hf_export import export_mismatches
 from nemo_build.verify import (
     FP8_VS_BF16_MIN_GREEDY_AGREEMENT,
     compare_logits,
-    model_logits,
     quantized_checks,
     runtime_logits,
-    verification_samples,
 )
 from nemo_runtime.weights import CheckpointError, load_weights
 from tests.source_tree import PROJECT
@@ -67,24 +65,10 @@ def test_the_export_stores_what_the_upstream_layout_names(hf_fp8_checkpoint_dir:
     assert manifest["checkpoint"]["format"] == "hf" and all(c["passed"] for c in manifest["verification"])
 
 
-@pytest.fixture(scope="module")
-def source_logits(trained_model_dir: Path) -> tuple[list[list[int]], list[torch.Tensor]]:
-    from transformers import AutoModelForCausalLM
-
-    from nemo_build.calibration import load_calibration
-    from nemo_protocol.tekken import Tekkenizer
-
-    samples = verification_samples(
-        load_calibration(Tekkenizer.from_file(trained_model_dir / "tekken.json"), "shipped").samples
-    )
-    model = AutoModelForCausalLM.from_pretrained(trained_model_dir, dtype=torch.float32)
-    return samples, model_logits(model, samples)
-
-
 def test_the_reference_runtime_executes_it_like_the_source_and_the_tensorrt_llm_checkpoint(
-    hf_fp8_checkpoint_dir: Path, fp8_checkpoint_dir: Path, source_logits: tuple[list[list[int]], list[torch.Tensor]]
+    hf_fp8_checkpoint_dir: Path, fp8_checkpoint_dir: Path, verification_set: tuple[list[list[int]], list[torch.Tensor]]
 ) -> None:
-    samples, hf_logits = source_logits
+    samples, hf_logits = verification_set
     produced = runtime_logits(hf_fp8_checkpoint_dir, samples)
     _, vs_source = quantized_checks(produced, hf_logits, hf_logits)
     assert vs_source.passed, vs_source.describe()
@@ -105,12 +89,12 @@ def swap_mlp_branches(checkpoint_dir: Path) -> None:
 
 
 def test_verification_fails_an_export_with_swapped_mlp_branches(
-    hf_fp8_checkpoint_dir: Path, tmp_path: Path, source_logits: tuple[list[list[int]], list[torch.Tensor]]
+    hf_fp8_checkpoint_dir: Path, tmp_path: Path, verification_set: tuple[list[list[int]], list[torch.Tensor]]
 ) -> None:
     broken = tmp_path / "swapped"
     shutil.copytree(hf_fp8_checkpoint_dir, broken)
     swap_mlp_branches(broken)
-    samples, hf_logits = source_logits
+    samples, hf_logits = verification_set
     checks = quantized_checks(runtime_logits(broken, samples), hf_logits, hf_logits)
     assert not any(check.passed for check in checks), [check.describe() for check in checks]
 
