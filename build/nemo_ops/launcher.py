@@ -401,6 +401,11 @@ class _Spawner:
 _spawner = _Spawner()
 
 
+def start_child(command: Sequence[str], **options: object) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(command, **options)`` whose child gets SIGKILL when this process dies, from any thread."""
+    return _spawner.popen(command, **options)
+
+
 # --------------------------------------------------------------------------------------- the server
 
 
@@ -524,7 +529,7 @@ class TritonServer:
         command, env = self.command_and_env()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
-            self._process = _spawner.popen(
+            self._process = start_child(
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
