@@ -610,7 +610,7 @@ class TritonServer:
         # Regions a killed stub or server did not remove (the server and its stubs are gone: they are nobody's).
         for region in SHM_DIR.glob(f"{self.shm_prefix}*"):
             region.unlink(missing_ok=True)
-        if keep_log and self.log_path.parent == self._workdir:
+        if keep_log and self.log_path.parent == self._workdir and self._workdir.is_dir():
             for entry in self._workdir.iterdir():
                 if entry in (self.log_path, self._workdir / OWNER_FILE):
                     continue

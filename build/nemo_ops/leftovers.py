@@ -20,7 +20,8 @@ start removes, of what this user owns:
 - directories without an ``owner`` file (older versions) only when empty and untouched for a minute;
 - containers labelled by a launcher of this host and pid namespace that is gone (docker launcher only).
 
-An owner from another pid namespace cannot be judged from here: what it marked is left alone.
+An owner from another pid namespace cannot be judged from here: what it marked is left alone; so is everything
+without /proc (not Linux).
 """
 
 from __future__ import annotations
@@ -56,13 +57,16 @@ _OWNER = re.compile(r"(\d+)-(\d+)-(\d+)")
 _TAGGED_REGION = re.compile(re.escape(SHM_REGION_PREFIX) + r"nemo-serve\.(\d+-\d+-\d+)\.")
 
 
+PROC = Path("/proc")
+
+
 def _pid_namespace(pid: int | str = "self") -> int:
-    return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    return os.stat(PROC / str(pid) / "ns" / "pid").st_ino
 
 
 def _stat_fields(pid: int | str) -> list[str]:
     """Fields 3 on (state, ppid, ...) of /proc/<pid>/stat: the command name before them may hold spaces."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,9 @@ class Owner:
 
     @classmethod
     def of(cls, pid: int) -> Owner:
-        """The running process ``pid`` (OSError when there is none)."""
+        """The running process ``pid`` (OSError when there is none); without /proc (not Linux) its pid alone."""
+        if not PROC.is_dir():
+            return cls(0, pid, 0)
         return cls(_pid_namespace(pid), pid, int(_stat_fields(pid)[19]))
 
     @classmethod
@@ -93,7 +99,7 @@ class Owner:
     def is_gone(self) -> bool:
         """True when this process no longer runs (exited, a zombie, or its pid reused); False while it runs or
         when it cannot be told from here (another pid namespace)."""
-        if self.pid_namespace != _pid_namespace():
+        if not PROC.is_dir() or self.pid_namespace != _pid_namespace():
             return False
         try:
             fields = _stat_fields(self.pid)
@@ -144,17 +150,17 @@ def held_under(directory: Path) -> Holders:
     prefix = str(directory.resolve()) + os.sep
     uid = os.getuid()
     found = Holders()
-    for entry in os.scandir("/proc"):
+    for entry in os.scandir(PROC):
         if not entry.name.isdigit():
             continue
         try:
             try:
-                with open(f"/proc/{entry.name}/maps", encoding="utf-8", errors="replace") as maps:
+                with open(PROC / entry.name / "maps", encoding="utf-8", errors="replace") as maps:
                     for line in maps:
                         parts = line.rstrip("\n").split(maxsplit=5)
                         if len(parts) == 6 and parts[5].startswith(prefix):
                             found.paths.add(parts[5].removesuffix(" (deleted)"))
-                for descriptor in os.scandir(f"/proc/{entry.name}/fd"):
+                for descriptor in os.scandir(PROC / entry.name / "fd"):
                     with contextlib.suppress(OSError):
                         target = os.readlink(descriptor.path)
                         if target.startswith(prefix):
@@ -174,7 +180,7 @@ def _may_run_triton(pid: str) -> bool:
     process (Triton's in-process API). Its name stays readable when its maps are not (a container's init, an agent
     that made itself undumpable)."""
     try:
-        name = Path(f"/proc/{pid}/comm").read_text().strip()
+        name = (PROC / pid / "comm").read_text().strip()
     except OSError:
         return True
     return name.startswith(TRITON_PROCESS_NAMES)
