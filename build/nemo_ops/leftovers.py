@@ -39,6 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PROC = Path("/proc")
 SHM_DIR = Path("/dev/shm")
 SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
 """The python backend's default prefix for the shared-memory region of each stub; a uuid follows it."""
@@ -55,9 +56,6 @@ TRITON_PROCESS_NAMES = ("tritonserver", "triton_python_b", "python")
 
 _OWNER = re.compile(r"(\d+)-(\d+)-(\d+)")
 _TAGGED_REGION = re.compile(re.escape(SHM_REGION_PREFIX) + r"nemo-serve\.(\d+-\d+-\d+)\.")
-
-
-PROC = Path("/proc")
 
 
 def _pid_namespace(pid: int | str = "self") -> int:
@@ -142,7 +140,7 @@ class Holders:
 
     paths: set[str] = field(default_factory=set)
     blind: bool = False
-    """Some process of this user could not be inspected: it may hold anything."""
+    """A process of this user that may be Triton could not be inspected: it may hold anything."""
 
 
 def held_under(directory: Path) -> Holders:
