@@ -10,6 +10,12 @@ ports are given, is polled until ready, and is stopped with SIGTERM, a bounded g
 SIGKILL of its whole process group (python backend stubs included: a decoupled python model can keep
 tritonserver alive long after SIGTERM).
 
+The server dies with its launcher: tritonserver (or `docker run`) gets SIGKILL when the thread that started it
+ends (Linux's parent-death signal), and its python stubs exit on their own once it is gone. A run keeps its files in
+a `nemo-serve-*` temp directory, removed on stop; what a killed run leaves (that directory, the python backend's
+shared-memory regions, a docker container) carries its owner and is removed by the next start once that owner is
+gone (:mod:`nemo_ops.leftovers`).
+
 What the repository serves (target, engine or checkpoint directory) comes from the `manifest.json` that
 `nemo-build repository` writes at its root, never from the rendered configs.
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import importlib.util
 import os
 import re
@@ -34,11 +41,12 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +55,15 @@ from nemo_build import __version__
 from nemo_build.errors import BuildError
 from nemo_build.preflight import NGC_IMAGE, PINNED_TRTLLM, installed_trtllm_version, probe_gpus
 from nemo_build.repository import RepositoryManifest, read_repository_manifest
+from nemo_ops.leftovers import (
+    OWNER_FILE,
+    SHM_DIR,
+    Owner,
+    container_labels,
+    make_workdir,
+    remove_leftovers,
+    shm_region_prefix,
+)
 from nemo_ops.stub_supervisor import StubSupervisor
 
 DEFAULT_HOST = "127.0.0.1"
@@ -211,8 +228,12 @@ def restricted_api_arguments(admin_key: str) -> list[str]:
     return [f"--grpc-restricted-protocol={restriction}", f"--http-restricted-api={restriction}"]
 
 
-def triton_arguments(repository: Path, host: str, ports: Ports, admin_key: str) -> list[str]:
-    """tritonserver flags shared by every launcher."""
+def triton_arguments(
+    repository: Path, host: str, ports: Ports, admin_key: str, shm_prefix: str | None = None
+) -> list[str]:
+    """tritonserver flags shared by every launcher; ``shm_prefix`` names the python stubs' shared-memory regions
+    (:func:`nemo_ops.leftovers.shm_region_prefix`: their owner, for the cleanup after a killed run)."""
+    prefix = [f"--backend-config=python,shm-region-prefix-name={shm_prefix}"] if shm_prefix else []
     return [
         f"--model-repository={repository}",
         f"--grpc-address={host}",
@@ -227,6 +248,7 @@ def triton_arguments(repository: Path, host: str, ports: Ports, admin_key: str) 
         "--model-control-mode=explicit",
         "--load-model=*",
         *restricted_api_arguments(admin_key),
+        *prefix,
     ]
 
 
@@ -238,6 +260,9 @@ def docker_command(
     image: str,
     packages: dict[str, Path],
     admin_key: str,
+    *,
+    name: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> list[str]:
     """`docker run` of the NGC image serving `repository`.
 
@@ -245,6 +270,11 @@ def docker_command(
     the configs hold inside the container. The python models' packages (`packages`: name → directory, see
     :func:`package_dirs`) are mounted one by one under CONTAINER_PYTHONPATH: from a source tree or from
     site-packages alike, and without the rest of a site-packages shadowing the image's own libraries.
+
+    The container is removed when it stops (`--rm`), runs an init (`--init`: signals reach tritonserver, its stubs
+    are reaped) and carries `name` and `labels` (:func:`nemo_ops.leftovers.container_labels`), by which the
+    launcher removes it on stop and the next start removes it after a killed launcher (the `docker run` client dies
+    with the launcher, the container would not).
     """
     publish = [f"--publish={host}:{port}:{port}" for port in (ports.grpc, ports.http, ports.metrics)]
     mounts = [f"--volume={path}:{path}:ro" for path in (repository, engine_dir)]
@@ -253,6 +283,9 @@ def docker_command(
         "docker",
         "run",
         "--rm",
+        "--init",
+        *([f"--name={name}"] if name else []),
+        *(f"--label={key}={value}" for key, value in sorted((labels or {}).items())),
         "--gpus=all",
         "--shm-size=2g",
         "--ulimit=memlock=-1",
@@ -297,6 +330,82 @@ def check_gpu_engine(manifest: RepositoryManifest, launcher: str, image: str) ->
     return note or f"engines built on {built['gpu']} with TensorRT-LLM {built['tensorrt_llm']}: compatible"
 
 
+# ------------------------------------------------------------------------- dying with the launcher
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that gives the child SIGKILL when the thread that forked it ends (Linux), else None.
+
+    prctl is looked up here, in the parent, so that the child between fork and exec only calls it. Should the
+    parent have died before the call took effect, the child kills itself.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent, kill = os.getpid(), int(signal.SIGKILL)
+
+    def set_parent_death_signal() -> None:
+        if prctl(PR_SET_PDEATHSIG, kill, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:
+            os.kill(os.getpid(), kill)
+
+    return set_parent_death_signal
+
+
+class _Spawner:
+    """Starts processes that die with this one, from a thread that lives as long as this process.
+
+    The parent-death signal fires when the forking *thread* ends: a server started from a short-lived thread would
+    die with that thread. The main thread starts its children itself; any other thread hands them to one daemon
+    thread, started on first use, that never returns.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: list[tuple[Future[subprocess.Popen[bytes]], Callable[[], subprocess.Popen[bytes]]]] = []
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+
+    def popen(self, command: Sequence[str], **options: object) -> subprocess.Popen[bytes]:
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(command, preexec_fn=die_with_parent(), **options)  # type: ignore[call-overload]
+
+        if threading.current_thread() is threading.main_thread():
+            return start()
+        future: Future[subprocess.Popen[bytes]] = Future()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="nemo-serve-spawner", daemon=True)
+                self._thread.start()
+            self._requests.append((future, start))
+            self._wake.notify()
+        return future.result()
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                while not self._requests:
+                    self._wake.wait()
+                future, start = self._requests.pop(0)
+            try:
+                future.set_result(start())
+            except BaseException as error:  # handed to the caller
+                future.set_exception(error)
+
+
+_spawner = _Spawner()
+
+
+def start_child(command: Sequence[str], **options: object) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(command, **options)`` whose child gets SIGKILL when this process dies, from any thread."""
+    return _spawner.popen(command, **options)
+
+
 # --------------------------------------------------------------------------------------- the server
 
 
@@ -320,7 +429,9 @@ class TritonServer:
         self.target = self.manifest.target
         self.host = host
         self.ports = ports or choose_ports(host)
-        self._workdir = Path(tempfile.mkdtemp(prefix="nemo-serve-"))
+        self.owner = Owner.current()
+        self._workdir = make_workdir(self.owner)
+        self.run = self._workdir.name.removeprefix("nemo-serve-")
         self.log_path = log_path or self._workdir / "tritonserver.log"
         self.launcher = self._resolve_launcher(launcher)
         self.image = image
@@ -338,6 +449,21 @@ class TritonServer:
     def grpc_admin_headers(self) -> dict[str, str]:
         """The gRPC metadata that admits a call to the restricted APIs."""
         return {GRPC_ADMIN_KEY_HEADER: self.admin_key}
+
+    @property
+    def workdir(self) -> Path:
+        """This run's temp directory (the python backend, the default log, a generated admin key), removed on stop."""
+        return self._workdir
+
+    @property
+    def shm_prefix(self) -> str:
+        """The prefix of this run's python backend shared-memory regions (in /dev/shm)."""
+        return shm_region_prefix(self.owner, self.run)
+
+    @property
+    def container_name(self) -> str:
+        """The docker launcher's container name."""
+        return f"nemo-serve-{self.run}".replace("_", "-")
 
     @property
     def grpc_url(self) -> str:
@@ -366,7 +492,7 @@ class TritonServer:
             backends = triton.prepare_backends(self._workdir / "backends")
             command = [
                 str(triton.binary),
-                *triton_arguments(self.repository, self.host, self.ports, self.admin_key),
+                *triton_arguments(self.repository, self.host, self.ports, self.admin_key, self.shm_prefix),
                 f"--backend-directory={backends}",
             ]
             return command, triton.environment(env)
@@ -374,9 +500,18 @@ class TritonServer:
             binary = shutil.which("tritonserver")
             if binary is None:
                 raise ServeError("no `tritonserver` on PATH (use --launcher docker)")
-            return [binary, *triton_arguments(self.repository, self.host, self.ports, self.admin_key)], env
+            arguments = triton_arguments(self.repository, self.host, self.ports, self.admin_key, self.shm_prefix)
+            return [binary, *arguments], env
         return docker_command(
-            self.repository, self.manifest.model_dir, self.host, self.ports, self.image, package_dirs(), self.admin_key
+            self.repository,
+            self.manifest.model_dir,
+            self.host,
+            self.ports,
+            self.image,
+            package_dirs(),
+            self.admin_key,
+            name=self.container_name,
+            labels=container_labels(self.owner),
         ), env
 
     def start(self) -> None:
@@ -388,10 +523,13 @@ class TritonServer:
             )
         if self.target == "gpu":
             print(f"nemo-serve: {check_gpu_engine(self.manifest, self.launcher, self.image)}", flush=True)
+        removed = remove_leftovers(docker="docker" if self.launcher == "docker" else None).summary()
+        if removed:
+            print(f"nemo-serve: {removed}", file=sys.stderr, flush=True)
         command, env = self.command_and_env()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
+            self._process = start_child(
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -442,24 +580,46 @@ class TritonServer:
             time.sleep(0.25)
         raise ServeError(f"tritonserver not ready after {timeout_s:.0f} s; log {self.log_path}:\n{self.log_tail()}")
 
-    def stop(self) -> int | None:
-        """SIGTERM, wait up to the grace period, then SIGKILL the process group. Returns the status."""
+    def stop(self, *, keep_log: bool = False) -> int | None:
+        """SIGTERM, wait up to the grace period, then SIGKILL the process group; remove what the run left (its
+        shared-memory regions, its container, its temp directory). Returns the status.
+
+        ``keep_log`` (the server failed) keeps a log written into the temp directory, and only that, for reading;
+        the next start removes it once this process is gone.
+        """
         if self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None
         process, self._process = self._process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=self.grace_s)
-        # The python backend stubs share the server's process group; kill what is left of it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        status = process.wait()
-        shutil.rmtree(self._workdir / "backends", ignore_errors=True)
+        status = None
+        if process is not None:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=self.grace_s)
+            # The python backend stubs share the server's process group; kill what is left of it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            status = process.wait()
+            if self.launcher == "docker":  # the client is gone; the container may not be
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    subprocess.run(
+                        ["docker", "rm", "--force", self.container_name], capture_output=True, timeout=30, check=False
+                    )
+        # Regions a killed stub or server did not remove (the server and its stubs are gone: they are nobody's).
+        for region in SHM_DIR.glob(f"{self.shm_prefix}*"):
+            region.unlink(missing_ok=True)
+        if keep_log and self.log_path.parent == self._workdir and self._workdir.is_dir():
+            for entry in self._workdir.iterdir():
+                if entry in (self.log_path, self._workdir / OWNER_FILE):
+                    continue
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self._workdir, ignore_errors=True)
         return status
 
     def __enter__(self) -> TritonServer:
@@ -467,7 +627,7 @@ class TritonServer:
         try:
             self.wait_ready()
         except BaseException:
-            self.stop()
+            self.stop(keep_log=True)
             raise
         return self
 
@@ -505,7 +665,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="how to run Triton: pytriton (CPU), local tritonserver or docker (GPU); auto picks",
     )
     parser.add_argument("--image", default=NGC_IMAGE, help="image for --launcher docker")
-    parser.add_argument("--log-file", type=Path, help="server log (default: a file in a temp dir)")
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        help="server log (default: a file in the run's temp dir, removed on stop unless the server failed)",
+    )
     parser.add_argument(
         "--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT_S, help="seconds to wait for ready"
     )
@@ -526,6 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    server: TritonServer | None = None
     try:
         admin_key = read_admin_key(args.admin_key_file)
         ports = choose_ports(args.host, args.grpc_port, args.http_port, args.metrics_port)
@@ -545,6 +710,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else str(write_admin_key(server.admin_key, server.log_path.parent / "admin-key"))
         )
     except (ServeError, OSError) as error:
+        if server is not None:
+            server.stop()
         print(f"nemo-serve: {error}", file=sys.stderr)
         return 2
 
@@ -559,12 +726,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server.start()
     except ServeError as error:
+        server.stop()
         print(f"nemo-serve: {error}", file=sys.stderr)
         return 2
     try:
         server.wait_ready(args.ready_timeout)
     except ServeError as error:
-        server.stop()
+        server.stop(keep_log=True)
         print(f"nemo-serve: {error}", file=sys.stderr)
         return 1
     print(
@@ -586,7 +754,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = 1
             break
         time.sleep(0.5)
-    server.stop()
+    server.stop(keep_log=status != 0)
     print("nemo-serve: stopped", flush=True)
     return status
 
