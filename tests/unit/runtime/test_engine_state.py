@@ -11,7 +11,7 @@ from nemo_runtime.batch_metrics import GAUGES, KV_CACHE_BLOCKS
 from nemo_runtime.engine_state import KV_TOKENS_PER_BLOCK, BatcherStats
 
 
-@pytest.mark.parametrize("module", ["nemo_runtime.engine_state", "nemo_runtime.batch_metrics"])
+@pytest.mark.parametrize("module", ["nemo_runtime.engine_state", "nemo_runtime.batch_metrics", "nemo_runtime.llm_api"])
 def test_importing_it_imports_neither_torch_nor_tensorrt_llm(module: str) -> None:
     code = f"import sys, {module}; print(sorted(m for m in ('torch', 'tensorrt_llm') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
