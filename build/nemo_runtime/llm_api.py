@@ -27,7 +27,9 @@ How each contract input is honoured (names checked against tests/data/upstream/t
   need the LLM's ``gather_generation_logits``, set from the repository's ``generation_logits``);
 * guided decoding: guide type and guide → ``GuidedDecodingParams`` (``json`` → ``json_object``, ``json_schema`` →
   ``json``, ``regex``, ``ebnf_grammar`` → ``grammar``), with ``guided_decoding_backend="xgrammar"`` on the LLM;
-  refused by name when the repository names no tokenizer directory;
+  refused by name when the repository names no tokenizer directory, and when xgrammar (TensorRT-LLM's own
+  dependency) cannot parse the guide: the executor compiles guides only once the request is scheduled, and fails
+  the request then without naming the input;
 * cancellation: every ``cancellation_check_s`` each request's sink is asked whether its client cancelled; a
   cancelled request, and every request of a ``stop`` input's request id, is aborted (``RequestOutput.abort()``:
   the executor frees its slot) and ends with its final response at once;
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import threading
@@ -249,6 +252,23 @@ def guided_decoding_kwargs(guide: Guide) -> dict[str, Any]:
     return {name: guide.text if value is None else value}
 
 
+@functools.lru_cache(maxsize=256)
+def guide_problem(guide_type: str, text: str) -> str | None:
+    """Why xgrammar cannot parse a guide (None: it can, or xgrammar is not installed), without a tokenizer."""
+    try:
+        import xgrammar
+    except ImportError:
+        return None
+    grammar: Any = xgrammar.Grammar
+    parsers = {"json_schema": grammar.from_json_schema, "regex": grammar.from_regex, "ebnf_grammar": grammar.from_ebnf}
+    try:
+        if guide_type in parsers:
+            parsers[guide_type](text)
+    except (RuntimeError, ValueError) as error:  # xgrammar's parse errors
+        return str(error).splitlines()[0]
+    return None
+
+
 def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
     """The ``SamplingParams`` arguments of a request, without the guide (see :func:`guided_decoding_kwargs`)."""
     sampling = request.sampling
@@ -429,6 +449,11 @@ class LlmApiEngine(BatchLoop):
                 raise BadRequestError(
                     "this model serves no guided decoding: its repository names no tokenizer_dir",
                     param="guided_decoding_guide_type",
+                )
+            unparsable = guide_problem(request.guide.type, request.guide.text)
+            if unparsable is not None:
+                raise BadRequestError(
+                    f"the {request.guide.type} guide does not compile: {unparsable}", param="guided_decoding_guide"
                 )
             kwargs["guided_decoding"] = api.GuidedDecodingParams(**guided_decoding_kwargs(request.guide))
         try:

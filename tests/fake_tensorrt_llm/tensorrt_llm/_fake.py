@@ -244,7 +244,7 @@ class _Live:
         self.output = output
         self.params = params
         self.prompt = prompt
-        self.generated: list[int] = []
+        self.steps = 0
         self.stop_words: list[list[int]] = []
 
 
@@ -335,6 +335,7 @@ class FakeLLM:
         output = FakeRequestOutput(self, request_id, prompt, params, bool(bound.get("streaming", False)))
         live = _Live(output, params, prompt)
         live.stop_words = [[token] for token in params.stop_token_ids or []] + self._encoded(params.stop, "stop")
+        output._stop_words = live.stop_words
         bad_words = [[token] for token in params.bad_token_ids or []] + self._encoded(params.bad, "bad")
         if len(prompt) + params.max_tokens > self.max_seq_len:
             raise ValueError(
@@ -487,7 +488,7 @@ class FakeLLM:
                 with self._lock:
                     lives, self._live = list(self._live.values()), {}
                 for live in lives:
-                    live.output.deliver_error(f"fake engine step failed: {exc}")
+                    live.output.deliver(f"fake engine step failed: {exc}")
                 continue
             context = 0
             for step in outputs:
@@ -496,7 +497,9 @@ class FakeLLM:
                     if live is not None and step.finished:
                         del self._live[step.request_id]
                 if live is not None:
-                    context += live.output.take(step, live)
+                    context += live.steps == 0
+                    live.steps += 1
+                    live.output.deliver(step)
             self._record_stats(context)
 
     def _record_stats(self, context: int) -> None:
@@ -555,7 +558,12 @@ def _guide(params: Any) -> Any:
 
 
 class FakeRequestOutput:
-    """``RequestOutput``: the attributes recorded upstream, ``abort()``, and (async) iteration over its responses."""
+    """``RequestOutput``: the attributes recorded upstream, ``abort()``, and (async) iteration over its responses.
+
+    As upstream's, it changes only in the thread that consumes it: the engine thread queues each step's output and
+    ``__anext__`` / ``result()`` apply them (GenerationResultBase._handle_response runs in the consumer too), so a
+    reader never sees ``token_ids`` and ``generation_logits`` half updated.
+    """
 
     def __init__(self, llm: FakeLLM, request_id: int, prompt: list[int], params: Any, streaming: bool) -> None:
         api = llm.api
@@ -569,17 +577,17 @@ class FakeRequestOutput:
         completion._last_token_ids_len = completion._last_logprobs_len = completion._last_text_len = 0
         self._attributes["outputs"] = [completion]
         self.runtime_id = f"fake-{request_id}"
+        self._stop_words: list[list[int]] = []
         self._generation_rows: list[Any] = []
         self._error: str | None = None
-        self._updates = 0
-        self._took = 0
+        self._final_yielded = False
         self._loop: asyncio.AbstractEventLoop | None
         try:
             self._loop = asyncio.get_running_loop()
-            self._aqueue: asyncio.Queue[int] = asyncio.Queue()
+            self._aqueue: asyncio.Queue[Any] = asyncio.Queue()
         except RuntimeError:
             self._loop = None
-        self._queue: queue.Queue[int] = queue.Queue()
+        self._queue: queue.Queue[Any] = queue.Queue()
 
     def __getattr__(self, name: str) -> Any:
         attributes = self.__dict__.get("_attributes", {})
@@ -592,63 +600,65 @@ class FakeRequestOutput:
             raise AttributeError(f"RequestOutput.{name} cannot be set")
         object.__setattr__(self, name, value)
 
-    # ----- filled by the engine thread ----------------------------------------------------------------------
-    def take(self, step: Any, live: _Live) -> int:
-        """One StepOutput; returns 1 when it was the request's prefill."""
+    # ----- from the engine thread: queued ----------------------------------------------------------------------
+    def deliver(self, item: Any) -> None:
+        """A StepOutput, or an error message (str), for the consumer to apply."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._aqueue.put_nowait, item)
+        else:
+            self._queue.put(item)
+
+    # ----- in the consumer ----------------------------------------------------------------------------------
+    def _apply(self, item: Any) -> None:
+        if isinstance(item, str):
+            self._error = item
+            self._attributes["finished"] = True
+            return
         completion = self.outputs[0]
-        first, self._took = self._took == 0, self._took + 1
-        completion.token_ids = completion.token_ids + list(step.new_token_ids)
-        live.generated += list(step.new_token_ids)
+        completion.token_ids = completion.token_ids + list(item.new_token_ids)
         if self._params.logprobs:
-            completion.logprobs = (completion.logprobs or []) + [
+            completion.logprobs = completion.logprobs + [
                 {token: self._llm.api.Logprob(logprob=value, rank=None)}
-                for token, value in zip(step.new_token_ids, step.log_probs, strict=True)
+                for token, value in zip(item.new_token_ids, item.log_probs, strict=True)
             ]
             completion.cumulative_logprob = sum(next(iter(entry.values())).logprob for entry in completion.logprobs)
-        if step.generation_logits is not None:
+        if item.generation_logits is not None:
             import torch
 
-            self._generation_rows.append(step.generation_logits)
+            self._generation_rows.append(item.generation_logits)
             completion.generation_logits = torch.cat(self._generation_rows)
-        if step.context_logits is not None:
-            self._attributes["context_logits"] = step.context_logits
-        if step.finished:
-            self._finish(step.finish_reason, live)
-        if step.finished or self._streaming:
-            self._push()
-        return int(first)
+        if item.context_logits is not None:
+            self._attributes["context_logits"] = item.context_logits
+        if item.finished:
+            self._finish(item.finish_reason)
 
-    def _finish(self, reason: str | None, live: _Live) -> None:
+    def _finish(self, reason: str | None) -> None:
         completion = self.outputs[0]
         if reason == "error":
             self._error = "the token constraints allowed no token"
-        elif reason == "cancelled":
-            completion.finish_reason = "cancelled"
         elif reason == "stop":
             completion.finish_reason = "stop"
-            for word in live.stop_words:  # _handle_sequence's STOP_WORDS branch
+            for word in self._stop_words:  # _handle_sequence's STOP_WORDS branch
                 if completion.token_ids[-len(word) :] == word:
                     completion.stop_reason = word[0] if len(word) == 1 else word
                     if not self._params.include_stop_str_in_output:
                         cut = len(completion.token_ids) - len(word)
                         completion.token_ids = completion.token_ids[:cut]
-                        completion.logprobs = (completion.logprobs or [])[:cut]
+                        completion.logprobs = completion.logprobs[:cut]
                     break
         else:
             completion.finish_reason = reason
         self._attributes["finished"] = True
 
-    def deliver_error(self, message: str) -> None:
-        self._error = message
-        self._attributes["finished"] = True
-        self._push()
-
-    def _push(self) -> None:
-        self._updates += 1
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._aqueue.put_nowait, self._updates)
-        else:
-            self._queue.put(self._updates)
+    def _updated(self) -> FakeRequestOutput:
+        if self._error is not None:
+            raise RuntimeError(self._error)
+        completion = self.outputs[0]
+        completion._last_token_ids_len = getattr(self, "_read_ids", 0)
+        completion._last_logprobs_len = getattr(self, "_read_logprobs", 0)
+        self._read_ids, self._read_logprobs = len(completion.token_ids), len(completion.logprobs)
+        self._final_yielded = self.finished
+        return self
 
     # ----- the API ------------------------------------------------------------------------------------------
     def abort(self) -> None:
@@ -658,15 +668,10 @@ class FakeRequestOutput:
     def aborted(self) -> bool:
         return self._aborted
 
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            raise RuntimeError(self._error)
-
     def result(self, timeout: float | None = None) -> FakeRequestOutput:
         while not self.finished:
-            self._queue.get(timeout=timeout)
-        self._raise_error()
-        return self
+            self._apply(self._queue.get(timeout=timeout))
+        return self._updated()
 
     async def aresult(self) -> FakeRequestOutput:
         async for _ in self:
@@ -677,22 +682,12 @@ class FakeRequestOutput:
         return self
 
     async def __anext__(self) -> FakeRequestOutput:
-        if self._yielded_final():
+        if self._final_yielded:
             raise StopAsyncIteration
-        completion = self.outputs[0]
-        self._seen = getattr(self, "_seen", 0)
-        while self._seen >= self._updates:
-            await self._aqueue.get()
-        self._seen = self._updates
-        self._raise_error()
-        completion._last_token_ids_len = getattr(self, "_read_ids", 0)
-        self._read_ids = len(completion.token_ids)
-        if self.finished:
-            self._final_yielded = True
-        return self
-
-    def _yielded_final(self) -> bool:
-        return bool(getattr(self, "_final_yielded", False))
+        while True:  # streaming: every step is a response; otherwise only the last
+            self._apply(await self._aqueue.get())
+            if self._streaming or self.finished:
+                return self._updated()
 
 
 class FakeIterationResult:

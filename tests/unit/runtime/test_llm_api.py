@@ -257,15 +257,28 @@ def test_log_probs_and_logits_equal_the_cpu_model_s(
         assert rows == len(ours.tokens)
 
 
+@pytest.fixture(scope="module")
+def guided(make_engine: Callable[..., LlmApiEngine], hf_tokenizer_dir: Path) -> LlmApiEngine:
+    return make_engine(tokenizer_dir=hf_tokenizer_dir)
+
+
 def test_guided_decoding_goes_to_the_executor_with_the_tokenizer_directory(
-    make_engine: Callable[..., LlmApiEngine], hf_tokenizer_dir: Path, prompt: list[int], tok: Tekkenizer
+    guided: LlmApiEngine, prompt: list[int], tok: Tekkenizer
 ) -> None:
-    guided = make_engine(tokenizer_dir=hf_tokenizer_dir)
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
     sink = run(guided, ask(prompt, tok, max_new_tokens=48, guide=Guide("json_schema", json.dumps(schema), "g")))
     assert set(json.loads(tok.decode(sink.tokens))) == {"city"}
     digits = run(guided, ask(prompt, tok, max_new_tokens=8, guide=Guide("regex", "[0-9]{3}", "g")))
     assert tok.decode(digits.tokens).isdigit() and len(tok.decode(digits.tokens)) == 3
+
+
+@pytest.mark.parametrize(("kind", "text"), [("ebnf_grammar", "root ::= ("), ("regex", "[a-"), ("json_schema", "{")])
+def test_a_guide_xgrammar_cannot_parse_is_refused_by_name_before_the_engine_sees_it(
+    guided: LlmApiEngine, prompt: list[int], tok: Tekkenizer, kind: str, text: str
+) -> None:
+    with pytest.raises(BadRequestError, match=f"the {kind} guide does not compile") as refused:
+        guided.submit(ask(prompt, tok, guide=Guide(kind, text, "g")), RecordingSink())
+    assert refused.value.param == "guided_decoding_guide" and guided.active_requests == 0
 
 
 def test_a_guide_without_a_tokenizer_directory_and_impossible_lengths_are_refused_by_name(
