@@ -1,7 +1,8 @@
 """The serving integration tests again, through the `pytorch` variant of `tensorrt_llm` (nemo_runtime.llm_api).
 
 Every test below this directory talks to a second real Triton (CPU) serving the repository rendered by
-`nemo-build repository --target pytorch` over the trained tiny model's Hugging Face checkpoint. Its `tensorrt_llm`
+`nemo-build repository --target pytorch` over ModelOpt's unified Hugging Face FP8 export of the trained tiny model
+(FP8 weights and KV cache: what the PyTorch backend loads on a GPU). Its `tensorrt_llm`
 python model imports `tensorrt_llm` from the fake generated from the upstream names
 (tests/fake_tensorrt_llm, line 1.2), which runs the CPU reference runtime underneath: the model, the engine and the
 names they use are the GPU path's; only what executes the checkpoint is not.
@@ -17,7 +18,6 @@ tests they rerun (and the module fixtures those use) from the CPU modules.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,25 +31,15 @@ from tests.integration.gateways import SERVED, running_gateway
 from tests.source_tree import PROJECT
 
 FAKE_PACKAGE = PROJECT / "tests" / "fake_tensorrt_llm" / "tensorrt_llm"
-HF_RUNTIME = importlib.util.find_spec("nemo_runtime.hf_checkpoint") is not None
-HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if HF_RUNTIME:
-        return
-    skip = pytest.mark.skip(reason="the reference runtime cannot execute a Hugging Face checkpoint yet (no "
-                            "nemo_runtime.hf_checkpoint): the pytorch variant serves one")  # fmt: skip
-    for item in items:
-        if HERE in Path(str(item.fspath)).parents:
-            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
-def pytorch_repository(tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path, tekken_path: Path) -> Path:
+def pytorch_repository(
+    tmp_path_factory: pytest.TempPathFactory, hf_fp8_checkpoint_dir: Path, tekken_path: Path
+) -> Path:
     settings = RepositorySettings(
         target="pytorch",
-        model_dir=trained_model_dir,
+        model_dir=hf_fp8_checkpoint_dir,
         max_batch_size=MAX_BATCH_SIZE,
         max_input_len=MAX_INPUT_LEN,
         max_seq_len=MAX_SEQ_LEN,

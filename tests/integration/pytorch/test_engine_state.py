@@ -3,6 +3,7 @@ from the LLM's iteration stats (`get_stats_async`: kvCacheStats, inflightBatchin
 
 from __future__ import annotations
 
+import json
 import time
 
 from nemo_ops.launcher import TritonServer
@@ -14,9 +15,12 @@ __all__ = ["batch_metrics"]
 TOKENS_PER_BLOCK = 32  # the repository's tokens_per_block (conftest), the executor's KV block size
 
 
-def test_the_repository_is_the_pytorch_variant_on_a_hugging_face_checkpoint(triton: TritonServer) -> None:
+def test_the_repository_is_the_pytorch_variant_on_modelopt_s_fp8_export(triton: TritonServer) -> None:
     manifest = triton.manifest
     assert triton.target == "pytorch" and manifest.settings["tokens_per_block"] == TOKENS_PER_BLOCK
+    quantization = json.loads((manifest.model_dir / "hf_quant_config.json").read_text())["quantization"]
+    assert quantization["quant_algo"] == quantization["kv_cache_quant_algo"] == "FP8"
+    assert manifest.settings["kv_cache_dtype"] == "auto"  # the KV-cache precision is the export's
     assert (manifest.model_dir / "config.json").is_file() and "architectures" in (
         manifest.model_dir / "config.json"
     ).read_text()

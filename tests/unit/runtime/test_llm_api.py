@@ -1,5 +1,7 @@
-"""The `pytorch` engine (nemo_runtime.llm_api) over the fake `tensorrt_llm` of the 1.2 line, backed by the CPU runtime:
-every contract input honoured or refused by name, cancellation, `stop`, and the batch state it publishes."""
+"""The `pytorch` engine (nemo_runtime.llm_api) over the fake `tensorrt_llm` of the 1.2 line, backed by the CPU runtime,
+on ModelOpt's Hugging Face FP8 export of the trained tiny model: every contract input honoured or refused by name,
+cancellation, `stop`, and the batch state it publishes. Answers are compared with the CPU model's engine on the same
+checkpoint."""
 
 from __future__ import annotations
 
@@ -51,12 +53,12 @@ def prompt(tok: Tekkenizer) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def make_engine(fp8_checkpoint_dir: Path, fake: object) -> Iterator[Callable[..., LlmApiEngine]]:
+def make_engine(hf_fp8_checkpoint_dir: Path, fake: object) -> Iterator[Callable[..., LlmApiEngine]]:
     made: list[LlmApiEngine] = []
 
     def make(**overrides: object) -> LlmApiEngine:
         fields: dict[str, object] = {
-            "model_dir": fp8_checkpoint_dir, "tokenizer_dir": None, "max_batch_size": 4, "max_seq_len": 512,
+            "model_dir": hf_fp8_checkpoint_dir, "tokenizer_dir": None, "max_batch_size": 4, "max_seq_len": 512,
             "cancellation_check_period_ms": 10,
         }  # fmt: skip
         fields.update(overrides)
@@ -75,9 +77,9 @@ def engine(make_engine: Callable[..., LlmApiEngine]) -> LlmApiEngine:
 
 
 @pytest.fixture(scope="module")
-def reference(fp8_checkpoint_dir: Path) -> Iterator[InflightBatcher]:
+def reference(hf_fp8_checkpoint_dir: Path) -> Iterator[InflightBatcher]:
     """The CPU model's engine on the same checkpoint: what the contract's answers must equal."""
-    batcher = InflightBatcher(ReferenceRuntime.from_checkpoint(fp8_checkpoint_dir, max_batch_size=4))
+    batcher = InflightBatcher(ReferenceRuntime.from_checkpoint(hf_fp8_checkpoint_dir, max_batch_size=4))
     yield batcher
     batcher.close()
 

@@ -132,12 +132,14 @@ def test_every_source_is_recorded_with_repository_path_commit_and_date() -> None
 
 
 @pytest.fixture(scope="module")
-def served(fake: SimpleNamespace, fp8_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+def served(fake: SimpleNamespace, hf_fp8_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory,
            tekken_path: Path) -> Iterator[LlmApiEngine]:  # fmt: skip
     from nemo_build.hf_tokenizer import write_hf_tokenizer
 
     tokenizer_dir = write_hf_tokenizer(tekken_path, tmp_path_factory.mktemp("hf") / "tokenizer")
-    settings = LlmSettings(model_dir=fp8_checkpoint_dir, tokenizer_dir=tokenizer_dir, max_batch_size=4, max_seq_len=256)
+    settings = LlmSettings(
+        model_dir=hf_fp8_checkpoint_dir, tokenizer_dir=tokenizer_dir, max_batch_size=4, max_seq_len=256
+    )
     engine = LlmApiEngine(settings, as_api(fake), stats_timeout_s=0.2, stats_pause_s=0.01)
     yield engine
     engine.close()
