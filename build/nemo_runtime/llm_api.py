@@ -240,7 +240,9 @@ class BadSequences:
             if len(tail) >= len(word) - 1 and tail[len(tail) - len(word) + 1 :] == word[:-1]
         ]
 
-    def __call__(self, req_id: int, logits: Any, token_ids: Sequence[Sequence[int]], stream_ptr: Any, client_id: Any):
+    def __call__(
+        self, req_id: int, logits: Any, token_ids: Sequence[Sequence[int]], stream_ptr: Any, client_id: Any
+    ) -> None:
         banned = self.banned(token_ids[0] if token_ids else [])
         if banned:
             logits[..., banned] = float("-inf")
@@ -483,6 +485,13 @@ class LlmApiEngine(BatchLoop):
             outside = [token for token in request.input_ids if not 0 <= token < vocab]
             if outside:
                 return BadRequestError(f"holds {outside[0]}, not a token id in [0, {vocab})", param="input_ids")
+        settings = self.settings
+        if not settings.enable_chunked_prefill and len(request.input_ids) > settings.max_num_tokens:
+            return BadRequestError(  # LLM._check_arguments refuses it, unnamed, without chunked prefill
+                f"{len(request.input_ids)} prompt tokens exceed max_num_tokens {settings.max_num_tokens} (the model "
+                "runs without chunked prefill)",
+                param="input_ids",
+            )
         longest = self.settings.max_seq_len - len(request.input_ids)
         if request.max_new_tokens > longest:
             return BadRequestError(

@@ -292,7 +292,20 @@ def test_a_guide_without_a_tokenizer_directory_and_impossible_lengths_are_refuse
     with pytest.raises(BadRequestError) as refused:
         engine.submit(ask(prompt, tok, max_new_tokens=600), RecordingSink())
     assert refused.value.param == "request_output_len"
+    with pytest.raises(BadRequestError) as refused:
+        engine.submit(ask(prompt, tok, end_id=131072), RecordingSink())
+    assert refused.value.param == "end_id"
     assert engine.active_requests == 0
+
+
+def test_without_chunked_prefill_a_prompt_longer_than_max_num_tokens_is_refused_by_name(
+    make_engine: Callable[..., LlmApiEngine], prompt: list[int], tok: Tekkenizer
+) -> None:
+    unchunked = make_engine(enable_chunked_prefill=False, max_num_tokens=len(prompt) - 1)
+    with pytest.raises(BadRequestError, match="exceed max_num_tokens") as refused:
+        unchunked.submit(ask(prompt, tok), RecordingSink())
+    assert refused.value.param == "input_ids"
+    assert run(unchunked, ask(prompt[1:], tok, max_new_tokens=2)).error is None
 
 
 def test_a_cancelled_client_and_the_stop_input_end_the_request_and_free_its_slot(
