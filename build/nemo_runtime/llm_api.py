@@ -29,7 +29,10 @@ How each contract input is honoured (names checked against tests/data/upstream/t
   ``json``, ``regex``, ``ebnf_grammar`` → ``grammar``), with ``guided_decoding_backend="xgrammar"`` on the LLM;
   refused by name when the repository names no tokenizer directory, and when xgrammar (TensorRT-LLM's own
   dependency) cannot parse the guide: the executor compiles guides only once the request is scheduled, and fails
-  the request then without naming the input;
+  the request then without naming the input. A guided request also bans the tokenizer's special (control) ids but
+  its end id (``bad_token_ids``), as the CPU model's grammar masks them: TensorRT-LLM builds xgrammar's vocabulary
+  from the Hugging Face tokenizer, where a byte-level decoder reads a control token such as ``[INST]`` as plain
+  text, and xgrammar treats only empty tokens as special;
 * cancellation: every ``cancellation_check_s`` each request's sink is asked whether its client cancelled; a
   cancelled request, and every request of a ``stop`` input's request id, is aborted (``RequestOutput.abort()``:
   the executor frees its slot) and ends with its final response at once;
@@ -271,6 +274,23 @@ def guide_problem(guide_type: str, text: str) -> str | None:
     return None
 
 
+def special_ids(tokenizer_dir: Path | None) -> tuple[int, ...]:
+    """The ids of the special added tokens of a Hugging Face ``tokenizer.json`` (Tekken's control tokens, as
+    `nemo-build hf-tokenizer` writes them); none without one."""
+    if tokenizer_dir is None:
+        return ()
+    try:
+        added = json.loads((tokenizer_dir / "tokenizer.json").read_text()).get("added_tokens") or []
+    except (OSError, ValueError):
+        return ()
+    return tuple(sorted(int(token["id"]) for token in added if token.get("special")))
+
+
+def guided_bad_token_ids(kwargs: Mapping[str, Any], special: Sequence[int], end_id: int | None) -> list[int]:
+    """A guided request's ``bad_token_ids``: its own and every special id but its end id."""
+    return sorted(set(kwargs.get("bad_token_ids") or ()) | {token for token in special if token != end_id})
+
+
 def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
     """The ``SamplingParams`` arguments of a request, without the guide (see :func:`guided_decoding_kwargs`)."""
     sampling = request.sampling
@@ -378,6 +398,7 @@ class LlmApiEngine(BatchLoop):
         self.settings = settings
         self._api = api
         self._vocab_size = settings.vocab_size()
+        self._special_ids = special_ids(settings.tokenizer_dir)
         self._stats_timeout_s = stats_timeout_s
         self._stats_pause_s = stats_pause_s
         self._lock = threading.Lock()
@@ -458,6 +479,8 @@ class LlmApiEngine(BatchLoop):
                     f"the {request.guide.type} guide does not compile: {unparsable}", param="guided_decoding_guide"
                 )
             kwargs["guided_decoding"] = api.GuidedDecodingParams(**guided_decoding_kwargs(request.guide))
+            if self._special_ids:
+                kwargs["bad_token_ids"] = guided_bad_token_ids(kwargs, self._special_ids, request.end_id)
         try:
             sampling = api.SamplingParams(**kwargs)
         except ValueError as exc:  # SamplingParams._validate's checks

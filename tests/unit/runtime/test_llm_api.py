@@ -25,7 +25,9 @@ from nemo_runtime.llm_api import (
     LlmApiEngine,
     LlmSettings,
     first_match_end,
+    guided_bad_token_ids,
     sampling_kwargs,
+    special_ids,
     token_log_prob,
 )
 from nemo_runtime.scheduler import ReferenceRuntime
@@ -272,6 +274,14 @@ def test_guided_decoding_goes_to_the_executor_with_the_tokenizer_directory(
     assert set(json.loads(tok.decode(sink.tokens))) == {"city"}
     digits = run(guided, ask(prompt, tok, max_new_tokens=8, guide=Guide("regex", "[0-9]{3}", "g")))
     assert tok.decode(digits.tokens).isdigit() and len(tok.decode(digits.tokens)) == 3
+
+
+def test_a_guided_request_bans_every_control_id_but_its_end_id(hf_tokenizer_dir: Path, tok: Tekkenizer) -> None:
+    controls = special_ids(hf_tokenizer_dir)
+    assert controls == tuple(range(tok.num_control_tokens)) and special_ids(None) == ()
+    banned = guided_bad_token_ids({"bad_token_ids": [5000]}, controls, tok.eos_id)
+    assert tok.eos_id not in banned and 5000 in banned and tok.control_id("[INST]") in banned
+    assert len(banned) == tok.num_control_tokens
 
 
 @pytest.mark.parametrize(("kind", "text"), [("ebnf_grammar", "root ::= ("), ("regex", "[a-"), ("json_schema", "{")])
