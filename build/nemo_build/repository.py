@@ -1,14 +1,18 @@
 """`nemo-build repository`: render the Triton model repository templates of `model_repository/`.
 
 A template directory holds one directory per model. A model whose directory has one subdirectory per
-target (`tensorrt_llm`: `gpu/`, `cpu/`, `stand-in/`) takes the one of the target; `${tensors}` in its config
+target (`tensorrt_llm`: `gpu/`, `pytorch/`, `cpu/`, `stand-in/`) takes the one of the target; `${tensors}` in its config
 is filled with the model's shared `tensors.pbtxt`, so every variant exposes the same tensor contract. Every
 `config.pbtxt` is filled from :class:`RepositorySettings`; other files are copied as they are.
 
-Targets: `gpu` serves TensorRT-LLM engines (tensorrtllm backend); `cpu` runs a TensorRT-LLM checkpoint in
-the reference runtime (python backend); `stand-in` serves no model at all: a python `tensorrt_llm` with the
-CPU variant's tensors and batching that streams text tokens at `stand_in_tokens_per_s` per request
-(nemo_runtime.stand_in), for measuring the frontend models at GPU token rates on a CPU host. `cpu` and
+Targets: `gpu` serves TensorRT-LLM engines (tensorrtllm backend); `pytorch` serves a Hugging Face checkpoint
+(ModelOpt's unified FP8 export for FP8) with TensorRT-LLM's LLM API on its PyTorch backend, in a python model
+(nemo_runtime.llm_api; the LLM arguments come from the settings: KV-cache fraction and dtype, max_num_tokens,
+chunked prefill, KV block reuse, tokens per block, CUDA-graph batch sizes, TP size, and a Hugging Face tokenizer
+directory for guided decoding, rendered into the repository from the Tekken file unless one is given); `cpu` runs a
+TensorRT-LLM checkpoint in the reference runtime (python backend); `stand-in` serves no model at all: a python
+`tensorrt_llm` with the CPU variant's tensors and batching that streams text tokens at `stand_in_tokens_per_s` per
+request (nemo_runtime.stand_in), for measuring the frontend models at GPU token rates on a CPU host. `cpu` and
 `stand-in` are served by the pytriton launcher of `nemo-serve`.
 
 The frontend models (`chat`, `ensemble`, `preprocessing`, `postprocessing`; all python models, so each
@@ -22,7 +26,7 @@ Beside the model directories the repository holds `manifest.json` (Triton loads 
 ignores files at the root): what `nemo-serve` and `make gpu-check` read instead of the rendered configs —
 
     {"kind": "nemo-build repository", "format": 1, "nemo_build": "0.1.0",
-     "target": "gpu" | "cpu" | "stand-in", "model_dir": "/abs/engine-or-checkpoint-or-tekken.json",
+     "target": "gpu" | "pytorch" | "cpu" | "stand-in", "model_dir": "/abs/engine-or-checkpoint-or-tekken.json",
      "served_model_name": "...",
      "models": ["chat", ...], "tokenizer_file": "preprocessing/tekken.json", "settings": {every setting}}
 
@@ -45,12 +49,15 @@ from nemo_build import __version__
 from nemo_build.atomic_dir import atomic_directory
 from nemo_build.errors import BuildError
 from nemo_build.manifest import read_manifest, sha256_file
-from nemo_build.profiles import DEFAULT_PROFILE, load_profile
+from nemo_build.profiles import DEFAULT_PROFILE, Profile, load_profile
 from nemo_build.xgrammar_info import write_tokenizer_info
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
-TARGETS = ("gpu", "cpu", "stand-in")
+TARGETS = ("gpu", "cpu", "stand-in", "pytorch")
 STAND_IN = "stand-in"
+PYTORCH = "pytorch"
+KV_CACHE_DTYPES = ("auto", "fp8")  # pytorch: auto = the checkpoint's KV-cache precision (hf_quant_config.json)
+HF_TOKENIZER_DIR = "tensorrt_llm/hf_tokenizer"  # pytorch: relative to the rendered repository
 STAND_IN_DEFAULT_TOKENS_PER_S = 200.0  # per stream: a GPU's decode rate at a moderate batch
 GPU_DEFAULT_FRONTEND_INSTANCES = 4  # when the engine's build profile says nothing (serving.frontend_instances)
 # Package data: `templates` is the top-level model_repository/ (a link in the source tree, files in a wheel).
@@ -70,7 +77,8 @@ class RepositorySettings:
     """Every value the templates take. Booleans render as `true` / `false`."""
 
     target: str
-    # the engine directory (gpu), the TensorRT-LLM checkpoint directory (cpu), the Tekken file (stand-in)
+    # the engine directory (gpu), the Hugging Face checkpoint (pytorch), the TensorRT-LLM checkpoint directory (cpu),
+    # the Tekken file (stand-in)
     model_dir: Path
     max_batch_size: int
     max_input_len: int
@@ -92,6 +100,13 @@ class RepositorySettings:
     # runtime always can): the ensemble refuses echo + logprobs / logprobs above 0 by name without them.
     context_logits: bool = True
     generation_logits: bool = True
+    # pytorch: the LLM API's arguments beyond the ones above (tensorrt_llm.LLM / TorchLlmArgs, see nemo_runtime.llm_api)
+    max_num_tokens: int = 8192  # tokens per forward pass (prefill chunks + decodes)
+    kv_cache_dtype: str = "auto"
+    tokens_per_block: int = 32  # KV-cache block size (KvCacheConfig.tokens_per_block; upstream's default)
+    cuda_graph_batch_sizes: tuple[int, ...] = ()  # empty: graphs for every batch size up to max_batch_size
+    tensor_parallel_size: int = 1
+    tokenizer_dir: Path | None = None  # a Hugging Face tokenizer directory; None: written from the Tekken file
 
     def __post_init__(self) -> None:
         for name in ("preprocessing_instances", "postprocessing_instances"):
@@ -124,6 +139,14 @@ class RepositorySettings:
             problems.append("cancellation_check_period_ms must be >= 1 and max_queue_delay_microseconds >= 0")
         if '"' in self.served_model_name or not self.served_model_name:
             problems.append(f"served_model_name {self.served_model_name!r} (non-empty, no quotes)")
+        for name in ("max_num_tokens", "tokens_per_block", "tensor_parallel_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} {getattr(self, name)} (must be >= 1)")
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            problems.append(f"kv_cache_dtype {self.kv_cache_dtype!r} (accepted: {', '.join(KV_CACHE_DTYPES)})")
+        object.__setattr__(self, "cuda_graph_batch_sizes", tuple(sorted(set(self.cuda_graph_batch_sizes))))
+        if any(size < 1 or size > self.max_batch_size for size in self.cuda_graph_batch_sizes):
+            problems.append(f"cuda_graph_batch_sizes {list(self.cuda_graph_batch_sizes)} (each in [1, max_batch_size])")
         if problems:
             raise BuildError("invalid repository settings: " + "; ".join(problems))
 
@@ -132,12 +155,18 @@ class RepositorySettings:
         out: dict[str, str] = {}
         for field in fields(self):
             value = getattr(self, field.name)
-            out[field.name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            if isinstance(value, bool):
+                out[field.name] = "true" if value else "false"
+            elif isinstance(value, tuple):
+                out[field.name] = ",".join(str(item) for item in value)
+            else:
+                out[field.name] = str(value)
         model_dir = str(self.model_dir.resolve())
         if self.target != STAND_IN:
             out["engine_dir" if self.target == "gpu" else "checkpoint_dir"] = model_dir
         del out["model_dir"]
         out["tokenizer_file"] = TOKENIZER_FILE
+        out["tokenizer_dir"] = HF_TOKENIZER_DIR if self.tokenizer_dir is None else str(self.tokenizer_dir.resolve())
         return out
 
 
@@ -165,6 +194,21 @@ def engine_logit_gathering(engine_dir: Path) -> dict[str, bool]:
         "context_logits": bool(build_config.get("gather_context_logits", False)),
         "generation_logits": bool(build_config.get("gather_generation_logits", False)),
     }
+
+
+def hf_checkpoint_max_positions(checkpoint_dir: Path) -> int:
+    """`max_position_embeddings` of a Hugging Face checkpoint (what TensorRT-LLM's PyTorch backend loads)."""
+    config_path = checkpoint_dir / "config.json"
+    if not config_path.is_file():
+        raise BuildError(f"{checkpoint_dir} is not a Hugging Face checkpoint: config.json is missing")
+    config = json.loads(config_path.read_text())
+    if "architectures" not in config or "max_position_embeddings" not in config:
+        raise BuildError(
+            f"{config_path} is not a Hugging Face checkpoint config (needs 'architectures' and "
+            "'max_position_embeddings'); --target pytorch serves a Hugging Face checkpoint (ModelOpt's unified FP8 "
+            "export for FP8), not the output of `nemo-build checkpoint` for the engine flow"
+        )
+    return int(config["max_position_embeddings"])
 
 
 def checkpoint_max_positions(checkpoint_dir: Path) -> int:
@@ -252,8 +296,22 @@ def render_repository(
         shutil.copy2(tokenizer, staging / TOKENIZER_FILE)
         if settings.target == "gpu":  # guided decoding in the tensorrtllm backend (xgrammar)
             write_tokenizer_info(tokenizer, staging / "tensorrt_llm" / XGRAMMAR_INFO_FILE)
+        if settings.target == PYTORCH:  # guided decoding in the LLM API (xgrammar) needs a tokenizer
+            _place_hf_tokenizer(settings.tokenizer_dir, tokenizer, staging / HF_TOKENIZER_DIR)
         write_repository_manifest(staging, settings, models)
     return models
+
+
+def _place_hf_tokenizer(given: Path | None, tekken: Path, dest: Path) -> None:
+    """A given Hugging Face tokenizer directory is named by the config as it is; otherwise one is written from the
+    Tekken file into the repository (nemo_build.hf_tokenizer: ids equal the Tekken file's)."""
+    if given is not None:
+        if not (given / "tokenizer.json").is_file():
+            raise BuildError(f"{given} is not a Hugging Face tokenizer directory: tokenizer.json is missing")
+        return
+    from nemo_build.hf_tokenizer import write_hf_tokenizer
+
+    write_hf_tokenizer(tekken, dest)
 
 
 def _render_model(model_dir: Path, target: str, values: dict[str, str], dest: Path) -> None:
@@ -280,8 +338,9 @@ class RepositoryManifest:
     """What `manifest.json` says about a rendered repository."""
 
     path: Path  # the manifest file
-    target: str  # "gpu" (tensorrtllm backend, engines), "cpu" (python reference runtime, a checkpoint), "stand-in"
-    model_dir: Path  # the engine directory (gpu), the TensorRT-LLM checkpoint (cpu), the Tekken file (stand-in)
+    target: str  # "gpu" (tensorrtllm backend, engines), "pytorch" (LLM API, a Hugging Face checkpoint), "cpu"
+    # (python reference runtime, a TensorRT-LLM checkpoint), "stand-in"
+    model_dir: Path  # the engine directory, the Hugging Face or TensorRT-LLM checkpoint, the Tekken file (stand-in)
     served_model_name: str
     models: tuple[str, ...]
     settings: dict[str, Any]
@@ -304,7 +363,10 @@ def manifest_data(settings: RepositorySettings, models: list[str]) -> dict[str, 
         "served_model_name": settings.served_model_name,
         "models": list(models),
         "tokenizer_file": TOKENIZER_FILE,
-        "settings": {**asdict(settings), "model_dir": model_dir},
+        "settings": {
+            **{key: str(value) if isinstance(value, Path) else value for key, value in asdict(settings).items()},
+            "model_dir": model_dir,
+        },
     }
 
 
@@ -318,7 +380,7 @@ def write_repository_manifest(repository: Path, settings: RepositorySettings, mo
 def read_repository_manifest(repository: Path) -> RepositoryManifest:
     """The manifest of a repository rendered by `nemo-build repository`; BuildError saying what to do otherwise."""
     rerender = (
-        "re-render it: `nemo-build repository --target gpu|cpu|stand-in --engine DIR|--checkpoint DIR "
+        "re-render it: `nemo-build repository --target gpu|cpu|stand-in|pytorch --engine DIR|--checkpoint DIR "
         f"--tokenizer tekken.json --out {repository} --replace`"
     )
     if not repository.is_dir():
@@ -375,11 +437,16 @@ def add_repository_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `repository` on the `nemo-build` subparsers; the handler is `run_repository`."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "repository",
-        help="render the Triton model repository (GPU engines, the CPU reference runtime, or the stand-in engine)",
+        help="render the Triton model repository (GPU engines, the LLM API's PyTorch backend, the CPU reference "
+        "runtime, or the stand-in engine)",
         description=(
             "Render model_repository/ templates into a servable Triton model repository. "
             "--target gpu serves TensorRT-LLM engines with the tensorrtllm backend (batch size and "
-            "lengths default to the engine's build_config); --target cpu serves a TensorRT-LLM "
+            "lengths default to the engine's build_config); --target pytorch serves a Hugging Face checkpoint "
+            "(ModelOpt's unified FP8 export for FP8) with TensorRT-LLM's LLM API on its PyTorch backend (limits and "
+            "LLM arguments default to --profile's, lengths capped by the checkpoint's max_position_embeddings; a "
+            "Hugging Face tokenizer directory for guided decoding is written into the repository from --tokenizer "
+            "unless --hf-tokenizer names one); --target cpu serves a TensorRT-LLM "
             "checkpoint with the reference runtime in a python model (lengths default to the "
             "checkpoint's max_position_embeddings); --target stand-in serves no model: a python "
             "tensorrt_llm with the CPU model's tensors and in-flight batching that streams ordinary text "
@@ -391,11 +458,18 @@ def add_repository_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--target", choices=TARGETS, required=True, help="gpu (engines), cpu (checkpoint) or stand-in (no model)"
+        "--target",
+        choices=TARGETS,
+        required=True,
+        help="gpu (engines), pytorch (Hugging Face checkpoint, LLM API), cpu (checkpoint) or stand-in (no model)",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--engine", type=Path, help="engine directory from `nemo-build engine` (gpu)")
-    source.add_argument("--checkpoint", type=Path, help="checkpoint directory from `nemo-build checkpoint` (cpu)")
+    source.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="checkpoint directory: from `nemo-build checkpoint` (cpu); a Hugging Face checkpoint (pytorch)",
+    )
     parser.add_argument("--tokenizer", type=Path, required=True, help="the model's tekken.json")
     parser.add_argument("--out", type=Path, required=True, help="where to write the repository (new or empty)")
     parser.add_argument(
@@ -405,7 +479,7 @@ def add_repository_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-batch-size",
         type=int,
-        help=f"concurrent sequences (gpu: engine's; cpu: 16; stand-in: {DEFAULT_PROFILE}'s)",
+        help=f"concurrent sequences (gpu: engine's; cpu: 16; pytorch: --profile's; stand-in: {DEFAULT_PROFILE}'s)",
     )
     parser.add_argument("--max-input-len", type=int, help="longest prompt in tokens (gpu: engine's)")
     parser.add_argument("--max-seq-len", type=int, help="prompt + generated tokens (gpu: engine's)")
@@ -417,18 +491,45 @@ def add_repository_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--preprocessing-instances", type=int, help="override (default: --frontend-instances)")
     parser.add_argument("--postprocessing-instances", type=int, help="override (default: --frontend-instances)")
-    parser.add_argument("--kv-cache-free-gpu-mem-fraction", type=float, default=0.9, help="gpu (default %(default)s)")
+    parser.add_argument(
+        "--kv-cache-free-gpu-mem-fraction", type=float, default=0.9, help="gpu, pytorch (default %(default)s)"
+    )
     parser.add_argument("--batch-scheduler-policy", choices=SCHEDULER_POLICIES, default="max_utilization", help="gpu")
-    parser.add_argument("--no-chunked-context", action="store_true", help="gpu: disable chunked context")
-    parser.add_argument("--no-kv-cache-reuse", action="store_true", help="gpu: disable KV cache reuse")
+    parser.add_argument("--no-chunked-context", action="store_true", help="gpu, pytorch: disable chunked context")
+    parser.add_argument("--no-kv-cache-reuse", action="store_true", help="gpu, pytorch: disable KV cache reuse")
     parser.add_argument(
         "--cancellation-check-period-ms",
         type=int,
         default=100,
-        help="gpu, stand-in: how often client cancellation is checked (default %(default)s)",
+        help="gpu, pytorch, stand-in: how often client cancellation is checked (default %(default)s)",
     )
     parser.add_argument("--max-queue-delay-us", type=int, default=0, help="gpu dynamic batching queue delay")
     parser.add_argument("--served-model-name", default=DEFAULT_SERVED_MODEL_NAME, help="model name in responses")
+    pytorch = parser.add_argument_group("pytorch (TensorRT-LLM LLM API) arguments")
+    pytorch.add_argument(
+        "--profile",
+        help=f"build profile whose limits and LLM arguments are the defaults (default {DEFAULT_PROFILE}): "
+        "max_batch_size, max_input_len, max_seq_len, max_num_tokens, tokens_per_block, TP size, gathered logits, "
+        "serving.frontend_instances",
+    )
+    pytorch.add_argument("--max-num-tokens", type=int, help="tokens per forward pass (default: the profile's)")
+    pytorch.add_argument(
+        "--kv-cache-dtype",
+        choices=KV_CACHE_DTYPES,
+        help="KV-cache precision: auto (default: the checkpoint's hf_quant_config.json) or fp8",
+    )
+    pytorch.add_argument("--tokens-per-block", type=int, help="KV-cache block size (default: the profile's)")
+    pytorch.add_argument(
+        "--cuda-graph-batch-sizes",
+        help="comma-separated batch sizes to capture CUDA graphs for (default: every size up to max_batch_size)",
+    )
+    pytorch.add_argument("--tensor-parallel-size", type=int, help="GPUs per model (default: the profile's tp)")
+    pytorch.add_argument(
+        "--hf-tokenizer",
+        type=Path,
+        help="a Hugging Face tokenizer directory for guided decoding (default: one written from --tokenizer into "
+        f"the repository, {HF_TOKENIZER_DIR})",
+    )
     parser.add_argument(
         "--stand-in-tokens-per-s",
         type=float,
@@ -464,8 +565,83 @@ def profile_frontend_instances(engine_dir: Path) -> int:
     return GPU_DEFAULT_FRONTEND_INSTANCES
 
 
+def profile_llm_settings(profile: Profile) -> dict[str, Any]:
+    """The `pytorch` repository settings a build profile implies (RepositorySettings keyword arguments): its limits,
+    ``max_num_tokens``, ``tokens_per_block``, TP size, gathered logits and frontend instances."""
+    flags = profile.flags
+    settings: dict[str, Any] = {
+        key: int(flags[key]) for key in ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens")
+    }
+    settings["tokens_per_block"] = int(flags.get("tokens_per_block", 32))
+    settings["tensor_parallel_size"] = profile.tp
+    settings["context_logits"] = bool(flags.get("gather_context_logits", False))
+    settings["generation_logits"] = bool(flags.get("gather_generation_logits", False))
+    if profile.frontend_instances is not None:
+        settings["frontend_instances"] = profile.frontend_instances
+    return settings
+
+
+PYTORCH_FLAGS = (
+    "profile", "max_num_tokens", "kv_cache_dtype", "tokens_per_block", "cuda_graph_batch_sizes",
+    "tensor_parallel_size", "hf_tokenizer",
+)  # fmt: skip
+
+
+def _graph_sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(size) for size in text.replace(" ", "").split(",") if size)
+    except ValueError:
+        raise BuildError(f"--cuda-graph-batch-sizes {text!r}: integers separated by ','") from None
+
+
+def pytorch_settings_from_args(args: argparse.Namespace) -> RepositorySettings:
+    """`--target pytorch`: flags over the profile's settings, lengths capped by the checkpoint's."""
+    if args.checkpoint is None:
+        raise BuildError("--target pytorch serves a Hugging Face checkpoint: pass --checkpoint DIR (not --engine)")
+    positions = hf_checkpoint_max_positions(args.checkpoint)
+    implied = profile_llm_settings(load_profile(args.profile or DEFAULT_PROFILE))
+    implied["max_seq_len"] = min(implied["max_seq_len"], positions)
+    implied["max_input_len"] = min(implied["max_input_len"], implied["max_seq_len"])
+    flags = {
+        "max_batch_size": args.max_batch_size,
+        "max_input_len": args.max_input_len,
+        "max_seq_len": args.max_seq_len,
+        "max_num_tokens": args.max_num_tokens,
+        "tokens_per_block": args.tokens_per_block,
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "frontend_instances": args.frontend_instances,
+        "kv_cache_dtype": args.kv_cache_dtype,
+    }
+    chosen = {**implied, **{key: value for key, value in flags.items() if value is not None}}
+    if args.cuda_graph_batch_sizes is not None:
+        chosen["cuda_graph_batch_sizes"] = _graph_sizes(args.cuda_graph_batch_sizes)
+    return RepositorySettings(
+        target=PYTORCH,
+        model_dir=args.checkpoint,
+        preprocessing_instances=args.preprocessing_instances,
+        postprocessing_instances=args.postprocessing_instances,
+        kv_cache_free_gpu_mem_fraction=args.kv_cache_free_gpu_mem_fraction,
+        enable_chunked_context=not args.no_chunked_context,
+        enable_kv_cache_reuse=not args.no_kv_cache_reuse,
+        cancellation_check_period_ms=args.cancellation_check_period_ms,
+        max_queue_delay_microseconds=args.max_queue_delay_us,
+        served_model_name=args.served_model_name,
+        tokenizer_dir=args.hf_tokenizer,
+        **chosen,
+    )
+
+
 def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
-    """Flags over the engine's build limits (gpu), the checkpoint's (cpu) or the default profile's (stand-in)."""
+    """Flags over the engine's build limits (gpu), the profile's (pytorch), the checkpoint's (cpu) or the default
+    profile's (stand-in)."""
+    if args.target != PYTORCH:
+        given = [f"--{key.replace('_', '-')}" for key in PYTORCH_FLAGS if getattr(args, key, None) is not None]
+        if given:
+            raise BuildError(f"{', '.join(given)} only apply to --target pytorch")
+    elif args.stand_in_tokens_per_s is not None or args.stand_in_end_after_tokens is not None:
+        raise BuildError("--stand-in-tokens-per-s, --stand-in-end-after-tokens only apply to --target stand-in")
+    else:
+        return pytorch_settings_from_args(args)
     frontend_default = 1
     if args.target == "gpu":
         if args.engine is None:
@@ -514,7 +690,8 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         cancellation_check_period_ms=args.cancellation_check_period_ms,
         max_queue_delay_microseconds=args.max_queue_delay_us,
         served_model_name=args.served_model_name,
-        **logits,
+        context_logits=logits["context_logits"],
+        generation_logits=logits["generation_logits"],
         **{key: value for key, value in stand_in.items() if value is not None},
     )
 

@@ -11,12 +11,15 @@ names and label values are the backend's (tests/data/upstream/tensorrtllm_backen
 | | `max` | `max_batch_size` |
 | | `scheduled` | requests holding a batch slot (prefilled, decoding) |
 | | `waiting` | requests queued for a slot (`active` - `scheduled`, as the backend computes it) |
-| `nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=...}` | `tokens_per` | positions per block (64) |
+| `nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=...}` | `tokens_per` | positions per block (64 on CPU) |
 | | `max` | blocks a full batch of sequences of `max_seq_len` positions fills |
 | | `used` | blocks the running requests' positions fill |
 | | `free` | `max` - `used` |
 | | `reused` | 0: the CPU engines reuse no cached prefix |
 | | `fraction` | `used` / `max` |
+
+The `pytorch` model (TensorRT-LLM's LLM API, nemo_runtime.llm_api) fills the KV-cache values from the executor's
+iteration stats (`kvCacheStats`: its own block size, free and reused blocks), as the C++ backend does.
 | `nemo_runtime_requests_cancelled_total` | | requests ended early since start (a counter the backend lacks) |
 
 The backend's `context` request count is not published: the CPU engines prefill within a decode step and keep no
@@ -33,7 +36,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from nemo_runtime.inflight import KV_TOKENS_PER_BLOCK, BatcherStats
+from nemo_runtime.engine_state import BatcherStats
 
 REQUESTS = "nv_trt_llm_request_metrics"
 KV_CACHE_BLOCKS = "nv_trt_llm_kv_cache_block_metrics"
@@ -46,11 +49,11 @@ GAUGES: dict[tuple[str, str], dict[str, Callable[[BatcherStats], float]]] = {
         "waiting": lambda s: s.waiting,
     },
     (KV_CACHE_BLOCKS, "kv_cache_block_type"): {
-        "tokens_per": lambda s: KV_TOKENS_PER_BLOCK,
+        "tokens_per": lambda s: s.kv_tokens_per_block,
         "max": lambda s: s.kv_blocks_max,
         "used": lambda s: s.kv_blocks_used,
-        "free": lambda s: s.kv_blocks_max - s.kv_blocks_used,
-        "reused": lambda s: 0,
+        "free": lambda s: s.kv_free,
+        "reused": lambda s: s.kv_blocks_reused,
         "fraction": lambda s: s.kv_blocks_used / s.kv_blocks_max if s.kv_blocks_max else 0.0,
     },
 }

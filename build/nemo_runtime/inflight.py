@@ -16,28 +16,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 
 from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.request_ids import new_request_id
+from nemo_runtime.engine_state import KV_TOKENS_PER_BLOCK, BatcherStats, BatchLoop, Sink, kv_blocks
 from nemo_runtime.guided import GrammarEngine
 from nemo_runtime.sampling import GREEDY, SamplingParams, TokenMask
 from nemo_runtime.scheduler import ReferenceRuntime, Returns, StepOutput
 
 IDLE_WAIT_S = 0.05
-
-
-class Sink(Protocol):
-    """Where one request's responses go (a Triton response sender, in the model)."""
-
-    def send(self, token_ids: list[int], final: bool, logs: LogOutputs | None = None) -> None: ...
-
-    def fail(self, message: str) -> None: ...
-
-    def is_cancelled(self) -> bool: ...
+__all__ = ["KV_TOKENS_PER_BLOCK", "BatchLoop", "BatcherStats", "InflightBatcher", "Sink", "kv_blocks", "unsupported"]
 
 
 def unsupported(request: GenerationRequest) -> BadRequestError | None:
@@ -92,31 +83,6 @@ def token_mask(request: GenerationRequest, vocab_size: int) -> TokenMask | None:
     return mask
 
 
-KV_TOKENS_PER_BLOCK = 64
-"""Tokens per KV-cache block in the block figures the CPU engines publish (the profiles' tokens_per_block)."""
-
-
-def kv_blocks(tokens: int) -> int:
-    """The KV-cache blocks ``tokens`` positions fill."""
-    return -(-tokens // KV_TOKENS_PER_BLOCK)
-
-
-@dataclass(frozen=True)
-class BatcherStats:
-    """A snapshot of the batcher's state."""
-
-    running: int  # requests holding a batch slot (prefilled, decoding)
-    waiting: int  # requests submitted and not yet admitted to the batch (every slot taken)
-    max_batch_size: int
-    cancelled: int = 0  # requests ended early since start: client cancellation, `stop`, a vanished client
-    kv_blocks_used: int = 0  # KV-cache blocks the running requests' positions fill
-    kv_blocks_max: int = 0  # KV-cache blocks a full batch of sequences of the longest length fills
-
-    @property
-    def slots_free(self) -> int:
-        return self.max_batch_size - self.running
-
-
 @dataclass
 class _Active:
     request: GenerationRequest
@@ -155,41 +121,6 @@ class _Active:
                 else None
             ),
         )
-
-
-class BatchLoop:
-    """An engine's step loop on a thread of its own: what nemo_runtime.batch_metrics reads of it (its batch state
-    now, or once it changes) and how it stops.
-
-    Subclasses hold ``_lock``, ``_changed`` (a Condition on it, notified on every change), ``_closed``, ``_wake``
-    (set to wake the loop) and ``_thread`` (the loop), and give ``_snapshot()`` (called under the lock).
-    """
-
-    _lock: threading.Lock
-    _changed: threading.Condition
-    _closed: bool
-    _wake: threading.Event
-    _thread: threading.Thread
-
-    def _snapshot(self) -> BatcherStats:
-        raise NotImplementedError
-
-    def stats(self) -> BatcherStats:
-        with self._lock:
-            return self._snapshot()
-
-    def wait_for_change(self, since: BatcherStats | None, timeout: float) -> BatcherStats:
-        """The stats once they differ from `since` (at once when they do already), or after `timeout` seconds."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._snapshot() != since or self._closed, timeout)
-            return self._snapshot()
-
-    def close(self) -> None:
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
-        self._wake.set()
-        self._thread.join(timeout=10)
 
 
 class InflightBatcher(BatchLoop):

@@ -25,7 +25,7 @@ CPU `tensorrt_llm` model (nemo_runtime.inflight) and replaces the model by a clo
   process), like the tensorrtllm backend's `cancellation_check_period_ms`.
 
 Per token the loop does a list lookup and the sink's `send` (one Triton response): no tensors, no logits.
-`stats()` / `wait_for_change()` / `close()` are InflightBatcher's (nemo_runtime.inflight.BatchLoop), so
+`stats()` / `wait_for_change()` / `close()` are InflightBatcher's (nemo_runtime.engine_state.BatchLoop), so
 nemo_runtime.batch_metrics publishes the same metrics.
 """
 
@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from nemo_chat_core.engine_tensors import GenerationRequest
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.tekken import Tekkenizer
-from nemo_runtime.inflight import KV_TOKENS_PER_BLOCK, BatcherStats, BatchLoop, Sink, kv_blocks, unsupported
+from nemo_runtime.engine_state import KV_TOKENS_PER_BLOCK, BatcherStats, BatchLoop, Sink, kv_blocks
+from nemo_runtime.inflight import unsupported
 
 DEFAULT_TOKENS_PER_S = 200.0
 DEFAULT_CANCELLATION_CHECK_S = 0.1

@@ -1,0 +1,95 @@
+"""What every python `tensorrt_llm` engine shares, torch-free: the sink a request's responses go to, the batch
+state it publishes (:class:`BatcherStats`, read by nemo_runtime.batch_metrics) and the loop base that exposes it.
+
+The CPU engines (nemo_runtime.inflight, nemo_runtime.stand_in) and the GPU one driving TensorRT-LLM's LLM API
+(nemo_runtime.llm_api) all use it; nothing here imports torch, so the GPU model imports no CPU runtime code.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from nemo_chat_core.engine_tensors import LogOutputs
+
+KV_TOKENS_PER_BLOCK = 64
+"""Tokens per KV-cache block in the block figures the CPU engines publish (the profiles' tokens_per_block)."""
+
+
+def kv_blocks(tokens: int) -> int:
+    """The KV-cache blocks ``tokens`` positions fill."""
+    return -(-tokens // KV_TOKENS_PER_BLOCK)
+
+
+class Sink(Protocol):
+    """Where one request's responses go (a Triton response sender, in the model)."""
+
+    def send(self, token_ids: list[int], final: bool, logs: LogOutputs | None = None) -> None: ...
+
+    def fail(self, message: str) -> None: ...
+
+    def is_cancelled(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class BatcherStats:
+    """A snapshot of an engine's batch state.
+
+    The CPU engines count KV-cache blocks of KV_TOKENS_PER_BLOCK positions themselves and reuse none; an engine
+    with a real block manager (TensorRT-LLM's, read from its iteration stats) reports its own block size, free
+    and reused blocks.
+    """
+
+    running: int  # requests holding a batch slot (prefilled, decoding)
+    waiting: int  # requests submitted and not yet admitted to the batch (every slot taken)
+    max_batch_size: int
+    cancelled: int = 0  # requests ended early since start: client cancellation, `stop`, a vanished client
+    kv_blocks_used: int = 0  # KV-cache blocks the running requests' positions fill
+    kv_blocks_max: int = 0  # KV-cache blocks a full batch of sequences of the longest length fills
+    kv_tokens_per_block: int = KV_TOKENS_PER_BLOCK
+    kv_blocks_free: int | None = None  # None: kv_blocks_max - kv_blocks_used
+    kv_blocks_reused: int = 0  # blocks a request took over from the reuse cache (prefix reuse)
+
+    @property
+    def slots_free(self) -> int:
+        return self.max_batch_size - self.running
+
+    @property
+    def kv_free(self) -> int:
+        return self.kv_blocks_max - self.kv_blocks_used if self.kv_blocks_free is None else self.kv_blocks_free
+
+
+class BatchLoop:
+    """An engine's step loop on a thread of its own: what nemo_runtime.batch_metrics reads of it (its batch state
+    now, or once it changes) and how it stops.
+
+    Subclasses hold ``_lock``, ``_changed`` (a Condition on it, notified on every change), ``_closed``, ``_wake``
+    (set to wake the loop) and ``_thread`` (the loop), and give ``_snapshot()`` (called under the lock).
+    """
+
+    _lock: threading.Lock
+    _changed: threading.Condition
+    _closed: bool
+    _wake: threading.Event
+    _thread: threading.Thread
+
+    def _snapshot(self) -> BatcherStats:
+        raise NotImplementedError
+
+    def stats(self) -> BatcherStats:
+        with self._lock:
+            return self._snapshot()
+
+    def wait_for_change(self, since: BatcherStats | None, timeout: float) -> BatcherStats:
+        """The stats once they differ from `since` (at once when they do already), or after `timeout` seconds."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._snapshot() != since or self._closed, timeout)
+            return self._snapshot()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._wake.set()
+        self._thread.join(timeout=10)
