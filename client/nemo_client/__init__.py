@@ -3,7 +3,8 @@
 ``NemoClient`` (sync) and ``AsyncNemoClient`` (async) in :mod:`nemo_client.client`; their resources
 (``chat``, ``completions``, ``models``) in :mod:`nemo_client.resources`; streams in :mod:`nemo_client.streaming`;
 parameter and result types in :mod:`nemo_client.types`; the connection to Triton behind
-:mod:`nemo_client.transport` (:mod:`nemo_client.triton_transport`); the direct path in :mod:`nemo_client.direct`;
+:mod:`nemo_client.transport` (:mod:`nemo_client.triton_transport`; spreading calls over several Triton servers:
+:mod:`nemo_client.balancer`); the direct path in :mod:`nemo_client.direct`;
 the tool-calling loop in :mod:`nemo_client.tool_runner`; the ``nemo-chat`` command in :mod:`nemo_client.cli`.
 The protocol (Tekken, the chat format, errors) is :mod:`nemo_protocol`; request validation shared with the
 server is :mod:`nemo_chat_core`.

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from nemo_client.direct import DirectChat
+from nemo_client.grpc_target import DEFAULT_LB_POLICY, DEFAULT_RESOLVE_INTERVAL_S, LbPolicy
 from nemo_client.loop_thread import LoopThread
 from nemo_client.resources.chat import AsyncChat, Chat
 from nemo_client.resources.completions import AsyncCompletions, Completions
@@ -35,7 +36,7 @@ TEXT_MODEL = "ensemble"
 
 
 class AsyncNemoClient:
-    """Async client for a Mistral NeMo deployment's Triton gRPC endpoint (``host:8001``)."""
+    """Async client for a Mistral NeMo deployment's Triton gRPC endpoint (``host:8001``), or several of them."""
 
     def __init__(
         self,
@@ -51,10 +52,14 @@ class AsyncNemoClient:
         direct: bool = False,
         tokenizer_file: str | Path | None = None,
         transport: Transport | None = None,
+        lb_policy: LbPolicy = DEFAULT_LB_POLICY,
+        resolve_interval_s: float = DEFAULT_RESOLVE_INTERVAL_S,
     ) -> None:
-        """``url``: Triton's gRPC ``host:port``. ``model``: the name answers carry (default: the served one).
-        ``timeout``: seconds for a whole call, stream included (each call may set its own). ``max_retries``:
-        retries of a connection that fails before anything was received. ``ssl``, ``headers``: TLS, and
+        """``url``: Triton's gRPC target: ``host:port``, or several servers as ``dns:///name:port`` (every address
+        of the name: a Kubernetes headless Service) or ``ipv4:host:port,host:port``. ``model``: the name answers
+        carry (default: the served one). ``timeout``: seconds for a whole call, stream included (each call may set
+        its own). ``max_retries``: retries of a request that a server could not take before anything was received
+        (unreachable, or shutting down; the retry goes to the next server). ``ssl``, ``headers``: TLS, and
         metadata sent with every call. ``chat_model``, ``text_model``: the Triton models behind
         ``chat.completions`` and ``completions``.
 
@@ -62,8 +67,15 @@ class AsyncNemoClient:
         :mod:`nemo_client.direct`; needs the chat core (nemo_chat_core) and the model's Tekken file,
         ``tokenizer_file``, by default mistral-common's copy); otherwise the ``chat`` model does it in Triton.
 
+        ``lb_policy``: how calls spread over the servers ``url`` names: ``round_robin`` (each call to the next
+        connected server), ``least_requests`` (to the one with the fewest calls in flight from this client) or
+        ``pick_first`` (every call over one connection, gRPC's own default); a call a server refuses before it started
+        goes to another. ``resolve_interval_s``: for a DNS name, seconds between look-ups of its addresses, so that a
+        server that joins gets calls (0: looked up once). See :mod:`nemo_client.balancer`.
+
         ``transport``: the connection to use instead of a :class:`TritonTransport` to ``url`` (``url``,
-        ``max_retries``, ``ssl`` and ``headers`` then go unused): a test's fake, say.
+        ``max_retries``, ``ssl``, ``headers``, ``lb_policy`` and ``resolve_interval_s`` then go unused): a test's
+        fake, say.
         """
         self.url = url
         self.direct = direct
@@ -75,7 +87,12 @@ class AsyncNemoClient:
         self.chat_model = chat_model
         self.text_model = text_model
         self.transport: Transport = transport or TritonTransport(
-            url, retry=RetryPolicy(max_retries=max_retries), ssl=ssl, headers=headers
+            url,
+            retry=RetryPolicy(max_retries=max_retries),
+            ssl=ssl,
+            headers=headers,
+            lb_policy=lb_policy,
+            resolve_interval_s=resolve_interval_s,
         )
         self.chat = AsyncChat(self)
         self.completions = AsyncCompletions(self)
@@ -141,6 +158,8 @@ class NemoClient:
         direct: bool = False,
         tokenizer_file: str | Path | None = None,
         transport: Transport | None = None,
+        lb_policy: LbPolicy = DEFAULT_LB_POLICY,
+        resolve_interval_s: float = DEFAULT_RESOLVE_INTERVAL_S,
     ) -> None:
         """The options of :class:`AsyncNemoClient`."""
 
@@ -157,6 +176,8 @@ class NemoClient:
                 direct=direct,
                 tokenizer_file=tokenizer_file,
                 transport=transport,
+                lb_policy=lb_policy,
+                resolve_interval_s=resolve_interval_s,
             )
 
         self._loop = LoopThread()

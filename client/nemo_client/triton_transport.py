@@ -5,6 +5,10 @@ Triton's empty final response (how a decoupled request's end is known), be cance
 stops reading, and report gRPC status codes as typed errors. Connection failures before the first
 response are retried with exponential backoff; a stream that breaks after it started raises
 :class:`~nemo_protocol.errors.StreamInterruptedError` instead of returning truncated output.
+
+The target may name several Triton servers (``dns:///`` a headless Service, ``ipv4:`` a list): each call goes to
+one of them by the load-balancing policy, and a request refused before it started (the server unreachable, or
+shutting down) is retried on another (:mod:`nemo_client.balancer`).
 """
 
 from __future__ import annotations
@@ -18,8 +22,16 @@ from typing import Any
 
 import grpc
 import numpy as np
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2
 
+from nemo_client.balancer import Balancer, Endpoint, Resolver
+from nemo_client.grpc_target import (
+    DEFAULT_LB_POLICY,
+    DEFAULT_RESOLVE_INTERVAL_S,
+    LbPolicy,
+    check_lb_policy,
+    parse_target,
+)
 from nemo_client.transport import InputRefusedError, Outputs, TensorValue
 from nemo_protocol.errors import (
     APIError,
@@ -39,7 +51,6 @@ _NUMPY_TO_TRITON = {
     np.dtype(np.float32): "FP32",
 }
 _TRITON_TO_NUMPY = {name: dtype for dtype, name in _NUMPY_TO_TRITON.items()}
-_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -129,10 +140,11 @@ def error_from_rpc(error: grpc.aio.AioRpcError, *, after_responses: int = 0) -> 
 def error_from_message(message: str, inputs: Collection[str] = ()) -> APIError:
     """A per-request error Triton sent inside the stream (no status code travels with it). ``inputs``: the names
     of the request's input tensors; a model's refusal of one of them (``name: reason``) is an InputRefusedError."""
+    if "has no available versions" in message or "is not ready" in message:
+        # The model is in the repository but not loaded: a server starting, or unloading it on its way down.
+        return UnavailableError(message)
     if "unknown model" in message or "is not found" in message:
         return NotFoundError(message)
-    if "is not ready" in message:
-        return UnavailableError(message)
     if "unexpected shape" in message or "unexpected datatype" in message or "unexpected inference input" in message:
         return BadRequestError(message)
     name, separator, reason = message.partition(": ")
@@ -142,8 +154,13 @@ def error_from_message(message: str, inputs: Collection[str] = ()) -> APIError:
 
 
 class TritonTransport:
-    """gRPC channel to one Triton server; the client's :class:`~nemo_client.transport.Transport`. Create it, and
-    use it, inside one event loop."""
+    """gRPC channels to Triton (one server, or several behind one target); the client's
+    :class:`~nemo_client.transport.Transport`. Create it, and use it, inside one event loop.
+
+    ``lb_policy``: how calls spread over the servers ``url`` names (:mod:`nemo_client.balancer`).
+    ``resolve_interval_s``: when ``url`` is a DNS name, seconds between look-ups of its addresses (0: never, after the
+    first). ``resolver``: that look-up (default: the system resolver), replaceable in tests.
+    """
 
     def __init__(
         self,
@@ -152,47 +169,47 @@ class TritonTransport:
         retry: RetryPolicy | None = None,
         ssl: bool = False,
         headers: Mapping[str, str] | None = None,
+        lb_policy: LbPolicy = DEFAULT_LB_POLICY,
+        resolve_interval_s: float = DEFAULT_RESOLVE_INTERVAL_S,
+        resolver: Resolver | None = None,
     ) -> None:
         self.url = url
         self._retry = retry or RetryPolicy()
-        self._ssl = ssl
         self._metadata = tuple((key.lower(), value) for key, value in (headers or {}).items())
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: service_pb2_grpc.GRPCInferenceServiceStub | None = None
-
-    @property
-    def stub(self) -> service_pb2_grpc.GRPCInferenceServiceStub:
-        if self._stub is None:
-            options = [
-                ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-                # gRPC's default reconnect backoff grows to minutes: after a Triton restart the client
-                # would keep failing long after the server is back. Retry the connection every 0.25-2 s.
-                ("grpc.initial_reconnect_backoff_ms", 250),
-                ("grpc.min_reconnect_backoff_ms", 250),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-            ]
-            if self._ssl:
-                self._channel = grpc.aio.secure_channel(self.url, grpc.ssl_channel_credentials(), options=options)
-            else:
-                self._channel = grpc.aio.insecure_channel(self.url, options=options)
-            self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
-        return self._stub
+        self.balancer = Balancer(
+            parse_target(url),
+            policy=check_lb_policy(lb_policy),
+            ssl=ssl,
+            resolve_interval_s=resolve_interval_s,
+            resolver=resolver,
+        )
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = self._stub = None
+        await self.balancer.close()
+
+    async def _before_retry(self, deadline: float, attempt: int, tried: list[Endpoint]) -> None:
+        """Wait before the next attempt, unless another server can take it now."""
+        if not self.balancer.has_other(tried):
+            await _sleep_before(deadline, self._retry.backoff(attempt))
 
     async def unary(self, method: str, request: Any, *, deadline: float) -> Any:
         """Call a unary RPC (``ServerReady``, ``ModelConfig``, ...) with retries on connection failures."""
+        tried: list[Endpoint] = []
         for attempt in range(self._retry.max_retries + 1):
+            endpoint = await self.balancer.pick(tried)
+            failed = False
             try:
-                return await getattr(self.stub, method)(request, timeout=_remaining(deadline), metadata=self._metadata)
+                return await getattr(endpoint.stub, method)(
+                    request, timeout=_remaining(deadline), metadata=self._metadata
+                )
             except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == self._retry.max_retries:
+                failed = error.code() == grpc.StatusCode.UNAVAILABLE
+                if not failed or attempt == self._retry.max_retries:
                     raise error_from_rpc(error) from None
-                await _sleep_before(deadline, self._retry.backoff(attempt))
+            finally:
+                self.balancer.done(endpoint, failed=failed)
+            tried.append(endpoint)
+            await self._before_retry(deadline, attempt, tried)
         raise AssertionError("unreachable")
 
     async def server_live(self, *, deadline: float) -> bool:
@@ -215,9 +232,11 @@ class TritonTransport:
         """Run one request on a (decoupled) model; yields each response's outputs until the final one.
 
         Stopping the iteration early (``aclose``, ``break``, task cancellation) cancels the request
-        on the server.
+        on the server. A request that a server could not take before anything was produced (unreachable, or its
+        model not loaded: a server starting or shutting down) is sent again, to another server where there is one.
         """
         request = build_request(model, inputs, request_id)
+        tried: list[Endpoint] = []
         attempt = 0
         while True:
             finished = asyncio.Event()
@@ -228,12 +247,22 @@ class TritonTransport:
                 # end the stream before a decoupled model has answered.
                 await done.wait()
 
-            call = self.stub.ModelStreamInfer(requests(), timeout=_remaining(deadline), metadata=self._metadata)
+            endpoint = await self.balancer.pick(tried)
             received, complete = 0, False
+            refused: APIError | None = None
+            try:
+                call = endpoint.stub.ModelStreamInfer(requests(), timeout=_remaining(deadline), metadata=self._metadata)
+            except BaseException:
+                self.balancer.done(endpoint)
+                raise
             try:
                 async for message in call:
                     if message.error_message:
-                        raise error_from_message(message.error_message, inputs.keys())
+                        error = error_from_message(message.error_message, inputs.keys())
+                        if received == 0 and isinstance(error, UnavailableError):
+                            refused = error  # nothing was produced: another server may take the request
+                            break
+                        raise error
                     response = message.infer_response
                     if response.outputs:
                         received += 1
@@ -245,22 +274,28 @@ class TritonTransport:
                         finished.set()
                 if complete:
                     return
-                if received == 0:
-                    raise UnavailableError("Triton closed the stream without answering")
-                raise StreamInterruptedError(f"the stream ended after {received} responses without a final one")
+                if refused is None:
+                    if received == 0:
+                        raise UnavailableError("Triton closed the stream without answering")
+                    raise StreamInterruptedError(f"the stream ended after {received} responses without a final one")
             except grpc.aio.AioRpcError as error:
-                retryable = error.code() == grpc.StatusCode.UNAVAILABLE and received == 0
                 if complete:
                     return
-                if not retryable or attempt >= self._retry.max_retries:
+                if error.code() == grpc.StatusCode.UNAVAILABLE and not received:
+                    refused = error_from_rpc(error)  # unreachable: counted against the server below
+                if refused is None or attempt >= self._retry.max_retries:
                     raise error_from_rpc(error, after_responses=received) from None
-                await _sleep_before(deadline, self._retry.backoff(attempt))
-                attempt += 1
             finally:
                 finished.set()
+                self.balancer.done(endpoint, failed=refused is not None)
                 if not complete:
-                    # Abandoned midway (closed, broken, timed out): cancel the request on the server.
+                    # Abandoned midway (closed, broken, timed out, refused): cancel the request on the server.
                     call.cancel()
+            if refused is not None and attempt >= self._retry.max_retries:
+                raise refused
+            tried.append(endpoint)
+            await self._before_retry(deadline, attempt, tried)
+            attempt += 1
 
 
 def _remaining(deadline: float) -> float | None:
