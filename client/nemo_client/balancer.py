@@ -161,6 +161,11 @@ class Balancer:
         if failed:
             endpoint.avoid_until = time.monotonic() + AVOID_S
 
+    async def start(self) -> None:
+        """Open the channels (and look the name up) now rather than at the first call; idempotent."""
+        if not self._started:
+            await self._start()
+
     async def _start(self) -> None:
         async with self._start_lock:
             if self._started:

@@ -1,8 +1,9 @@
 """``create_app(settings)``: the gateway's FastAPI application, OpenAI routes mapped onto Triton's ``chat`` and
 ``ensemble`` models.
 
-The app holds its settings and metrics on ``app.state``; the lifespan opens the Triton client there (its
-gRPC channel must live on the server's event loop) and closes it. Routes get all three through
+The app holds its settings, metrics and admission (:mod:`nemo_gateway.admission`) on ``app.state``; the lifespan
+opens the Triton client there (its gRPC channels must live on the server's event loop) and closes it. Routes get
+them through
 :mod:`nemo_gateway.dependencies`, the API key check through :mod:`nemo_gateway.auth`, and every error
 answer comes from :mod:`nemo_gateway.errors`.
 """
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 
 from nemo_client.client import AsyncNemoClient
 from nemo_gateway import routes_completions, routes_models, routes_service, routes_tokenize
+from nemo_gateway.admission import Admission
 from nemo_gateway.errors import install_error_handlers
 from nemo_gateway.metrics import GatewayMetrics
 from nemo_gateway.settings import GatewaySettings
@@ -25,7 +27,9 @@ from nemo_gateway.version import release
 def create_app(settings: GatewaySettings) -> FastAPI:
     app = FastAPI(title="Mistral NeMo gateway", version=release(), lifespan=_lifespan)
     app.state.settings = settings
-    app.state.metrics = GatewayMetrics()
+    app.state.metrics = metrics = GatewayMetrics()
+    app.state.admission = Admission(settings.admission, observer=metrics)
+    metrics.admission_max_in_flight.set(settings.admission.max_in_flight)
     install_error_handlers(app)
     for area in (routes_completions, routes_models, routes_service, routes_tokenize):
         app.include_router(area.router)
@@ -41,6 +45,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout=settings.request_timeout_s,
         direct=settings.direct,
         tokenizer_file=settings.tokenizer_file,
+        lb_policy=settings.triton_lb_policy,
+        resolve_interval_s=settings.triton_resolve_interval_s,
     )
     app.state.client = client
     try:

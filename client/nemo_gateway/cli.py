@@ -8,6 +8,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from nemo_client.grpc_target import (
+    DEFAULT_LB_POLICY,
+    DEFAULT_RESOLVE_INTERVAL_S,
+    LB_POLICIES,
+    check_lb_policy,
+    parse_target,
+)
+from nemo_gateway.admission import DEFAULT_MAX_QUEUE_WAIT_S, AdmissionLimits
 from nemo_gateway.app import create_app
 from nemo_gateway.settings import DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_TRITON_URL, GatewaySettings
 from nemo_protocol.json_values import MAX_JSON_DEPTH
@@ -31,13 +39,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--triton-url",
         default=os.environ.get("TRITON_GRPC_URL", DEFAULT_TRITON_URL),
-        help="Triton gRPC address host:port (env TRITON_GRPC_URL)",
+        help="Triton's gRPC target: host:port, or several servers: dns:///NAME:PORT (every address of the name, "
+        "e.g. a Kubernetes headless Service, looked up again every --triton-resolve-interval-s) or "
+        "ipv4:HOST:PORT,HOST:PORT (env TRITON_GRPC_URL)",
+    )
+    parser.add_argument(
+        "--triton-lb-policy",
+        choices=LB_POLICIES,
+        default=os.environ.get("NEMO_GATEWAY_TRITON_LB_POLICY", DEFAULT_LB_POLICY),
+        help="how requests spread over the servers --triton-url names: round_robin (each to the next connected "
+        "server), least_requests (to the one with the fewest of this gateway's requests in flight) or pick_first "
+        "(all over one connection); a request a server refuses before it started (down, or shutting down) goes to "
+        "another (env NEMO_GATEWAY_TRITON_LB_POLICY)",
+    )
+    parser.add_argument(
+        "--triton-resolve-interval-s",
+        type=_seconds,
+        default=os.environ.get("NEMO_GATEWAY_TRITON_RESOLVE_INTERVAL_S", str(DEFAULT_RESOLVE_INTERVAL_S)),
+        help="seconds between look-ups of a DNS name's servers, so that a Triton pod that joins gets requests "
+        "(0: looked up once) (env NEMO_GATEWAY_TRITON_RESOLVE_INTERVAL_S)",
     )
     parser.add_argument(
         "--triton-metrics-url",
         default=os.environ.get("TRITON_METRICS_URL"),
-        help="Triton's metrics endpoint, read at each /v1/metrics scrape for the engine figures (requests running "
-        "and waiting, KV-cache usage) under NIM's names; default: http://<--triton-url host>:8002/metrics "
+        help="Triton's metrics endpoints, comma-separated, read at each /v1/metrics scrape for the engine figures "
+        "(requests running and waiting, summed; KV-cache usage, the mean) under NIM's names; default: port 8002 of "
+        "every server --triton-url names (each address of a dns:/// name or ipv4: list, the host of host:port) "
         "(env TRITON_METRICS_URL)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
@@ -68,6 +95,30 @@ def build_parser() -> argparse.ArgumentParser:
         "(checked by SHA-256). Default: mistral-common's copy of the NeMo file (env NEMO_TOKENIZER_FILE)",
     )
     add_limit_arguments(parser.add_argument_group("request limits (400 naming the field; 413 for the body size)"))
+    admission = parser.add_argument_group(
+        "admission (429 with Retry-After past these bounds; counted in nemo_gateway_requests_shed_total)"
+    )
+    admission.add_argument(
+        "--max-in-flight",
+        type=_at_least(0),
+        default=os.environ.get("NEMO_GATEWAY_MAX_IN_FLIGHT", "0"),
+        help="generations this gateway runs upstream at once (a chat request with n choices counts n; a stream "
+        "until its end); 0: no bound, and the other admission flags do nothing (env NEMO_GATEWAY_MAX_IN_FLIGHT)",
+    )
+    admission.add_argument(
+        "--max-queued",
+        type=_at_least(0),
+        default=os.environ.get("NEMO_GATEWAY_MAX_QUEUED"),
+        help="requests that may wait for a slot; one more is refused at once (default: as many as --max-in-flight; "
+        "0: none wait) (env NEMO_GATEWAY_MAX_QUEUED)",
+    )
+    admission.add_argument(
+        "--max-queue-wait-s",
+        type=_seconds,
+        default=os.environ.get("NEMO_GATEWAY_MAX_QUEUE_WAIT_S", str(DEFAULT_MAX_QUEUE_WAIT_S)),
+        help="seconds a request may wait for a slot before it is refused; 0: no bound "
+        "(env NEMO_GATEWAY_MAX_QUEUE_WAIT_S)",
+    )
     parser.add_argument(
         "--request-timeout",
         type=float,
@@ -94,6 +145,16 @@ def _at_least(least: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, 0 or more, got {text!r}")
+    return value
 
 
 def _depth(text: str) -> int:
@@ -125,25 +186,39 @@ def add_limit_arguments(group: argparse._ArgumentGroup) -> None:
         group.add_argument(flag, dest=field, type=parse, default=getattr(defaults, field), help=help_text)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def settings_from(parser: argparse.ArgumentParser, args: argparse.Namespace) -> GatewaySettings:
+    """The gateway's settings from parsed arguments; ``parser.error`` (exit 2) for what the parser could not check."""
     if args.chat_path not in CHAT_PATHS:  # argparse checks choices on the command line, not on env defaults
         parser.error(f"NEMO_GATEWAY_CHAT_PATH is {args.chat_path!r}; accepted: {', '.join(CHAT_PATHS)}")
-    import uvicorn
-
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = GatewaySettings(
+    if args.triton_lb_policy not in LB_POLICIES:
+        parser.error(f"NEMO_GATEWAY_TRITON_LB_POLICY is {args.triton_lb_policy!r}; accepted: {', '.join(LB_POLICIES)}")
+    try:
+        parse_target(args.triton_url)
+    except ValueError as error:
+        parser.error(f"--triton-url: {error}")
+    return GatewaySettings(
         triton_url=args.triton_url,
+        triton_lb_policy=check_lb_policy(args.triton_lb_policy),
+        triton_resolve_interval_s=args.triton_resolve_interval_s,
         triton_metrics_url=args.triton_metrics_url,
         served_model_name=args.served_model_name,
         # The key comes from the environment only, so that it never shows in a process list.
         api_key=os.environ.get(API_KEY_ENV) or None,
         limits=RequestLimits(**{field: getattr(args, field) for field, _, _ in LIMIT_FLAGS.values()}),
         request_timeout_s=args.request_timeout,
+        admission=AdmissionLimits(args.max_in_flight, args.max_queued, args.max_queue_wait_s),
         direct=args.chat_path == "direct",
         tokenizer_file=args.tokenizer,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = settings_from(parser, args)
+    import uvicorn
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
 
 

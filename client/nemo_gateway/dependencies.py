@@ -1,6 +1,7 @@
-"""What a route handler gets from the app, as FastAPI dependencies: the settings, the metrics and the Triton client.
+"""What a route handler gets from the app, as FastAPI dependencies: the settings, the metrics, admission and the
+Triton client.
 
-``create_app`` puts the settings and metrics on ``app.state``; the lifespan adds the client (its gRPC channel
+``create_app`` puts the settings, metrics and admission on ``app.state``; the lifespan adds the client (its gRPC channel
 must live on the server's event loop). Tests replace the client with ``app.dependency_overrides[get_client]``.
 """
 
@@ -11,6 +12,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 
 from nemo_client.client import AsyncNemoClient
+from nemo_gateway.admission import Admission
 from nemo_gateway.metrics import GatewayMetrics
 from nemo_gateway.settings import GatewaySettings
 from nemo_protocol.errors import UnavailableError
@@ -24,6 +26,10 @@ def get_metrics(request: Request) -> GatewayMetrics:
     return cast(GatewayMetrics, request.app.state.metrics)
 
 
+def get_admission(request: Request) -> Admission:
+    return cast(Admission, request.app.state.admission)
+
+
 def get_client(request: Request) -> AsyncNemoClient:
     client = getattr(request.app.state, "client", None)
     if client is None:
@@ -34,3 +40,4 @@ def get_client(request: Request) -> AsyncNemoClient:
 Settings = Annotated[GatewaySettings, Depends(get_settings)]
 Metrics = Annotated[GatewayMetrics, Depends(get_metrics)]
 Client = Annotated[AsyncNemoClient, Depends(get_client)]
+Admitting = Annotated[Admission, Depends(get_admission)]

@@ -1,6 +1,7 @@
 """The gateway's one error path: every failure becomes an OpenAI error body with its HTTP status, counted once.
 
-* :class:`~nemo_protocol.errors.APIError` (raised by dependencies, routes and the client) → ``to_openai()``;
+* :class:`~nemo_protocol.errors.APIError` (raised by dependencies, routes and the client) → ``to_openai()``; a 429
+  of admission (:class:`~nemo_gateway.admission.OverloadedError`) with its ``Retry-After`` header;
 * a request FastAPI cannot validate, or whose JSON is malformed → 400 naming the field and the problem;
 * an unknown path or method → 404 / 405;
 * anything else → 500, logged (Starlette then re-raises it to the server, which logs the traceback).
@@ -21,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nemo_gateway.admission import OverloadedError
 from nemo_gateway.metering import current_meter
 from nemo_gateway.metrics import GatewayMetrics
 from nemo_protocol.errors import APIError, AuthenticationError, BadRequestError, NotFoundError, ServerError
@@ -61,6 +63,8 @@ def error_response(request: Request, error: APIError, headers: Mapping[str, str]
     headers = dict(headers or {})
     if isinstance(error, AuthenticationError):
         headers.setdefault("WWW-Authenticate", "Bearer")
+    if isinstance(error, OverloadedError):
+        headers.update(error.headers)
     return JSONResponse(error.to_openai(), status_code=error.status_code, headers=headers or None)
 
 

@@ -2,19 +2,22 @@
 
 Errors raised before the answer starts go to the app's exception handler; an error in the middle of a
 stream is sent as the stream's last event. Closing the stream (the client went away) cancels the request
-on Triton.
+on Triton. The request counts in flight, and holds its admission slot, until its answer ends, however it ends.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
+import anyio
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from nemo_client.streaming import AsyncStream
+from nemo_gateway.admission import Slot
 from nemo_gateway.metering import RequestMeter
 from nemo_gateway.metrics import GatewayMetrics
 from nemo_protocol.end_user import end_user_line
@@ -28,6 +31,23 @@ ChunkShaper = Callable[[dict[str, Any]], "tuple[dict[str, Any] | None, bool]"]
 DONE = b"data: [DONE]\n\n"
 
 
+class _Ending:
+    """What ends with the answer, once however it ends: the in-flight count and the admission slot."""
+
+    def __init__(self, metrics: GatewayMetrics, slot: Slot | None) -> None:
+        self._metrics = metrics
+        self._slot = slot
+        self.done = False
+        metrics.in_flight.inc()
+
+    def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self._metrics.in_flight.dec()
+            if self._slot is not None:
+                self._slot.release()
+
+
 async def relay(
     call: Awaitable[Any],
     *,
@@ -35,20 +55,22 @@ async def relay(
     metrics: GatewayMetrics,
     shape: ChunkShaper,
     end_user: str | None = None,
+    slot: Slot | None = None,
 ) -> Response:
     """Await ``call`` (counted in flight meanwhile) and answer with its result, whole or streamed.
 
-    ``end_user``: the request's ``user``, logged with the answer's id (the chat core logs its own)."""
-    metrics.in_flight.inc()
+    ``end_user``: the request's ``user``, logged with the answer's id (the chat core logs its own). ``slot``: the
+    request's admission slot, released when the answer ends."""
+    ending = _Ending(metrics, slot)
     try:
         result = await call
     except BaseException:
-        metrics.in_flight.dec()
+        ending()
         raise
     if isinstance(result, AsyncStream):
-        events = _server_sent_events(result, shape, metrics, meter, end_user)
-        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    metrics.in_flight.dec()
+        events = _server_sent_events(result, shape, metrics, meter, end_user, ending)
+        return _EventStream(events, result, ending)
+    ending()
     payload = _payload(result)
     _log_end_user(payload, end_user)
     metrics.count_usage(payload.get("usage"))
@@ -57,9 +79,35 @@ async def relay(
     return JSONResponse(payload)
 
 
+class _EventStream(StreamingResponse):
+    """The SSE answer; when it is over, however (the client may leave before the events begin, and then they never
+    run), the upstream stream is closed and the request's ending done."""
+
+    def __init__(self, events: AsyncGenerator[bytes, None], upstream: AsyncStream[Any], ending: _Ending) -> None:
+        super().__init__(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self._events = events
+        self._upstream = upstream
+        self._ending = ending
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._events.aclose()  # its own clean-up, where it started
+                if not self._ending.done:  # it never started
+                    self._ending()
+                    await self._upstream.aclose()
+
+
 async def _server_sent_events(
-    stream: AsyncStream[Any], shape: ChunkShaper, metrics: GatewayMetrics, meter: RequestMeter, end_user: str | None
-) -> AsyncIterator[bytes]:
+    stream: AsyncStream[Any],
+    shape: ChunkShaper,
+    metrics: GatewayMetrics,
+    meter: RequestMeter,
+    end_user: str | None,
+    ending: _Ending,
+) -> AsyncGenerator[bytes, None]:
     """SSE frames of a stream, ``data: [DONE]`` last; an error mid-stream is sent as an error event."""
     status, first_token_s, usage = 200, None, None
     try:
@@ -82,9 +130,11 @@ async def _server_sent_events(
         metrics.failed(error.error_type)
         yield event(error.to_openai())
     finally:
-        await stream.aclose()
-        metrics.in_flight.dec()
-        metrics.answered(meter.endpoint, status, meter.elapsed())
+        try:
+            await stream.aclose()
+        finally:
+            ending()
+            metrics.answered(meter.endpoint, status, meter.elapsed())
 
 
 def _log_end_user(payload: dict[str, Any], end_user: str | None) -> None:

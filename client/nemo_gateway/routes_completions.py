@@ -4,6 +4,10 @@ The chat body goes to the ``chat`` model as it is: validation lives in one place
 errors come back as OpenAI error bodies with the matching HTTP status. A completion body is read by the chat
 core's ``CompletionRequest``, as the client reads its own arguments; the client reports the ensemble's refusals
 as errors naming the request's fields.
+
+Both are admitted (:mod:`nemo_gateway.admission`) after their own checks and before anything goes upstream: a
+request past the bounds is answered 429, and an admitted one holds its slots (one per generation) until its answer
+ends.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 from fastapi import Response
 
 from nemo_chat_core.completion_request import CompletionRequest
-from nemo_gateway.dependencies import Client, Metrics, Settings
+from nemo_gateway.dependencies import Admitting, Client, Metrics, Settings
 from nemo_gateway.fan_out import choice_count, create_n
 from nemo_gateway.metering import Meter
 from nemo_gateway.metrics import GatewayMetrics
@@ -27,7 +31,7 @@ router = openai_router("completions")
 
 @router.post("/v1/chat/completions", name="chat")
 async def chat_completions(
-    body: RequestBody, meter: Meter, client: Client, settings: Settings, metrics: Metrics
+    body: RequestBody, meter: Meter, client: Client, settings: Settings, metrics: Metrics, admission: Admitting
 ) -> Response:
     settings.limits.check_chat(body)
     stream_options = body.get("stream_options")
@@ -42,21 +46,23 @@ async def chat_completions(
         # they asked for it.
         body = {**body, "stream_options": {**(stream_options or {}), "include_usage": True}}
     body, n = as_nvext(body), choice_count(body)
+    slot = await admission.acquire(n)  # 429 past the admission bounds
     if n > 1:
         call = create_n(client, body, n, settings.request_timeout_s)
     else:
         call = client.chat.completions.create_from_body(body, timeout=settings.request_timeout_s, raw=True)
-    return await relay(call, meter=meter, metrics=metrics, shape=chat_chunk_shaper(metrics, wants_usage))
+    return await relay(call, meter=meter, metrics=metrics, shape=chat_chunk_shaper(metrics, wants_usage), slot=slot)
 
 
 @router.post("/v1/completions", name="completions")
 async def completions(
-    body: RequestBody, meter: Meter, client: Client, settings: Settings, metrics: Metrics
+    body: RequestBody, meter: Meter, client: Client, settings: Settings, metrics: Metrics, admission: Admitting
 ) -> Response:
     request = CompletionRequest.from_body(body, limits=settings.limits)
+    slot = await admission.acquire(len(request.prompts) * request.n)
     call = client.completions.create_from_request(request, timeout=settings.request_timeout_s)
     shape = completion_chunk_shaper(metrics, include_usage=request.include_usage, every=request.continuous_usage)
-    return await relay(call, meter=meter, metrics=metrics, shape=shape, end_user=request.user)
+    return await relay(call, meter=meter, metrics=metrics, shape=shape, end_user=request.user, slot=slot)
 
 
 CHAT_NVEXT_ALIASES = frozenset({"top_k", "repetition_penalty", "ignore_eos"})

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nemo_client.grpc_target import DEFAULT_LB_POLICY, DEFAULT_RESOLVE_INTERVAL_S, LbPolicy
+from nemo_gateway.admission import AdmissionLimits
 from nemo_protocol.request_limits import RequestLimits
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
@@ -15,10 +17,15 @@ DEFAULT_REQUEST_TIMEOUT_S = 600.0
 @dataclass(frozen=True)
 class GatewaySettings:
     triton_url: str = DEFAULT_TRITON_URL
-    """Triton's gRPC address, ``host:port``."""
+    """Triton's gRPC target: ``host:port``, or every server of a DNS name (``dns:///name:port``, a headless Service)
+    or a list (``ipv4:host:port,host:port``)."""
+    triton_lb_policy: LbPolicy = DEFAULT_LB_POLICY
+    """How requests spread over the servers ``triton_url`` names (:mod:`nemo_client.balancer`)."""
+    triton_resolve_interval_s: float = DEFAULT_RESOLVE_INTERVAL_S
+    """Seconds between look-ups of a DNS name's servers (0: looked up once)."""
     triton_metrics_url: str | None = None
-    """Triton's metrics endpoint, read for the engine figures in ``/v1/metrics`` (None: port 8002 of
-    ``triton_url``'s host)."""
+    """Triton's metrics endpoints (comma-separated), read for the engine figures in ``/v1/metrics`` and summed
+    (None: port 8002 of every server ``triton_url`` names; see :mod:`nemo_gateway.engine_metrics`)."""
     served_model_name: str = DEFAULT_SERVED_MODEL_NAME
     """The one model name clients may send as ``model`` (and ``/v1/models`` lists)."""
     api_key: str | None = None
@@ -27,6 +34,8 @@ class GatewaySettings:
     """Bounds on one request: body size (413 before it is read whole), nesting, messages, tools, stop, tokens."""
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     """Seconds one upstream call may take, a stream included."""
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """Generations upstream at once, and how many requests may wait how long for a slot (429 past that)."""
     direct: bool = True
     """Chat on the direct path: the gateway renders prompts and parses outputs itself and streams Triton's
     ``tensorrt_llm`` model (no python inside Triton on the token path); False: through Triton's ``chat`` model."""
