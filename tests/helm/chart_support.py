@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import helm_python as helm
-import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -442,12 +441,6 @@ def build_container(rendered: Rendered) -> dict[str, Any]:
     return container(pod_spec(rendered.component("Deployment", "triton")), "build-engine")
 
 
-# Gateway flags the chart renders that nemo-gateway gains with issue 24 (the gateway half is another branch): while
-# the gateway's parser lacks one of them, a test that runs the parser on rendered arguments xfails naming it; any
-# other unknown flag fails as before.
-PENDING_GATEWAY_FLAGS = ("--triton-lb-policy", "--max-in-flight", "--max-queued", "--max-queue-wait-s")
-
-
 def parse_gateway_args(args: list[str]) -> dict[str, Any]:
     """A rendered gateway container's args (`nemo-gateway ...`) through the gateway's own parser: flag -> value."""
     from nemo_gateway.cli import build_parser
@@ -455,9 +448,6 @@ def parse_gateway_args(args: list[str]) -> dict[str, Any]:
     assert args[0] == "nemo-gateway", args[:1]
     parser = build_parser()
     flags = parser._option_string_actions
-    unknown = [a for a in args[1:] if a.startswith("--") and a.split("=")[0] not in flags]
-    if unknown and set(unknown) <= set(PENDING_GATEWAY_FLAGS):
-        pytest.xfail(f"nemo-gateway does not take {unknown} yet (issue 24, gateway side)")
     parsed = vars(parser.parse_args(args[1:]))
     return {
         flag: parsed[action.dest] for flag, action in flags.items() if flag.startswith("--") and action.dest in parsed
