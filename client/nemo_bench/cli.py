@@ -4,6 +4,9 @@ Examples::
 
     nemo-bench --grpc-url localhost:8001 --input-tokens 128 --output-tokens 128 --concurrency 1,8,32,128
     nemo-bench --http-url http://localhost:8000 --prompts prompts.jsonl --request-rate 1,2,4 --duration 60
+    nemo-bench --grpc-url ipv4:10.0.0.1:8001,10.0.0.2:8001 --concurrency 16,32
+    nemo-bench --http-url http://gw-a:8000,http://gw-b:8000 --concurrency 32 \
+        --spread-metrics-url http://triton-a:8002/metrics,http://triton-b:8002/metrics
 """
 
 from __future__ import annotations
@@ -20,14 +23,17 @@ from typing import Any
 from nemo_bench.load import Level, StopRule
 from nemo_bench.plot import plot_sweep
 from nemo_bench.report import console_table, write_csv, write_json
+from nemo_bench.spread import DEFAULT_MODEL, TritonCounters
 from nemo_bench.sweep import BenchError, SweepResult, sweep
-from nemo_bench.targets import GrpcTarget, HttpTarget, SamplingOptions, Target
+from nemo_bench.targets import EndpointsInTurn, GrpcTarget, HttpTarget, SamplingOptions, Target
 from nemo_bench.workload import FilePrompts, SyntheticPrompts, WorkloadError
+from nemo_client.grpc_target import DEFAULT_LB_POLICY, LB_POLICIES
 from nemo_protocol.errors import TokenizerFileError
 from nemo_protocol.tekken import Tekkenizer, default_tekken_path
 
 DEFAULT_OUTPUT_TOKENS = 128
 API_KEY_ENV = "NEMO_GATEWAY_API_KEY"
+GRPC_TARGET_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:")
 
 
 def _positive_list(kind: type, name: str) -> Any:
@@ -55,9 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
         "from the first measured request's start to the last one's end. Warm-up requests are not measured. "
         f"With --http-url, the API key (if the server needs one) is read from ${API_KEY_ENV}.",
     )
-    target = parser.add_argument_group("target (one of)").add_mutually_exclusive_group(required=True)
-    target.add_argument("--grpc-url", help="Triton gRPC host:port; requests go to the `chat` model via nemo_client")
-    target.add_argument("--http-url", help="base URL of an OpenAI-compatible server, e.g. http://localhost:8000")
+    targets = parser.add_argument_group("target (one of)")
+    target = targets.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--grpc-url",
+        help="Triton gRPC host:port, or several: comma-separated host:port (each request to the next in turn), or "
+        "one gRPC target naming several (dns:///NAME:PORT, ipv4:HOST:PORT,HOST:PORT; spread by --lb-policy); "
+        "requests go to the `chat` model via nemo_client",
+    )
+    target.add_argument(
+        "--http-url",
+        help="base URL of an OpenAI-compatible server, e.g. http://localhost:8000, or several, comma-separated "
+        "(each request to the next in turn)",
+    )
+    targets.add_argument(
+        "--lb-policy",
+        choices=LB_POLICIES,
+        default=DEFAULT_LB_POLICY,
+        help="with a --grpc-url target naming several servers: how nemo_client spreads requests over them "
+        "(default %(default)s)",
+    )
     parser.add_argument(
         "--direct",
         action="store_true",
@@ -122,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=600.0, help="seconds one request may take (default %(default)s)"
     )
 
+    spread = parser.add_argument_group("spread over servers")
+    spread.add_argument(
+        "--spread-metrics-url",
+        help="Triton metrics endpoints, comma-separated (http://HOST:8002/metrics): each level reports how many of "
+        "its measured requests each server completed (its nv_inference_request_success of --spread-model), for "
+        "servers the benchmark does not see (behind a gateway). Without it, a level sent to several endpoints "
+        "reports its requests per endpoint",
+    )
+    spread.add_argument(
+        "--spread-model",
+        default=DEFAULT_MODEL,
+        help="the Triton model counted for the spread (default %(default)s: every path runs it once per request)",
+    )
+
     output = parser.add_argument_group("output")
     output.add_argument(
         "--out", type=Path, default=Path("bench-results"), help="directory for the result files (default %(default)s)"
@@ -152,15 +189,38 @@ def _workload(args: argparse.Namespace) -> SyntheticPrompts | FilePrompts:
     return SyntheticPrompts(tokenizer, args.input_tokens, args.output_tokens, seed=args.seed)
 
 
+def endpoints(value: str) -> list[str]:
+    """The endpoints a --grpc-url or --http-url names: one gRPC target with a scheme as it is, else each
+    comma-separated part."""
+    if value.startswith(GRPC_TARGET_SCHEMES):
+        return [value]
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 def _target(args: argparse.Namespace, levels: Sequence[Level]) -> Target:
+    targets: dict[str, Target] = {}
     if args.grpc_url:
-        return GrpcTarget(args.grpc_url, timeout_s=args.timeout, direct=args.direct, tokenizer_file=args.tokenizer)
-    if args.direct:
-        raise SystemExit("nemo-bench: --direct goes with --grpc-url (a gateway chooses its own path: --chat-path)")
-    widest = max(level.max_concurrency or level.warmup_concurrency * 4 for level in levels)
-    return HttpTarget(
-        args.http_url, timeout_s=args.timeout, max_connections=widest, api_key=os.environ.get(API_KEY_ENV)
-    )
+        for url in endpoints(args.grpc_url):
+            targets[url] = GrpcTarget(
+                url, timeout_s=args.timeout, direct=args.direct, tokenizer_file=args.tokenizer, lb_policy=args.lb_policy
+            )
+    else:
+        if args.direct:
+            raise SystemExit("nemo-bench: --direct goes with --grpc-url (a gateway chooses its own path: --chat-path)")
+        widest = max(level.max_concurrency or level.warmup_concurrency * 4 for level in levels)
+        for url in endpoints(args.http_url):
+            targets[url] = HttpTarget(
+                url, timeout_s=args.timeout, max_connections=widest, api_key=os.environ.get(API_KEY_ENV)
+            )
+    if len(targets) == 1:
+        return next(iter(targets.values()))
+    return EndpointsInTurn(targets)
+
+
+def _counters(args: argparse.Namespace) -> TritonCounters | None:
+    if not args.spread_metrics_url:
+        return None
+    return TritonCounters(endpoints(args.spread_metrics_url), model=args.spread_model)
 
 
 async def _run(args: argparse.Namespace, levels: list[Level], stop: StopRule, workload: Any) -> SweepResult:
@@ -168,8 +228,9 @@ async def _run(args: argparse.Namespace, levels: list[Level], stop: StopRule, wo
     try:
         options = SamplingOptions(temperature=args.temperature, ignore_eos=args.ignore_eos != "off", model=args.model)
         result = await sweep(
-            target, workload, options, levels, stop, warmup=args.warmup, seed=args.seed, progress=not args.no_progress
-        )
+            target, workload, options, levels, stop, warmup=args.warmup, seed=args.seed,
+            progress=not args.no_progress, counters=_counters(args),
+        )  # fmt: skip
         if args.ignore_eos == "on" and not result.options.ignore_eos:
             raise BenchError(f"--ignore-eos on, but {result.notes[0]}")
         return result
@@ -188,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {value}")
     if args.warmup < 0:
         parser.error(f"--warmup must be 0 or more, got {args.warmup}")
+    for flag, value in (("--grpc-url", args.grpc_url), ("--http-url", args.http_url),
+                        ("--spread-metrics-url", args.spread_metrics_url)):  # fmt: skip
+        if value is not None and not endpoints(value):
+            parser.error(f"{flag} names no endpoint")
     levels = _levels(args)
     stop = _stop(args, levels)
     try:
@@ -204,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {
         "target": f"grpc {args.grpc_url}" if args.grpc_url else f"http {args.http_url}",
+        "endpoints": endpoints(args.grpc_url or args.http_url),
+        "lb_policy": args.lb_policy if args.grpc_url else None,
+        "spread_metrics": endpoints(args.spread_metrics_url) if args.spread_metrics_url else [],
         "workload": workload.describe(),
         "levels": [{"mode": level.mode, "value": level.value} for level in levels],
         "stop": {"requests": stop.requests, "duration_s": stop.duration_s},

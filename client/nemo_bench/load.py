@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from nemo_bench.metrics import RequestRecord
@@ -141,13 +141,17 @@ async def run_level(
     warmup: int = 0,
     seed: int = 0,
     on_done: Callable[[RequestRecord], None] = lambda record: None,
+    on_measured: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[list[RequestRecord], list[RequestRecord]]:
-    """Run one level; returns (warm-up records, measured records)."""
+    """Run one level; returns (warm-up records, measured records). ``on_measured``: awaited between the warm-up
+    and the measured requests."""
     warm_requests, measured = prepare(requests, stop, warmup)
     warm_iter = iter(warm_requests)
     warm = await _closed_loop(
         target, warm_iter, options, min(level.warmup_concurrency, max(warmup, 1)), lambda n: n < warmup, lambda r: None
     )
+    if on_measured is not None:
+        await on_measured()
     deadline = None if stop.duration_s is None else time.perf_counter() + stop.duration_s
 
     def may_send(issued: int) -> bool:

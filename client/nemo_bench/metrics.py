@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,8 @@ class RequestRecord:
     """Prompt tokens as the server counted them (usage), else as the workload measured them."""
     error_type: str | None = None
     error_message: str | None = None
+    endpoint: str | None = None
+    """Which of several endpoints the benchmark sent it to (None: there was one)."""
 
     @property
     def ok(self) -> bool:
@@ -86,6 +88,17 @@ class LevelSummary:
     e2e_ms: dict[str, float]
     first_errors: list[str] = field(default_factory=list)
     """Up to three distinct error messages, so that a failing level says why."""
+    spread: dict[str, int] = field(default_factory=dict)
+    """Requests per server: as the Triton servers counted them (``--spread-metrics-url``), else per endpoint of the
+    benchmark's own when it had several; empty when neither."""
+
+    @property
+    def spread_deviation(self) -> float | None:
+        """The largest departure of a server's share from an even one, as a fraction of the even share."""
+        if len(self.spread) < 2 or not sum(self.spread.values()):
+            return None
+        even = sum(self.spread.values()) / len(self.spread)
+        return max(abs(count - even) for count in self.spread.values()) / even
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LevelSummary:
@@ -112,6 +125,7 @@ class LevelSummary:
             itl_ms=stats(data["itl_ms"]),
             e2e_ms=stats(data["e2e_ms"]),
             first_errors=list(data.get("first_errors", [])),
+            spread={str(k): int(v) for k, v in (data.get("spread") or {}).items()},
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -130,11 +144,19 @@ class LevelSummary:
             "itl_ms": dict(self.itl_ms),
             "e2e_ms": dict(self.e2e_ms),
             "first_errors": list(self.first_errors),
+            "spread": dict(self.spread),
         }
 
 
-def summarize(mode: str, level: float, records: Sequence[RequestRecord]) -> LevelSummary:
+def summarize(
+    mode: str, level: float, records: Sequence[RequestRecord], spread: Mapping[str, int] | None = None
+) -> LevelSummary:
+    """The level's summary; ``spread``: requests per server as the servers counted them (else per endpoint of the
+    records, when they went to several)."""
     good = [r for r in records if r.ok]
+    if spread is None:
+        endpoints = Counter(r.endpoint for r in records if r.endpoint is not None)
+        spread = dict(sorted(endpoints.items())) if len(endpoints) > 1 else {}
     span = (max(r.end for r in records) - min(r.start for r in records)) if records else 0.0
     output_tokens = sum(r.output_tokens for r in good)
     inputs = [r.input_tokens for r in good if r.input_tokens is not None]
@@ -154,4 +176,5 @@ def summarize(mode: str, level: float, records: Sequence[RequestRecord]) -> Leve
         itl_ms=_distribution_ms([r.itl for r in good if r.itl is not None]),
         e2e_ms=_distribution_ms([r.e2e for r in good]),
         first_errors=messages[:3],
+        spread=dict(spread),
     )

@@ -16,6 +16,7 @@ CSV_COLUMNS = [
     "mode", "level", "requests", "successes", "errors", "duration_s", "request_throughput",
     "output_token_throughput", "mean_input_tokens", "mean_output_tokens",
     *(f"{metric}_{stat}_ms" for metric in ("ttft", "itl", "e2e") for stat in ("mean", *(f"p{q}" for q in PERCENTILES))),
+    "spread",
 ]  # fmt: skip
 
 
@@ -38,6 +39,7 @@ def write_json(path: Path, settings: Mapping[str, Any], levels: Sequence[LevelSu
 def csv_row(level: LevelSummary) -> dict[str, Any]:
     row: dict[str, Any] = {key: value for key, value in level.as_dict().items() if key in CSV_COLUMNS}
     row["errors"] = ";".join(f"{kind}={count}" for kind, count in sorted(level.errors.items()))
+    row["spread"] = ";".join(f"{server}={count}" for server, count in level.spread.items())
     for metric, stats in (("ttft", level.ttft_ms), ("itl", level.itl_ms), ("e2e", level.e2e_ms)):
         for stat, value in stats.items():
             row[f"{metric}_{stat}_ms"] = value
@@ -61,22 +63,35 @@ def _cell(value: Any) -> Any:
 def console_table(levels: Sequence[LevelSummary]) -> str:
     header = ["level", "ok/sent", "req/s", "out tok/s", "TTFT p50/p90/p99 ms", "ITL p50/p90/p99 ms",
               "e2e p50/p90/p99 ms", "errors"]  # fmt: skip
+    with_spread = any(level.spread for level in levels)
+    if with_spread:
+        header.append("spread")
     rows = [header]
     for level in levels:
-        rows.append(
-            [
-                f"{level.mode} {level.level:g}",
-                f"{level.successes}/{level.requests}",
-                f"{level.request_throughput:.2f}",
-                f"{level.output_token_throughput:.1f}",
-                _triple(level.ttft_ms),
-                _triple(level.itl_ms),
-                _triple(level.e2e_ms),
-                ", ".join(f"{kind} {count}" for kind, count in sorted(level.errors.items())) or "-",
-            ]
-        )
+        row = [
+            f"{level.mode} {level.level:g}",
+            f"{level.successes}/{level.requests}",
+            f"{level.request_throughput:.2f}",
+            f"{level.output_token_throughput:.1f}",
+            _triple(level.ttft_ms),
+            _triple(level.itl_ms),
+            _triple(level.e2e_ms),
+            ", ".join(f"{kind} {count}" for kind, count in sorted(level.errors.items())) or "-",
+        ]
+        if with_spread:
+            row.append(spread_text(level))
+        rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
+
+
+def spread_text(level: LevelSummary) -> str:
+    """``10.0.0.1:8002 16 / 10.0.0.2:8002 16 (±0%)``: requests per server, and the largest departure from even."""
+    if not level.spread:
+        return "-"
+    counts = " / ".join(f"{server} {count}" for server, count in level.spread.items())
+    deviation = level.spread_deviation
+    return counts if deviation is None else f"{counts} (±{deviation:.0%})"
 
 
 def _triple(stats: Mapping[str, float]) -> str:

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from nemo_bench.load import Level, StopRule, run_level
 from nemo_bench.metrics import LevelSummary, RequestRecord, summarize
+from nemo_bench.spread import SpreadError, TritonCounters, difference
 from nemo_bench.targets import SamplingOptions, Target
 from nemo_bench.workload import BenchRequest
 
@@ -54,7 +55,10 @@ async def sweep(
     warmup: int = 0,
     seed: int = 0,
     progress: bool = True,
+    counters: TritonCounters | None = None,
 ) -> SweepResult:
+    """Run every level. ``counters``: Triton servers whose completed requests are read around each level's measured
+    requests, for the level's spread over them."""
     stream = iter(requests)
     options, notes = await probe(target, next(stream), options)
     summaries = []
@@ -68,8 +72,23 @@ async def sweep(
                 bar.update(1)
                 bar.set_postfix(errors=errors, refresh=False)
 
+            before: dict[str, float] = {}
+
+            async def measured(before: dict[str, float] = before) -> None:
+                if counters is not None:
+                    before.update(await _read(counters))
+
             _, records = await run_level(
-                target, stream, options, level, stop, warmup=warmup, seed=seed + index, on_done=done
-            )
-        summaries.append(summarize(level.mode, level.value, records))
+                target, stream, options, level, stop, warmup=warmup, seed=seed + index, on_done=done,
+                on_measured=measured,
+            )  # fmt: skip
+        spread = difference(before, await _read(counters)) if counters is not None else None
+        summaries.append(summarize(level.mode, level.value, records, spread))
     return SweepResult(summaries, options, notes)
+
+
+async def _read(counters: TritonCounters) -> dict[str, float]:
+    try:
+        return await counters.read()
+    except SpreadError as error:
+        raise BenchError(str(error)) from error

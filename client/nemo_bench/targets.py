@@ -2,7 +2,8 @@
 
 Both send the same OpenAI chat body, streamed with usage, and time the stream the same way. Errors are
 sorted into a few types that mean the same on both paths: ``bad_request``, ``not_found``,
-``unavailable``, ``stream_interrupted``, ``timeout``, ``server_error``, ``connection_error``.
+``unavailable``, ``stream_interrupted``, ``timeout``, ``server_error``, ``connection_error``, and ``overloaded``
+(a gateway's 429 at its admission bounds). :class:`EndpointsInTurn` sends to several targets in turn.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import httpx
 from nemo_bench.metrics import RequestRecord
 from nemo_bench.workload import BenchRequest
 from nemo_client.client import AsyncNemoClient
+from nemo_client.grpc_target import DEFAULT_LB_POLICY, LbPolicy
 from nemo_protocol.errors import (
     APIError,
     BadRequestError,
@@ -36,7 +38,7 @@ _GRPC_ERRORS: tuple[tuple[type[APIError], str], ...] = (
     (DeadlineExceededError, "timeout"),
 )
 _HTTP_STATUS_ERRORS = {400: "bad_request", 404: "not_found", 413: "bad_request", 422: "bad_request",
-                       503: "unavailable", 504: "timeout"}  # fmt: skip
+                       429: "overloaded", 503: "unavailable", 504: "timeout"}  # fmt: skip
 _STREAM_EVENT_ERRORS = {"invalid_request_error": "bad_request", "service_unavailable": "stream_interrupted",
                         "timeout": "timeout"}  # fmt: skip
 
@@ -121,10 +123,18 @@ class GrpcTarget:
     """:class:`~nemo_client.AsyncNemoClient` (one gRPC stream per request): through Triton's ``chat`` model, or
     with ``direct`` on the direct path (the chat core here, streaming the ``tensorrt_llm`` model)."""
 
-    def __init__(self, url: str, *, timeout_s: float, direct: bool = False, tokenizer_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float,
+        direct: bool = False,
+        tokenizer_file: Path | None = None,
+        lb_policy: LbPolicy = DEFAULT_LB_POLICY,
+    ) -> None:
         self.description = f"grpc://{url} ({'direct: model tensorrt_llm' if direct else 'model chat'})"
         self._client = AsyncNemoClient(
-            url, timeout=timeout_s, max_retries=0, direct=direct, tokenizer_file=tokenizer_file
+            url, timeout=timeout_s, max_retries=0, direct=direct, tokenizer_file=tokenizer_file, lb_policy=lb_policy
         )
 
     async def send(self, request: BenchRequest, options: SamplingOptions) -> RequestRecord:
@@ -184,6 +194,28 @@ class HttpTarget:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+class EndpointsInTurn:
+    """Several targets (gateways, Triton servers), each request to the next in turn; each record names its target."""
+
+    def __init__(self, targets: Mapping[str, Target]) -> None:
+        if not targets:
+            raise ValueError("no endpoint to send to")
+        self._targets = list(targets.items())
+        self._next = 0
+        self.description = " + ".join(target.description for _, target in self._targets)
+
+    async def send(self, request: BenchRequest, options: SamplingOptions) -> RequestRecord:
+        name, target = self._targets[self._next]
+        self._next = (self._next + 1) % len(self._targets)
+        record = await target.send(request, options)
+        record.endpoint = name
+        return record
+
+    async def close(self) -> None:
+        for _, target in self._targets:
+            await target.close()
 
 
 def _status_type(response: httpx.Response) -> str:

@@ -35,6 +35,9 @@ def test_help_names_the_metrics(capsys: pytest.CaptureFixture[str]) -> None:
         (["--grpc-url", "h:1", "--max-concurrency", "2"], "--max-concurrency applies to --request-rate only"),
         (["--grpc-url", "h:1", "--duration", "-1"], "--duration must be positive"),
         (["--grpc-url", "h:1", "--warmup", "-1"], "--warmup must be 0 or more"),
+        (["--http-url", " , "], "--http-url names no endpoint"),
+        (["--grpc-url", "h:1", "--spread-metrics-url", ","], "--spread-metrics-url names no endpoint"),
+        (["--grpc-url", "h:1", "--lb-policy", "random"], "invalid choice: 'random'"),
     ],
 )
 def test_bad_arguments_are_named(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
