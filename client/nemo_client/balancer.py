@@ -45,6 +45,8 @@ logger = logging.getLogger("nemo_client")
 Resolver = Callable[[str, int], Awaitable[frozenset[str]]]
 AVOID_S = 2.0
 """Seconds a server that failed or refused a call is passed over while another can take calls."""
+CONNECT_WAIT_S = 5.0
+"""Longest wait for one of several servers to connect before a call goes to one still connecting."""
 DRAIN_GRACE_S = 3600.0
 """How long the channel of a server that left keeps its calls running (each call's own deadline ends it sooner)."""
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -128,14 +130,24 @@ class Balancer:
             for e in self._endpoints
         ]
 
-    async def pick(self, tried: Collection[Endpoint] = ()) -> Endpoint:
+    async def pick(self, tried: Collection[Endpoint] = (), *, deadline: float = float("inf")) -> Endpoint:
         """The server for a call (``tried``: the servers this call failed on already, taken only when nothing else
-        is left). Counted in flight until :meth:`done`."""
+        is left). Counted in flight until :meth:`done`.
+
+        While no server is connected but some are connecting (at start, or all reconnecting), it waits for one to
+        connect or fail, up to :data:`CONNECT_WAIT_S` (and ``deadline``), as gRPC's own balancing does: a call
+        then goes to a server that took the connection rather than to the first address listed."""
         if not self._started:
             await self._start()
-        now = time.monotonic()
-        ranks = [e.rank(now, tried) for e in self._endpoints]
-        best = min(ranks)
+        wait_until = min(deadline, time.monotonic() + CONNECT_WAIT_S)
+        while True:
+            now = time.monotonic()
+            ranks = [e.rank(now, tried) for e in self._endpoints]
+            best = min(ranks)
+            if best != 1 or len(self._endpoints) < 2 or now >= wait_until:
+                break
+            connecting = [e for e, rank in zip(self._endpoints, ranks, strict=True) if rank == 1]
+            await _any_state_change(connecting, wait_until - now)
         candidates = [i for i, rank in enumerate(ranks) if rank == best]
         if self._options.policy == "least_requests":
             fewest = min(self._endpoints[i].in_flight for i in candidates)
@@ -276,3 +288,16 @@ class Balancer:
         for endpoint in self._endpoints:
             await endpoint.channel.close()
         self._endpoints, self._by_address, self._started = [], {}, False
+
+
+async def _any_state_change(endpoints: Sequence[Endpoint], timeout: float) -> None:
+    """Until one of the endpoints' channels changes state (connects or fails), or ``timeout``."""
+    waits = [
+        asyncio.ensure_future(e.channel.wait_for_state_change(e.channel.get_state(try_to_connect=True)))
+        for e in endpoints
+    ]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

@@ -196,7 +196,7 @@ class TritonTransport:
         """Call a unary RPC (``ServerReady``, ``ModelConfig``, ...) with retries on connection failures."""
         tried: list[Endpoint] = []
         for attempt in range(self._retry.max_retries + 1):
-            endpoint = await self.balancer.pick(tried)
+            endpoint = await self.balancer.pick(tried, deadline=deadline)
             failed = False
             try:
                 return await getattr(endpoint.stub, method)(
@@ -247,7 +247,7 @@ class TritonTransport:
                 # end the stream before a decoupled model has answered.
                 await done.wait()
 
-            endpoint = await self.balancer.pick(tried)
+            endpoint = await self.balancer.pick(tried, deadline=deadline)
             received, complete = 0, False
             refused: APIError | None = None
             try:
