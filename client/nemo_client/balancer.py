@@ -25,8 +25,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import grpc
 from tritonclient.grpc import service_pb2_grpc
@@ -50,6 +49,7 @@ CONNECT_WAIT_S = 5.0
 DRAIN_GRACE_S = 3600.0
 """How long the channel of a server that left keeps its calls running (each call's own deadline ends it sooner)."""
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_FAILING = (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
 
 
 @dataclass(eq=False)
@@ -73,8 +73,7 @@ class Endpoint:
         if self in tried:
             return 3
         state = self.state()
-        if self.avoid_until > now or state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE,
-                                               grpc.ChannelConnectivity.SHUTDOWN):  # fmt: skip
+        if self.avoid_until > now or state in _FAILING:
             return 2
         return 0 if state == grpc.ChannelConnectivity.READY else 1
 
@@ -93,7 +92,6 @@ class _Options:
     ssl: bool
     resolve_interval_s: float
     resolver: Resolver
-    extra: list[tuple[str, Any]] = field(default_factory=list)
 
 
 class Balancer:

@@ -70,11 +70,11 @@ def servers(repository: Path) -> Iterator[dict[str, TritonServer]]:
 
 
 def start(*servers: TritonServer) -> None:
-    """Start the servers side by side and wait until each is ready."""
-    for server in servers:
-        if server.pid is None:
-            server.start()
-    for server in servers:
+    """Start the servers not started yet, side by side, and wait until each is ready."""
+    starting = [server for server in servers if server.pid is None]
+    for server in starting:
+        server.start()
+    for server in starting:  # once each: wait_ready starts the server's stub supervisor
         server.wait_ready()
 
 
