@@ -236,6 +236,15 @@ def test_serving_checks_a_pytorch_repository_against_this_gpu_and_tensorrt_llm(
     assert "rendered on NVIDIA H100 80GB HBM3, this GPU is NVIDIA L40S" in result.stderr
     assert "Re-render it with `make engine PROFILE=<a pytorch profile>`" in result.stderr
 
+    # a newer Triton image with a pinned tensorrt-llm wheel (the Dockerfile's TENSORRT_LLM_VERSION): taken, its
+    # TensorRT-LLM version is not known from the name, so only the GPU is checked
+    newer = "nvcr.io/nvidia/tritonserver:26.10-py3"
+    result = nemo_serve(out / "repository", same, "--launcher", "docker", "--image", newer)
+    assert "rendered on NVIDIA H100 80GB HBM3 for TensorRT-LLM 1.2.1: not checked: the TensorRT-LLM version" in (
+        result.stdout
+    )
+    assert f"TensorRT-LLM version of {newer} unknown: only the GPU model was checked" in result.stdout
+
 
 @pytest.fixture(scope="module")
 def hf_checkpoints(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
