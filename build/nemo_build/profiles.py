@@ -104,6 +104,8 @@ class Profile:
 
     def with_flags(self, overrides: dict[str, Any]) -> Profile:
         """This profile with some `trtllm_build` flags replaced, validated as a profile file would be."""
+        if not overrides:
+            return self
         raw = self.as_dict()
         if self.runtime != "engine":
             raise BuildError(f"profile {self.name} is for the {self.runtime} runtime: it has no trtllm_build flags")

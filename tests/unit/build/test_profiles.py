@@ -158,6 +158,14 @@ def test_a_pytorch_profile_gives_llm_arguments_and_builds_no_engines(name: str, 
         profile.argv(tmp_path / "ckpt", tmp_path / "engine")
     with pytest.raises(BuildError, match="no trtllm_build flags"):
         profile.with_flags({"max_batch_size": 8})
+    assert profile.with_flags({}) is profile  # `nemo-build engine` without --set reaches its own refusal
+
+
+def test_nemo_build_engine_refuses_a_pytorch_profile_saying_what_builds_it(tmp_path: Path) -> None:
+    from nemo_build.engine import build_engine
+
+    with pytest.raises(BuildError, match=r"make engine PROFILE=h100-fp8-tp1-pytorch"):
+        build_engine(tmp_path / "ckpt", tmp_path / "engine", load_profile("h100-fp8-tp1-pytorch"))
 
 
 def test_the_pytorch_h100_profile_has_the_engine_profile_s_limits() -> None:
