@@ -6,10 +6,18 @@
 #   docker build -t mistral-nemo-trtllm:0.1.0 .            (the Helm chart's default image and tag)
 #
 # Base: Triton 26.07 with TensorRT-LLM 1.2.1 and TensorRT 10.14.1, the last line that builds and serves
-# `trtllm-build` engines (ARCHITECTURE.md, "Versions"). Bumping it changes the TensorRT-LLM version:
-# set the chart's engine.trtllmVersion to match, which gives engines a new cache key.
+# `trtllm-build` engines (ARCHITECTURE.md, "Versions"): both runtimes, `engine` and `pytorch`. Bumping it changes
+# the TensorRT-LLM version: set the chart's engine.trtllmVersion to match, which gives engines a new cache key.
+#
+# A newer Triton without TensorRT-LLM, the pytorch runtime only (no tensorrtllm backend, no trtllm-build):
+#   docker build --build-arg BASE_IMAGE=nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \
+#                --build-arg TENSORRT_LLM_VERSION=<x.y.z> -t mistral-nemo-trtllm:0.1.0-pytorch .
+# installs the pinned `tensorrt-llm` wheel (scripts/image_tensorrt_llm.sh); /opt/mistral-nemo/runtimes says which
+# runtimes the image serves. Set the chart's engine.runtime=pytorch and engine.trtllmVersion to the pin.
 ARG BASE_IMAGE=nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3
 FROM ${BASE_IMAGE}
+# empty: the base's TensorRT-LLM (the trtllm images); a version: the tensorrt-llm wheel for a plain -py3 base
+ARG TENSORRT_LLM_VERSION=""
 
 # A fixed non-root user; the chart's podSecurityContext runs every container as this uid/gid.
 ARG APP_UID=10001
@@ -44,7 +52,8 @@ COPY requirements/ requirements/
 #   scripts/make_engine.sh and requirements/constraints.txt as nemo_ops package data (what gpu-check builds with).
 # - PIP_BREAK_SYSTEM_PACKAGES: the image's packages live in the system Python, which a base may mark
 #   externally managed (PEP 668); this image is that environment, so pip must install into it.
-RUN python3 -m pip list --format=freeze > /tmp/image-constraints.txt \
+RUN TENSORRT_LLM_VERSION="${TENSORRT_LLM_VERSION}" bash scripts/image_tensorrt_llm.sh \
+ && python3 -m pip list --format=freeze > /tmp/image-constraints.txt \
  && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -c /tmp/image-constraints.txt \
       '.[client,gateway]' \
       nvidia-modelopt transformers safetensors pyyaml tqdm datasets \

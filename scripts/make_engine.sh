@@ -6,6 +6,9 @@
 # OUT/make-engine/, a tree of the same layout (scripts/, requirements/, build/, client/) that it writes from
 # the installed packages (nemo_ops ships this file and the constraints). Writes OUT/checkpoint, OUT/engine
 # and OUT/repository (serve it with `make serve REPO=OUT/repository`).
+# A pytorch profile (`runtime: pytorch`) builds no engines: OUT/checkpoint is the Hugging Face FP8 checkpoint
+# (`nemo-build checkpoint --format hf`) and OUT/repository serves it with TensorRT-LLM's LLM API
+# (`nemo-build repository --target pytorch --profile PROFILE`); it needs tensorrt_llm, not trtllm-build.
 # DEVICE=cpu calibrates on the CPU (dry runs with the tiny model; a 12B model wants the GPU, the default).
 set -euo pipefail
 
@@ -26,9 +29,29 @@ if [ ! -f "$MODEL_DIR/config.json" ]; then
   exit 2
 fi
 
-if ! command -v trtllm-build >/dev/null 2>&1; then
+# The runtime the profile names (read from its file here: the image's python may not run this tree yet;
+# load_profile checks it below).
+case "$PROFILE" in
+  *.yaml|*.yml) PROFILE_FILE=$PROFILE ;;
+  *) PROFILE_FILE=$ROOT/build/nemo_build/profiles/$PROFILE.yaml ;;
+esac
+RUNTIME=engine
+if [ -f "$PROFILE_FILE" ]; then
+  RUNTIME=$(sed -n 's/^runtime:[[:space:]]*\([A-Za-z_-]*\).*/\1/p' "$PROFILE_FILE" | head -n 1)
+  RUNTIME=${RUNTIME:-engine}
+fi
+if [ "$RUNTIME" = pytorch ]; then
+  # the LLM API: the tensorrt_llm package (its metadata, as nemo-serve's compatibility check reads it)
+  have_runtime() { python3 -c 'import importlib.metadata as m; m.version("tensorrt_llm")' >/dev/null 2>&1; }
+  RUNTIME_TOOL="tensorrt_llm (python)"
+else
+  have_runtime() { command -v trtllm-build >/dev/null 2>&1; }
+  RUNTIME_TOOL=trtllm-build
+fi
+
+if ! have_runtime; then
   if ! command -v docker >/dev/null 2>&1; then
-    echo "make engine: trtllm-build is not on PATH and docker is not installed;" >&2
+    echo "make engine: $RUNTIME_TOOL is not on this machine and docker is not installed;" >&2
     echo "  run inside $IMAGE or install docker with the NVIDIA container toolkit." >&2
     exit 2
   fi
@@ -59,10 +82,24 @@ if [ -n "$missing" ]; then
 fi
 nemo_build() { python3 -m nemo_build.cli "$@"; }
 
-read -r PRECISION KV_CACHE TP < <(python3 -c "
+read -r PROFILE_RUNTIME PRECISION KV_CACHE TP < <(python3 -c "
 from nemo_build.profiles import load_profile
 p = load_profile('$PROFILE')
-print(p.precision, p.kv_cache, p.tp)")
+print(p.runtime, p.precision, p.kv_cache, p.tp)")
+if [ "$PROFILE_RUNTIME" != "$RUNTIME" ]; then
+  echo "make engine: profile $PROFILE is for the $PROFILE_RUNTIME runtime, its file read $RUNTIME" >&2
+  exit 2
+fi
+
+if [ "$RUNTIME" = pytorch ]; then
+  nemo_build checkpoint --model-dir "$MODEL_DIR" --out "$OUT/checkpoint" --format hf \
+    --quant "$PRECISION" --kv-cache "$KV_CACHE" --device "${DEVICE:-cuda}"
+  nemo_build repository --target pytorch --checkpoint "$OUT/checkpoint" --profile "$PROFILE" \
+    --tokenizer "$MODEL_DIR/tekken.json" --out "$OUT/repository" --replace
+  echo "pytorch runtime (no engines): Hugging Face checkpoint in $OUT/checkpoint, model repository in" \
+    "$OUT/repository: make serve REPO=$OUT/repository"
+  exit 0
+fi
 
 nemo_build checkpoint --model-dir "$MODEL_DIR" --out "$OUT/checkpoint" \
   --quant "$PRECISION" --kv-cache "$KV_CACHE" --tp "$TP" --device "${DEVICE:-cuda}"

@@ -53,6 +53,12 @@ def build_inputs(checkpoint_manifest: dict[str, Any], profile: Profile, machine:
 
 def build_engine(checkpoint_dir: Path, out_dir: Path, profile: Profile, machine: Machine | None = None) -> bool:
     """Preflight, run ``trtllm-build``, write the build manifest. Returns False when already up to date."""
+    if profile.runtime != "engine":
+        raise BuildError(
+            f"profile {profile.name} is for the {profile.runtime} runtime, which serves the Hugging Face checkpoint "
+            "without engines: `nemo-build checkpoint --format hf`, then `nemo-build repository --target pytorch "
+            f"--profile {profile.name}` (`make engine PROFILE={profile.name}` runs both)"
+        )
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     config, checkpoint_manifest = read_checkpoint(checkpoint_dir)
     machine = machine or probe_machine(out_dir)
@@ -103,3 +109,34 @@ def check_engine_compatible(engine_dir: Path, gpu_name: str, trtllm_version: str
             + ". Rebuild them with `make engine` on this GPU type in the serving image."
         )
     return manifest
+
+
+def check_pytorch_compatible(
+    environment: dict[str, str | None] | None, repository: Path, gpu_name: str, trtllm_version: str | None
+) -> str:
+    """Refuse a pytorch repository rendered for another GPU model or TensorRT-LLM version (its manifest's
+    `runtime_environment`; a value it lacks, e.g. rendered on a CPU host, or trtllm_version None, is not checked).
+
+    Returns a note for the log. `nemo-serve` calls this before it starts Triton on a pytorch repository.
+    """
+    environment = environment or {}
+    built_gpu, built_trtllm = environment.get("gpu"), environment.get("tensorrt_llm")
+    problems, unchecked = [], []
+    if built_gpu is None:
+        unchecked.append("the GPU (rendered on a host without one)")
+    elif built_gpu != gpu_name:
+        problems.append(f"it was rendered on {built_gpu}, this GPU is {gpu_name}")
+    if built_trtllm is None or trtllm_version is None:
+        why = "not recorded" if built_trtllm is None else "unknown here"
+        unchecked.append(f"the TensorRT-LLM version ({why})")
+    elif built_trtllm != trtllm_version:
+        problems.append(f"it was rendered for TensorRT-LLM {built_trtllm}, this is {trtllm_version}")
+    if problems:
+        raise BuildError(
+            f"the pytorch repository {repository} cannot be served here: "
+            + "; ".join(problems)
+            + ". Re-render it with `make engine PROFILE=<a pytorch profile>` on this GPU type in the serving image."
+        )
+    gpu, trtllm = built_gpu or "an unknown GPU", built_trtllm or "unknown"
+    done = f"pytorch repository rendered on {gpu} for TensorRT-LLM {trtllm}"
+    return done + (": compatible" if not unchecked else f": not checked: {', '.join(unchecked)}")

@@ -6,6 +6,13 @@ A profile names the GPU it targets, the checkpoint precision and TP size it expe
 the profile (``frontend_instances``: instances of each python frontend model). It is not part of the build:
 :meth:`Profile.as_dict` (what the engine build manifest records and compares) leaves it out, so changing it
 never rebuilds engines.
+
+``runtime`` names what serves the build: ``engine`` (the default: ``trtllm-build`` engines in the C++ tensorrtllm
+backend, the ``trtllm_build`` section) or ``pytorch`` (TensorRT-LLM's LLM API on its PyTorch backend serving the
+Hugging Face FP8 checkpoint, `nemo-build repository --target pytorch`). A ``pytorch`` profile has no
+``trtllm_build`` section but an ``llm`` one: the ``tensorrt_llm.LLM`` arguments, under upstream's names
+(``TorchLlmArgs``, and ``kv_cache_config`` / ``cuda_graph_config`` for ``KvCacheConfig`` / ``CudaGraphConfig``;
+``tests/unit/build/test_profiles.py`` holds them to ``tests/data/upstream/tensorrt_llm_llm_api.json``).
 """
 
 from __future__ import annotations
@@ -38,6 +45,26 @@ REQUIRED_FLAGS = (
 # The command owns these: the profile may not set them.
 RESERVED_FLAGS = ("checkpoint_dir", "output_dir", "model_config", "build_config")
 PRECISIONS = ("fp8", "bf16")
+RUNTIMES = ("engine", "pytorch")
+DEFAULT_RUNTIME = "engine"  # until a GPU run shows the pytorch runtime at least as fast
+# `llm` section of a pytorch profile: TorchLlmArgs names → the type each takes. The limits are required.
+LLM_REQUIRED = ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens")
+LLM_KEYS: dict[str, type] = {
+    "max_batch_size": int,
+    "max_input_len": int,
+    "max_seq_len": int,
+    "max_num_tokens": int,
+    "enable_chunked_prefill": bool,
+    "gather_generation_logits": bool,
+    "kv_cache_config": dict,
+    "cuda_graph_config": dict,
+}
+LLM_KV_CACHE_KEYS: dict[str, type] = {  # KvCacheConfig names
+    "free_gpu_memory_fraction": float,
+    "enable_block_reuse": bool,
+    "tokens_per_block": int,
+}
+LLM_CUDA_GRAPH_KEYS: dict[str, type] = {"batch_sizes": list}  # CudaGraphConfig names
 SERVING_KEYS = ("frontend_instances",)  # the keys a profile's `serving` section may set (positive integers)
 
 
@@ -52,6 +79,8 @@ class Profile:
     flags: dict[str, Any]
     path: Path
     serving: dict[str, int] = field(default_factory=dict)
+    runtime: str = DEFAULT_RUNTIME
+    llm: dict[str, Any] = field(default_factory=dict)  # pytorch: the LLM arguments (upstream names)
 
     @property
     def frontend_instances(self) -> int | None:
@@ -60,6 +89,11 @@ class Profile:
 
     def argv(self, checkpoint_dir: Path, output_dir: Path) -> list[str]:
         """The ``trtllm-build`` command for this profile."""
+        if self.runtime != "engine":
+            raise BuildError(
+                f"profile {self.name} is for the {self.runtime} runtime: it builds no engines (no trtllm-build); "
+                "`make engine` exports the Hugging Face checkpoint and renders `nemo-build repository --target pytorch`"
+            )
         args = ["trtllm-build", "--checkpoint_dir", str(checkpoint_dir), "--output_dir", str(output_dir)]
         for flag, value in self.flags.items():
             if flag in SWITCH_FLAGS:
@@ -70,12 +104,27 @@ class Profile:
 
     def with_flags(self, overrides: dict[str, Any]) -> Profile:
         """This profile with some `trtllm_build` flags replaced, validated as a profile file would be."""
+        if not overrides:
+            return self
         raw = self.as_dict()
+        if self.runtime != "engine":
+            raise BuildError(f"profile {self.name} is for the {self.runtime} runtime: it has no trtllm_build flags")
         raw["trtllm_build"] = {**self.flags, **overrides}
         return replace(_parse(raw, self.path), serving=dict(self.serving))
 
     def as_dict(self) -> dict[str, Any]:
         """The build side of the profile (without `serving`): what the engine build manifest records."""
+        if self.runtime != "engine":
+            return {
+                "name": self.name,
+                "description": self.description,
+                "runtime": self.runtime,
+                "gpu": self.gpu,
+                "precision": self.precision,
+                "kv_cache": self.kv_cache,
+                "tp": self.tp,
+                "llm": _copy(self.llm),
+            }
         return {
             "name": self.name,
             "description": self.description,
@@ -92,6 +141,12 @@ SWITCH_FLAGS = frozenset({"gather_context_logits", "gather_generation_logits", "
 ``gather_context_logits`` lets the engine return the logits of every prompt position (``/v1/completions`` with
 ``echo`` and ``logprobs``), ``gather_generation_logits`` those of each generated token (``logprobs`` above 0);
 both cost GPU memory per token in flight."""
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    return list(value) if isinstance(value, list) else value
 
 
 def _flag_value(value: Any) -> str:
@@ -113,8 +168,12 @@ def parse_flag_overrides(assignments: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def available_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+def available_profiles(runtime: str | None = None) -> list[str]:
+    """The shipped profiles' names; with `runtime` (engine, pytorch) only those for that runtime."""
+    names = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+    if runtime is None:
+        return names
+    return [name for name in names if load_profile(name).runtime == runtime]
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
@@ -136,9 +195,22 @@ def load_profile(name_or_path: str | Path) -> Profile:
 def _parse(raw: Any, path: Path) -> Profile:
     if not isinstance(raw, dict):
         raise BuildError(f"build profile {path} must be a mapping")
-    missing = [k for k in ("name", "gpu", "precision", "kv_cache", "tp", "trtllm_build") if k not in raw]
+    runtime = raw.get("runtime", DEFAULT_RUNTIME)
+    if runtime not in RUNTIMES:
+        raise BuildError(f"build profile {path}: runtime is {runtime!r} (accepted: {', '.join(RUNTIMES)})")
+    section = "trtllm_build" if runtime == "engine" else "llm"
+    other = "llm" if runtime == "engine" else "trtllm_build"
+    if other in raw:
+        raise BuildError(
+            f"build profile {path}: {'an engine' if runtime == 'engine' else 'a pytorch'} profile has no {other} "
+            "section (runtime: "
+            f"{'pytorch' if runtime == 'engine' else 'engine'} takes {other}); its settings go under {section}"
+        )
+    missing = [k for k in ("name", "gpu", "precision", "kv_cache", "tp", section) if k not in raw]
     if missing:
         raise BuildError(f"build profile {path} lacks {', '.join(missing)}")
+    if runtime == "pytorch":
+        return _parse_pytorch(raw, path)
     flags = raw["trtllm_build"]
     if not isinstance(flags, dict):
         raise BuildError(f"build profile {path}: trtllm_build must map flag names to values")
@@ -157,15 +229,7 @@ def _parse(raw: Any, path: Path) -> Profile:
         problems.append("max_input_len is larger than max_seq_len")
     if flags.get("use_fp8_context_fmha") in ("enable", True) and raw["kv_cache"] != "fp8":
         problems.append("use_fp8_context_fmha needs an FP8 KV cache (kv_cache: fp8)")
-    serving = raw.get("serving") or {}
-    if not isinstance(serving, dict):
-        problems.append("serving must map setting names to values")
-        serving = {}
-    for key, value in serving.items():
-        if key not in SERVING_KEYS:
-            problems.append(f"serving.{key} is not a setting (accepted: {', '.join(SERVING_KEYS)})")
-        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            problems.append(f"serving.{key} is {value!r} (a positive integer)")
+    serving = _serving(raw, problems)
     if problems:
         raise BuildError(f"build profile {path} is invalid:\n  - " + "\n  - ".join(problems))
     return Profile(
@@ -178,4 +242,85 @@ def _parse(raw: Any, path: Path) -> Profile:
         flags=dict(flags),
         path=path,
         serving=dict(serving),
+    )
+
+
+def _serving(raw: dict[str, Any], problems: list[str]) -> dict[str, int]:
+    serving = raw.get("serving") or {}
+    if not isinstance(serving, dict):
+        problems.append("serving must map setting names to values")
+        return {}
+    for key, value in serving.items():
+        if key not in SERVING_KEYS:
+            problems.append(f"serving.{key} is not a setting (accepted: {', '.join(SERVING_KEYS)})")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"serving.{key} is {value!r} (a positive integer)")
+    return dict(serving)
+
+
+def _typed(prefix: str, values: dict[str, Any], accepted: dict[str, type], problems: list[str]) -> None:
+    for key, value in values.items():
+        kind = accepted.get(key)
+        if kind is None:
+            problems.append(f"{prefix}{key} is not an accepted LLM argument (accepted: {', '.join(accepted)})")
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems.append(f"{prefix}{key} is {value!r} (a number)")
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{prefix}{key} is {value!r} (a positive integer)")
+        elif not isinstance(value, kind):
+            problems.append(f"{prefix}{key} is {value!r} (a {kind.__name__})")
+
+
+def _section(llm: dict[str, Any], key: str) -> dict[str, Any]:
+    value = llm.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _parse_pytorch(raw: dict[str, Any], path: Path) -> Profile:
+    llm = raw["llm"]
+    if not isinstance(llm, dict):
+        raise BuildError(f"build profile {path}: llm must map LLM argument names to values")
+    problems: list[str] = []
+    for key in ("precision", "kv_cache"):
+        if raw[key] not in PRECISIONS:
+            problems.append(f"{key} is {raw[key]!r} (accepted: {', '.join(PRECISIONS)})")
+    if not isinstance(raw["tp"], int) or raw["tp"] < 1:
+        problems.append(f"tp is {raw['tp']!r} (a positive integer)")
+    problems += [f"llm lacks {key}" for key in LLM_REQUIRED if key not in llm]
+    _typed("llm.", llm, LLM_KEYS, problems)
+    kv = _section(llm, "kv_cache_config")
+    _typed("llm.kv_cache_config.", kv, LLM_KV_CACHE_KEYS, problems)
+    fraction = kv.get("free_gpu_memory_fraction")
+    if isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and not 0 < fraction <= 1:
+        problems.append(f"llm.kv_cache_config.free_gpu_memory_fraction is {fraction!r} (in (0, 1])")
+    graphs = _section(llm, "cuda_graph_config")
+    _typed("llm.cuda_graph_config.", graphs, LLM_CUDA_GRAPH_KEYS, problems)
+    sizes = graphs.get("batch_sizes")
+    batch = llm.get("max_batch_size")
+    if (
+        isinstance(sizes, list)
+        and isinstance(batch, int)
+        and not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= batch for n in sizes)
+    ):
+        problems.append(f"llm.cuda_graph_config.batch_sizes is {sizes!r} (integers in [1, max_batch_size])")
+    input_len, seq_len = llm.get("max_input_len"), llm.get("max_seq_len")
+    if isinstance(input_len, int) and isinstance(seq_len, int) and input_len > seq_len:
+        problems.append("llm.max_input_len is larger than llm.max_seq_len")
+    serving = _serving(raw, problems)
+    if problems:
+        raise BuildError(f"build profile {path} is invalid:\n  - " + "\n  - ".join(problems))
+    return Profile(
+        name=str(raw["name"]),
+        description=str(raw.get("description", "")),
+        gpu=str(raw["gpu"]),
+        precision=raw["precision"],
+        kv_cache=raw["kv_cache"],
+        tp=raw["tp"],
+        flags={},
+        path=path,
+        serving=serving,
+        runtime="pytorch",
+        llm=_copy(llm),
     )

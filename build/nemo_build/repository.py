@@ -28,7 +28,12 @@ ignores files at the root): what `nemo-serve` and `make gpu-check` read instead 
     {"kind": "nemo-build repository", "format": 1, "nemo_build": "0.1.0",
      "target": "gpu" | "pytorch" | "cpu" | "stand-in", "model_dir": "/abs/engine-or-checkpoint-or-tekken.json",
      "served_model_name": "...",
-     "models": ["chat", ...], "tokenizer_file": "preprocessing/tekken.json", "settings": {every setting}}
+     "models": ["chat", ...], "tokenizer_file": "preprocessing/tekken.json", "settings": {every setting},
+     "runtime_environment": {"gpu": "NVIDIA H100 80GB HBM3" | null, "tensorrt_llm": "1.2.1" | null}}  # pytorch only
+
+`runtime_environment` (pytorch repositories) is the GPU and TensorRT-LLM version of the host that rendered it (null
+where none is there, e.g. a CPU host): the profile's LLM arguments (KV-cache fraction, CUDA-graph sizes) are sized
+for that GPU and the checkpoint was made for that TensorRT-LLM, so `nemo-serve` compares them with the serving host.
 
 A repository without it (rendered before manifests, or by hand) is refused with the command that re-renders it.
 """
@@ -298,8 +303,18 @@ def render_repository(
             write_tokenizer_info(tokenizer, staging / "tensorrt_llm" / XGRAMMAR_INFO_FILE)
         if settings.target == PYTORCH:  # guided decoding in the LLM API (xgrammar) needs a tokenizer
             _place_hf_tokenizer(settings.tokenizer_dir, tokenizer, staging / HF_TOKENIZER_DIR)
-        write_repository_manifest(staging, settings, models)
+        write_repository_manifest(staging, settings, models, probe_runtime_environment(settings))
     return models
+
+
+def probe_runtime_environment(settings: RepositorySettings) -> dict[str, str | None] | None:
+    """pytorch: the GPU (first one nvidia-smi lists) and TensorRT-LLM version of this host; None for other targets."""
+    if settings.target != PYTORCH:
+        return None
+    from nemo_build.preflight import installed_trtllm_version, probe_gpus
+
+    gpus = probe_gpus()
+    return {"gpu": gpus[0].name if gpus else None, "tensorrt_llm": installed_trtllm_version()}
 
 
 def _place_hf_tokenizer(given: Path | None, tekken: Path, dest: Path) -> None:
@@ -345,16 +360,22 @@ class RepositoryManifest:
     models: tuple[str, ...]
     settings: dict[str, Any]
     nemo_build_version: str  # the nemo_build that rendered it
+    # pytorch: {"gpu": name | None, "tensorrt_llm": version | None} of the host that rendered it; None otherwise
+    runtime_environment: dict[str, str | None] | None = None
 
     @property
     def repository(self) -> Path:
         return self.path.parent
 
 
-def manifest_data(settings: RepositorySettings, models: list[str]) -> dict[str, Any]:
+def manifest_data(
+    settings: RepositorySettings, models: list[str], runtime_environment: dict[str, str | None] | None = None
+) -> dict[str, Any]:
     """The JSON object `manifest.json` holds for a repository rendered from `settings`."""
     model_dir = str(settings.model_dir.resolve())  # the path the configs name
+    extra = {} if runtime_environment is None else {"runtime_environment": dict(runtime_environment)}
     return {
+        **extra,
         "kind": MANIFEST_KIND,
         "format": MANIFEST_FORMAT,
         "nemo_build": __version__,
@@ -370,10 +391,16 @@ def manifest_data(settings: RepositorySettings, models: list[str]) -> dict[str, 
     }
 
 
-def write_repository_manifest(repository: Path, settings: RepositorySettings, models: list[str]) -> Path:
+def write_repository_manifest(
+    repository: Path,
+    settings: RepositorySettings,
+    models: list[str],
+    runtime_environment: dict[str, str | None] | None = None,
+) -> Path:
     """Write `manifest.json` into `repository` (a directory being rendered, or one made by hand in tests)."""
     path = repository / MANIFEST_FILE
-    path.write_text(json.dumps(manifest_data(settings, models), indent=2, sort_keys=True) + "\n")
+    data = manifest_data(settings, models, runtime_environment)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -414,6 +441,12 @@ def read_repository_manifest(repository: Path) -> RepositoryManifest:
         problems.append(f"models {models!r} (a non-empty list of model names)")
     if not isinstance(settings, dict):
         problems.append(f"settings {settings!r} (an object)")
+    environment = data.get("runtime_environment")
+    if environment is not None and not (
+        isinstance(environment, dict)
+        and all(isinstance(environment.get(key), (str, type(None))) for key in ("gpu", "tensorrt_llm"))
+    ):
+        problems.append(f"runtime_environment {environment!r} (an object with gpu and tensorrt_llm: strings or null)")
     if problems or not isinstance(models, list) or not isinstance(settings, dict):
         raise BuildError(f"{path} is damaged: {'; '.join(problems)}; {rerender}")
     missing = [name for name in models if not (repository / name / "config.pbtxt").is_file()]
@@ -427,6 +460,7 @@ def read_repository_manifest(repository: Path) -> RepositoryManifest:
         models=tuple(models),
         settings=settings,
         nemo_build_version=data["nemo_build"],
+        runtime_environment=environment,
     )
 
 
@@ -492,7 +526,9 @@ def add_repository_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--preprocessing-instances", type=int, help="override (default: --frontend-instances)")
     parser.add_argument("--postprocessing-instances", type=int, help="override (default: --frontend-instances)")
     parser.add_argument(
-        "--kv-cache-free-gpu-mem-fraction", type=float, default=0.9, help="gpu, pytorch (default %(default)s)"
+        "--kv-cache-free-gpu-mem-fraction",
+        type=float,
+        help="gpu, pytorch (default 0.9; pytorch: the profile's llm.kv_cache_config.free_gpu_memory_fraction)",
     )
     parser.add_argument("--batch-scheduler-policy", choices=SCHEDULER_POLICIES, default="max_utilization", help="gpu")
     parser.add_argument("--no-chunked-context", action="store_true", help="gpu, pytorch: disable chunked context")
@@ -567,15 +603,34 @@ def profile_frontend_instances(engine_dir: Path) -> int:
 
 def profile_llm_settings(profile: Profile) -> dict[str, Any]:
     """The `pytorch` repository settings a build profile implies (RepositorySettings keyword arguments): its limits,
-    ``max_num_tokens``, ``tokens_per_block``, TP size, gathered logits and frontend instances."""
-    flags = profile.flags
-    settings: dict[str, Any] = {
-        key: int(flags[key]) for key in ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens")
-    }
-    settings["tokens_per_block"] = int(flags.get("tokens_per_block", 32))
+    ``max_num_tokens``, ``tokens_per_block``, TP size, gathered logits and frontend instances. A pytorch profile
+    (``runtime: pytorch``) gives them under upstream's LLM argument names (``llm``), with the KV-cache fraction,
+    chunked prefill, block reuse and CUDA-graph batch sizes; an engine profile's ``trtllm_build`` flags stand in."""
+    limits = ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens")
+    settings: dict[str, Any]
+    if profile.runtime == PYTORCH:
+        llm = profile.llm
+        kv = llm.get("kv_cache_config") or {}
+        graphs = llm.get("cuda_graph_config") or {}
+        settings = {key: int(llm[key]) for key in limits}
+        settings["tokens_per_block"] = int(kv.get("tokens_per_block", 32))
+        settings["generation_logits"] = bool(llm.get("gather_generation_logits", False))
+        settings["context_logits"] = False  # no TorchLlmArgs switch; the flag-built profiles' default
+        for key, name in (("free_gpu_memory_fraction", "kv_cache_free_gpu_mem_fraction"),
+                          ("enable_block_reuse", "enable_kv_cache_reuse")):  # fmt: skip
+            if key in kv:
+                settings[name] = kv[key]
+        if "enable_chunked_prefill" in llm:
+            settings["enable_chunked_context"] = bool(llm["enable_chunked_prefill"])
+        if graphs.get("batch_sizes"):
+            settings["cuda_graph_batch_sizes"] = tuple(int(size) for size in graphs["batch_sizes"])
+    else:
+        flags = profile.flags
+        settings = {key: int(flags[key]) for key in limits}
+        settings["tokens_per_block"] = int(flags.get("tokens_per_block", 32))
+        settings["context_logits"] = bool(flags.get("gather_context_logits", False))
+        settings["generation_logits"] = bool(flags.get("gather_generation_logits", False))
     settings["tensor_parallel_size"] = profile.tp
-    settings["context_logits"] = bool(flags.get("gather_context_logits", False))
-    settings["generation_logits"] = bool(flags.get("gather_generation_logits", False))
     if profile.frontend_instances is not None:
         settings["frontend_instances"] = profile.frontend_instances
     return settings
@@ -615,14 +670,17 @@ def pytorch_settings_from_args(args: argparse.Namespace) -> RepositorySettings:
     chosen = {**implied, **{key: value for key, value in flags.items() if value is not None}}
     if args.cuda_graph_batch_sizes is not None:
         chosen["cuda_graph_batch_sizes"] = _graph_sizes(args.cuda_graph_batch_sizes)
+    if args.kv_cache_free_gpu_mem_fraction is not None:
+        chosen["kv_cache_free_gpu_mem_fraction"] = args.kv_cache_free_gpu_mem_fraction
+    if args.no_chunked_context:
+        chosen["enable_chunked_context"] = False
+    if args.no_kv_cache_reuse:
+        chosen["enable_kv_cache_reuse"] = False
     return RepositorySettings(
         target=PYTORCH,
         model_dir=args.checkpoint,
         preprocessing_instances=args.preprocessing_instances,
         postprocessing_instances=args.postprocessing_instances,
-        kv_cache_free_gpu_mem_fraction=args.kv_cache_free_gpu_mem_fraction,
-        enable_chunked_context=not args.no_chunked_context,
-        enable_kv_cache_reuse=not args.no_kv_cache_reuse,
         cancellation_check_period_ms=args.cancellation_check_period_ms,
         max_queue_delay_microseconds=args.max_queue_delay_us,
         served_model_name=args.served_model_name,
@@ -683,7 +741,9 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         frontend_instances=frontend,
         preprocessing_instances=args.preprocessing_instances,
         postprocessing_instances=args.postprocessing_instances,
-        kv_cache_free_gpu_mem_fraction=args.kv_cache_free_gpu_mem_fraction,
+        kv_cache_free_gpu_mem_fraction=(
+            args.kv_cache_free_gpu_mem_fraction if args.kv_cache_free_gpu_mem_fraction is not None else 0.9
+        ),
         batch_scheduler_policy=args.batch_scheduler_policy,
         enable_chunked_context=not args.no_chunked_context,
         enable_kv_cache_reuse=not args.no_kv_cache_reuse,

@@ -330,6 +330,32 @@ def check_gpu_engine(manifest: RepositoryManifest, launcher: str, image: str) ->
     return note or f"engines built on {built['gpu']} with TensorRT-LLM {built['tensorrt_llm']}: compatible"
 
 
+def check_pytorch_repository(manifest: RepositoryManifest, launcher: str, image: str) -> str:
+    """A pytorch repository on a GPU host (local or docker launcher): refuse one rendered for another GPU model or
+    TensorRT-LLM version (the manifest's `runtime_environment`) than the ones about to serve it."""
+    from nemo_build.engine import check_pytorch_compatible
+
+    gpus = probe_gpus()
+    if not gpus:
+        raise ServeError(
+            "no NVIDIA GPU visible (nvidia-smi is missing or lists none): this pytorch repository runs "
+            "TensorRT-LLM's LLM API on a GPU; on a CPU host use --launcher pytriton (the reference runtime)"
+        )
+    note = ""
+    if launcher == "docker":
+        version = PINNED_TRTLLM if image == NGC_IMAGE else None
+        if version is None:
+            note = f"; TensorRT-LLM version of {image} unknown: only the GPU model was checked"
+    else:
+        version = installed_trtllm_version()
+        if version is None:
+            raise ServeError("tensorrt_llm is not installed beside this tritonserver (use --launcher docker)")
+    try:
+        return check_pytorch_compatible(manifest.runtime_environment, manifest.repository, gpus[0].name, version) + note
+    except BuildError as error:
+        raise ServeError(str(error)) from error
+
+
 # ------------------------------------------------------------------------- dying with the launcher
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -474,6 +500,8 @@ class TritonServer:
         return f"http://{self.host}:{self.ports.http}"
 
     def _resolve_launcher(self, launcher: str) -> str:
+        if self.target == "pytorch" and launcher in ("local", "docker"):
+            return launcher  # TensorRT-LLM's LLM API on a GPU host (auto: pytriton, the CPU reference underneath)
         if self.target != "gpu":  # cpu and stand-in: python-backend models only
             if launcher not in ("auto", "pytriton"):
                 raise ServeError(f"launcher {launcher!r} serves GPU repositories; this one is {self.target}")
@@ -523,6 +551,8 @@ class TritonServer:
             )
         if self.target == "gpu":
             print(f"nemo-serve: {check_gpu_engine(self.manifest, self.launcher, self.image)}", flush=True)
+        elif self.target == "pytorch" and self.launcher in ("local", "docker"):
+            print(f"nemo-serve: {check_pytorch_repository(self.manifest, self.launcher, self.image)}", flush=True)
         removed = remove_leftovers(docker="docker" if self.launcher == "docker" else None).summary()
         if removed:
             print(f"nemo-serve: {removed}", file=sys.stderr, flush=True)

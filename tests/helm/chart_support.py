@@ -81,6 +81,7 @@ MATRIX: list[Case] = [
     ),
     Case("tp4-explicit", values_from(**{"engine.profile": "h100-fp8-custom", "engine.tensorParallelSize": 4}), tp=4),
     Case("gateway-off", values_from(**{"gateway.enabled": False})),
+    Case("pytorch", values_from(**{"engine.runtime": "pytorch", "engine.profile": "h100-fp8-tp1-pytorch"})),
     Case("build-init-container", values_from(**{"engineBuild.mode": "initContainer"})),
     Case(
         "autoscaling",

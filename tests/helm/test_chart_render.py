@@ -767,6 +767,16 @@ def test_engine_cache_key_changes_with_gpu_profile_model_and_trtllm_version() ->
     assert str(env(build_container(render({}, release="other")))["ENGINE_DIR"]) == base
 
 
+def test_the_runtime_value_picks_a_cache_key_and_build_spec_of_its_own() -> None:
+    engine = env(build_container(render({})))
+    pytorch = env(build_container(render(values_from(**{"engine.runtime": "pytorch"}))))
+    assert engine["RUNTIME"] == "engine" and pytorch["RUNTIME"] == "pytorch"
+    assert pytorch["ENGINE_DIR"] == engine["ENGINE_DIR"] + "-pytorch"
+    assert json.loads(pytorch["BUILD_SPEC"])["runtime"] == "pytorch"
+    assert "runtime" not in json.loads(engine["BUILD_SPEC"])  # engine builds keep the spec (and Job) of before
+    assert str(engine["ENGINE_DIR"]).endswith("/trtllm-1.2.1")
+
+
 def test_triton_serves_the_repository_of_its_own_engine_key(case: Case, rendered: Rendered) -> None:
     engine_dir = env(build_container(rendered))["ENGINE_DIR"]
     spec = pod_spec(rendered.component("Deployment", "triton"))

@@ -354,3 +354,64 @@ def test_the_build_script_runs_the_real_nemo_build_to_a_servable_repository(
     assert (engine / "BUILD_COMPLETE").read_text() == sandbox.env["BUILD_SPEC"]
     served = json.loads((engine / "engine" / "manifest.json").read_text())["inputs"]
     assert (served["gpu"], served["tensorrt_llm"]) == (GPUS["H100"][0], "1.2.1")
+
+
+def test_the_pytorch_runtime_builds_the_hf_checkpoint_and_a_pytorch_repository_without_an_engine(
+    tmp_path: Path,
+) -> None:
+    sandbox = Sandbox(tmp_path, values_from(**{"engine.runtime": "pytorch", "engine.profile": "h100-fp8-tp1-pytorch"}))
+    result = sandbox.run("build-engine.sh")
+    assert result.returncode == 0, result.stderr
+    assert sandbox.steps() == ["download", "checkpoint", "repository"]
+    calls = sandbox.calls.read_text().splitlines()
+    engine, model = sandbox.engine_dir, sandbox.env["MODEL_DIR"]
+    assert calls[1] == (
+        f"checkpoint --model-dir {model} --out {engine}/checkpoint --format hf --quant fp8 --kv-cache fp8 --device cuda"
+    )
+    assert calls[2] == (
+        f"repository --target pytorch --checkpoint {engine}/checkpoint --profile h100-fp8-tp1-pytorch "
+        f"--tensor-parallel-size 1 --tokenizer {model}/tekken.json --out {engine}/repository --replace "
+        "--served-model-name mistralai/mistral-nemo-12b-instruct"
+    )
+    assert (engine / "BUILD_COMPLETE").read_text() == sandbox.env["BUILD_SPEC"]
+    assert sorted(p.name for p in engine.iterdir()) == [".build.lock", "BUILD_COMPLETE", "checkpoint", "repository"]
+
+
+def test_the_build_script_refuses_a_runtime_it_does_not_know(sandbox: Sandbox) -> None:
+    result = sandbox.run("build-engine.sh", RUNTIME="onnx")
+    assert result.returncode == 1
+    assert "RUNTIME is 'onnx' (engine or pytorch)" in result.stderr
+    assert sandbox.steps() == []
+
+
+def test_the_build_script_runs_the_real_nemo_build_to_a_pytorch_repository(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """engine.runtime=pytorch, dry: the real nemo-build on the tiny model, a stand-in GPU host."""
+    from nemo_build.repository import read_repository_manifest
+    from tests.unit.build.test_engine_dry_run import llm_problems
+
+    values = values_from(
+        **{"model.source": "pvc", "model.pvc.existingClaim": "models", "engine.runtime": "pytorch",
+           "engine.profile": "h100-fp8-tp1-pytorch"}
+    )  # fmt: skip
+    sandbox = Sandbox(tmp_path, values)
+    shutil.copytree(tiny_model_dir, sandbox.env["MODEL_DIR"])
+    host = GpuHost(tmp_path / "host", *GPUS["H100"])
+    env = host.env(sandbox.env) | {
+        "NEMO_BUILD": str(Path(sys.executable).with_name("nemo-build")),
+        "PYTHON": sys.executable,
+        "CALIBRATION_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",
+    }
+    run = subprocess.run(
+        ["bash", str(SCRIPTS / "build-engine.sh")], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    engine = sandbox.engine_dir
+    assert host.trtllm_build_calls() == [] and not (engine / "engine").exists()
+    manifest = read_repository_manifest(engine / "repository")
+    assert manifest.target == "pytorch"
+    assert manifest.runtime_environment == {"gpu": GPUS["H100"][0], "tensorrt_llm": "1.2.1"}
+    assert llm_problems(engine / "repository") == []
+    assert (engine / "BUILD_COMPLETE").read_text() == sandbox.env["BUILD_SPEC"]

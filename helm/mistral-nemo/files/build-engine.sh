@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or finds) the TensorRT-LLM engine and the Triton model repository of one engine cache key.
+# RUNTIME=pytorch (engine.runtime) builds no engine: the Hugging Face FP8 checkpoint (`--format hf`) and a
+# `--target pytorch` repository (TensorRT-LLM's LLM API) with the profile's limits and LLM arguments.
 #
 # Runs as the engine-build Job (engineBuild.mode=job) or as the first init container of every Triton
 # pod (engineBuild.mode=initContainer), always in the serving image and on the GPU type it serves on.
@@ -8,7 +10,7 @@
 # several releases sharing one cache volume) take turns on a lock file on the volume.
 #
 # Inputs (environment): ENGINE_DIR MODEL_DIR MODEL_SOURCE(download|pvc) TOKENIZER_FILE SERVED_MODEL_NAME
-# PROFILE TP QUANTIZATION KV_CACHE_DTYPE BUILD_SPEC; optional: HF_MODEL_NAME HF_MODEL_REVISION HF_ALLOW_PATTERNS
+# PROFILE TP QUANTIZATION KV_CACHE_DTYPE BUILD_SPEC; optional: RUNTIME (engine, the default, or pytorch) HF_MODEL_NAME HF_MODEL_REVISION HF_ALLOW_PATTERNS
 # (download), EXPECTED_TRTLLM_VERSION, EXPECTED_GPU_PRODUCT, CHECKPOINT_ARGS ENGINE_ARGS
 # REPOSITORY_ARGS (one argument per line), NEMO_BUILD, PYTHON, CALIBRATION_DEVICE (cuda; cpu for dry runs).
 set -euo pipefail
@@ -24,6 +26,8 @@ arg_lines() { if [[ -n ${1-} ]]; then printf '%s\n' "$1" | sed '/^$/d'; fi; }
 for var in ENGINE_DIR MODEL_DIR MODEL_SOURCE TOKENIZER_FILE SERVED_MODEL_NAME PROFILE TP QUANTIZATION KV_CACHE_DTYPE BUILD_SPEC; do
   [[ -n ${!var-} ]] || die "$var is not set"
 done
+RUNTIME=${RUNTIME:-engine}
+[[ $RUNTIME == engine || $RUNTIME == pytorch ]] || die "RUNTIME is '$RUNTIME' (engine or pytorch)"
 NEMO_BUILD=${NEMO_BUILD:-nemo-build}
 PYTHON=${PYTHON:-python3}
 marker="$ENGINE_DIR/BUILD_COMPLETE"
@@ -83,18 +87,29 @@ fi
 [[ -f $MODEL_DIR/config.json ]] || die "$MODEL_DIR has no config.json: it is not a Hugging Face checkpoint directory"
 [[ -f $MODEL_DIR/$TOKENIZER_FILE ]] || die "tokenizer $TOKENIZER_FILE not found in $MODEL_DIR"
 
-log "step 1/3: TensorRT-LLM checkpoint ($QUANTIZATION weights, $KV_CACHE_DTYPE KV cache, TP $TP)"
-"$NEMO_BUILD" checkpoint --model-dir "$MODEL_DIR" --out "$ENGINE_DIR/checkpoint" \
-  --quant "$QUANTIZATION" --kv-cache "$KV_CACHE_DTYPE" --tp "$TP" --device "${CALIBRATION_DEVICE:-cuda}" \
-  "${checkpoint_args[@]}"
-log "step 2/3: engine (profile $PROFILE)"
-"$NEMO_BUILD" engine --checkpoint "$ENGINE_DIR/checkpoint" --out "$ENGINE_DIR/engine" \
-  --profile "$PROFILE" "${engine_args[@]}"
-log "step 3/3: Triton model repository"
-# The repository takes its own copy of the tokenizer, so Triton pods need only the cache volume.
-# --replace renders beside the current repository and swaps the new one in when it is complete.
-"$NEMO_BUILD" repository --target gpu --engine "$ENGINE_DIR/engine" --tokenizer "$MODEL_DIR/$TOKENIZER_FILE" \
-  --out "$ENGINE_DIR/repository" --replace --served-model-name "$SERVED_MODEL_NAME" "${repository_args[@]}"
+if [[ $RUNTIME == pytorch ]]; then
+  log "step 1/2: Hugging Face FP8 checkpoint ($QUANTIZATION weights, $KV_CACHE_DTYPE KV cache; pytorch runtime, no engine)"
+  "$NEMO_BUILD" checkpoint --model-dir "$MODEL_DIR" --out "$ENGINE_DIR/checkpoint" --format hf \
+    --quant "$QUANTIZATION" --kv-cache "$KV_CACHE_DTYPE" --device "${CALIBRATION_DEVICE:-cuda}" \
+    "${checkpoint_args[@]}"
+  log "step 2/2: Triton model repository (pytorch, profile $PROFILE, TP $TP)"
+  "$NEMO_BUILD" repository --target pytorch --checkpoint "$ENGINE_DIR/checkpoint" --profile "$PROFILE" \
+    --tensor-parallel-size "$TP" --tokenizer "$MODEL_DIR/$TOKENIZER_FILE" \
+    --out "$ENGINE_DIR/repository" --replace --served-model-name "$SERVED_MODEL_NAME" "${repository_args[@]}"
+else
+  log "step 1/3: TensorRT-LLM checkpoint ($QUANTIZATION weights, $KV_CACHE_DTYPE KV cache, TP $TP)"
+  "$NEMO_BUILD" checkpoint --model-dir "$MODEL_DIR" --out "$ENGINE_DIR/checkpoint" \
+    --quant "$QUANTIZATION" --kv-cache "$KV_CACHE_DTYPE" --tp "$TP" --device "${CALIBRATION_DEVICE:-cuda}" \
+    "${checkpoint_args[@]}"
+  log "step 2/3: engine (profile $PROFILE)"
+  "$NEMO_BUILD" engine --checkpoint "$ENGINE_DIR/checkpoint" --out "$ENGINE_DIR/engine" \
+    --profile "$PROFILE" "${engine_args[@]}"
+  log "step 3/3: Triton model repository"
+  # The repository takes its own copy of the tokenizer, so Triton pods need only the cache volume.
+  # --replace renders beside the current repository and swaps the new one in when it is complete.
+  "$NEMO_BUILD" repository --target gpu --engine "$ENGINE_DIR/engine" --tokenizer "$MODEL_DIR/$TOKENIZER_FILE" \
+    --out "$ENGINE_DIR/repository" --replace --served-model-name "$SERVED_MODEL_NAME" "${repository_args[@]}"
+fi
 
 printf '%s' "$BUILD_SPEC" >"$marker.tmp"
 mv -f "$marker.tmp" "$marker"

@@ -26,6 +26,8 @@ GPU pods mount.
       value: {{ .Values.model.tokenizerFile | quote }}
     - name: SERVED_MODEL_NAME
       value: {{ .Values.model.servedModelName | quote }}
+    - name: RUNTIME
+      value: {{ .Values.engine.runtime | quote }}
     - name: PROFILE
       value: {{ .Values.engine.profile | quote }}
     - name: TP

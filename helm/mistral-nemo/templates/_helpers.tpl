@@ -119,7 +119,9 @@ GPU model and TensorRT-LLM version it was built with, so each combination gets i
 */}}
 {{- define "mistral-nemo.engineKey" -}}
 {{- $gpu := regexReplaceAll "[^a-z0-9]+" (lower .Values.gpu.product) "-" | trimAll "-" -}}
-{{- printf "%s/%s/%s/trtllm-%s" $gpu .Values.engine.profile (include "mistral-nemo.modelHash" .) .Values.engine.trtllmVersion -}}
+{{- /* the engine runtime keeps its key of before engine.runtime; the pytorch one builds into a key of its own */ -}}
+{{- $runtime := ternary "-pytorch" "" (eq .Values.engine.runtime "pytorch") -}}
+{{- printf "%s/%s/%s/trtllm-%s%s" $gpu .Values.engine.profile (include "mistral-nemo.modelHash" .) .Values.engine.trtllmVersion $runtime -}}
 {{- end -}}
 
 {{- define "mistral-nemo.engineKeyHash" -}}
@@ -151,7 +153,10 @@ Everything that decides the build's output. The build writes it to BUILD_COMPLET
 Triton pods wait until the file holds exactly this text.
 */}}
 {{- define "mistral-nemo.buildSpec" -}}
-{{- dict "key" (include "mistral-nemo.engineKey" .) "model" (printf "%s@%s" .Values.model.name .Values.model.revision) "tp" (int (include "mistral-nemo.tp" .)) "quantization" (include "mistral-nemo.quantization" .) "kvCache" (include "mistral-nemo.kvCacheDtype" .) "tokenizer" .Values.model.tokenizerFile "servedModelName" .Values.model.servedModelName "checkpointArgs" .Values.engine.checkpointArgs "engineArgs" .Values.engine.engineArgs "repositoryArgs" .Values.engine.repositoryArgs | toJson -}}
+{{- /* engine.runtime enters the spec only when it is pytorch: engine builds keep their spec of before */ -}}
+{{- $spec := dict "key" (include "mistral-nemo.engineKey" .) "model" (printf "%s@%s" .Values.model.name .Values.model.revision) "tp" (int (include "mistral-nemo.tp" .)) "quantization" (include "mistral-nemo.quantization" .) "kvCache" (include "mistral-nemo.kvCacheDtype" .) "tokenizer" .Values.model.tokenizerFile "servedModelName" .Values.model.servedModelName "checkpointArgs" .Values.engine.checkpointArgs "engineArgs" .Values.engine.engineArgs "repositoryArgs" .Values.engine.repositoryArgs -}}
+{{- if eq .Values.engine.runtime "pytorch" }}{{ $_ := set $spec "runtime" "pytorch" }}{{ end -}}
+{{- $spec | toJson -}}
 {{- end -}}
 
 {{- define "mistral-nemo.cacheClaimName" -}}

@@ -4,7 +4,10 @@ On a stand-in GPU host (`tests/gpu_host`: `nvidia-smi`, a `trtllm-build` that ch
 upstream's flag set and writes the engine directory trtllm-build writes, TensorRT-LLM's package metadata),
 `scripts/make_engine.sh` runs every step for real on the tiny model: ModelOpt FP8 calibration (on the CPU),
 `nemo-build engine` (preflight, the profile's argv, the build manifest), `nemo-build repository --target gpu`
-(ModelConfig validation) — what fails there would fail after a real 12B build.
+(ModelConfig validation) — what fails there would fail after a real 12B build. A pytorch profile runs the same
+script to the Hugging Face FP8 export and `nemo-build repository --target pytorch`, whose LLM arguments are held to
+upstream's names (the fake `tensorrt_llm` of tests/data/upstream) and whose manifest `nemo-serve` checks against
+the GPU and TensorRT-LLM it is about to serve with. Nothing here ran on a GPU.
 """
 
 from __future__ import annotations
@@ -17,17 +20,19 @@ from pathlib import Path
 import pytest
 
 import nemo_build
-from nemo_build.engine import check_engine_compatible
+from nemo_build.engine import check_engine_compatible, check_pytorch_compatible
+from nemo_build.errors import BuildError
 from nemo_build.profiles import available_profiles, load_profile
+from nemo_build.repository import read_repository_manifest
+from nemo_runtime.llm_api import LlmSettings, llm_kwargs
 from tests.gpu_host.conformance import gpu_repository_problems
 from tests.gpu_host.host import GPUS, GpuHost, python_without_this_project
 from tests.gpu_host.trtllm_build import given_flags
 from tests.source_tree import source_tree_copy
+from tests.unit.runtime.fake_trtllm import LINES, as_api, fake_line
 
 
-@pytest.fixture(scope="module")
-def image_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, GpuHost, str]:
-    root = tmp_path_factory.mktemp("image")
+def run_make_engine(root: Path, model_dir: Path, profile: str) -> tuple[Path, GpuHost, str]:
     clone = source_tree_copy(root / "clone")
     host = GpuHost(root / "host")
     python_bin = python_without_this_project(root / "python")
@@ -38,7 +43,7 @@ def image_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
     env.update(DEVICE="cpu", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     out = root / "out"
     result = subprocess.run(
-        ["bash", "scripts/make_engine.sh", str(tiny_model_dir), "h100-fp8-tp1", str(out)],
+        ["bash", "scripts/make_engine.sh", str(model_dir), profile, str(out)],
         cwd=clone,
         env=env,
         capture_output=True,
@@ -48,6 +53,16 @@ def image_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, host, result.stdout
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, GpuHost, str]:
+    return run_make_engine(tmp_path_factory.mktemp("image"), tiny_model_dir, "h100-fp8-tp1")
+
+
+@pytest.fixture(scope="module")
+def pytorch_image_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, GpuHost, str]:
+    return run_make_engine(tmp_path_factory.mktemp("image-pytorch"), tiny_model_dir, "h100-fp8-tp1-pytorch")
 
 
 def test_the_image_python_does_not_have_this_project(tmp_path: Path) -> None:
@@ -111,7 +126,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
 
     root = tmp_path_factory.mktemp("checkpoints")
     made: dict[tuple[str, int], Path] = {}
-    for name in available_profiles():
+    for name in available_profiles("engine"):
         profile = load_profile(name)
         key = (profile.precision, profile.tp)
         if key not in made:
@@ -138,7 +153,7 @@ def nemo_build_cli(host: GpuHost, *args: str) -> subprocess.CompletedProcess[str
     )
 
 
-@pytest.mark.parametrize("name", available_profiles())
+@pytest.mark.parametrize("name", available_profiles("engine"))
 def test_every_profile_builds_renders_and_passes_the_serving_check(
     name: str, checkpoints: dict[tuple[str, int], Path], tekken_path: Path, tmp_path: Path
 ) -> None:
@@ -165,3 +180,115 @@ def test_every_profile_builds_renders_and_passes_the_serving_check(
     assert f'string_value: "{profile.flags["max_input_len"]}"' in limits.read_text()
     manifest = check_engine_compatible(engine, GPUS[profile.gpu][0], "1.2.1")
     assert manifest["inputs"]["profile"]["name"] == name
+
+
+def llm_problems(repository: Path) -> list[str]:
+    """The upstream check of a pytorch repository: its rendered parameters read back as the model reads them, and
+    the LLM arguments they make, given to every upstream line's fake `tensorrt_llm` (which refuses a name it lacks)."""
+    config = (repository / "tensorrt_llm" / "config.pbtxt").read_text()
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    parsed = text_format.Parse(config, model_config_pb2.ModelConfig())
+    params = {key: value.string_value for key, value in parsed.parameters.items()}
+    settings = LlmSettings.from_parameters(params, lambda name: repository / params[name])
+    problems = []
+    for line in LINES:
+        fake = fake_line(line)
+        try:
+            kwargs = llm_kwargs(settings, as_api(fake))
+        except TypeError as error:
+            problems.append(f"{line}: {error}")
+            continue
+        unknown = set(kwargs) - (fake.TORCH_LLM_ARGS | set(fake.INIT_PARAMS))
+        problems += [f"{line}: LLM argument {name} is not upstream's" for name in sorted(unknown)]
+    return problems
+
+
+def test_make_engine_with_a_pytorch_profile_exports_the_hf_checkpoint_and_renders_the_repository(
+    pytorch_image_run: tuple[Path, GpuHost, str],
+) -> None:
+    out, host, stdout = pytorch_image_run
+    assert host.trtllm_build_calls() == []  # no engines
+    assert not (out / "engine").exists()
+    assert (out / "checkpoint" / "hf_quant_config.json").is_file()  # ModelOpt's unified HF FP8 export
+    manifest = read_repository_manifest(out / "repository")
+    assert manifest.target == "pytorch" and manifest.model_dir == (out / "checkpoint").resolve()
+    assert manifest.runtime_environment == {"gpu": host.gpu_name, "tensorrt_llm": "1.2.1"}
+    profile = load_profile("h100-fp8-tp1-pytorch")
+    assert manifest.settings["cuda_graph_batch_sizes"] == profile.llm["cuda_graph_config"]["batch_sizes"]
+    assert llm_problems(out / "repository") == []
+    assert f"make serve REPO={out}/repository" in stdout
+
+
+def test_serving_checks_a_pytorch_repository_against_this_gpu_and_tensorrt_llm(
+    pytorch_image_run: tuple[Path, GpuHost, str], tmp_path: Path
+) -> None:
+    out, _, _ = pytorch_image_run
+    same = GpuHost(tmp_path / "h100")
+    result = nemo_serve(out / "repository", same, "--launcher", "local")
+    assert "pytorch repository rendered on NVIDIA H100 80GB HBM3 for TensorRT-LLM 1.2.1: compatible" in result.stdout
+    assert "no `tritonserver` on PATH" in result.stderr  # the check passed; this host has no Triton to start
+
+    other = GpuHost(tmp_path / "l40s", "NVIDIA L40S", "8.9")
+    result = nemo_serve(out / "repository", other, "--launcher", "docker")
+    assert result.returncode == 2
+    assert "rendered on NVIDIA H100 80GB HBM3, this GPU is NVIDIA L40S" in result.stderr
+    assert "Re-render it with `make engine PROFILE=<a pytorch profile>`" in result.stderr
+
+    # a newer Triton image with a pinned tensorrt-llm wheel (the Dockerfile's TENSORRT_LLM_VERSION): taken, its
+    # TensorRT-LLM version is not known from the name, so only the GPU is checked
+    newer = "nvcr.io/nvidia/tritonserver:26.10-py3"
+    result = nemo_serve(out / "repository", same, "--launcher", "docker", "--image", newer)
+    assert "rendered on NVIDIA H100 80GB HBM3 for TensorRT-LLM 1.2.1: not checked: the TensorRT-LLM version" in (
+        result.stdout
+    )
+    assert f"TensorRT-LLM version of {newer} unknown: only the GPU model was checked" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def hf_checkpoints(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
+    """The tiny model in ModelOpt's unified HF export once per (precision, KV cache) a pytorch profile asks for."""
+    from nemo_build.checkpoint import CheckpointOptions, build_checkpoint
+
+    root = tmp_path_factory.mktemp("hf-checkpoints")
+    made: dict[str, Path] = {}
+    for name in available_profiles("pytorch"):
+        profile = load_profile(name)
+        key = f"{profile.precision}-{profile.kv_cache}"
+        if key not in made:
+            options = CheckpointOptions(
+                quant=profile.precision,
+                kv_cache=profile.kv_cache,
+                device="cpu",
+                calib_size=8,
+                calib_data="shipped",
+                format="hf",
+            )
+            made[key] = build_checkpoint(tiny_model_dir, root / key, options).out_dir
+    return made
+
+
+@pytest.mark.parametrize("name", available_profiles("pytorch"))
+def test_every_pytorch_profile_renders_passes_the_upstream_checks_and_the_serving_check(
+    name: str, hf_checkpoints: dict[str, Path], tekken_path: Path, tmp_path: Path
+) -> None:
+    profile = load_profile(name)
+    gpu_name = GPUS[profile.gpu][0]
+    host = GpuHost(tmp_path / "host", *GPUS[profile.gpu])
+    repository = tmp_path / "repository"
+    checkpoint = hf_checkpoints[f"{profile.precision}-{profile.kv_cache}"]
+    rendered = nemo_build_cli(
+        host, "repository", "--target", "pytorch", "--checkpoint", str(checkpoint), "--profile", name,
+        "--tokenizer", str(tekken_path), "--out", str(repository),
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    assert llm_problems(repository) == []
+    manifest = read_repository_manifest(repository)
+    assert manifest.settings["max_batch_size"] == profile.llm["max_batch_size"]
+    assert manifest.settings["tensor_parallel_size"] == profile.tp
+    assert check_pytorch_compatible(manifest.runtime_environment, repository, gpu_name, "1.2.1").endswith(
+        ": compatible"
+    )
+    with pytest.raises(BuildError, match=r"for TensorRT-LLM 1\.2\.1, this is 1\.3\.0"):
+        check_pytorch_compatible(manifest.runtime_environment, repository, gpu_name, "1.3.0")

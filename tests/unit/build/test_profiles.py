@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
 
 from nemo_build.errors import BuildError
-from nemo_build.profiles import DEFAULT_PROFILE, available_profiles, load_profile, parse_flag_overrides
+from nemo_build.profiles import (
+    DEFAULT_PROFILE,
+    LLM_CUDA_GRAPH_KEYS,
+    LLM_KEYS,
+    LLM_KV_CACHE_KEYS,
+    available_profiles,
+    load_profile,
+    parse_flag_overrides,
+)
 from tests.gpu_host.trtllm_build import parser as trtllm_build_parser
+from tests.source_tree import PROJECT
+
+UPSTREAM_LLM_API = json.loads((PROJECT / "tests/data/upstream/tensorrt_llm_llm_api.json").read_text())
 
 
 def test_the_required_profiles_exist() -> None:
@@ -17,7 +29,13 @@ def test_the_required_profiles_exist() -> None:
     assert DEFAULT_PROFILE == "h100-fp8-tp1"
 
 
-@pytest.mark.parametrize("name", available_profiles())
+def test_every_profile_names_its_runtime_and_the_engine_one_stays_the_default() -> None:
+    assert set(available_profiles()) == set(available_profiles("engine")) | set(available_profiles("pytorch"))
+    assert "h100-fp8-tp1-pytorch" in available_profiles("pytorch")
+    assert load_profile(DEFAULT_PROFILE).runtime == "engine"
+
+
+@pytest.mark.parametrize("name", available_profiles("engine"))
 def test_profile_argv_is_accepted_by_trtllm_build(name: str, tmp_path: Path) -> None:
     profile = load_profile(name)
     argv = profile.argv(tmp_path / "ckpt", tmp_path / "engine")
@@ -117,3 +135,70 @@ def test_logit_gathering_is_a_profile_switch_trtllm_build_accepts(tmp_path: Path
     assert "--gather_context_logits" not in off_again.argv(tmp_path, tmp_path)
     with pytest.raises(BuildError, match="gather_context_logits is 'yes'"):
         default.with_flags({"gather_context_logits": "yes"})
+
+
+def _upstream_fields(line: str, cls: str) -> set[str]:
+    return set(UPSTREAM_LLM_API["lines"][line]["classes"][cls]["fields"])
+
+
+@pytest.mark.parametrize("line", sorted(UPSTREAM_LLM_API["lines"]))
+def test_the_llm_arguments_a_pytorch_profile_may_set_are_upstream_s_names(line: str) -> None:
+    assert set(LLM_KEYS) <= _upstream_fields(line, "TorchLlmArgs")
+    assert set(LLM_KV_CACHE_KEYS) <= _upstream_fields(line, "KvCacheConfig")
+    assert set(LLM_CUDA_GRAPH_KEYS) <= _upstream_fields(line, "CudaGraphConfig")
+
+
+@pytest.mark.parametrize("name", available_profiles("pytorch"))
+def test_a_pytorch_profile_gives_llm_arguments_and_builds_no_engines(name: str, tmp_path: Path) -> None:
+    profile = load_profile(name)
+    assert profile.flags == {} and {"max_batch_size", "max_seq_len", "max_num_tokens"} <= set(profile.llm)
+    assert set(profile.llm) <= set(LLM_KEYS)
+    assert profile.as_dict()["runtime"] == "pytorch" and "trtllm_build" not in profile.as_dict()
+    with pytest.raises(BuildError, match="builds no engines"):
+        profile.argv(tmp_path / "ckpt", tmp_path / "engine")
+    with pytest.raises(BuildError, match="no trtllm_build flags"):
+        profile.with_flags({"max_batch_size": 8})
+    assert profile.with_flags({}) is profile  # `nemo-build engine` without --set reaches its own refusal
+
+
+def test_nemo_build_engine_refuses_a_pytorch_profile_saying_what_builds_it(tmp_path: Path) -> None:
+    from nemo_build.engine import build_engine
+
+    with pytest.raises(BuildError, match=r"make engine PROFILE=h100-fp8-tp1-pytorch"):
+        build_engine(tmp_path / "ckpt", tmp_path / "engine", load_profile("h100-fp8-tp1-pytorch"))
+
+
+def test_the_pytorch_h100_profile_has_the_engine_profile_s_limits() -> None:
+    engine, pytorch = load_profile("h100-fp8-tp1"), load_profile("h100-fp8-tp1-pytorch")
+    assert (pytorch.gpu, pytorch.precision, pytorch.kv_cache, pytorch.tp) == ("H100", "fp8", "fp8", 1)
+    for key in ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens"):
+        assert pytorch.llm[key] == engine.flags[key], key
+    assert pytorch.frontend_instances == engine.frontend_instances
+
+
+def test_bad_runtimes_and_llm_sections_are_explained(tmp_path: Path) -> None:
+    head = "name: p\ngpu: H100\nprecision: fp8\nkv_cache: fp8\ntp: 1\n"
+    cases = {
+        "runtime: tensorrt\ntrtllm_build: {}\n": "runtime is 'tensorrt' (accepted: engine, pytorch)",
+        "runtime: pytorch\ntrtllm_build: {max_batch_size: 8}\n": "a pytorch profile has no trtllm_build section",
+        "llm: {max_batch_size: 8}\ntrtllm_build: {}\n": "an engine profile has no llm section",
+        "runtime: pytorch\n": "lacks llm",
+        "runtime: pytorch\nllm: {max_batch_size: 8, max_input_len: 4096, max_seq_len: 2048, free_gpu_mem: 0.5, "
+        "kv_cache_config: {free_gpu_memory_fraction: 1.5, dtype: fp8}, cuda_graph_config: {batch_sizes: [1, 16]}, "
+        "enable_chunked_prefill: yes-please}\n": (
+            "llm lacks max_num_tokens",
+            "llm.free_gpu_mem is not an accepted LLM argument",
+            "llm.kv_cache_config.dtype is not an accepted LLM argument",
+            "free_gpu_memory_fraction is 1.5 (in (0, 1])",
+            "batch_sizes is [1, 16] (integers in [1, max_batch_size])",
+            "llm.enable_chunked_prefill is 'yes-please' (a bool)",
+            "llm.max_input_len is larger than llm.max_seq_len",
+        ),
+    }
+    for index, (body, expected) in enumerate(cases.items()):
+        path = tmp_path / f"p{index}.yaml"
+        path.write_text(head + body)
+        with pytest.raises(BuildError) as err:
+            load_profile(path)
+        for phrase in (expected,) if isinstance(expected, str) else expected:
+            assert phrase in str(err.value), (body, str(err.value))

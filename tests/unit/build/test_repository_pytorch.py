@@ -163,3 +163,52 @@ def test_every_shipped_profile_gives_the_pytorch_settings(profile: str) -> None:
     assert all(
         settings[key] >= 1 for key in ("max_batch_size", "max_seq_len", "max_num_tokens", "tensor_parallel_size")
     )
+
+
+def test_a_pytorch_profile_s_llm_arguments_become_the_repository_s(
+    tmp_path: Path, tekken_path: Path, hf_checkpoint: Path
+) -> None:
+    profile = load_profile("h100-fp8-tp1-pytorch")
+    settings = profile_llm_settings(profile)
+    kv, graphs = profile.llm["kv_cache_config"], profile.llm["cuda_graph_config"]
+    assert settings["kv_cache_free_gpu_mem_fraction"] == kv["free_gpu_memory_fraction"]
+    assert settings["enable_kv_cache_reuse"] == kv["enable_block_reuse"]
+    assert settings["tokens_per_block"] == kv["tokens_per_block"]
+    assert settings["enable_chunked_context"] == profile.llm["enable_chunked_prefill"]
+    assert settings["cuda_graph_batch_sizes"] == tuple(graphs["batch_sizes"])
+    assert settings["max_num_tokens"] == profile.llm["max_num_tokens"]
+
+    out = render(tmp_path, tekken_path, "--checkpoint", str(hf_checkpoint), "--profile", profile.name)
+    params = parameters(load(out / "tensorrt_llm" / "config.pbtxt"))
+    assert params["cuda_graph_batch_sizes"] == ",".join(str(size) for size in graphs["batch_sizes"])
+    assert params["kv_cache_free_gpu_mem_fraction"] == str(kv["free_gpu_memory_fraction"])
+    assert params["max_seq_len"] == "4096"  # capped by the checkpoint's max_position_embeddings
+
+    flags = ("--kv-cache-free-gpu-mem-fraction", "0.5", "--no-chunked-context", "--no-kv-cache-reuse",
+             "--cuda-graph-batch-sizes", "1,2")  # fmt: skip
+    out = render(tmp_path / "flags", tekken_path, "--checkpoint", str(hf_checkpoint), "--profile", profile.name, *flags)
+    params = parameters(load(out / "tensorrt_llm" / "config.pbtxt"))
+    assert (params["kv_cache_free_gpu_mem_fraction"], params["cuda_graph_batch_sizes"]) == ("0.5", "1,2")
+    assert params["enable_chunked_context"] == params["enable_kv_cache_reuse"] == "false"
+
+
+def test_the_manifest_records_the_gpu_and_tensorrt_llm_it_was_rendered_for(
+    tmp_path: Path, tekken_path: Path, hf_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nemo_build import preflight
+
+    monkeypatch.setattr(preflight, "probe_gpus", lambda: (preflight.Gpu("NVIDIA H100 80GB HBM3", (9, 0)),))
+    monkeypatch.setattr(preflight, "installed_trtllm_version", lambda: "1.2.1")
+    out = render(tmp_path, tekken_path, "--checkpoint", str(hf_checkpoint))
+    manifest = read_repository_manifest(out)
+    assert manifest.runtime_environment == {"gpu": "NVIDIA H100 80GB HBM3", "tensorrt_llm": "1.2.1"}
+
+    monkeypatch.setattr(preflight, "probe_gpus", lambda: ())
+    monkeypatch.setattr(preflight, "installed_trtllm_version", lambda: None)
+    out = render(tmp_path / "cpu", tekken_path, "--checkpoint", str(hf_checkpoint))
+    assert read_repository_manifest(out).runtime_environment == {"gpu": None, "tensorrt_llm": None}
+    data = json.loads((out / MANIFEST_FILE).read_text())
+    data["runtime_environment"] = {"gpu": 3}
+    (out / MANIFEST_FILE).write_text(json.dumps(data))
+    with pytest.raises(BuildError, match="runtime_environment"):
+        read_repository_manifest(out)
