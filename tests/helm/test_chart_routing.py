@@ -61,12 +61,13 @@ def test_gateway_targets_every_ready_triton_pod_through_the_headless_service_rou
     assert parsed["--triton-lb-policy"] == "round_robin"
 
 
-def test_balancing_policy_and_cluster_domain_come_from_the_values() -> None:
-    rendered = render(values_from(**{"gateway.tritonLoadBalancing": "pick_first", "clusterDomain": "k8s.example"}))
+@pytest.mark.parametrize("policy", ["pick_first", "least_requests"])
+def test_balancing_policy_and_cluster_domain_come_from_the_values(policy: str) -> None:
+    rendered = render(values_from(**{"gateway.tritonLoadBalancing": policy, "clusterDomain": "k8s.example"}))
     args = _gateway_args(rendered)
-    assert _flag(args, "--triton-lb-policy") == "pick_first"
+    assert _flag(args, "--triton-lb-policy") == policy
     assert _flag(args, "--triton-url") == f"dns:///{HEADLESS}.{NAMESPACE}.svc.k8s.example:8001"
-    assert parse_gateway_args(args)["--triton-lb-policy"] == "pick_first"
+    assert parse_gateway_args(args)["--triton-lb-policy"] == policy
 
 
 def test_an_explicit_triton_url_is_used_as_given_with_the_policy() -> None:
