@@ -9,8 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 import nemo_build
 from nemo_build.errors import BuildError
@@ -23,6 +21,7 @@ from nemo_build.repository import (
     run_repository,
 )
 from tests.gpu_host.conformance import gpu_repository_problems
+from tests.unit.build.model_configs import load
 
 MODELS = ["chat", "ensemble", "postprocessing", "preprocessing", "tensorrt_llm"]
 
@@ -31,10 +30,6 @@ def parse_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="nemo-build")
     add_repository_parser(parser.add_subparsers())
     return parser.parse_args(["repository", *argv])
-
-
-def load(path: Path) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
 def models_and_files(repository: Path) -> tuple[list[str], list[str]]:

@@ -17,7 +17,7 @@ from nemo_build.xgrammar_info import byte_to_unicode, tokenizer_info
 from nemo_protocol.tekken import Tekkenizer
 from tests.gpu_host.conformance import gpu_repository_problems, tokenizer_info_problems
 from tests.gpu_host.upstream import upstream_data
-from tests.unit.build.test_repository import load
+from tests.unit.build.model_configs import load
 
 xgrammar = pytest.importorskip("xgrammar", reason="xgrammar comes with the build extra")
 

@@ -14,14 +14,7 @@ from nemo_protocol.errors import ServerError, UnavailableError
 from nemo_protocol.request_limits import RequestLimits
 from tests.unit.client.fake_transport import FakeTransport
 from tests.unit.gateway.conftest import FRANCE, SERVED, FakeUpstream, Gateway, MakeGateway
-
-ERROR_KEYS = {"message", "type", "param", "code"}
-
-
-def error_of(response: object) -> dict[str, object]:
-    body = response.json()  # type: ignore[attr-defined]
-    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS, body
-    return body["error"]
+from tests.unit.gateway.error_bodies import error_of
 
 
 def test_upstream_api_error_is_its_openai_body_counted_once(make_gateway: MakeGateway) -> None:

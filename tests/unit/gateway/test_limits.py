@@ -10,7 +10,7 @@ import pytest
 from nemo_gateway.cli import LIMIT_FLAGS, build_parser
 from nemo_protocol.request_limits import RequestLimits
 from tests.unit.gateway.conftest import FRANCE, Gateway, MakeGateway
-from tests.unit.gateway.test_errors import error_of
+from tests.unit.gateway.error_bodies import error_of
 
 JSON = {"content-type": "application/json"}
 
