@@ -11,7 +11,8 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-from nemo_chat_core.engine_tensors import LogOutputs
+from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs
+from nemo_protocol.errors import BadRequestError
 
 KV_TOKENS_PER_BLOCK = 64
 """Tokens per KV-cache block in the block figures the CPU engines publish (the profiles' tokens_per_block)."""
@@ -20,6 +21,30 @@ KV_TOKENS_PER_BLOCK = 64
 def kv_blocks(tokens: int) -> int:
     """The KV-cache blocks ``tokens`` positions fill."""
     return -(-tokens // KV_TOKENS_PER_BLOCK)
+
+
+def ids_outside_vocabulary(request: GenerationRequest, vocab: int) -> BadRequestError | None:
+    """A stop or bad word or the end id holding an id outside ``[0, vocab)``, named by its tensor (refused up front:
+    inside the engine it would fail the request unnamed, or every request in flight)."""
+    for name, words in (("stop_words_list", request.stop_words), ("bad_words_list", request.bad_words)):
+        outside = [token for word in words for token in word if not 0 <= token < vocab]
+        if outside:
+            return BadRequestError(f"holds {outside[0]}, not a token id in [0, {vocab})", param=name)
+    if request.end_id is not None and not 0 <= request.end_id < vocab:
+        return BadRequestError(f"{request.end_id} is not a token id in [0, {vocab})", param="end_id")
+    return None
+
+
+def beyond_sequence_length(request: GenerationRequest, max_seq_len: int) -> BadRequestError | None:
+    """A request whose prompt and ``request_output_len`` exceed ``max_seq_len``, named by the output length."""
+    longest = max_seq_len - len(request.input_ids)
+    if request.max_new_tokens > longest:
+        return BadRequestError(
+            f"{request.max_new_tokens} tokens after a {len(request.input_ids)}-token prompt exceed the model's "
+            f"maximum sequence length {max_seq_len} (at most {max(longest, 0)})",
+            param="request_output_len",
+        )
+    return None
 
 
 class Sink(Protocol):

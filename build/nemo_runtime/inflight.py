@@ -22,7 +22,15 @@ import torch
 from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs
 from nemo_protocol.errors import BadRequestError
 from nemo_protocol.request_ids import new_request_id
-from nemo_runtime.engine_state import KV_TOKENS_PER_BLOCK, BatcherStats, BatchLoop, Sink, kv_blocks
+from nemo_runtime.engine_state import (
+    KV_TOKENS_PER_BLOCK,
+    BatcherStats,
+    BatchLoop,
+    Sink,
+    beyond_sequence_length,
+    ids_outside_vocabulary,
+    kv_blocks,
+)
 from nemo_runtime.guided import GrammarEngine
 from nemo_runtime.sampling import GREEDY, SamplingParams, TokenMask
 from nemo_runtime.scheduler import ReferenceRuntime, Returns, StepOutput
@@ -192,21 +200,9 @@ class InflightBatcher(BatchLoop):
     def _out_of_range(self, request: GenerationRequest) -> BadRequestError | None:
         """Ids outside the vocabulary and lengths beyond the model, named by their tensor (refused up front: inside
         the batch step they would fail every request in flight)."""
-        vocab = self._runtime.model.vocab_size
-        for name, words in (("stop_words_list", request.stop_words), ("bad_words_list", request.bad_words)):
-            outside = [token for word in words for token in word if not 0 <= token < vocab]
-            if outside:
-                return BadRequestError(f"holds {outside[0]}, not a token id in [0, {vocab})", param=name)
-        if request.end_id is not None and not 0 <= request.end_id < vocab:
-            return BadRequestError(f"{request.end_id} is not a token id in [0, {vocab})", param="end_id")
-        longest = self._runtime.max_seq_len - len(request.input_ids)
-        if request.max_new_tokens > longest:
-            return BadRequestError(
-                f"{request.max_new_tokens} tokens after a {len(request.input_ids)}-token prompt exceed the model's "
-                f"maximum sequence length {self._runtime.max_seq_len} (at most {max(longest, 0)})",
-                param="request_output_len",
-            )
-        return None
+        return ids_outside_vocabulary(request, self._runtime.model.vocab_size) or beyond_sequence_length(
+            request, self._runtime.max_seq_len
+        )
 
     def stop(self, tag: str) -> int:
         """End the in-flight requests submitted with `tag` (the `stop` input); returns how many."""

@@ -66,7 +66,13 @@ import numpy as np
 from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs
 from nemo_chat_core.guided import Guide
 from nemo_protocol.errors import BadRequestError
-from nemo_runtime.engine_state import BatcherStats, BatchLoop, Sink
+from nemo_runtime.engine_state import (
+    BatcherStats,
+    BatchLoop,
+    Sink,
+    beyond_sequence_length,
+    ids_outside_vocabulary,
+)
 
 NO_END_ID = -1
 """The ``end_id`` of a request that has none: no token id matches it."""
@@ -499,12 +505,9 @@ class LlmApiEngine(BatchLoop):
         """What the executor would fail on, named by its tensor, refused up front."""
         vocab = self._vocab_size
         if vocab is not None:
-            for name, words in (("stop_words_list", request.stop_words), ("bad_words_list", request.bad_words)):
-                outside = [token for word in words for token in word if not 0 <= token < vocab]
-                if outside:
-                    return BadRequestError(f"holds {outside[0]}, not a token id in [0, {vocab})", param=name)
-            if request.end_id is not None and not 0 <= request.end_id < vocab:
-                return BadRequestError(f"{request.end_id} is not a token id in [0, {vocab})", param="end_id")
+            problem = ids_outside_vocabulary(request, vocab)
+            if problem is not None:
+                return problem
             outside = [token for token in request.input_ids if not 0 <= token < vocab]
             if outside:
                 return BadRequestError(f"holds {outside[0]}, not a token id in [0, {vocab})", param="input_ids")
@@ -515,14 +518,7 @@ class LlmApiEngine(BatchLoop):
                 "runs without chunked prefill)",
                 param="input_ids",
             )
-        longest = self.settings.max_seq_len - len(request.input_ids)
-        if request.max_new_tokens > longest:
-            return BadRequestError(
-                f"{request.max_new_tokens} tokens after a {len(request.input_ids)}-token prompt exceed the model's "
-                f"maximum sequence length {self.settings.max_seq_len} (at most {max(longest, 0)})",
-                param="request_output_len",
-            )
-        return None
+        return beyond_sequence_length(request, settings.max_seq_len)
 
     def stop(self, tag: str) -> int:
         """End the in-flight requests submitted with ``tag`` (the `stop` input); returns how many."""
