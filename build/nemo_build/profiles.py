@@ -229,6 +229,11 @@ def _parse(raw: Any, path: Path) -> Profile:
         problems.append("max_input_len is larger than max_seq_len")
     if flags.get("use_fp8_context_fmha") in ("enable", True) and raw["kv_cache"] != "fp8":
         problems.append("use_fp8_context_fmha needs an FP8 KV cache (kv_cache: fp8)")
+    return _checked_profile(raw, path, problems, flags=dict(flags))
+
+
+def _checked_profile(raw: dict[str, Any], path: Path, problems: list[str], **runtime_fields: Any) -> Profile:
+    """The profile, once its `serving` section is checked too; every problem found, at once, as one BuildError."""
     serving = _serving(raw, problems)
     if problems:
         raise BuildError(f"build profile {path} is invalid:\n  - " + "\n  - ".join(problems))
@@ -239,9 +244,9 @@ def _parse(raw: Any, path: Path) -> Profile:
         precision=raw["precision"],
         kv_cache=raw["kv_cache"],
         tp=raw["tp"],
-        flags=dict(flags),
         path=path,
         serving=dict(serving),
+        **runtime_fields,
     )
 
 
@@ -308,19 +313,4 @@ def _parse_pytorch(raw: dict[str, Any], path: Path) -> Profile:
     input_len, seq_len = llm.get("max_input_len"), llm.get("max_seq_len")
     if isinstance(input_len, int) and isinstance(seq_len, int) and input_len > seq_len:
         problems.append("llm.max_input_len is larger than llm.max_seq_len")
-    serving = _serving(raw, problems)
-    if problems:
-        raise BuildError(f"build profile {path} is invalid:\n  - " + "\n  - ".join(problems))
-    return Profile(
-        name=str(raw["name"]),
-        description=str(raw.get("description", "")),
-        gpu=str(raw["gpu"]),
-        precision=raw["precision"],
-        kv_cache=raw["kv_cache"],
-        tp=raw["tp"],
-        flags={},
-        path=path,
-        serving=serving,
-        runtime="pytorch",
-        llm=_copy(llm),
-    )
+    return _checked_profile(raw, path, problems, flags={}, runtime="pytorch", llm=_copy(llm))
