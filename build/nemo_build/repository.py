@@ -203,29 +203,31 @@ def engine_logit_gathering(engine_dir: Path) -> dict[str, bool]:
 
 def hf_checkpoint_max_positions(checkpoint_dir: Path) -> int:
     """`max_position_embeddings` of a Hugging Face checkpoint (what TensorRT-LLM's PyTorch backend loads)."""
-    config_path = checkpoint_dir / "config.json"
-    if not config_path.is_file():
-        raise BuildError(f"{checkpoint_dir} is not a Hugging Face checkpoint: config.json is missing")
-    config = json.loads(config_path.read_text())
-    if "architectures" not in config or "max_position_embeddings" not in config:
-        raise BuildError(
-            f"{config_path} is not a Hugging Face checkpoint config (needs 'architectures' and "
-            "'max_position_embeddings'); --target pytorch serves a Hugging Face checkpoint (ModelOpt's unified FP8 "
-            "export for FP8), not the output of `nemo-build checkpoint` for the engine flow"
-        )
-    return int(config["max_position_embeddings"])
+    return _max_positions(
+        checkpoint_dir,
+        "Hugging Face checkpoint",
+        "architectures",
+        "--target pytorch serves a Hugging Face checkpoint (ModelOpt's unified FP8 export for FP8), not the output "
+        "of `nemo-build checkpoint` for the engine flow",
+    )
 
 
 def checkpoint_max_positions(checkpoint_dir: Path) -> int:
     """`max_position_embeddings` of a TensorRT-LLM checkpoint (the CPU runtime's length limit)."""
+    return _max_positions(
+        checkpoint_dir, "TensorRT-LLM checkpoint", "architecture", "pass the output of `nemo-build checkpoint`"
+    )
+
+
+def _max_positions(checkpoint_dir: Path, kind: str, architecture_key: str, advice: str) -> int:
+    """`max_position_embeddings` of the checkpoint's config.json, which must name ``architecture_key`` too."""
     config_path = checkpoint_dir / "config.json"
     if not config_path.is_file():
-        raise BuildError(f"{checkpoint_dir} is not a TensorRT-LLM checkpoint: config.json is missing")
+        raise BuildError(f"{checkpoint_dir} is not a {kind}: config.json is missing")
     config = json.loads(config_path.read_text())
-    if "architecture" not in config or "max_position_embeddings" not in config:
+    if architecture_key not in config or "max_position_embeddings" not in config:
         raise BuildError(
-            f"{config_path} is not a TensorRT-LLM checkpoint config (needs 'architecture' and "
-            "'max_position_embeddings'); pass the output of `nemo-build checkpoint`"
+            f"{config_path} is not a {kind} config (needs '{architecture_key}' and 'max_position_embeddings'); {advice}"
         )
     return int(config["max_position_embeddings"])
 
