@@ -307,23 +307,14 @@ def check_gpu_engine(manifest: RepositoryManifest, launcher: str, image: str) ->
     """
     from nemo_build.engine import check_engine_compatible  # the build pipeline's modules: GPU repositories only
 
-    gpus = probe_gpus()
-    if not gpus:
-        raise ServeError(
-            "no NVIDIA GPU visible (nvidia-smi is missing or lists none): this repository serves TensorRT-LLM "
-            "engines; run on the GPU host they were built on, or render a CPU repository (--target cpu)"
-        )
-    note = ""
-    if launcher == "docker":
-        version = PINNED_TRTLLM if image == NGC_IMAGE else None
-        if version is None:
-            note = f"TensorRT-LLM version of {image} unknown: only the GPU model was checked"
-    else:
-        version = installed_trtllm_version()
-        if version is None:
-            raise ServeError("tensorrt_llm is not installed beside this tritonserver (use --launcher docker)")
+    gpu, version, note = _serving_gpu_and_trtllm(
+        launcher,
+        image,
+        "this repository serves TensorRT-LLM engines; run on the GPU host they were built on, or render a CPU "
+        "repository (--target cpu)",
+    )
     try:
-        engine_manifest = check_engine_compatible(manifest.model_dir, gpus[0].name, version)
+        engine_manifest = check_engine_compatible(manifest.model_dir, gpu, version)
     except BuildError as error:
         raise ServeError(str(error)) from error
     built = engine_manifest["inputs"]
@@ -335,25 +326,33 @@ def check_pytorch_repository(manifest: RepositoryManifest, launcher: str, image:
     TensorRT-LLM version (the manifest's `runtime_environment`) than the ones about to serve it."""
     from nemo_build.engine import check_pytorch_compatible
 
-    gpus = probe_gpus()
-    if not gpus:
-        raise ServeError(
-            "no NVIDIA GPU visible (nvidia-smi is missing or lists none): this pytorch repository runs "
-            "TensorRT-LLM's LLM API on a GPU; on a CPU host use --launcher pytriton (the reference runtime)"
-        )
-    note = ""
-    if launcher == "docker":
-        version = PINNED_TRTLLM if image == NGC_IMAGE else None
-        if version is None:
-            note = f"; TensorRT-LLM version of {image} unknown: only the GPU model was checked"
-    else:
-        version = installed_trtllm_version()
-        if version is None:
-            raise ServeError("tensorrt_llm is not installed beside this tritonserver (use --launcher docker)")
+    gpu, version, note = _serving_gpu_and_trtllm(
+        launcher,
+        image,
+        "this pytorch repository runs TensorRT-LLM's LLM API on a GPU; on a CPU host use --launcher pytriton "
+        "(the reference runtime)",
+    )
     try:
-        return check_pytorch_compatible(manifest.runtime_environment, manifest.repository, gpus[0].name, version) + note
+        compatible = check_pytorch_compatible(manifest.runtime_environment, manifest.repository, gpu, version)
     except BuildError as error:
         raise ServeError(str(error)) from error
+    return compatible + (f"; {note}" if note else "")
+
+
+def _serving_gpu_and_trtllm(launcher: str, image: str, without_gpu: str) -> tuple[str, str | None, str]:
+    """The GPU model that will serve, the TensorRT-LLM version it will serve with (the installed one, or the pinned
+    image's; None for another image), and a note for the log when that version cannot be known."""
+    gpus = probe_gpus()
+    if not gpus:
+        raise ServeError(f"no NVIDIA GPU visible (nvidia-smi is missing or lists none): {without_gpu}")
+    if launcher == "docker":
+        if image == NGC_IMAGE:
+            return gpus[0].name, PINNED_TRTLLM, ""
+        return gpus[0].name, None, f"TensorRT-LLM version of {image} unknown: only the GPU model was checked"
+    version = installed_trtllm_version()
+    if version is None:
+        raise ServeError("tensorrt_llm is not installed beside this tritonserver (use --launcher docker)")
+    return gpus[0].name, version, ""
 
 
 # ------------------------------------------------------------------------- dying with the launcher
