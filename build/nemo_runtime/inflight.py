@@ -174,6 +174,7 @@ class InflightBatcher(BatchLoop):
             if self._grammar is None:
                 raise BadRequestError("this model serves no guided decoding", param="guided_decoding_guide_type")
             guided = self._grammar.mask(request.guide)
+        adapter = self._runtime.lora.resolve(request.lora)  # BadRequestError: a cache miss, or bad weights
         runtime_id = new_request_id()
         with self._lock:
             self._active[runtime_id] = _Active(request, sink, tag)
@@ -189,6 +190,7 @@ class InflightBatcher(BatchLoop):
                 token_mask=token_mask(request, self._runtime.model.vocab_size),
                 logits_mask=guided,
                 returns=self._active[runtime_id].returns(),
+                adapter=adapter,
             )
         except ValueError as exc:
             with self._lock:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nemo_runtime.lora import BatchLora, RuntimeAdapter
 from nemo_runtime.weights import Layer, Linear, Weights
 
 FP8_E4M3_MAX = 448.0
@@ -122,6 +123,13 @@ class ReferenceModel:
         self.cache = KVCache(c.num_layers, c.num_kv_heads, c.head_size, c.max_position_embeddings)
         self._q_size = c.num_heads * c.head_size
         self._kv_size = c.num_kv_heads * c.head_size
+        q, kv = self._q_size, self._kv_size
+        # LoRA modules by the columns of the fused projection they adapt (TensorRT-LLM's names)
+        self._qkv_modules = (("attn_q", 0, q), ("attn_k", q, q + kv), ("attn_v", q + kv, q + 2 * kv))
+        self._dense_modules = (("attn_dense", 0, c.hidden_size),)
+        self._fc_modules = (("mlp_h_to_4h", 0, c.intermediate_size),)  # HF gate_proj
+        self._gate_modules = (("mlp_gate", 0, c.intermediate_size),)  # HF up_proj
+        self._proj_modules = (("mlp_4h_to_h", 0, c.hidden_size),)  # HF down_proj
         self._fp8_kv = c.kv_cache_quant_algo == "FP8"
         # Rows of the output layer that are all zero give a logit of exactly 0 whatever the input, so the
         # projection only needs the others. Real checkpoints have none; the trained tiny model zeroes the
@@ -135,12 +143,25 @@ class ReferenceModel:
     def vocab_size(self) -> int:
         return self.config.vocab_size
 
+    @staticmethod
+    def _adapted(
+        x: torch.Tensor,
+        linear: Linear,
+        lora: BatchLora | None,
+        index: int,
+        modules: tuple[tuple[str, int, int], ...],
+    ) -> torch.Tensor:
+        out = _linear(x, linear)
+        if lora is not None:
+            lora.add(out, x, index, modules)
+        return out
+
     def _project_qkv(
-        self, layer: Layer, x: torch.Tensor, positions: torch.Tensor
+        self, index: int, layer: Layer, x: torch.Tensor, positions: torch.Tensor, lora: BatchLora | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x`` [tokens, hidden] → q [heads, tokens, d], k/v [kv_heads, tokens, d] (rotary applied)."""
         c = self.config
-        qkv = _linear(_rms_norm(x, layer.input_norm, c.norm_epsilon), layer.qkv)
+        qkv = self._adapted(_rms_norm(x, layer.input_norm, c.norm_epsilon), layer.qkv, lora, index, self._qkv_modules)
         q, k, v = qkv.split([self._q_size, self._kv_size, self._kv_size], dim=-1)
         q = q.view(-1, c.num_heads, c.head_size).transpose(0, 1)
         k = k.view(-1, c.num_kv_heads, c.head_size).transpose(0, 1)
@@ -151,9 +172,12 @@ class ReferenceModel:
             v = fp8_round_trip(v, layer.v_cache_scale)  # type: ignore[arg-type]
         return q, k, v
 
-    def _mlp_block(self, layer: Layer, h: torch.Tensor) -> torch.Tensor:
+    def _mlp_block(self, index: int, layer: Layer, h: torch.Tensor, lora: BatchLora | None) -> torch.Tensor:
         x = _rms_norm(h, layer.post_norm, self.config.norm_epsilon)
-        return h + _linear(F.silu(_linear(x, layer.fc)) * _linear(x, layer.gate), layer.proj)
+        up = F.silu(self._adapted(x, layer.fc, lora, index, self._fc_modules)) * self._adapted(
+            x, layer.gate, lora, index, self._gate_modules
+        )
+        return h + self._adapted(up, layer.proj, lora, index, self._proj_modules)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         normed = _rms_norm(hidden, self.weights.final_norm, self.config.norm_epsilon)
@@ -164,31 +188,41 @@ class ReferenceModel:
         return logits
 
     @torch.inference_mode()
-    def prefill(self, slot: int, token_ids: list[int], all_logits: bool = False) -> torch.Tensor:
-        """Run the prompt of the sequence in ``slot`` and fill its cache.
+    def prefill(
+        self, slot: int, token_ids: list[int], all_logits: bool = False, adapter: RuntimeAdapter | None = None
+    ) -> torch.Tensor:
+        """Run the prompt of the sequence in ``slot`` (with ``adapter``'s LoRA, if any) and fill its cache.
 
         Returns the logits of the last position [vocab], or of every position [tokens, vocab].
         """
+        lora = None if adapter is None else BatchLora([adapter], rows_are_tokens=True)
         length = len(token_ids)
         self.cache.reserve(length)
         positions = torch.arange(length)
         h = self.weights.embedding[torch.tensor(token_ids)]
         for i, layer in enumerate(self.weights.layers):
-            q, k, v = self._project_qkv(layer, h, positions)
+            q, k, v = self._project_qkv(i, layer, h, positions, lora)
             self.cache.k[i][slot, :, :length] = k
             self.cache.v[i][slot, :, :length] = v
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-            h = h + _linear(attn.transpose(0, 1).reshape(length, -1), layer.dense)
-            h = self._mlp_block(layer, h)
+            h = h + self._adapted(attn.transpose(0, 1).reshape(length, -1), layer.dense, lora, i, self._dense_modules)
+            h = self._mlp_block(i, layer, h, lora)
         return self.logits(h if all_logits else h[-1])
 
     @torch.inference_mode()
-    def decode(self, slots: list[int], token_ids: list[int], positions: list[int]) -> torch.Tensor:
-        """One token for each sequence: ``token_ids[b]`` sits at ``positions[b]`` of ``slots[b]``.
+    def decode(
+        self,
+        slots: list[int],
+        token_ids: list[int],
+        positions: list[int],
+        adapters: list[RuntimeAdapter | None] | None = None,
+    ) -> torch.Tensor:
+        """One token for each sequence: ``token_ids[b]`` sits at ``positions[b]`` of ``slots[b]``, adapted by
+        ``adapters[b]`` (None: the base model).
 
         Returns the next-token logits [batch, vocab].
         """
-        c = self.config
+        lora = None if adapters is None else BatchLora.of(adapters)
         batch = len(slots)
         self.cache.reserve(max(positions) + 1)
         slot_t, pos_t = torch.tensor(slots), torch.tensor(positions)
@@ -196,7 +230,7 @@ class ReferenceModel:
         visible = (torch.arange(span)[None, :] <= pos_t[:, None]).view(batch, 1, 1, span)
         h = self.weights.embedding[torch.tensor(token_ids)]
         for i, layer in enumerate(self.weights.layers):
-            q, k, v = self._project_qkv(layer, h, pos_t)  # q [heads, batch, d], k/v [kv_heads, batch, d]
+            q, k, v = self._project_qkv(i, layer, h, pos_t, lora)  # q [heads, batch, d], k/v [kv_heads, batch, d]
             self.cache.k[i][slot_t, :, pos_t] = k.transpose(0, 1)
             self.cache.v[i][slot_t, :, pos_t] = v.transpose(0, 1)
             keys = self.cache.k[i][:, :, :span][slot_t]
@@ -204,6 +238,6 @@ class ReferenceModel:
             attn = F.scaled_dot_product_attention(
                 q.transpose(0, 1).unsqueeze(2), keys, values, attn_mask=visible, enable_gqa=True
             )  # [batch, heads, 1, d]
-            h = h + _linear(attn.reshape(batch, c.num_heads * c.head_size), layer.dense)
-            h = self._mlp_block(layer, h)
+            h = h + self._adapted(attn.reshape(batch, -1), layer.dense, lora, i, self._dense_modules)
+            h = self._mlp_block(i, layer, h, lora)
         return self.logits(h)

@@ -22,7 +22,9 @@ from typing import Literal
 
 import torch
 
+from nemo_chat_core.lora import DEFAULT_MAX_LORA_RANK, BaseShapes
 from nemo_protocol.request_ids import new_request_id
+from nemo_runtime.lora import DEFAULT_MAX_CACHED_ADAPTERS, LoraCache, RuntimeAdapter
 from nemo_runtime.model import ReferenceModel
 from nemo_runtime.sampling import GREEDY, LogitsMask, NoAllowedToken, Sampler, SamplingParams, TokenMask
 from nemo_runtime.weights import load_weights
@@ -71,6 +73,7 @@ class _Request:
     end_id: int | None
     stop_words: list[list[int]]
     returns: Returns = Returns()
+    adapter: RuntimeAdapter | None = None
     generated: list[int] = field(default_factory=list)
     slot: int = -1
 
@@ -83,11 +86,18 @@ class _Request:
 class ReferenceRuntime:
     """Serve many requests over one :class:`ReferenceModel` with in-flight batching."""
 
-    def __init__(self, model: ReferenceModel, max_batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: ReferenceModel,
+        max_batch_size: int = 64,
+        max_lora_rank: int = DEFAULT_MAX_LORA_RANK,
+        max_cached_adapters: int = DEFAULT_MAX_CACHED_ADAPTERS,
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self.model = model
         self.max_batch_size = max_batch_size
+        self.lora = LoraCache(base_shapes(model), max_lora_rank, max_cached_adapters)
         self._lock = threading.Lock()
         self._pending: deque[_Request] = deque()
         self._cancelled: set[str] = set()
@@ -95,8 +105,15 @@ class ReferenceRuntime:
         self._active: dict[str, _Request] = {}
 
     @classmethod
-    def from_checkpoint(cls, checkpoint_dir: str | Path, max_batch_size: int = 64) -> ReferenceRuntime:
-        return cls(ReferenceModel(load_weights(checkpoint_dir)), max_batch_size=max_batch_size)
+    def from_checkpoint(
+        cls,
+        checkpoint_dir: str | Path,
+        max_batch_size: int = 64,
+        max_lora_rank: int = DEFAULT_MAX_LORA_RANK,
+        max_cached_adapters: int = DEFAULT_MAX_CACHED_ADAPTERS,
+    ) -> ReferenceRuntime:
+        model = ReferenceModel(load_weights(checkpoint_dir))
+        return cls(model, max_batch_size, max_lora_rank, max_cached_adapters)
 
     @property
     def max_seq_len(self) -> int:
@@ -114,8 +131,10 @@ class ReferenceRuntime:
         token_mask: TokenMask | None = None,
         logits_mask: LogitsMask | None = None,
         returns: Returns = Returns(),
+        adapter: RuntimeAdapter | None = None,
     ) -> None:
-        """Queue a request; it is prefilled by the next ``step``. Raises ValueError for a bad request."""
+        """Queue a request (with ``adapter``'s LoRA: from ``self.lora``); it is prefilled by the next ``step``.
+        Raises ValueError for a bad request."""
         prompt = [int(t) for t in prompt_ids]
         vocab = self.model.vocab_size
         if not prompt:
@@ -131,7 +150,7 @@ class ReferenceRuntime:
             )
         words = [[int(t) for t in word] for word in stop_words if len(word) > 0]
         sampler = Sampler(sampling, vocab, token_mask, logits_mask)
-        request = _Request(request_id, prompt, max_new_tokens, sampler, end_id, words, returns)
+        request = _Request(request_id, prompt, max_new_tokens, sampler, end_id, words, returns, adapter)
         with self._lock:
             if request_id in self._known:
                 raise ValueError(f"request id {request_id!r} is already in flight")
@@ -168,7 +187,10 @@ class ReferenceRuntime:
         decoding = list(self._active.values())
         if decoding:
             logits = self.model.decode(
-                [r.slot for r in decoding], [r.generated[-1] for r in decoding], [r.next_position for r in decoding]
+                [r.slot for r in decoding],
+                [r.generated[-1] for r in decoding],
+                [r.next_position for r in decoding],
+                [r.adapter for r in decoding],
             )
             for request, row in zip(decoding, logits, strict=True):
                 outputs.append(self._advance(request, row))
@@ -176,10 +198,11 @@ class ReferenceRuntime:
             request.slot = self.model.cache.acquire()
             self._active[request.request_id] = request
             if request.returns.context_logits:
-                context = self.model.prefill(request.slot, request.prompt_ids, all_logits=True)
+                context = self.model.prefill(request.slot, request.prompt_ids, True, request.adapter)
                 outputs.append(self._advance(request, context[-1], context))
             else:
-                outputs.append(self._advance(request, self.model.prefill(request.slot, request.prompt_ids)))
+                logits = self.model.prefill(request.slot, request.prompt_ids, adapter=request.adapter)
+                outputs.append(self._advance(request, logits))
         return outputs
 
     def _advance(self, request: _Request, logits: torch.Tensor, context: torch.Tensor | None = None) -> StepOutput:
@@ -229,6 +252,7 @@ class ReferenceRuntime:
         end_id: int | None = None,
         stop_words: Sequence[Sequence[int]] = (),
         token_mask: TokenMask | None = None,
+        adapter: RuntimeAdapter | None = None,
     ) -> GenerationResult:
         """Run one request to completion and return its tokens.
 
@@ -244,6 +268,7 @@ class ReferenceRuntime:
             end_id=end_id,
             stop_words=stop_words,
             token_mask=token_mask,
+            adapter=adapter,
         )
         tokens: list[int] = []
         while True:
@@ -253,3 +278,17 @@ class ReferenceRuntime:
                 tokens.extend(out.new_token_ids)
                 if out.finished:
                     return GenerationResult(tokens, out.finish_reason or "stop")
+
+
+def base_shapes(model: ReferenceModel) -> BaseShapes:
+    """The sizes a LoRA adapter of ``model`` must fit."""
+    c = model.config
+    return BaseShapes(
+        hidden_size=c.hidden_size,
+        intermediate_size=c.intermediate_size,
+        num_layers=c.num_layers,
+        num_heads=c.num_heads,
+        num_kv_heads=c.num_kv_heads,
+        head_dim=c.head_size,
+        vocab_size=c.vocab_size,
+    )
