@@ -56,6 +56,7 @@ from nemo_build.errors import BuildError
 from nemo_build.manifest import read_manifest, sha256_file
 from nemo_build.profiles import DEFAULT_PROFILE, Profile, load_profile
 from nemo_build.xgrammar_info import write_tokenizer_info
+from nemo_chat_core.lora import DEFAULT_MAX_LORA_RANK, BaseShapes
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 TARGETS = ("gpu", "cpu", "stand-in", "pytorch")
@@ -112,6 +113,9 @@ class RepositorySettings:
     cuda_graph_batch_sizes: tuple[int, ...] = ()  # empty: graphs for every batch size up to max_batch_size
     tensor_parallel_size: int = 1
     tokenizer_dir: Path | None = None  # a Hugging Face tokenizer directory; None: written from the Tekken file
+    # LoRA: a directory of PEFT adapters served by name (one per subdirectory, rescanned while serving); None: none
+    lora_dir: Path | None = None
+    max_lora_rank: int = DEFAULT_MAX_LORA_RANK
 
     def __post_init__(self) -> None:
         for name in ("preprocessing_instances", "postprocessing_instances"):
@@ -142,9 +146,11 @@ class RepositorySettings:
             )
         if self.cancellation_check_period_ms < 1 or self.max_queue_delay_microseconds < 0:
             problems.append("cancellation_check_period_ms must be >= 1 and max_queue_delay_microseconds >= 0")
+        if self.lora_dir is not None and self.target == STAND_IN:
+            problems.append("lora_dir: the stand-in has no model to adapt (serve LoRA with gpu, pytorch or cpu)")
         if '"' in self.served_model_name or not self.served_model_name:
             problems.append(f"served_model_name {self.served_model_name!r} (non-empty, no quotes)")
-        for name in ("max_num_tokens", "tokens_per_block", "tensor_parallel_size"):
+        for name in ("max_num_tokens", "tokens_per_block", "tensor_parallel_size", "max_lora_rank"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} {getattr(self, name)} (must be >= 1)")
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
@@ -172,7 +178,21 @@ class RepositorySettings:
         del out["model_dir"]
         out["tokenizer_file"] = TOKENIZER_FILE
         out["tokenizer_dir"] = HF_TOKENIZER_DIR if self.tokenizer_dir is None else str(self.tokenizer_dir.resolve())
+        out["lora_dir"] = "" if self.lora_dir is None else str(self.lora_dir.resolve())
+        # what adapters must fit (read only when adapters are served: a stand-in has no model to adapt)
+        out["lora_base"] = "" if self.lora_dir is None else lora_base_shapes(self.model_dir).to_text()
         return out
+
+
+def lora_base_shapes(model_dir: Path) -> BaseShapes:
+    """The sizes LoRA adapters must fit, from the ``config.json`` of a Hugging Face or TensorRT-LLM checkpoint or an
+    engine (its ``pretrained_config``)."""
+    path = Path(model_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+        return BaseShapes.from_config(config.get("pretrained_config") or config)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BuildError(f"cannot read the model's sizes for LoRA adapters from {path}: {exc!r}") from None
 
 
 # ----------------------------------------------------------------------------- limits of the model
@@ -543,6 +563,18 @@ def add_repository_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-queue-delay-us", type=int, default=0, help="gpu dynamic batching queue delay")
     parser.add_argument("--served-model-name", default=DEFAULT_SERVED_MODEL_NAME, help="model name in responses")
+    parser.add_argument(
+        "--lora-dir",
+        type=Path,
+        help="directory of Hugging Face PEFT LoRA adapters, one per subdirectory, served under the subdirectory's "
+        "name (rescanned while serving: adapters added or removed need no restart)",
+    )
+    parser.add_argument(
+        "--max-lora-rank",
+        type=int,
+        default=DEFAULT_MAX_LORA_RANK,
+        help="largest LoRA rank served; adapters above it are refused (default %(default)s)",
+    )
     pytorch = parser.add_argument_group("pytorch (TensorRT-LLM LLM API) arguments")
     pytorch.add_argument(
         "--profile",
@@ -686,6 +718,8 @@ def pytorch_settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         cancellation_check_period_ms=args.cancellation_check_period_ms,
         max_queue_delay_microseconds=args.max_queue_delay_us,
         served_model_name=args.served_model_name,
+        lora_dir=args.lora_dir,
+        max_lora_rank=args.max_lora_rank,
         tokenizer_dir=args.hf_tokenizer,
         **chosen,
     )
@@ -752,6 +786,8 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         cancellation_check_period_ms=args.cancellation_check_period_ms,
         max_queue_delay_microseconds=args.max_queue_delay_us,
         served_model_name=args.served_model_name,
+        lora_dir=args.lora_dir,
+        max_lora_rank=args.max_lora_rank,
         context_logits=logits["context_logits"],
         generation_logits=logits["generation_logits"],
         **{key: value for key, value in stand_in.items() if value is not None},

@@ -26,12 +26,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nemo_chat_core.engine_tensors import GenerationRequest, LoraInputs
 from nemo_protocol.errors import NotFoundError
 
 logger = logging.getLogger("nemo_chat_core.lora")
@@ -84,7 +85,8 @@ class BaseShapes:
     vocab_size: int
 
     @classmethod
-    def from_hf_config(cls, config: Mapping[str, Any]) -> BaseShapes:
+    def from_config(cls, config: Mapping[str, Any]) -> BaseShapes:
+        """From a Hugging Face or a TensorRT-LLM checkpoint's ``config.json`` (``head_dim`` / ``head_size``)."""
         heads = int(config["num_attention_heads"])
         return cls(
             hidden_size=int(config["hidden_size"]),
@@ -92,16 +94,22 @@ class BaseShapes:
             num_layers=int(config["num_hidden_layers"]),
             num_heads=heads,
             num_kv_heads=int(config.get("num_key_value_heads") or heads),
-            head_dim=int(config.get("head_dim") or int(config["hidden_size"]) // heads),
+            head_dim=int(config.get("head_dim") or config.get("head_size") or int(config["hidden_size"]) // heads),
             vocab_size=int(config["vocab_size"]),
         )
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+    def to_text(self) -> str:
+        """``hidden_size=5120,intermediate_size=...``: a model-config parameter (no quotes to escape)."""
+        return ",".join(f"{key}={value}" for key, value in asdict(self).items())
 
     @classmethod
-    def from_json(cls, text: str) -> BaseShapes:
-        return cls(**json.loads(text))
+    def from_text(cls, text: str) -> BaseShapes:
+        try:
+            return cls(**{key: int(value) for key, _, value in (item.partition("=") for item in text.split(","))})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"LoRA base model sizes {text!r} are not key=integer pairs of {cls.__name__}: {exc}"
+            ) from None
 
     def module_dims(self, module: str) -> tuple[int, int]:
         """(in, out) features of a TensorRT-LLM LoRA module of one layer."""
@@ -380,3 +388,11 @@ def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
 def served_names(base_name: str, registry: AdapterRegistry | None) -> list[str]:
     """The base model's name, then every adapter's."""
     return [base_name, *(registry.names() if registry is not None else [])]
+
+
+def with_weights(generation: GenerationRequest, adapter: LoraAdapter | None) -> GenerationRequest | None:
+    """``generation`` carrying its adapter's weights and config, to send again after the engine's cache miss; None
+    when it has no adapter (a miss cannot be its error)."""
+    if adapter is None or generation.lora is None:
+        return None
+    return replace(generation, lora=LoraInputs(adapter.task_id, adapter.weights, adapter.config))

@@ -1,5 +1,5 @@
 """The OpenAI request body as a dependency: read within the size limit, parsed as a JSON object of bounded
-nesting and valid text, its ``model`` checked against the served name. The routes check their own limits
+nesting and valid text, its ``model`` dropped when it is the served name. The routes check their own limits
 (messages, tools, stop strings, tokens); everything else in it is the server's to validate."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from nemo_gateway.dependencies import Settings
-from nemo_protocol.errors import NotFoundError, RequestTooLargeError
+from nemo_protocol.errors import RequestTooLargeError
 from nemo_protocol.json_values import parse_json_object
 
 
@@ -28,19 +28,14 @@ async def read_json_object(request: Request, limit: int, max_depth: int) -> dict
     return parse_json_object(b"".join(chunks), max_depth=max_depth)
 
 
-def check_served_model(body: dict[str, Any], served: str) -> None:
-    """404 when ``model`` names another model; an absent ``model`` means the served one."""
-    model = body.get("model")
-    if model is not None and model != served:
-        raise NotFoundError(f"the model {model!r} does not exist; this server serves {served!r}", param="model")
-
-
 async def openai_request_body(request: Request, settings: Settings) -> dict[str, Any]:
+    """The body; ``model`` dropped when it names the served model (absent means it too). Any other name stays for the
+    server to resolve: a LoRA adapter it serves by name, or a 404 naming the served names."""
     body = await read_json_object(request, settings.limits.max_body_bytes, settings.limits.max_json_depth)
-    check_served_model(body, settings.served_model_name)
     # The gateway answers to its own served name (--served-model-name); upstream, the deployment knows itself
     # by the name its repository was rendered with, which the request need not repeat.
-    body.pop("model", None)
+    if body.get("model") == settings.served_model_name:
+        body.pop("model")
     return body
 
 

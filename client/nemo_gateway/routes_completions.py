@@ -24,7 +24,7 @@ from nemo_gateway.metrics import GatewayMetrics
 from nemo_gateway.openai_router import openai_router
 from nemo_gateway.relay import ChunkShaper, relay
 from nemo_gateway.request_body import RequestBody
-from nemo_protocol.errors import BadRequestError
+from nemo_protocol.errors import BadRequestError, NotFoundError
 
 router = openai_router("completions")
 
@@ -59,6 +59,12 @@ async def completions(
     body: RequestBody, meter: Meter, client: Client, settings: Settings, metrics: Metrics, admission: Admitting
 ) -> Response:
     request = CompletionRequest.from_body(body, limits=settings.limits)
+    if request.model is not None:  # not the served name (dropped with the body's reading)
+        raise NotFoundError(
+            f"the model {request.model!r} does not serve completions; this server serves {settings.served_model_name!r}"
+            " (LoRA adapters are served on /v1/chat/completions)",
+            param="model",
+        )
     slot = await admission.acquire(len(request.prompts) * request.n)
     call = client.completions.create_from_request(request, timeout=settings.request_timeout_s)
     shape = completion_chunk_shaper(metrics, include_usage=request.include_usage, every=request.continuous_usage)
