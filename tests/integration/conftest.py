@@ -28,7 +28,16 @@ def serving_checkpoint(fp8_checkpoint_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cpu_repository(tmp_path_factory: pytest.TempPathFactory, serving_checkpoint: Path, tekken_path: Path) -> Path:
+def serving_lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session server's LoRA adapter source: empty, so that every test sees the base model alone unless it adds
+    adapters (tests/integration/test_lora.py adds them, and removes them when done)."""
+    return tmp_path_factory.mktemp("lora-source")
+
+
+@pytest.fixture(scope="session")
+def cpu_repository(
+    tmp_path_factory: pytest.TempPathFactory, serving_checkpoint: Path, tekken_path: Path, serving_lora_dir: Path
+) -> Path:
     settings = RepositorySettings(
         target="cpu",
         model_dir=serving_checkpoint,
@@ -36,6 +45,7 @@ def cpu_repository(tmp_path_factory: pytest.TempPathFactory, serving_checkpoint:
         max_input_len=MAX_INPUT_LEN,
         max_seq_len=MAX_SEQ_LEN,
         served_model_name=SERVED,
+        lora_dir=serving_lora_dir,
     )
     out = tmp_path_factory.mktemp("serving") / "repository"
     render_repository(TEMPLATES_DIR, settings, tekken_path, out)
