@@ -253,9 +253,12 @@ def convert_peft(
 
 
 def _check_vocab(refuse: Callable[[str], AdapterError], key: str, tensor: np.ndarray, base: BaseShapes) -> None:
-    if base.vocab_size not in tensor.shape and base.hidden_size in tensor.shape:
+    """An output-head or embedding LoRA (not served) sized for another vocabulary: say so, the likelier mistake."""
+    spans_vocabulary = "lm_head.lora_B" in key or "embed_tokens.lora_embedding_A" in key
+    if spans_vocabulary and max(tensor.shape) != base.vocab_size:
         raise refuse(
-            f"tensor {key!r} has shape {list(tensor.shape)}: not the base model's vocabulary {base.vocab_size}"
+            f"tensor {key!r} has shape {list(tensor.shape)}: not the base model's vocabulary {base.vocab_size} "
+            "(an adapter trained for another base model?)"
         )
 
 
