@@ -364,6 +364,13 @@ class AdapterRegistry:
         scanned = self._refresh().get(name)
         return None if scanned is None else scanned.adapter
 
+    def name_of(self, task_id: int) -> str:
+        """The name of the served adapter with ``task_id`` (its id as text when none has it: removed, say)."""
+        for name, scanned in self._refresh().items():
+            if scanned.adapter is not None and scanned.adapter.task_id == task_id:
+                return name
+        return str(task_id)
+
     def resolve(self, model: str | None, base_name: str) -> LoraAdapter | None:
         """The adapter a request's ``model`` names; None for the base model (or no name); NotFoundError naming the
         served names (and why, when the name is a refused adapter) otherwise."""

@@ -5,23 +5,30 @@ and gone again once removed, all without a restart."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from nemo_build.tiny.chat import example
 from nemo_build.tiny.lora import ADAPTER_LESSONS
 from nemo_client import NemoClient
 from nemo_gateway.settings import GatewaySettings
+from nemo_ops.launcher import TritonServer
 from nemo_protocol.errors import NotFoundError
 from tests.integration.gateways import SERVED, running_gateway
 
 FRANCE = list(example("fact_france").messages)
 BASE_ANSWER = example("fact_france").answer_text
+GIE_PROTOCOL = json.loads(
+    (Path(__file__).parents[1] / "data" / "upstream" / "gie_model_server_protocol.json").read_text()
+)
 RESCAN_S = 1.2  # the adapter source is rescanned at most every second
 
 
@@ -127,3 +134,42 @@ def test_a_new_adapter_is_sent_with_its_weights_on_the_engines_cache_miss_on_the
             assert ask(client, "tokyo-copy") == ADAPTER_LESSONS["tokyo"].answer
     finally:
         shutil.rmtree(adapters / "tokyo-copy")
+
+
+def lora_samples(triton: TritonServer) -> tuple[list[dict[str, str]], dict[str, float]]:
+    """The `tensorrt_llm` model's LoRA info series (labels) and requests per adapter, from Triton's /metrics."""
+    with urllib.request.urlopen(f"http://{triton.host}:{triton.ports.metrics}/metrics", timeout=5) as answer:
+        text = answer.read().decode("utf-8")
+    infos, requests = [], {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("model") != "tensorrt_llm":
+                continue
+            if sample.name == "vllm:lora_requests_info":
+                infos.append({k: v for k, v in sample.labels.items() if k not in ("model", "version")})
+            elif sample.name == "nemo_runtime_lora_requests_total":
+                requests[sample.labels["lora_name"]] = sample.value
+    return infos, requests
+
+
+def test_the_engine_publishes_the_lora_info_gauge_and_requests_per_adapter(
+    url: str, adapters: Path, triton: TritonServer
+) -> None:
+    """The model server protocol's LoRA gauge (labels as upstream names them), naming the adapter of a running
+    request, and a request counter per adapter."""
+    labels = GIE_PROTOCOL["lora_info_labels"]
+    with NemoClient(url) as client:
+        before = lora_samples(triton)[1].get("pirate", 0.0)
+        stream = client.chat.completions.create(
+            messages=FRANCE, model="pirate", max_tokens=2000, stream=True, extra_body={"nvext": {"ignore_eos": True}}
+        )
+        next(iter(stream))
+        deadline, infos = time.monotonic() + 10, []
+        while not any(info.get("running_lora_adapters") == "pirate" for info in infos):
+            assert time.monotonic() < deadline, infos
+            infos, requests = lora_samples(triton)
+            time.sleep(0.05)
+        stream.close()
+    assert all(sorted(info) == sorted(labels) for info in infos)
+    assert infos[-1]["max_lora"] == "8" and infos[-1]["waiting_lora_adapters"] == ""
+    assert requests["pirate"] >= before + 1
