@@ -116,6 +116,11 @@ class RepositorySettings:
     # LoRA: a directory of PEFT adapters served by name (one per subdirectory, rescanned while serving); None: none
     lora_dir: Path | None = None
     max_lora_rank: int = DEFAULT_MAX_LORA_RANK
+    # gpu: the tensorrtllm backend's LoRA cache (its defaults; a profile's `lora` section sets them)
+    lora_cache_optimal_adapter_size: int = 8
+    lora_cache_max_adapter_size: int = 64
+    lora_cache_gpu_memory_fraction: float = 0.05
+    lora_cache_host_memory_bytes: int = 2**30
 
     def __post_init__(self) -> None:
         for name in ("preprocessing_instances", "postprocessing_instances"):
@@ -572,8 +577,8 @@ def add_repository_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-lora-rank",
         type=int,
-        default=DEFAULT_MAX_LORA_RANK,
-        help="largest LoRA rank served; adapters above it are refused (default %(default)s)",
+        help=f"largest LoRA rank served; adapters above it are refused (default: the profile's lora.max_rank, else "
+        f"{DEFAULT_MAX_LORA_RANK})",
     )
     pytorch = parser.add_argument_group("pytorch (TensorRT-LLM LLM API) arguments")
     pytorch.add_argument(
@@ -618,21 +623,47 @@ CPU_DEFAULT_MAX_BATCH_SIZE = 16
 CPU_DEFAULT_MAX_SEQ_LEN = 4096
 
 
-def profile_frontend_instances(engine_dir: Path) -> int:
-    """`serving.frontend_instances` of the profile the engines were built with (their build manifest names it),
-    GPU_DEFAULT_FRONTEND_INSTANCES when that profile is not a shipped one or the engines have no manifest."""
+def engine_profile(engine_dir: Path) -> Profile | None:
+    """The shipped profile the engines were built with (their build manifest names it); None when not known."""
     manifest = read_manifest(engine_dir) or {}
     inputs = manifest.get("inputs")
     profile = inputs.get("profile") if isinstance(inputs, dict) else None
     name = profile.get("name") if isinstance(profile, dict) else None
     if isinstance(name, str) and name:
         try:
-            found = load_profile(name).frontend_instances
+            return load_profile(name)
         except BuildError:
-            found = None
-        if found is not None:
-            return found
-    return GPU_DEFAULT_FRONTEND_INSTANCES
+            return None
+    return None
+
+
+def profile_lora_settings(profile: Profile | None) -> dict[str, Any]:
+    """The repository settings a profile's `lora` section implies: the largest rank and the backend's LoRA cache."""
+    lora = profile.lora if profile is not None else {}
+    names = {
+        "max_rank": "max_lora_rank",
+        "cache_optimal_adapter_size": "lora_cache_optimal_adapter_size",
+        "cache_max_adapter_size": "lora_cache_max_adapter_size",
+        "cache_gpu_memory_fraction": "lora_cache_gpu_memory_fraction",
+        "cache_host_memory_bytes": "lora_cache_host_memory_bytes",
+    }
+    return {setting: lora[key] for key, setting in names.items() if key in lora}
+
+
+def profile_frontend_instances(engine_dir: Path) -> int:
+    """`serving.frontend_instances` of the profile the engines were built with (their build manifest names it),
+    GPU_DEFAULT_FRONTEND_INSTANCES when that profile is not a shipped one or the engines have no manifest."""
+    profile = engine_profile(engine_dir)
+    found = profile.frontend_instances if profile is not None else None
+    return GPU_DEFAULT_FRONTEND_INSTANCES if found is None else found
+
+
+def lora_settings(args: argparse.Namespace, profile: Profile | None) -> dict[str, Any]:
+    """The LoRA repository settings: ``--lora-dir``, and ``--max-lora-rank`` over the profile's `lora` section."""
+    chosen = profile_lora_settings(profile)
+    if args.max_lora_rank is not None:
+        chosen["max_lora_rank"] = args.max_lora_rank
+    return {"lora_dir": args.lora_dir, **chosen}
 
 
 def profile_llm_settings(profile: Profile) -> dict[str, Any]:
@@ -688,7 +719,8 @@ def pytorch_settings_from_args(args: argparse.Namespace) -> RepositorySettings:
     if args.checkpoint is None:
         raise BuildError("--target pytorch serves a Hugging Face checkpoint: pass --checkpoint DIR (not --engine)")
     positions = hf_checkpoint_max_positions(args.checkpoint)
-    implied = profile_llm_settings(load_profile(args.profile or DEFAULT_PROFILE))
+    profile = load_profile(args.profile or DEFAULT_PROFILE)
+    implied = profile_llm_settings(profile)
     implied["max_seq_len"] = min(implied["max_seq_len"], positions)
     implied["max_input_len"] = min(implied["max_input_len"], implied["max_seq_len"])
     flags = {
@@ -718,9 +750,8 @@ def pytorch_settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         cancellation_check_period_ms=args.cancellation_check_period_ms,
         max_queue_delay_microseconds=args.max_queue_delay_us,
         served_model_name=args.served_model_name,
-        lora_dir=args.lora_dir,
-        max_lora_rank=args.max_lora_rank,
         tokenizer_dir=args.hf_tokenizer,
+        **lora_settings(args, profile),
         **chosen,
     )
 
@@ -737,12 +768,14 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
     else:
         return pytorch_settings_from_args(args)
     frontend_default = 1
+    lora_profile: Profile | None = None  # cpu and stand-in: no profile decides the LoRA settings
     if args.target == "gpu":
         if args.engine is None:
             raise BuildError("--target gpu serves engines: pass --engine DIR (not --checkpoint)")
         model_dir: Path = args.engine
         limits = engine_limits(model_dir)
         frontend_default = profile_frontend_instances(model_dir)
+        lora_profile = engine_profile(model_dir)
         logits = engine_logit_gathering(model_dir)
     elif args.target == "cpu":
         if args.checkpoint is None:
@@ -786,9 +819,8 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         cancellation_check_period_ms=args.cancellation_check_period_ms,
         max_queue_delay_microseconds=args.max_queue_delay_us,
         served_model_name=args.served_model_name,
-        lora_dir=args.lora_dir,
-        max_lora_rank=args.max_lora_rank,
         context_logits=logits["context_logits"],
+        **lora_settings(args, lora_profile),
         generation_logits=logits["generation_logits"],
         **{key: value for key, value in stand_in.items() if value is not None},
     )
