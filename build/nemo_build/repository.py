@@ -56,7 +56,7 @@ from nemo_build.errors import BuildError
 from nemo_build.manifest import read_manifest, sha256_file
 from nemo_build.profiles import DEFAULT_PROFILE, Profile, load_profile
 from nemo_build.xgrammar_info import write_tokenizer_info
-from nemo_chat_core.lora import DEFAULT_MAX_LORA_RANK, BaseShapes
+from nemo_chat_core.lora import DEFAULT_MAX_LORA_RANK, MODULE_IDS, BaseShapes
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 TARGETS = ("gpu", "cpu", "stand-in", "pytorch")
@@ -121,6 +121,10 @@ class RepositorySettings:
     lora_cache_max_adapter_size: int = 64
     lora_cache_gpu_memory_fraction: float = 0.05
     lora_cache_host_memory_bytes: int = 2**30
+    # pytorch: the LLM API's LoraConfig (a profile's `lora` section sets them)
+    lora_target_modules: tuple[str, ...] = tuple(MODULE_IDS)
+    max_loras: int = 8
+    max_cpu_loras: int = 32
 
     def __post_init__(self) -> None:
         for name in ("preprocessing_instances", "postprocessing_instances"):
@@ -646,8 +650,13 @@ def profile_lora_settings(profile: Profile | None) -> dict[str, Any]:
         "cache_max_adapter_size": "lora_cache_max_adapter_size",
         "cache_gpu_memory_fraction": "lora_cache_gpu_memory_fraction",
         "cache_host_memory_bytes": "lora_cache_host_memory_bytes",
+        "max_loras": "max_loras",
+        "max_cpu_loras": "max_cpu_loras",
     }
-    return {setting: lora[key] for key, setting in names.items() if key in lora}
+    chosen = {setting: lora[key] for key, setting in names.items() if key in lora}
+    if "target_modules" in lora:
+        chosen["lora_target_modules"] = tuple(lora["target_modules"])
+    return chosen
 
 
 def profile_frontend_instances(engine_dir: Path) -> int:

@@ -52,8 +52,11 @@ def beyond_sequence_length(request: GenerationRequest, max_seq_len: int) -> BadR
 class InFlight(Protocol):
     """What lora_stats reads of an in-flight request."""
 
-    adapter: str | None
-    running: bool
+    @property
+    def adapter(self) -> str | None: ...  # its LoRA adapter's name
+
+    @property
+    def running(self) -> bool: ...  # holding a batch slot
 
 
 def lora_stats(active: Iterable[InFlight], requests: Counter[str], max_lora: int) -> dict[str, Any]:

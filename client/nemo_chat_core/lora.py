@@ -364,12 +364,17 @@ class AdapterRegistry:
         scanned = self._refresh().get(name)
         return None if scanned is None else scanned.adapter
 
+    def find(self, task_id: int) -> LoraAdapter | None:
+        """The served adapter with ``task_id`` (None: no served adapter has it, removed say)."""
+        for scanned in self._refresh().values():
+            if scanned.adapter is not None and scanned.adapter.task_id == task_id:
+                return scanned.adapter
+        return None
+
     def name_of(self, task_id: int) -> str:
         """The name of the served adapter with ``task_id`` (its id as text when none has it: removed, say)."""
-        for name, scanned in self._refresh().items():
-            if scanned.adapter is not None and scanned.adapter.task_id == task_id:
-                return name
-        return str(task_id)
+        adapter = self.find(task_id)
+        return str(task_id) if adapter is None else adapter.name
 
     def resolve(self, model: str | None, base_name: str) -> LoraAdapter | None:
         """The adapter a request's ``model`` names; None for the base model (or no name); NotFoundError naming the
