@@ -16,10 +16,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from nemo_client.client import AsyncNemoClient
-from nemo_gateway import routes_completions, routes_models, routes_service, routes_tokenize
+from nemo_gateway import routes_completions, routes_models, routes_responses, routes_service, routes_tokenize
 from nemo_gateway.admission import Admission
 from nemo_gateway.errors import install_error_handlers
 from nemo_gateway.metrics import GatewayMetrics
+from nemo_gateway.response_store import open_store
 from nemo_gateway.settings import GatewaySettings
 from nemo_gateway.version import release
 
@@ -31,7 +32,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.admission = Admission(settings.admission, observer=metrics)
     metrics.admission_max_in_flight.set(settings.admission.max_in_flight)
     install_error_handlers(app)
-    for area in (routes_completions, routes_models, routes_service, routes_tokenize):
+    for area in (routes_completions, routes_responses, routes_models, routes_service, routes_tokenize):
         app.include_router(area.router)
     return app
 
@@ -49,8 +50,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         resolve_interval_s=settings.triton_resolve_interval_s,
     )
     app.state.client = client
+    # Opened here rather than in create_app: a server that cannot reach its store fails to start, not per request.
+    store = (
+        None if settings.response_store is None else open_store(settings.response_store, settings.response_retention_s)
+    )
+    app.state.response_store = store
     try:
         yield
     finally:
-        app.state.client = None
+        app.state.client = app.state.response_store = None
         await client.close()
+        if store is not None:
+            store.close()
