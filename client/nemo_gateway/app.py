@@ -10,6 +10,7 @@ answer comes from :mod:`nemo_gateway.errors`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,9 +21,11 @@ from nemo_gateway import routes_completions, routes_models, routes_responses, ro
 from nemo_gateway.admission import Admission
 from nemo_gateway.errors import install_error_handlers
 from nemo_gateway.metrics import GatewayMetrics
-from nemo_gateway.response_store import open_store
+from nemo_gateway.response_store import describe, open_store
 from nemo_gateway.settings import GatewaySettings
 from nemo_gateway.version import release
+
+logger = logging.getLogger("nemo_gateway")
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -40,6 +43,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: GatewaySettings = app.state.settings
+    # Opened here rather than in create_app: a server that cannot reach its store fails to start, not per request.
+    store = (
+        None if settings.response_store is None else open_store(settings.response_store, settings.response_retention_s)
+    )
+    app.state.response_store = store
+    if store is not None:
+        logger.info("responses are stored in %s for %g s", describe(settings.response_store or ""), store.retention_s)
     client = AsyncNemoClient(
         settings.triton_url,
         model=settings.served_model_name,
@@ -50,11 +60,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         resolve_interval_s=settings.triton_resolve_interval_s,
     )
     app.state.client = client
-    # Opened here rather than in create_app: a server that cannot reach its store fails to start, not per request.
-    store = (
-        None if settings.response_store is None else open_store(settings.response_store, settings.response_retention_s)
-    )
-    app.state.response_store = store
     try:
         yield
     finally:

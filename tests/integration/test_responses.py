@@ -206,3 +206,20 @@ def test_an_unhonoured_field_is_a_400_naming_it(gateway_with_store: str) -> None
         f"{gateway_with_store}/v1/responses", json={"model": SERVED, "input": "Hi", "top_logprobs": 2}, timeout=30
     )
     assert answer.status_code == 400 and answer.json()["error"]["param"] == "top_logprobs"
+
+
+def test_two_gateways_share_a_postgres_store(url: str, postgres_url: str) -> None:
+    """A conversation begun on one replica goes on on another, and either reads what the other stored."""
+    settings = GatewaySettings(triton_url=url, served_model_name=SERVED, response_store=postgres_url)
+    with running_gateway(settings) as one, running_gateway(settings) as two:
+        first = _sdk(one).responses.create(model=SERVED, input=PARIS_WEATHER, tools=[WEATHER], temperature=0)
+        [call] = first.output
+        assert call.type == "function_call"
+        output = {"type": "function_call_output", "call_id": call.call_id, "output": json.dumps(PARIS)}
+        second = _sdk(two).responses.create(
+            model=SERVED, previous_response_id=first.id, input=[output], tools=[WEATHER], temperature=0
+        )
+        assert second.output_text == WEATHER_ANSWER
+        assert _sdk(one).responses.retrieve(second.id).output_text == WEATHER_ANSWER
+        with pytest.raises(openai.NotFoundError):
+            _sdk(two, "mallory").responses.retrieve(first.id)
