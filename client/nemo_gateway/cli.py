@@ -128,10 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument(
         "--response-store",
         default=os.environ.get("NEMO_GATEWAY_RESPONSE_STORE", DEFAULT_RESPONSE_STORE),
-        help="a SQLite file's path (created with its directory when missing; on Kubernetes a volume that outlives the "
-        "pod), or a "
-        "postgresql://USER@HOST:PORT/DB URL that gateway replicas share (password: PGPASSWORD or ~/.pgpass, never the "
-        "URL); '' stores nothing (env NEMO_GATEWAY_RESPONSE_STORE)",
+        help="a SQLite file's path (created with its directory when missing; on Kubernetes a volume that outlives "
+        "the pod), or a postgresql://USER@HOST:PORT/DB URL that gateway replicas share (password: PGPASSWORD or "
+        "~/.pgpass, never the URL); '' stores nothing (env NEMO_GATEWAY_RESPONSE_STORE)",
     )
     store.add_argument(
         "--response-retention",

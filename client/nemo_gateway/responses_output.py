@@ -191,10 +191,10 @@ class StreamedResponse:
         self._output.append(item)
         return [self._event("response.output_item.added", output_index=len(self._output) - 1, item=_copy(item))]
 
-    def _in_item(self, kind: str, item: Mapping[str, Any], **fields: Any) -> Event:
-        return self._event(kind, item_id=item["id"], output_index=self._output.index(item), **fields)  # type: ignore[arg-type]
+    def _in_item(self, kind: str, item: dict[str, Any], **fields: Any) -> Event:
+        return self._event(kind, item_id=item["id"], output_index=self._output.index(item), **fields)
 
-    def _part_event(self, kind: str, item: Mapping[str, Any]) -> Event:
+    def _part_event(self, kind: str, item: dict[str, Any]) -> Event:
         return self._in_item(kind, item, content_index=0, part=dict(item["content"][0]))
 
     def _close(self) -> list[Event]:

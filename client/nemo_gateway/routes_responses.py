@@ -11,7 +11,7 @@ gateway has a store) the finished response, its input and the conversation befor
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 import anyio
@@ -151,7 +151,7 @@ def _not_found(response_id: str, param: str) -> NotFoundError:
 
 
 async def _events(
-    chat: AsyncStream[dict[str, Any]], streamed: StreamedResponse, save: Any
+    chat: AsyncStream[dict[str, Any]], streamed: StreamedResponse, save: Callable[[dict[str, Any]], Awaitable[None]]
 ) -> AsyncIterator[dict[str, Any]]:
     """The Responses events of a chat stream; the response is stored before its last event is sent."""
     for event in streamed.start():

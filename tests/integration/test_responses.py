@@ -223,3 +223,17 @@ def test_two_gateways_share_a_postgres_store(url: str, postgres_url: str) -> Non
         assert _sdk(one).responses.retrieve(second.id).output_text == WEATHER_ANSWER
         with pytest.raises(openai.NotFoundError):
             _sdk(two, "mallory").responses.retrieve(first.id)
+
+
+def test_the_chat_model_path_serves_responses_too(url: str) -> None:
+    """Through Triton's chat model instead of the gateway's own chat core; no store: nothing is kept."""
+    with running_gateway(GatewaySettings(triton_url=url, served_model_name=SERVED, direct=False)) as base:
+        sdk = _sdk(base)
+        answer = sdk.responses.create(model=SERVED, input=FRANCE, temperature=0)
+        assert answer.output_text == FRANCE_ANSWER
+        with sdk.responses.stream(model=SERVED, input=PARIS_WEATHER, tools=[WEATHER], temperature=0) as stream:
+            final = stream.get_final_response()
+        [call] = final.output
+        assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Paris"}
+        with pytest.raises(openai.NotFoundError):
+            sdk.responses.retrieve(answer.id)
