@@ -90,23 +90,31 @@ async def create_response(
     )
 
 
-@router.get("/v1/responses/{response_id}", name="responses")
-async def get_response(response_id: str, meter: Meter, store: ResponseStoreOrNone, owner: KeyOwner) -> JSONResponse:
-    return JSONResponse((await _stored(store, owner, response_id, "response_id")).response)
+@router.get("/v1/responses/{response_id}", name="stored_response")
+async def get_response(
+    response_id: str, meter: Meter, metrics: Metrics, store: ResponseStoreOrNone, owner: KeyOwner
+) -> JSONResponse:
+    response = (await _stored(store, owner, response_id, "response_id")).response
+    metrics.answered(meter.endpoint, 200, meter.elapsed())
+    return JSONResponse(response)
 
 
-@router.delete("/v1/responses/{response_id}", name="responses")
-async def delete_response(response_id: str, meter: Meter, store: ResponseStoreOrNone, owner: KeyOwner) -> JSONResponse:
+@router.delete("/v1/responses/{response_id}", name="stored_response")
+async def delete_response(
+    response_id: str, meter: Meter, metrics: Metrics, store: ResponseStoreOrNone, owner: KeyOwner
+) -> JSONResponse:
     deleted = store is not None and await anyio.to_thread.run_sync(store.delete, owner, response_id)
     if not deleted:
         raise _not_found(response_id, "response_id")
+    metrics.answered(meter.endpoint, 200, meter.elapsed())
     return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 
 
-@router.get("/v1/responses/{response_id}/input_items", name="responses")
+@router.get("/v1/responses/{response_id}/input_items", name="stored_response")
 async def list_input_items(
     response_id: str,
     meter: Meter,
+    metrics: Metrics,
     store: ResponseStoreOrNone,
     owner: KeyOwner,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 20,
@@ -126,6 +134,7 @@ async def list_input_items(
             raise BadRequestError(f"{after!r} is not an input item of {response_id!r}", param="after")
         items = items[ids.index(after) + 1 :]
     page = items[:limit]
+    metrics.answered(meter.endpoint, 200, meter.elapsed())
     return JSONResponse(
         {
             "object": "list",

@@ -259,3 +259,13 @@ def test_another_key_cannot_continue_or_read(with_store: Gateway) -> None:
     assert with_store.http.delete(f"/v1/responses/{first['id']}", headers=headers).status_code == 404
     owner = {"Authorization": "Bearer alice"}
     assert with_store.http.delete(f"/v1/responses/{first['id']}", headers=owner).json()["deleted"] is True
+    counted = {
+        status: with_store.sample("nemo_gateway_requests_total", endpoint="stored_response", status=status)
+        for status in ("200", "404")
+    }
+    assert counted == {"200": 1, "404": 2}  # the read and delete refused, the owner's delete
+    created = {
+        status: with_store.sample("nemo_gateway_requests_total", endpoint="responses", status=status)
+        for status in ("200", "404")
+    }
+    assert created == {"200": 1, "404": 1}  # the first response, the continuation refused
