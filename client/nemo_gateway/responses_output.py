@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nemo_gateway.responses_request import new_item_id
+from nemo_gateway.responses_request import new_item_id, text_part
 
 Event = dict[str, Any]
 
@@ -80,12 +80,8 @@ def message_item(text: str, status: str = "completed", item_id: str | None = Non
         "id": item_id or new_item_id("msg"),
         "role": "assistant",
         "status": status,
-        "content": [output_text(text)] if status == "completed" else [],
+        "content": [text_part("output_text", text)] if status == "completed" else [],
     }
-
-
-def output_text(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
 def function_call_item(call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
@@ -164,7 +160,7 @@ class StreamedResponse:
             events += self._close()
             item = message_item("", "in_progress")
             events += self._add(item)
-            item["content"].append(output_text(""))
+            item["content"].append(text_part("output_text", ""))
             events.append(self._part_event("response.content_part.added", item))
         item["content"][0]["text"] += text
         events.append(self._in_item("response.output_text.delta", item, content_index=0, delta=text, logprobs=[]))

@@ -190,7 +190,7 @@ def _content_parts(content: Any, role: str, where: str) -> list[dict[str, Any]]:
     """A message's content as text parts: ``input_text`` (``output_text`` for the assistant, annotations dropped)."""
     kind = "output_text" if role == "assistant" else "input_text"
     if isinstance(content, str):
-        return [_text_part(kind, content)]
+        return [text_part(kind, content)]
     if not isinstance(content, list):
         raise BadRequestError("must be a string or a list of content parts", param=where)
     parts = []
@@ -203,19 +203,16 @@ def _content_parts(content: Any, role: str, where: str) -> list[dict[str, Any]]:
             )
         if not isinstance(part.get("text"), str):
             raise BadRequestError("must be a string", param=f"{where}[{index}].text")
-        parts.append(_text_part(kind, part["text"]))
+        parts.append(text_part(kind, part["text"]))
     return parts
 
 
-def _text_part(kind: str, text: str) -> dict[str, Any]:
-    return (
-        {"type": kind, "text": text, "annotations": [], "logprobs": []}
-        if kind == "output_text"
-        else {
-            "type": kind,
-            "text": text,
-        }
-    )
+def text_part(kind: str, text: str) -> dict[str, Any]:
+    """A content part: ``input_text``, or ``output_text`` (the assistant's, with its empty annotations and logprobs)."""
+    part: dict[str, Any] = {"type": kind, "text": text}
+    if kind == "output_text":
+        part.update(annotations=[], logprobs=[])
+    return part
 
 
 def _call_output(output: Any, where: str) -> str:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import httpx
 import openai
 import pytest
+from mistral_common.protocol.instruct.request import ChatCompletionRequest
+from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 from pydantic import BaseModel, Field
 
 from nemo_build.tiny.chat import WEATHER_TOOL
@@ -110,7 +112,7 @@ def test_the_sdk_stream_helper_accumulates_the_answer(sdk: openai.OpenAI) -> Non
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
-def test_previous_response_id_continues_across_a_tool_call(sdk: openai.OpenAI, stream: bool) -> None:
+def test_previous_response_id_continues_across_a_tool_call(sdk: openai.OpenAI, stream: bool, tekken_path: Path) -> None:
     first = _create(sdk, stream, input=PARIS_WEATHER, tools=[WEATHER], temperature=0)
     [call] = first.output
     assert (
@@ -121,9 +123,17 @@ def test_previous_response_id_continues_across_a_tool_call(sdk: openai.OpenAI, s
     output = {"type": "function_call_output", "call_id": call.call_id, "output": json.dumps(PARIS)}
     second = _create(sdk, stream, previous_response_id=first.id, input=[output], tools=[WEATHER], temperature=0)
     assert second.output_text == WEATHER_ANSWER and second.previous_response_id == first.id
-    # The second prompt held the whole conversation: the question, the call and its output.
-    assert second.usage is not None and first.usage is not None
-    assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
+    # The second prompt held the whole conversation (the question, the call and its output), as mistral-common
+    # renders the same chat.
+    function = {"name": call.name, "arguments": call.arguments}
+    chat = [
+        {"role": "user", "content": PARIS_WEATHER},
+        {"role": "assistant", "tool_calls": [{"id": call.call_id, "type": "function", "function": function}]},
+        {"role": "tool", "tool_call_id": call.call_id, "content": json.dumps(PARIS)},
+    ]
+    oracle = MistralTokenizer.from_file(str(tekken_path))
+    expected = oracle.encode_chat_completion(ChatCompletionRequest.from_openai(messages=chat, tools=[WEATHER_TOOL]))
+    assert second.usage is not None and second.usage.input_tokens == len(expected.tokens)
 
 
 def _create(sdk: openai.OpenAI, stream: bool, **params: Any) -> Any:
