@@ -94,7 +94,7 @@ class ResponsesRequest:
             "instructions": instructions,
             "tools": [dict(tool) for tool in body.get("tools") or []],
             "tool_choice": body.get("tool_choice") or "auto",
-            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
             "temperature": body.get("temperature"),
             "top_p": body.get("top_p"),
             "max_output_tokens": body.get("max_output_tokens"),

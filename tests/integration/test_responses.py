@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from nemo_build.tiny.chat import WEATHER_TOOL
 from nemo_gateway.settings import GatewaySettings
+from nemo_ops import weather_tool
 from nemo_protocol.chat_format import encode_chat
 from nemo_protocol.tekken import Tekkenizer
 from tests.integration.gateways import SERVED, running_gateway
@@ -29,7 +30,7 @@ FRANCE = "What is the capital of France?"
 FRANCE_ANSWER = "The capital of France is Paris."
 PARIS_WEATHER = "What is the weather in Paris?"
 WEATHER_ANSWER = "It is sunny and 18 degrees in Paris."
-PARIS = {"conditions": "sunny", "celsius": 18}
+PARIS = weather_tool.get_weather("Paris")  # what the trained model answers from
 # The trained weather tool in the Responses spelling (the function's fields beside "type").
 WEATHER = {"type": "function", **WEATHER_TOOL["function"]}
 
@@ -187,9 +188,9 @@ def test_the_agents_sdk_default_model_runs_its_tool_loop_whole_and_streamed(gate
 
     @function_tool
     def get_weather(city: str) -> str:
-        """Current weather in a city"""
+        """Current weather in a city"""  # the description the tiny model was trained on
         calls.append(city)
-        return json.dumps(PARIS if city == "Paris" else {"error": f"no weather for {city}"})
+        return json.dumps(weather_tool.get_weather(city))
 
     client = openai.AsyncOpenAI(base_url=f"{gateway_with_store}/v1", api_key="alice", max_retries=0)
     agent = Agent(
