@@ -14,10 +14,11 @@ from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from nemo_gateway.cli import build_parser, settings_from
 from nemo_gateway.dependencies import get_response_store
 from nemo_gateway.response_store import ResponseStore, SqliteDatabase
 from nemo_protocol.chat_format import encode_chat
-from nemo_protocol.errors import BadRequestError, ServerError
+from nemo_protocol.errors import BadRequestError, ServerError, UnavailableError
 from nemo_protocol.tekken import Tekkenizer
 from tests.unit.gateway.conftest import SERVED, USAGE, Gateway, MakeGateway, chunk, completion, usage_chunk
 
@@ -269,3 +270,42 @@ def test_another_key_cannot_continue_or_read(with_store: Gateway) -> None:
         for status in ("200", "404")
     }
     assert created == {"200": 1, "404": 1}  # the first response, the continuation refused
+
+
+def test_the_gateway_opens_the_store_its_settings_name(make_gateway: MakeGateway, tmp_path: Path) -> None:
+    """Through the app's own lifespan (no override): the file is created on start and outlives the app."""
+    path = tmp_path / "state" / "responses.sqlite3"
+    gateway = make_gateway(response_store=str(path), response_retention_s=60)
+    with gateway.http:  # runs the lifespan
+        response_id = post(gateway, input="Hi").json()["id"]
+    assert path.is_file()
+    again = make_gateway(response_store=str(path))
+    with again.http:
+        assert (
+            again.http.get(f"/v1/responses/{response_id}", headers={"Authorization": "Bearer alice"}).status_code == 200
+        )
+
+
+def test_a_gateway_whose_store_is_down_does_not_start(make_gateway: MakeGateway) -> None:
+    gateway = make_gateway(response_store="postgresql://nemo@127.0.0.1:1/postgres")
+    with pytest.raises(UnavailableError, match="the response store failed"), gateway.http:
+        pass
+
+
+def test_the_cli_takes_the_store_and_its_retention(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = build_parser()
+    defaults = settings_from(parser, parser.parse_args([]))
+    assert defaults.response_store is not None and defaults.response_store.endswith("nemo-gateway/responses.sqlite3")
+    assert defaults.response_retention_s == 30 * 24 * 3600
+    given = parser.parse_args(["--response-store", "postgresql://nemo@db/r", "--response-retention", "0"])
+    assert (settings_from(parser, given).response_store, settings_from(parser, given).response_retention_s) == (
+        "postgresql://nemo@db/r",
+        0,
+    )
+    assert settings_from(parser, parser.parse_args(["--response-store", ""])).response_store is None
+    monkeypatch.setenv("NEMO_GATEWAY_RESPONSE_STORE", "/data/r.sqlite3")
+    monkeypatch.setenv("NEMO_GATEWAY_RESPONSE_RETENTION_S", "3600")
+    from_env = build_parser().parse_args([])
+    assert (from_env.response_store, from_env.response_retention_s) == ("/data/r.sqlite3", 3600)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--response-retention", "-1"])
