@@ -309,3 +309,18 @@ def test_the_cli_takes_the_store_and_its_retention(monkeypatch: pytest.MonkeyPat
     assert (from_env.response_store, from_env.response_retention_s) == ("/data/r.sqlite3", 3600)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--response-retention", "-1"])
+
+
+def test_the_responses_front_renders_parses_and_guides_nothing_itself() -> None:
+    """It reaches the model only through the chat body: no tokenizer, template, tool-call parser or guide of its own."""
+    import ast
+    import importlib
+
+    own = ("nemo_gateway.responses_request", "nemo_gateway.responses_output", "nemo_gateway.routes_responses")
+    chat_internals = ("nemo_chat_core", "nemo_protocol.chat_format", "nemo_protocol.tool_calls", "nemo_protocol.tekken")
+    for name in own:
+        source = Path(importlib.import_module(name).__file__ or "").read_text()
+        imported = [node.module or "" for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)] + [
+            alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import) for alias in node.names
+        ]
+        assert not [module for module in imported if module.startswith(chat_internals)], name
