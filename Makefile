@@ -8,12 +8,18 @@ CONSTRAINTS := requirements/constraints.txt
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-reliability lint format bench clean demo helm image engine gpu-check serve gateway
+.PHONY: help setup postgres test test-reliability lint format bench clean demo helm image engine gpu-check serve gateway
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv and install everything, pinned (CPU torch from local disk)
+setup: $(STAMP) postgres ## create .venv and install everything, pinned (CPU torch from local disk), and PostgreSQL
+
+# The tests start a PostgreSQL server of their own (the gateways' shared response store) from Debian's binaries.
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || { \
+		echo "make setup: the tests need PostgreSQL's binaries: apt-get install postgresql (as root)" >&2; exit 1; }
 
 # torch goes first and alone so that pip takes the CPU build of 2.13.0 instead of resolving a CUDA build.
 $(STAMP): pyproject.toml $(CONSTRAINTS)

@@ -17,6 +17,7 @@ from nemo_client.grpc_target import (
 )
 from nemo_gateway.admission import DEFAULT_MAX_QUEUE_WAIT_S, AdmissionLimits
 from nemo_gateway.app import create_app
+from nemo_gateway.response_store import DEFAULT_RETENTION_S
 from nemo_gateway.settings import DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_TRITON_URL, GatewaySettings
 from nemo_protocol.json_values import MAX_JSON_DEPTH
 from nemo_protocol.request_limits import RequestLimits
@@ -24,6 +25,10 @@ from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 API_KEY_ENV = "NEMO_GATEWAY_API_KEY"
 CHAT_PATHS = ("direct", "chat-model")
+# Not the working directory: a gateway started from a checkout or a read-only image directory would write there.
+DEFAULT_RESPONSE_STORE = str(
+    Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "nemo-gateway" / "responses.sqlite3"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a request may wait for a slot before it is refused; 0: no bound "
         "(env NEMO_GATEWAY_MAX_QUEUE_WAIT_S)",
     )
+    store = parser.add_argument_group("stored responses (/v1/responses with store, previous_response_id)")
+    store.add_argument(
+        "--response-store",
+        default=os.environ.get("NEMO_GATEWAY_RESPONSE_STORE", DEFAULT_RESPONSE_STORE),
+        help="a SQLite file's path (created with its directory when missing; on Kubernetes a volume that outlives "
+        "the pod), or a postgresql://USER@HOST:PORT/DB URL that gateway replicas share (password: PGPASSWORD or "
+        "~/.pgpass, never the URL); '' stores nothing (env NEMO_GATEWAY_RESPONSE_STORE)",
+    )
+    store.add_argument(
+        "--response-retention",
+        dest="response_retention_s",
+        type=_seconds,
+        default=os.environ.get("NEMO_GATEWAY_RESPONSE_RETENTION_S", str(DEFAULT_RETENTION_S)),
+        help="seconds a stored response is kept; 0: for ever (env NEMO_GATEWAY_RESPONSE_RETENTION_S)",
+    )
     parser.add_argument(
         "--request-timeout",
         type=float,
@@ -209,6 +229,8 @@ def settings_from(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         admission=AdmissionLimits(args.max_in_flight, args.max_queued, args.max_queue_wait_s),
         direct=args.chat_path == "direct",
         tokenizer_file=args.tokenizer,
+        response_store=args.response_store or None,
+        response_retention_s=args.response_retention_s,
     )
 
 

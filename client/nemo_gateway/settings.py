@@ -7,6 +7,7 @@ from pathlib import Path
 
 from nemo_client.grpc_target import DEFAULT_LB_POLICY, DEFAULT_RESOLVE_INTERVAL_S, LbPolicy
 from nemo_gateway.admission import AdmissionLimits
+from nemo_gateway.response_store import DEFAULT_RETENTION_S
 from nemo_protocol.request_limits import RequestLimits
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
@@ -42,3 +43,8 @@ class GatewaySettings:
     tokenizer_file: Path | None = None
     """The model's ``tekken.json`` for the direct path (None: mistral-common's copy of the NeMo file); it must be
     the file the repository was rendered with (checked by SHA-256 against the ``chat`` model's config)."""
+    response_store: str | None = None
+    """Where ``/v1/responses`` keeps stored responses: a SQLite file's path, or a ``postgresql://`` URL shared by
+    gateway replicas (None: nothing is stored; ``store: true`` is refused)."""
+    response_retention_s: float = DEFAULT_RETENTION_S
+    """Seconds a stored response is kept (0: for ever)."""
