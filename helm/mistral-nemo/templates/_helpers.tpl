@@ -273,6 +273,12 @@ store volume when the pod has one, else in the pod's /tmp; the PostgreSQL URL; '
 {{- toYaml (list "--response-store" $where "--response-retention" (toString (int $store.retentionSeconds))) -}}
 {{- end -}}
 
+{{/* "true" when more than one pod runs a gateway: the gateway Deployment's pods, or with routing.mode=inferencePool the Triton pods that carry one each. */}}
+{{- define "mistral-nemo.severalGatewayPods" -}}
+{{- $scaled := ternary .Values.triton .Values.gateway (not (empty (include "mistral-nemo.inferencePool" .))) -}}
+{{- if or $scaled.autoscaling.enabled (gt (int $scaled.replicaCount) 1) -}}true{{- end -}}
+{{- end -}}
+
 {{/* "true" when the gateway Deployment keeps its SQLite response store on a PersistentVolumeClaim the chart creates. */}}
 {{- define "mistral-nemo.responseStoreClaim" -}}
 {{- $store := .Values.gateway.responseStore -}}
@@ -494,6 +500,9 @@ topologySpreadConstraints:
 {{- end -}}
 {{- if and .Values.gateway.enabled .Values.gateway.autoscaling.enabled (gt (int .Values.gateway.autoscaling.minReplicas) (int .Values.gateway.autoscaling.maxReplicas)) -}}
 {{- fail (printf "gateway.autoscaling.minReplicas (%d) exceeds maxReplicas (%d)" (int .Values.gateway.autoscaling.minReplicas) (int .Values.gateway.autoscaling.maxReplicas)) -}}
+{{- end -}}
+{{- if and .Values.gateway.enabled (eq .Values.gateway.responseStore.type "sqlite") (include "mistral-nemo.severalGatewayPods" .) -}}
+{{- fail "gateway.responseStore.type=sqlite keeps the stored responses in one pod's own file, and this release runs several gateway pods (gateway.replicaCount > 1, autoscaling, or routing.mode=inferencePool with several Triton pods): each would find only the responses it stored. Use gateway.responseStore.type=postgres, which every pod shares, or one gateway pod" -}}
 {{- end -}}
 {{- if include "mistral-nemo.inferencePool" . -}}
 {{- if not .Values.gateway.enabled -}}
