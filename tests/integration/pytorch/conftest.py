@@ -54,7 +54,7 @@ def pytorch_repository(
 
 @pytest.fixture(scope="session")
 def triton(pytorch_repository: Path) -> Iterator[TritonServer]:
-    with TritonServer(pytorch_repository) as server:
+    with TritonServer(pytorch_repository, launcher="pytriton") as server:  # the CPU Triton, on a GPU host too
         yield server
 
 
