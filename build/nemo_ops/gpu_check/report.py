@@ -14,6 +14,8 @@ from typing import Any
 
 from nemo_build.preflight import NGC_IMAGE, Gpu
 from nemo_build.profiles import Profile
+from nemo_ops.gpu_check.compare import render_comparison
+from nemo_ops.gpu_check.plan import TARGET_RUNTIME
 from nemo_ops.gpu_check.preflight import Facts
 from nemo_ops.steps import StepRecord
 
@@ -62,6 +64,13 @@ class Run:
     smoke: dict[str, Any] = field(default_factory=dict)
     bench: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def runtime(self) -> str | None:
+        """What served: the repository's target when it was served, else the profile's runtime."""
+        if self.target is not None:
+            return TARGET_RUNTIME.get(self.target, self.target)
+        return self.profile.runtime if self.profile else None
+
     def document(self, steps: Sequence[StepRecord]) -> dict[str, Any]:
         trtllm = None if self.target == "cpu" else self.facts.trtllm_version
         return {
@@ -84,6 +93,7 @@ class Run:
             "profile": self.profile.as_dict() if self.profile else {"name": self.profile_name},
             "model": model_summary(self.model_dir),
             "repository_target": self.target,
+            "runtime": self.runtime,
             "steps": [asdict(record) for record in steps],
             "smoke": self.smoke,
             "bench": self.bench,
@@ -114,7 +124,8 @@ def render_readme(doc: dict[str, Any]) -> str:
         f"| driver | {_cell(machine['driver'])} |",
         f"| GPU memory | {_cell(machine['gpu_memory'])} |",
         f"| TensorRT-LLM | {_cell(machine['tensorrt_llm'])} |",
-        f"| engines built by | {_cell(machine['engine_builder'])} |",
+        f"| runtime | {_cell(doc.get('runtime'))} |",
+        f"| built by | {_cell(machine['engine_builder'])} |",
         f"| Triton launcher | {_cell(' '.join(filter(None, (machine['triton_launcher'], machine['triton_image']))))} |",
         f"| model | {_cell(doc['model'].get('name'))} |",
         "",
@@ -174,3 +185,12 @@ def write_report(results_dir: Path, doc: dict[str, Any], bench_dir: Path) -> Non
         if (bench_dir / name).is_file():
             shutil.copy2(bench_dir / name, copied / name)
     print(f"  wrote {results_dir}/results.json, README.md and bench/")
+
+
+def write_comparison(results_dir: Path, doc: dict[str, Any]) -> None:
+    """The compare step's side by side: comparison.json and README.md at the top of ``results_dir``."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "comparison.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    title = f"# gpu-check: {' vs '.join(run['profile'] for run in doc['runs'])}\n\n"
+    (results_dir / "README.md").write_text(title + render_comparison(doc), encoding="utf-8")
+    print(f"  wrote {results_dir}/comparison.json and README.md")
