@@ -11,7 +11,7 @@ from typing import Any
 
 from nemo_ops import accuracy
 from nemo_ops.accuracy.harness import MODEL_KINDS, Deployment, run_accuracy, served_model
-from nemo_ops.accuracy.report import accuracy_table, write_accuracy
+from nemo_ops.accuracy.report import accuracy_table, save_accuracy, write_accuracy
 from nemo_ops.accuracy.tasks import TABLE1, TABLE1_NAME, parse_tasks
 
 DEFAULT_LIMIT = 200
@@ -72,11 +72,16 @@ def read_run(path: Path) -> dict[str, Any]:
     return doc
 
 
+def precision_order(run: dict[str, Any]) -> int:
+    """FP8 first, BF16 next, others after."""
+    return {"fp8": 0, "bf16": 1}.get(run["deployment"]["precision"], 2)
+
+
 def runs_in(folder: Path) -> list[dict[str, Any]]:
-    """The run files in ``folder``, FP8 first, BF16 next, others by name."""
-    order = {"fp8": 0, "bf16": 1}
-    docs = [read_run(path) for path in sorted(folder.glob("*.json")) if path.name != "accuracy.json"]
-    return sorted(docs, key=lambda doc: order.get(doc["deployment"]["precision"], 2))
+    """The run files already in ``folder``."""
+    if not folder.is_dir():
+        return []
+    return [read_run(path) for path in sorted(folder.glob("*.json")) if path.name != "accuracy.json"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,7 +109,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as error:
         print(f"nemo-accuracy: {error}", file=sys.stderr)
         return 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.precision}.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
-    write_accuracy(args.out, accuracy_table(runs_in(args.out)))
+    others = [doc for doc in runs_in(args.out) if doc["deployment"]["precision"] != args.precision]
+    save_accuracy(args.out, sorted([run, *others], key=precision_order))
     return 0

@@ -107,3 +107,13 @@ def write_accuracy(out: Path, doc: dict[str, Any]) -> None:
     (out / "accuracy.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     (out / "accuracy.md").write_text(render_accuracy(doc), encoding="utf-8")
     print(f"  wrote {out}/accuracy.json and accuracy.md")
+
+
+def save_accuracy(out: Path, runs: Sequence[dict[str, Any]]) -> str:
+    """Each run as ``<precision>.json`` and their table (accuracy.json, accuracy.md) in ``out``: its markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        (out / f"{run['deployment']['precision']}.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    doc = accuracy_table(runs)
+    write_accuracy(out, doc)
+    return render_accuracy(doc)

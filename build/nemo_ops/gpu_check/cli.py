@@ -16,6 +16,8 @@ from nemo_build.preflight import NGC_IMAGE, PINNED_TRTLLM
 from nemo_build.profiles import DEFAULT_PROFILE, available_profiles
 from nemo_build.repository import TOKENIZER_FILE
 from nemo_ops import gpu_check
+from nemo_ops.accuracy.tasks import TABLE1, TABLE1_NAME, TaskSpec, parse_tasks
+from nemo_ops.gpu_check.accuracy import AccuracyPlan, accuracy_problems, measure_accuracy
 from nemo_ops.gpu_check.bench import (
     DEFAULT_BENCH_CONCURRENCY,
     DEFAULT_BENCH_REQUESTS,
@@ -86,6 +88,13 @@ def _concurrency(text: str) -> tuple[int, ...]:
 
 def _paths(text: str) -> tuple[Path, ...]:
     return tuple(Path(part.strip()) for part in text.split(",") if part.strip())
+
+
+def _tasks(text: str) -> tuple[TaskSpec, ...]:
+    try:
+        return parse_tasks(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive(kind: type) -> Any:
@@ -192,13 +201,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BENCH_TOKENS,
         help="max_tokens per request (default %(default)s)",
     )
+    accuracy = parser.add_argument_group("accuracy (nemo-accuracy through each deployment)")
+    accuracy.add_argument(
+        "--accuracy",
+        action="store_true",
+        help="after bench, lm-eval's local-completions through the gateway on the seed's Table 1 tasks; the "
+        "profiles must return prompt log probabilities (the *-eval ones); with an FP8 and a BF16 profile the report "
+        "has FP8 - BF16 with its 95%% interval",
+    )
+    accuracy.add_argument(
+        "--accuracy-limit", type=_positive(int), default=200, help="samples per task (default %(default)s)"
+    )
+    accuracy.add_argument(
+        "--accuracy-tasks",
+        type=_tasks,
+        default=TABLE1,
+        help=f"{TABLE1_NAME} or TASK:SHOTS:METRIC,... (default {TABLE1_NAME})",
+    )
+    accuracy.add_argument("--accuracy-include-path", type=Path, help="a folder of lm-eval task YAML files")
     return parser
 
 
 def _serve_and_measure(args: argparse.Namespace, plan: ProfileRun, run: Run, steps: Steps, names: list[str]) -> None:
     """One profile's steps after preflight: build (unless its repository is given), serve, gateway, smoke, bench;
     its servers are stopped before this returns."""
-    name = dict(zip(PER_RUN_STEPS, names, strict=True))
+    name = dict(zip((*PER_RUN_STEPS, *optional_steps(args)), names, strict=True))
     repository = plan.repository
     if repository is not None:
         steps.skip(name["build"], f"serving {repository}")
@@ -220,6 +247,21 @@ def _serve_and_measure(args: argparse.Namespace, plan: ProfileRun, run: Run, ste
         )
         with steps.step(name["bench"], f"nemo-bench, concurrency {','.join(map(str, bench_plan.concurrency))}"):
             run.bench = bench(base_url, run.smoke["model"], repository / TOKENIZER_FILE, bench_plan, bench_dir)
+        if "accuracy" in name:
+            accuracy = accuracy_plan(args)
+            tasks = ", ".join(f"{task.name} {task.fewshot}-shot" for task in accuracy.tasks)
+            with steps.step(name["accuracy"], f"lm-eval through /v1/completions ({tasks}; limit {accuracy.limit})"):
+                precision = run.profile.precision if run.profile else "unknown"
+                run.accuracy = measure_accuracy(base_url, run.smoke["model"], precision, args.model_dir, accuracy)
+
+
+def optional_steps(args: argparse.Namespace) -> tuple[str, ...]:
+    """The steps after bench that the arguments ask for, in the order they run."""
+    return ("accuracy",) if args.accuracy else ()
+
+
+def accuracy_plan(args: argparse.Namespace) -> AccuracyPlan:
+    return AccuracyPlan(args.accuracy_tasks, args.accuracy_limit, args.accuracy_include_path)
 
 
 def run_check(args: argparse.Namespace, plans: list[ProfileRun]) -> Path:
@@ -227,7 +269,7 @@ def run_check(args: argparse.Namespace, plans: list[ProfileRun]) -> Path:
     first failed step."""
     started = dt.datetime.now(dt.timezone.utc)
     runs = [Run(started=started, model_dir=args.model_dir, profile_name=plan.profile) for plan in plans]
-    steps = Steps("gpu-check", planned_steps(plans))
+    steps = Steps("gpu-check", planned_steps(plans, optional_steps(args)))
     try:
         if args.skip_preflight:
             steps.skip("preflight", "--skip-preflight")
@@ -235,11 +277,12 @@ def run_check(args: argparse.Namespace, plans: list[ProfileRun]) -> Path:
                 run.facts, run.profile = gpu_facts(), profile_or_none(run.profile_name)
         else:
             with steps.step("preflight", "GPU, model directory, profiles, what each runtime needs"):
-                facts, profiles = preflight(args.model_dir, plans)
+                judges = [accuracy_problems] if args.accuracy else []
+                facts, profiles = preflight(args.model_dir, plans, judges)
             for run, fact, profile in zip(runs, facts, profiles, strict=True):
                 run.facts, run.profile = fact, profile
         for plan, run in zip(plans, runs, strict=True):
-            names = [step_name(step, plan, plans) for step in PER_RUN_STEPS]
+            names = [step_name(step, plan, plans) for step in (*PER_RUN_STEPS, *optional_steps(args))]
             _serve_and_measure(args, plan, run, steps, names)
         gpus = runs[0].facts.gpus
         labels = [run.profile.name if run.profile else plan.label for plan, run in zip(plans, runs, strict=True)]
@@ -259,13 +302,13 @@ def run_check(args: argparse.Namespace, plans: list[ProfileRun]) -> Path:
             if len(plans) == 1:
                 document = runs[0].document(steps.records)
                 document["steps"].append(report_record)
-                write_report(results_dir, document, plans[0].out / "bench")
+                write_report(results_dir, document, plans[0].out / "bench", runs[0].accuracy)
             else:
                 for plan, run, folder in zip(plans, runs, folders, strict=True):
                     document = run.document(steps.records)
                     document["steps"].append(report_record)
-                    write_report(results_dir / folder, document, plan.out / "bench")
-                write_comparison(results_dir, side_by_side)
+                    write_report(results_dir / folder, document, plan.out / "bench", run.accuracy)
+                write_comparison(results_dir, side_by_side, [run.accuracy for run in runs if run.accuracy])
     finally:
         steps.summary()
     return results_dir

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -223,9 +223,11 @@ def profile_problems(
     return problems, builder, version
 
 
-def preflight(model_dir: Path, runs: Sequence[ProfileRun]) -> tuple[list[Facts], list[Profile]]:
+def preflight(
+    model_dir: Path, runs: Sequence[ProfileRun], later_steps: Sequence[Callable[[Profile], list[str]]] = ()
+) -> tuple[list[Facts], list[Profile]]:
     """Step 1: everything that would fail later, for every profile to run, all at once; per profile what was learnt
-    and the profile."""
+    and the profile. ``later_steps`` judge what the optional steps (accuracy, long context) need of a profile."""
     problems: list[str] = []
     machine = probe_machine(runs[0].out)
     driver, memory = probe_driver()
@@ -245,6 +247,7 @@ def preflight(model_dir: Path, runs: Sequence[ProfileRun]) -> tuple[list[Facts],
             f"KV {profile.kv_cache}, TP {profile.tp})"
         )
         found, builder, version = profile_problems(probe_machine(run.out), model_dir, profile, run.repository)
+        found += [problem for judge in later_steps for problem in judge(profile)]
         problems += [f"{profile.name}: {problem}" if len(runs) > 1 else problem for problem in found]
         profiles.append(profile)
         facts.append(Facts(machine.gpus, driver, memory, builder, version))

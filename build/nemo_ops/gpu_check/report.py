@@ -14,6 +14,7 @@ from typing import Any
 
 from nemo_build.preflight import NGC_IMAGE, Gpu
 from nemo_build.profiles import Profile
+from nemo_ops.accuracy.report import save_accuracy
 from nemo_ops.gpu_check.compare import render_comparison
 from nemo_ops.gpu_check.plan import TARGET_RUNTIME
 from nemo_ops.gpu_check.preflight import Facts
@@ -63,6 +64,7 @@ class Run:
     target: str | None = None
     smoke: dict[str, Any] = field(default_factory=dict)
     bench: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, Any] = field(default_factory=dict)  # a nemo-accuracy run document, per-sample scores included
 
     @property
     def runtime(self) -> str | None:
@@ -97,6 +99,10 @@ class Run:
             "steps": [asdict(record) for record in steps],
             "smoke": self.smoke,
             "bench": self.bench,
+            "accuracy": {  # the per-sample scores are in accuracy/<precision>.json
+                name: {key: task[key] for key in ("lm_eval_task", "fewshot", "metric", "score", "n")}
+                for name, task in self.accuracy.get("tasks", {}).items()
+            },
         }
 
 
@@ -174,11 +180,14 @@ def render_readme(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(results_dir: Path, doc: dict[str, Any], bench_dir: Path) -> None:
-    """Step 7: results.json, README.md and the bench files in ``results_dir``."""
+def write_report(results_dir: Path, doc: dict[str, Any], bench_dir: Path, accuracy_run: dict[str, Any]) -> None:
+    """Step 7: results.json, README.md and the bench files in ``results_dir``; with an accuracy run, accuracy/."""
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "results.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (results_dir / "README.md").write_text(render_readme(doc), encoding="utf-8")
+    readme = render_readme(doc)
+    if accuracy_run:
+        readme += "\n" + save_accuracy(results_dir / "accuracy", [accuracy_run])
+    (results_dir / "README.md").write_text(readme, encoding="utf-8")
     copied = results_dir / "bench"
     copied.mkdir(exist_ok=True)
     for name in ("results.json", "results.csv", "results.png"):
@@ -187,10 +196,14 @@ def write_report(results_dir: Path, doc: dict[str, Any], bench_dir: Path) -> Non
     print(f"  wrote {results_dir}/results.json, README.md and bench/")
 
 
-def write_comparison(results_dir: Path, doc: dict[str, Any]) -> None:
-    """The compare step's side by side: comparison.json and README.md at the top of ``results_dir``."""
+def write_comparison(results_dir: Path, doc: dict[str, Any], accuracy_runs: Sequence[dict[str, Any]]) -> None:
+    """The compare step's side by side: comparison.json and README.md at the top of ``results_dir``; with accuracy
+    runs, their table (FP8 − BF16 when both are there) in accuracy/ and the README."""
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "comparison.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     title = f"# gpu-check: {' vs '.join(run['profile'] for run in doc['runs'])}\n\n"
-    (results_dir / "README.md").write_text(title + render_comparison(doc), encoding="utf-8")
+    readme = title + render_comparison(doc)
+    if accuracy_runs:
+        readme += "\n" + save_accuracy(results_dir / "accuracy", accuracy_runs)
+    (results_dir / "README.md").write_text(readme, encoding="utf-8")
     print(f"  wrote {results_dir}/comparison.json and README.md")

@@ -17,6 +17,7 @@ import pytest
 
 from nemo_build.profiles import load_profile
 from nemo_build.repository import RepositorySettings, write_repository_manifest
+from nemo_ops.gpu_check.accuracy import model_kind
 from nemo_ops.gpu_check.cli import STEP_NAMES, main
 from nemo_ops.gpu_check.compare import comparison, render_comparison
 from nemo_ops.gpu_check.plan import PlanError, build_title, planned_steps, profile_runs
@@ -272,7 +273,7 @@ def test_the_side_by_side_puts_each_level_next_to_the_other_with_ratios(tmp_path
     assert "- concurrency 8: h100-fp8-tp1-pytorch gives 1.25x the output tokens/s" in text
     assert "[h100-fp8-tp1-pytorch](2-h100-fp8-tp1-pytorch/README.md)" in text
 
-    write_comparison(tmp_path, doc)
+    write_comparison(tmp_path, doc, [])
     assert json.loads((tmp_path / "comparison.json").read_text()) == doc
     assert (tmp_path / "README.md").read_text().startswith("# gpu-check: h100-fp8-tp1 vs h100-fp8-tp1-pytorch\n")
 
@@ -284,3 +285,58 @@ def test_a_failed_figure_shows_as_a_dash_not_a_ratio() -> None:
     doc = comparison([engine, pytorch], ["1-a", "2-b"])
     assert doc["levels"][0]["ratio"]["output_token_throughput"] is None
     assert "| 1 | 0.0 | 50.0 | – | 20.0 | 20.0 | 1.00 | 10.0 | – | – |" in render_comparison(doc)
+
+
+# --------------------------------------------------------------------------- the accuracy step
+
+
+def test_accuracy_needs_profiles_that_return_prompt_log_probabilities(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, image_python: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _on_gpu_host(tmp_path, monkeypatch, image_python)
+    _, err = _preflight(capsys, tmp_path, "--runtimes", "engine,pytorch", "--accuracy")
+    assert "- h100-fp8-tp1: --accuracy: the multiple-choice tasks score the prompt's log probabilities" in err
+    assert "its engines are built without gather_context_logits" in err
+    assert "- h100-fp8-tp1-pytorch: --accuracy: " in err and "a pytorch repository does not return them" in err
+    assert "use a profile that can (h100-bf16-tp1-eval, h100-fp8-tp1-eval)" in err
+
+    _, err = _preflight(capsys, tmp_path, "--profile", "h100-fp8-tp1-eval,h100-bf16-tp1-eval", "--accuracy")
+    assert "--accuracy" not in err
+
+
+def test_the_eval_profiles_render_repositories_that_return_prompt_log_probabilities() -> None:
+    from nemo_build.repository import profile_llm_settings
+
+    for name in ("h100-fp8-tp1-eval", "h100-bf16-tp1-eval"):
+        assert profile_llm_settings(load_profile(name))["context_logits"] is True
+    assert profile_llm_settings(load_profile("h100-fp8-tp1"))["context_logits"] is False
+
+
+def test_accuracy_runs_after_each_profiles_bench(tmp_path: Path) -> None:
+    both = profile_runs("h100-fp8-tp1-eval,h100-bf16-tp1-eval", tmp_path)
+    steps = planned_steps(both, ("accuracy",))
+    assert steps.index("bench h100-fp8-tp1-eval") + 1 == steps.index("accuracy h100-fp8-tp1-eval")
+    assert steps[-3:] == ["accuracy h100-bf16-tp1-eval", "compare", "report"]
+
+
+@pytest.mark.parametrize(
+    ("name", "hidden", "kind"),
+    [
+        ("Mistral-Nemo-Base-2407", 5120, "base"),
+        ("Mistral-Nemo-Instruct-2407", 5120, "instruct"),
+        ("nemo", 5120, "instruct"),
+        ("Mistral-Nemo-Base-2407", 128, "tiny"),
+    ],
+)
+def test_the_measured_model_is_named_base_instruct_or_tiny(tmp_path: Path, name: str, hidden: int, kind: str) -> None:
+    model = tmp_path / name
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"hidden_size": hidden}))
+    assert model_kind(model) == kind
+
+
+def test_a_bad_accuracy_task_list_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model-dir", str(tmp_path), "--accuracy", "--accuracy-tasks", "hellaswag"])
+    assert exit_info.value.code == 2
+    assert "--accuracy-tasks: --tasks: 'hellaswag' is not TASK:SHOTS:METRIC" in capsys.readouterr().err
