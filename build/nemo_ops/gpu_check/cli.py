@@ -27,6 +27,7 @@ from nemo_ops.gpu_check.bench import (
 )
 from nemo_ops.gpu_check.compare import comparison, render_comparison
 from nemo_ops.gpu_check.engines import build_engines
+from nemo_ops.gpu_check.needle import long_context, long_context_problems
 from nemo_ops.gpu_check.plan import (
     PER_RUN_STEPS,
     PlanError,
@@ -201,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BENCH_TOKENS,
         help="max_tokens per request (default %(default)s)",
     )
+    parser.add_argument(
+        "--long-context",
+        action="store_true",
+        help="after bench, a needle at depths 0.1, 0.5, 0.9 of 16k, 64k and 128k-token haystacks, each answer checked "
+        "and its TTFT recorded (sizes past the profile's limits are skipped: h100-fp8-tp1-128k serves all three)",
+    )
     accuracy = parser.add_argument_group("accuracy (nemo-accuracy through each deployment)")
     accuracy.add_argument(
         "--accuracy",
@@ -247,6 +254,11 @@ def _serve_and_measure(args: argparse.Namespace, plan: ProfileRun, run: Run, ste
         )
         with steps.step(name["bench"], f"nemo-bench, concurrency {','.join(map(str, bench_plan.concurrency))}"):
             run.bench = bench(base_url, run.smoke["model"], repository / TOKENIZER_FILE, bench_plan, bench_dir)
+        if "long-context" in name:
+            settings = server.manifest.settings
+            limits = (int(settings["max_input_len"]), int(settings["max_seq_len"]))
+            with steps.step(name["long-context"], "a needle at several depths of 16k, 64k and 128k-token haystacks"):
+                run.long_context = long_context(base_url, run.smoke["model"], repository / TOKENIZER_FILE, limits)
         if "accuracy" in name:
             accuracy = accuracy_plan(args)
             tasks = ", ".join(f"{task.name} {task.fewshot}-shot" for task in accuracy.tasks)
@@ -257,7 +269,8 @@ def _serve_and_measure(args: argparse.Namespace, plan: ProfileRun, run: Run, ste
 
 def optional_steps(args: argparse.Namespace) -> tuple[str, ...]:
     """The steps after bench that the arguments ask for, in the order they run."""
-    return ("accuracy",) if args.accuracy else ()
+    wanted = (("long-context", args.long_context), ("accuracy", args.accuracy))
+    return tuple(step for step, asked in wanted if asked)
 
 
 def accuracy_plan(args: argparse.Namespace) -> AccuracyPlan:
@@ -277,7 +290,8 @@ def run_check(args: argparse.Namespace, plans: list[ProfileRun]) -> Path:
                 run.facts, run.profile = gpu_facts(), profile_or_none(run.profile_name)
         else:
             with steps.step("preflight", "GPU, model directory, profiles, what each runtime needs"):
-                judges = [accuracy_problems] if args.accuracy else []
+                judges = [judge for judge, asked in ((long_context_problems, args.long_context),
+                                                     (accuracy_problems, args.accuracy)) if asked]  # fmt: skip
                 facts, profiles = preflight(args.model_dir, plans, judges)
             for run, fact, profile in zip(runs, facts, profiles, strict=True):
                 run.facts, run.profile = fact, profile

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nemo_build.errors import BuildError
 from nemo_build.profiles import RUNTIMES, Profile, available_profiles, load_profile
@@ -39,7 +40,7 @@ class ProfileRun:
         return Path(self.profile).stem if self.profile.endswith((".yaml", ".yml")) else self.profile
 
 
-def serving_limits(profile: Profile) -> dict[str, object]:
+def serving_limits(profile: Profile) -> dict[str, Any]:
     """The limits a profile serves with, whatever its runtime (trtllm-build flags or LLM arguments)."""
     section = profile.flags if profile.runtime == "engine" else profile.llm
     return {key: section.get(key) for key in TWIN_KEYS}

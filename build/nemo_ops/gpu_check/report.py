@@ -65,6 +65,7 @@ class Run:
     smoke: dict[str, Any] = field(default_factory=dict)
     bench: dict[str, Any] = field(default_factory=dict)
     accuracy: dict[str, Any] = field(default_factory=dict)  # a nemo-accuracy run document, per-sample scores included
+    long_context: dict[str, Any] = field(default_factory=dict)
 
     @property
     def runtime(self) -> str | None:
@@ -99,6 +100,7 @@ class Run:
             "steps": [asdict(record) for record in steps],
             "smoke": self.smoke,
             "bench": self.bench,
+            "long_context": self.long_context,
             "accuracy": {  # the per-sample scores are in accuracy/<precision>.json
                 name: {key: task[key] for key in ("lm_eval_task", "fewshot", "metric", "score", "n")}
                 for name, task in self.accuracy.get("tasks", {}).items()
@@ -177,7 +179,28 @@ def render_readme(doc: dict[str, Any]) -> str:
                 + " |"
             )
         lines += ["", "![throughput vs latency](bench/results.png)"]
+    lines += render_long_context(doc.get("long_context") or {})
     return "\n".join(lines) + "\n"
+
+
+def render_long_context(long_context: dict[str, Any]) -> list[str]:
+    """The long-context step's table: each haystack, where its needle was, the answer and the TTFT."""
+    if not long_context:
+        return []
+    lines = [
+        "",
+        "## Long context: a needle in a haystack (one request at a time, streamed, temperature 0)",
+        "",
+        "| prompt tokens | needle depth | found | TTFT s | e2e s | answer |",
+        "| ---: | ---: | --- | ---: | ---: | --- |",
+    ]
+    for r in long_context["results"]:
+        lines.append(
+            f"| {r['prompt_tokens']} | {r['needle_depth']:.2f} | {'yes' if r['found'] else 'no'} | "
+            f"{_cell(r['ttft_s'], 2)} | {_cell(r['e2e_s'], 2)} | {_cell(r['answer'])} |"
+        )
+    lines += [f"- {size} tokens: skipped ({why})" for size, why in long_context["skipped"].items()]
+    return lines
 
 
 def write_report(results_dir: Path, doc: dict[str, Any], bench_dir: Path, accuracy_run: dict[str, Any]) -> None:

@@ -340,3 +340,51 @@ def test_a_bad_accuracy_task_list_is_a_usage_error(tmp_path: Path, capsys: pytes
         main(["--model-dir", str(tmp_path), "--accuracy", "--accuracy-tasks", "hellaswag"])
     assert exit_info.value.code == 2
     assert "--accuracy-tasks: --tasks: 'hellaswag' is not TASK:SHOTS:METRIC" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the long-context step
+
+
+def test_long_context_runs_after_bench_and_before_accuracy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    [one] = profile_runs("h100-fp8-tp1-128k", tmp_path)
+    assert planned_steps([one], ("long-context", "accuracy")) == [
+        "preflight", "build", "serve", "gateway", "smoke", "bench", "long-context", "accuracy", "report",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--long-context" in capsys.readouterr().out
+
+
+def test_long_context_preflight_names_the_128k_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, image_python: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _on_gpu_host(tmp_path, monkeypatch, image_python)
+    _, err = _preflight(capsys, tmp_path, "--profile", "h100-fp8-tp1-eval", "--long-context")
+    assert "--long-context: profile h100-fp8-tp1-eval serves no haystack" in err and "use h100-fp8-tp1-128k" in err
+    _, err = _preflight(capsys, tmp_path, "--profile", "h100-fp8-tp1-128k", "--long-context")
+    assert "--long-context" not in err
+
+
+def test_the_report_lists_each_haystack_with_its_ttft() -> None:
+    from nemo_ops.gpu_check.report import render_long_context
+
+    recorded = {
+        "depths": [0.5],
+        "results": [
+            {
+                "prompt_tokens": 15990,
+                "needle_depth": 0.5,
+                "found": True,
+                "ttft_s": 1.234,
+                "e2e_s": 1.5,
+                "answer": "amber-falcon-731",
+                "passphrase": "amber-falcon-731",
+                "usage_prompt_tokens": 15990,
+            },
+        ],
+        "skipped": {"64000": "the profile serves max_input_len 16384, max_seq_len 16384"},
+    }
+    text = "\n".join(render_long_context(recorded))
+    assert "| 15990 | 0.50 | yes | 1.23 | 1.50 | amber-falcon-731 |" in text
+    assert "- 64000 tokens: skipped (the profile serves max_input_len 16384, max_seq_len 16384)" in text
+    assert render_long_context({}) == []
