@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from nemo_build.repository import TEMPLATES_DIR, RepositorySettings, render_repository
 from nemo_gateway.settings import GatewaySettings
 from nemo_ops.accuracy.cli import main
 from nemo_ops.accuracy.report import MEANINGLESS
 from nemo_ops.launcher import TritonServer
-from tests.integration.conftest import MAX_BATCH_SIZE, MAX_INPUT_LEN, MAX_SEQ_LEN
+from tests.integration.conftest import serving_repository
 from tests.integration.gateways import SERVED, running_gateway
 from tests.source_tree import PROJECT
 
@@ -31,16 +30,8 @@ def unquantized_gateway(
     trained_model_dir: Path, tekken_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A gateway over a second CPU Triton serving the tiny model's own bf16 Hugging Face checkpoint (unquantized)."""
-    settings = RepositorySettings(
-        target="cpu",
-        model_dir=trained_model_dir,
-        max_batch_size=MAX_BATCH_SIZE,
-        max_input_len=MAX_INPUT_LEN,
-        max_seq_len=MAX_SEQ_LEN,
-        served_model_name=SERVED,
-    )
-    repository = tmp_path_factory.mktemp("unquantized") / "repository"
-    render_repository(TEMPLATES_DIR, settings, tekken_path, repository)
+    out = tmp_path_factory.mktemp("unquantized") / "repository"
+    repository = serving_repository(out, "cpu", trained_model_dir, tekken_path)
     with (
         TritonServer(repository, launcher="pytriton") as server,
         running_gateway(GatewaySettings(triton_url=server.grpc_url, served_model_name=SERVED)) as base,

@@ -12,6 +12,9 @@ Steps, in order; the run stops at the first one that fails, names it and says wh
   5 smoke      through the gateway with the official openai SDK: a chat, a streamed chat, a tool call
                and the tool result → final answer
   6 bench      a short nemo-bench concurrency sweep through the gateway
+     long-context  (--long-context) a needle at three depths of 16k, 64k and 128k-token haystacks, answers checked,
+               TTFT recorded (gpu_check.needle)
+     accuracy   (--accuracy) nemo-accuracy: lm-eval through the gateway on the seed's Table 1 (gpu_check.accuracy)
   7 report     results.json and README.md (plus the bench files) in the results folder
 
 With several profiles (``--profile A,B``, or ``--runtimes engine,pytorch``: the profile and its twin), steps 2-6 run

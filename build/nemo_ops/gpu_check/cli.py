@@ -69,6 +69,9 @@ examples:
   make gpu-check MODEL_DIR=/models/Mistral-Nemo-Instruct-2407 RUNTIMES=engine,pytorch
       # h100-fp8-tp1 and its pytorch twin h100-fp8-tp1-pytorch, one after the other, side by side
   python -m nemo_ops.gpu_check --model-dir DIR --profile h100-fp8-tp1,h100-fp8-tp1-pytorch   # the same, named
+  make gpu-check MODEL_DIR=... PROFILE=h100-fp8-tp1-128k GPU_CHECK_ARGS=--long-context   # 16k/64k/128k needles
+  make gpu-check MODEL_DIR=... PROFILE=h100-fp8-tp1-eval,h100-bf16-tp1-eval GPU_CHECK_ARGS=--accuracy
+      # lm-eval on the seed's Table 1 through each deployment; accuracy/ has FP8 - BF16 with its 95% interval
   python -m nemo_ops.gpu_check --model-dir DIR --skip-preflight --repository artifacts/demo/repository \\
       --results-dir /tmp/check        # the steps after the build against any rendered repository (CPU too)
 

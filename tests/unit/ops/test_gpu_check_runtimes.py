@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from nemo_build.profiles import load_profile
-from nemo_build.repository import RepositorySettings, write_repository_manifest
 from nemo_ops.gpu_check.accuracy import model_kind
 from nemo_ops.gpu_check.cli import STEP_NAMES, main
 from nemo_ops.gpu_check.compare import comparison, render_comparison
 from nemo_ops.gpu_check.plan import PlanError, build_title, planned_steps, profile_runs
 from nemo_ops.gpu_check.report import write_comparison
 from tests.gpu_host.host import GpuHost, python_without_this_project
+from tests.unit.ops.repositories import manifest_only_repository
 
 # --------------------------------------------------------------------------- which profiles run
 
@@ -217,13 +217,7 @@ def test_a_repository_of_the_other_runtime_is_refused(
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
     (checkpoint / "config.json").write_text("{}")
-    repository = tmp_path / "repository"
-    (repository / "tensorrt_llm").mkdir(parents=True)
-    (repository / "tensorrt_llm" / "config.pbtxt").write_text('backend: "python"\n')
-    settings = RepositorySettings(
-        target="pytorch", model_dir=checkpoint, max_batch_size=1, max_input_len=1, max_seq_len=2
-    )
-    write_repository_manifest(repository, settings, ["tensorrt_llm"])
+    repository = manifest_only_repository(tmp_path / "repository", "pytorch", checkpoint)
     _, err = _preflight(capsys, tmp_path, "--profile", "h100-fp8-tp1", "--repository", str(repository))
     assert f"{repository} is a --target pytorch repository, not the engine runtime's (--target gpu)" in err
     _, err = _preflight(capsys, tmp_path, "--profile", "h100-fp8-tp1-pytorch", "--repository", str(repository))

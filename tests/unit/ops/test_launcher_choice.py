@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from nemo_build.repository import RepositorySettings, write_repository_manifest
 from nemo_ops.launcher import ServeError, TritonServer, auto_launcher, check_launcher
 from tests.gpu_host.host import GpuHost
+from tests.unit.ops.repositories import manifest_only_repository
 
 
 @pytest.mark.parametrize(
@@ -56,15 +56,6 @@ def test_a_pytorch_repository_takes_every_named_launcher(launcher: str) -> None:
     assert check_launcher("pytorch", launcher) == launcher
 
 
-def _pytorch_repository(root: Path) -> Path:
-    repo = root / "repo"
-    (repo / "tensorrt_llm").mkdir(parents=True)
-    (repo / "tensorrt_llm" / "config.pbtxt").write_text('backend: "python"\n')
-    settings = RepositorySettings(target="pytorch", model_dir=root, max_batch_size=1, max_input_len=1, max_seq_len=2)
-    write_repository_manifest(repo, settings, ["tensorrt_llm"])
-    return repo
-
-
 def _launcher_on(repo: Path) -> str:
     server = TritonServer(repo)
     try:
@@ -76,7 +67,7 @@ def _launcher_on(repo: Path) -> str:
 def test_nemo_serve_auto_serves_a_pytorch_repository_where_tensorrt_llm_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = _pytorch_repository(tmp_path)
+    repo = manifest_only_repository(tmp_path / "repo", "pytorch", tmp_path)
     system_path = "/usr/bin:/bin"  # no tritonserver, whatever this machine has
     monkeypatch.setenv("PATH", system_path)
     if Path("/usr/bin/nvidia-smi").exists() or Path("/bin/nvidia-smi").exists():

@@ -23,11 +23,6 @@ from nemo_protocol.tekken import Tekkenizer
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tekken_path: Path) -> Tekkenizer:
-    return Tekkenizer.from_file(tekken_path)
-
-
-@pytest.fixture(scope="module")
 def mistral_common(tekken_path: Path) -> MistralTokenizer:
     return MistralTokenizer.from_file(str(tekken_path))
 
@@ -40,11 +35,11 @@ def _counted(reference: MistralTokenizer, messages: list[dict[str, str]]) -> int
 @pytest.mark.parametrize("size", [2_000, HAYSTACK_TOKENS[0]])
 @pytest.mark.parametrize("depth", [0.0, 0.1, 0.5, 0.9, 1.0])
 def test_a_haystack_is_as_long_as_mistral_common_counts_it_with_the_needle_at_its_depth(
-    tokenizer: Tekkenizer, mistral_common: MistralTokenizer, size: int, depth: float
+    tok: Tekkenizer, mistral_common: MistralTokenizer, size: int, depth: float
 ) -> None:
-    haystack = build_haystack(tokenizer, size, depth, "amber-falcon-731")
+    haystack = build_haystack(tok, size, depth, "amber-falcon-731")
     assert haystack.prompt_tokens == _counted(mistral_common, haystack.messages)
-    longest_sentence = max(len(tokenizer.encode(f" {sentence}")) for sentence in FILLER)
+    longest_sentence = max(len(tok.encode(f" {sentence}")) for sentence in FILLER)
     assert size - longest_sentence <= haystack.prompt_tokens <= size
     [message] = haystack.messages
     text = message["content"]
@@ -53,21 +48,21 @@ def test_a_haystack_is_as_long_as_mistral_common_counts_it_with_the_needle_at_it
     assert "passphrase" not in filler and "amber" not in filler
     assert haystack.needle_depth == pytest.approx(depth, abs=0.01)
     before = text[: text.index("The secret passphrase is amber-falcon-731.")]
-    filler_tokens = haystack.prompt_tokens - len(tokenizer.encode(f"{QUESTION} The secret passphrase is x."))
-    assert len(tokenizer.encode(before)) == pytest.approx(depth * filler_tokens, abs=0.01 * size + 30)
+    filler_tokens = haystack.prompt_tokens - len(tok.encode(f"{QUESTION} The secret passphrase is x."))
+    assert len(tok.encode(before)) == pytest.approx(depth * filler_tokens, abs=0.01 * size + 30)
 
 
-def test_the_128k_haystack_fits_128k(tokenizer: Tekkenizer, mistral_common: MistralTokenizer) -> None:
-    haystack = build_haystack(tokenizer, HAYSTACK_TOKENS[-1], 0.5, "cobalt-otter-258")
+def test_the_128k_haystack_fits_128k(tok: Tekkenizer, mistral_common: MistralTokenizer) -> None:
+    haystack = build_haystack(tok, HAYSTACK_TOKENS[-1], 0.5, "cobalt-otter-258")
     assert HAYSTACK_TOKENS[-1] - 40 <= haystack.prompt_tokens <= HAYSTACK_TOKENS[-1]
     assert haystack.prompt_tokens == _counted(mistral_common, haystack.messages)
 
 
-def test_a_haystack_smaller_than_its_question_or_a_depth_outside_0_1_is_refused(tokenizer: Tekkenizer) -> None:
+def test_a_haystack_smaller_than_its_question_or_a_depth_outside_0_1_is_refused(tok: Tekkenizer) -> None:
     with pytest.raises(ValueError, match="too small: the needle and question take"):
-        build_haystack(tokenizer, 20, 0.5, "x")
+        build_haystack(tok, 20, 0.5, "x")
     with pytest.raises(ValueError, match=r"depth is 1\.5: a fraction from 0"):
-        build_haystack(tokenizer, 1000, 1.5, "x")
+        build_haystack(tok, 1000, 1.5, "x")
 
 
 @pytest.mark.parametrize(
