@@ -232,9 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve_and_measure(args: argparse.Namespace, plan: ProfileRun, run: Run, steps: Steps, names: list[str]) -> None:
-    """One profile's steps after preflight: build (unless its repository is given), serve, gateway, smoke, bench;
-    its servers are stopped before this returns."""
+def _serve_and_measure(
+    args: argparse.Namespace, plan: ProfileRun, run: Run, steps: Steps, names: list[str], label: str
+) -> None:
+    """One profile's steps after preflight: build (unless its repository is given), serve, gateway, smoke, bench and
+    the optional ones (``label`` names its accuracy run); its servers are stopped before this returns."""
     name = dict(zip((*PER_RUN_STEPS, *optional_steps(args)), names, strict=True))
     repository = plan.repository
     if repository is not None:
@@ -266,14 +268,23 @@ def _serve_and_measure(args: argparse.Namespace, plan: ProfileRun, run: Run, ste
             accuracy = accuracy_plan(args)
             tasks = ", ".join(f"{task.name} {task.fewshot}-shot" for task in accuracy.tasks)
             with steps.step(name["accuracy"], f"lm-eval through /v1/completions ({tasks}; limit {accuracy.limit})"):
-                precision = run.profile.precision if run.profile else "unknown"
-                run.accuracy = measure_accuracy(base_url, run.smoke["model"], precision, args.model_dir, accuracy)
+                run.accuracy = measure_accuracy(base_url, run.smoke["model"], label, args.model_dir, accuracy)
 
 
 def optional_steps(args: argparse.Namespace) -> tuple[str, ...]:
     """The steps after bench that the arguments ask for, in the order they run."""
     wanted = (("long-context", args.long_context), ("accuracy", args.accuracy))
     return tuple(step for step, asked in wanted if asked)
+
+
+def accuracy_labels(runs: Sequence[Run]) -> list[str]:
+    """What each run's accuracy is labelled with: its precision (fp8, bf16: the report's FP8 − BF16 pairs them), or,
+    when several runs share one, the precision and the profile."""
+    precisions = [run.profile.precision if run.profile else "unknown" for run in runs]
+    return [
+        precision if precisions.count(precision) == 1 else f"{precision}-{run.profile_name}"
+        for precision, run in zip(precisions, runs, strict=True)
+    ]
 
 
 def accuracy_plan(args: argparse.Namespace) -> AccuracyPlan:
@@ -298,9 +309,9 @@ def run_check(args: argparse.Namespace, plans: list[ProfileRun]) -> Path:
                 facts, profiles = preflight(args.model_dir, plans, judges)
             for run, fact, profile in zip(runs, facts, profiles, strict=True):
                 run.facts, run.profile = fact, profile
-        for plan, run in zip(plans, runs, strict=True):
+        for plan, run, label in zip(plans, runs, accuracy_labels(runs), strict=True):
             names = [step_name(step, plan, plans) for step in (*PER_RUN_STEPS, *optional_steps(args))]
-            _serve_and_measure(args, plan, run, steps, names)
+            _serve_and_measure(args, plan, run, steps, names, label)
         gpus = runs[0].facts.gpus
         labels = [run.profile.name if run.profile else plan.label for plan, run in zip(plans, runs, strict=True)]
         results_dir = args.results_dir or default_results_dir(

@@ -1,7 +1,8 @@
 """`make gpu-check` over two repositories, one after the other, for real on the CPU stack: the CPU runtime's
 repository and the pytorch runtime's (the LLM-API model over the fake tensorrt_llm), each served, smoked and benched
 with its own Triton and gateway, then the compare step's side-by-side report. The figures are the CPU's: what is
-checked is that each run's own report is written and that the side by side holds their figures."""
+checked is that each run's own report is written and that the side by side holds their figures, bench and accuracy
+(a generation task: the pytorch repository returns no prompt log probabilities)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from nemo_ops.gpu_check.cli import main
+from tests.source_tree import PROJECT
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,8 @@ def side_by_side(
         "--repository", f"{cpu_repository},{pytorch_repository}", "--profile", "h100-fp8-tp1,h100-fp8-tp1-pytorch",
         "--out", str(work / "out"), "--results-dir", str(work / "results"), "--ready-timeout", "300",
         "--bench-concurrency", "1", "--bench-requests", "2", "--bench-input-tokens", "16",
-        "--bench-output-tokens", "4",
+        "--bench-output-tokens", "4", "--accuracy", "--accuracy-tasks", "nemo_tiny_answer:0:exact_match",
+        "--accuracy-include-path", str(PROJECT / "tests" / "data" / "accuracy"), "--accuracy-limit", "3",
     ]  # fmt: skip
     assert main(argv) == 0
     return work / "results"
@@ -47,4 +50,14 @@ def test_each_profile_gets_its_report_and_the_side_by_side_holds_their_figures(s
     readme = (side_by_side / "README.md").read_text()
     assert "## Side by side: h100-fp8-tp1 (cpu reference) vs h100-fp8-tp1-pytorch (pytorch)" in readme
     steps = [step["name"] for step in engine_like["steps"]]
-    assert steps[-3:] == ["bench h100-fp8-tp1-pytorch", "compare", "report"]
+    assert steps[-4:] == ["bench h100-fp8-tp1-pytorch", "accuracy h100-fp8-tp1-pytorch", "compare", "report"]
+
+
+def test_the_accuracy_of_each_profile_is_side_by_side_under_its_own_label(side_by_side: Path) -> None:
+    labels = ["fp8-h100-fp8-tp1", "fp8-h100-fp8-tp1-pytorch"]  # both FP8: each labelled with its profile too
+    runs = [json.loads((side_by_side / "accuracy" / f"{label}.json").read_text()) for label in labels]
+    assert [run["deployment"]["precision"] for run in runs] == labels
+    report = json.loads((side_by_side / "accuracy" / "accuracy.json").read_text())
+    [row] = report["rows"]
+    assert row["samples"] == dict.fromkeys(labels, 3) and "fp8_minus_bf16" not in row
+    assert "| nemo_tiny_answer | 0 | exact_match | – |" in (side_by_side / "README.md").read_text()
