@@ -72,9 +72,10 @@ engine: ## on a GPU host: make engine MODEL_DIR=/path/to/Mistral-NeMo [PROFILE=h
 	@test -n "$(MODEL_DIR)" || { echo "make engine: set MODEL_DIR=<Hugging Face Mistral NeMo directory>" >&2; exit 2; }
 	scripts/make_engine.sh "$(MODEL_DIR)" "$(or $(PROFILE),h100-fp8-tp1)" "$(or $(OUT),artifacts/engine-build)"
 
-gpu-check: setup ## on a GPU host: preflight, build, serve, chat+tools+stream, bench → docs/gpu/ (MODEL_DIR=... [PROFILE=] [OUT=] [GPU_CHECK_ARGS=])
+gpu-check: setup ## on a GPU host: preflight, build, serve, chat+tools+stream, bench → docs/gpu/ (MODEL_DIR=... [PROFILE=a[,b]] [RUNTIMES=engine,pytorch: side by side] [OUT=] [GPU_CHECK_ARGS=])
 	@test -n "$(MODEL_DIR)" || { echo "make gpu-check: set MODEL_DIR=<Hugging Face Mistral NeMo Instruct directory>" >&2; exit 2; }
-	$(BIN)/python -m nemo_ops.gpu_check --model-dir "$(MODEL_DIR)" --profile "$(or $(PROFILE),h100-fp8-tp1)" --out "$(or $(OUT),artifacts/gpu-check)" $(GPU_CHECK_ARGS)
+	$(BIN)/python -m nemo_ops.gpu_check --model-dir "$(MODEL_DIR)" --profile "$(or $(PROFILE),h100-fp8-tp1)" --out "$(or $(OUT),artifacts/gpu-check)" \
+		$(if $(RUNTIMES),--runtimes "$(RUNTIMES)") $(GPU_CHECK_ARGS)
 
 demo: setup ## the whole stack on CPU with the tiny model: build, FP8 calibrate, serve, chat, tools, OpenAI SDK
 	$(BIN)/python -m nemo_ops.demo

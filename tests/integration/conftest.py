@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,19 +28,24 @@ def serving_checkpoint(fp8_checkpoint_dir: Path) -> Path:
     return fp8_checkpoint_dir
 
 
-@pytest.fixture(scope="session")
-def cpu_repository(tmp_path_factory: pytest.TempPathFactory, serving_checkpoint: Path, tekken_path: Path) -> Path:
-    settings = RepositorySettings(
-        target="cpu",
-        model_dir=serving_checkpoint,
+def serving_repository(out: Path, target: str, model_dir: Path, tekken_path: Path, **settings: Any) -> Path:
+    """A repository rendered at ``out`` with the integration suite's limits and served name."""
+    limits = RepositorySettings(
+        target=target,
+        model_dir=model_dir,
         max_batch_size=MAX_BATCH_SIZE,
         max_input_len=MAX_INPUT_LEN,
         max_seq_len=MAX_SEQ_LEN,
         served_model_name=SERVED,
+        **settings,
     )
-    out = tmp_path_factory.mktemp("serving") / "repository"
-    render_repository(TEMPLATES_DIR, settings, tekken_path, out)
+    render_repository(TEMPLATES_DIR, limits, tekken_path, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def cpu_repository(tmp_path_factory: pytest.TempPathFactory, serving_checkpoint: Path, tekken_path: Path) -> Path:
+    return serving_repository(tmp_path_factory.mktemp("serving") / "repository", "cpu", serving_checkpoint, tekken_path)
 
 
 @pytest.fixture(scope="session")
