@@ -1,5 +1,5 @@
-"""Long prompts in the reference runtime: chunked prefill (the profiles' max_num_tokens) gives what one pass gives,
-interleaves with running decodes, keeps memory linear in the prompt, and the KV-cache budget admits, queues or refuses."""
+"""Long prompts in the reference runtime: chunked prefill (the profiles' max_num_tokens) gives what one pass
+gives, interleaves with running decodes, keeps memory linear in the prompt; the KV-cache budget queues or refuses."""
 
 from __future__ import annotations
 
@@ -53,13 +53,16 @@ def test_a_long_prompt_prefills_a_chunk_per_step_while_the_others_keep_decoding(
     expected = runtime.generate(PROMPTS[0], max_new_tokens=12).token_ids
     long_prompt = PROMPTS[1] * 60  # 360 tokens: 6 chunks of 64 less the decoding sequence's token
     runtime.add_request("short", PROMPTS[0], max_new_tokens=12)
-    runtime.step()
+    short = runtime.step()
     runtime.add_request("long", long_prompt, max_new_tokens=2)
-    per_step = [[output.request_id for output in runtime.step()] for _ in range(6)]
+    steps = [runtime.step() for _ in range(6)]
+    per_step = [[output.request_id for output in outputs] for outputs in steps]
     assert per_step[:5] == [["short"]] * 5  # the long prompt's chunks so far produced no output; "short" went on
     assert per_step[5] == ["short", "long"]  # 6 x 63 >= 360: its prompt is done and its first token out
     results = drain(runtime)
     assert len(tokens(results["long"])) == 1 and results["long"][-1].finished
+    short += [output for outputs in steps for output in outputs if output.request_id == "short"] + results["short"]
+    assert tokens(short) == expected  # the interleaved chunks changed nothing for it
 
 
 def test_prefill_memory_grows_linearly_not_with_the_square_of_the_prompt(fp8_checkpoint_dir: Path) -> None:
