@@ -91,9 +91,20 @@ def render_long_repository(checkpoint: Path, tekken: Path, out: Path, **settings
     return out
 
 
+def _engine_stub(triton_pid: int) -> int:
+    (pid,) = stub_processes(triton_pid)["tensorrt_llm"]
+    return pid
+
+
+def reset_engine_peak_rss(triton_pid: int) -> None:
+    """Reset the ``tensorrt_llm`` stub's peak resident memory to what it holds now (so that the model loading's
+    transient copies are not counted in what a request is measured to take)."""
+    Path(f"/proc/{_engine_stub(triton_pid)}/clear_refs").write_text("5")
+
+
 def engine_peak_rss_mib(triton_pid: int) -> float:
     """The peak resident memory (VmHWM) of the ``tensorrt_llm`` stub, where the reference runtime runs, in MiB."""
-    (pid,) = stub_processes(triton_pid)["tensorrt_llm"]
+    pid = _engine_stub(triton_pid)
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
