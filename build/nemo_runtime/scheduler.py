@@ -27,6 +27,7 @@ from typing import Literal
 
 import torch
 
+from nemo_protocol.errors import ENGINE_OUT_OF_MEMORY
 from nemo_protocol.request_ids import new_request_id
 from nemo_runtime.model import DEFAULT_PREFILL_CHUNK_TOKENS, ReferenceModel
 from nemo_runtime.sampling import GREEDY, LogitsMask, NoAllowedToken, Sampler, SamplingParams, TokenMask
@@ -92,6 +93,12 @@ class _Request:
     def next_position(self) -> int:
         """Position of the last generated token, the input of the next decode step."""
         return len(self.prompt_ids) + len(self.generated) - 1
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation that failed: Python's MemoryError, or torch's CPU allocator refusing ("DefaultCPUAllocator: can't
+    allocate memory" / "not enough memory")."""
+    return isinstance(exc, MemoryError) or "DefaultCPUAllocator" in str(exc)
 
 
 class ReferenceRuntime:
@@ -240,7 +247,10 @@ class ReferenceRuntime:
                 request.slot, request.prompt_ids[start : start + chunk], start, request.returns.context_logits
             )
         except (RuntimeError, MemoryError) as exc:
-            reason = f"the server could not prefill the {len(request.prompt_ids)}-token prompt: {exc}"
+            what = ENGINE_OUT_OF_MEMORY if _out_of_memory(exc) else "the engine failed"
+            reason = (
+                f"{what} prefilling the {len(request.prompt_ids)}-token prompt (the requests in flight go on): {exc}"
+            )
             return replace(self._finish(request, None, "error"), error=reason)
         request.prefilled += chunk
         if request.returns.context_logits:

@@ -9,15 +9,20 @@ budget below max_seq_len, so nothing the length limits let through could never f
 
 from __future__ import annotations
 
+import resource
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import openai
 import pytest
 
+from nemo_client.triton_transport import error_from_message
 from nemo_gateway.settings import GatewaySettings
 from nemo_ops.launcher import TritonServer
+from nemo_ops.stub_supervisor import stub_processes
+from nemo_protocol.errors import ENGINE_OUT_OF_MEMORY, UnavailableError
 from tests.integration.gateways import running_gateway
 from tests.integration.long_context import (
     MAX_INPUT_LEN,
@@ -29,6 +34,7 @@ from tests.integration.long_context import (
     render_long_repository,
     reset_engine_peak_rss,
 )
+from tests.integration.triton_calls import StreamingCall
 
 KV_CACHE_TOKENS = MAX_SEQ_LEN  # the repository's max_tokens_in_paged_kv_cache: one longest sequence
 LONG_PROMPT_TOKENS = 20_000
@@ -107,3 +113,46 @@ def test_a_request_that_cannot_fit_the_kv_cache_now_waits_and_the_stream_in_flig
     waiter.join(timeout=120)
     assert not waiter.is_alive()
     assert waiting["answer"].choices[0].message.content == alone.choices[0].message.content  # type: ignore[attr-defined]
+
+
+def test_a_request_the_engine_has_no_memory_for_ends_alone_and_the_server_goes_on(
+    sdk: openai.OpenAI, long_triton: TritonServer
+) -> None:
+    """The engine's address space is capped (RLIMIT_AS, 512 MiB above what it holds) and a request asks for the
+    context logits of a 3,000-token prompt (3,000 x 131,072 float32: 1.5 GiB): its allocation fails. That request
+    ends with an error saying the engine ran out of memory (a 503 to retry later, not a server bug); the stream in
+    flight goes on, and the next request is served."""
+    assert long_triton.pid is not None
+    (stub,) = stub_processes(long_triton.pid)["tensorrt_llm"]
+    short = [{"role": "user", "content": "What is the capital of France?"}]
+    stream = sdk.chat.completions.create(
+        model=SERVED, messages=short, max_tokens=2000, stream=True, extra_body={"nvext": {"ignore_eos": True}}
+    )  # type: ignore[call-overload]
+    chunks = iter(stream)
+    next(chunks)
+    soft, hard = resource.prlimit(stub, resource.RLIMIT_AS)
+    size = int(
+        next(
+            line for line in Path(f"/proc/{stub}/status").read_text().splitlines() if line.startswith("VmSize:")
+        ).split()[1]
+    )
+    resource.prlimit(stub, resource.RLIMIT_AS, ((size + 512 * 1024) * 1024, hard))
+    try:
+        prompt = np.arange(1000, 4000, dtype=np.int32)[None]
+        call = StreamingCall(
+            long_triton.grpc_url, "tensorrt_llm",
+            {"input_ids": prompt, "input_lengths": np.array([[prompt.shape[1]]], dtype=np.int32),
+             "request_output_len": np.array([[4]], dtype=np.int32), "streaming": np.array([[True]]),
+             "return_context_logits": np.array([[True]])},
+        )  # fmt: skip
+        failed = call.finish()
+        received = [next(chunks) for _ in range(30)]  # the stream in flight went on meanwhile
+    finally:
+        resource.prlimit(stub, resource.RLIMIT_AS, (soft, hard))
+    stream.close()
+    assert failed.error is not None and ENGINE_OUT_OF_MEMORY in failed.error, failed.error
+    assert "prefilling the 3000-token prompt" in failed.error and "DefaultCPUAllocator" in failed.error
+    assert isinstance(error_from_message(failed.error), UnavailableError)  # what clients make of it: 503
+    assert all(chunk.choices and chunk.choices[0].delta.content is not None for chunk in received)
+    answer = sdk.chat.completions.create(model=SERVED, messages=short, max_tokens=16)  # type: ignore[arg-type]
+    assert answer.choices[0].message.content == "The capital of France is Paris."

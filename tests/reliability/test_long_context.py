@@ -41,7 +41,8 @@ def long_stack(
     )
     with (
         TritonServer(repository, log_path=workdir / "tritonserver.log") as triton,
-        Gateway(triton.grpc_url, log_path=workdir / "gateway.log") as gateway,
+        # a 130,000-token prefill takes minutes on 2 loaded cores: past the other tests' 120 s
+        Gateway(triton.grpc_url, log_path=workdir / "gateway.log", request_timeout_s=1800) as gateway,
     ):
         yield triton, gateway
 
