@@ -156,3 +156,18 @@ def test_a_request_the_engine_has_no_memory_for_ends_alone_and_the_server_goes_o
     assert all(chunk.choices and chunk.choices[0].delta.content is not None for chunk in received)
     answer = sdk.chat.completions.create(model=SERVED, messages=short, max_tokens=16)  # type: ignore[arg-type]
     assert answer.choices[0].message.content == "The capital of France is Paris."
+
+
+def test_a_body_past_grpcs_default_4_mib_reaches_the_chat_model(long_triton: TritonServer) -> None:
+    """On the chat-model path the body travels to Triton as one gRPC message: 6 MiB (a 128k-token prompt in Arabic is
+    2.4 MB) passes the gateway's client and Triton's server limits, and the chat model itself answers it (here, a 400
+    naming the field it refuses, not a transport error)."""
+    settings = GatewaySettings(triton_url=long_triton.grpc_url, served_model_name=SERVED, direct=False)
+    with running_gateway(settings) as base:
+        sdk = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk.chat.completions.create(
+                model=SERVED, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, user="u" * (6 * 2**20)
+            )
+    assert refused.value.param == "user"
+    assert "user" in str(refused.value.body) and "256" in str(refused.value.body)
