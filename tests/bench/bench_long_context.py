@@ -24,6 +24,16 @@ WORK = ROOT / "artifacts" / "bench" / "long-context"
 LENGTHS = (1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 131_000)
 CHUNK_LENGTH = 32_000
 CHUNKS = (1_024, 4_096, 8_192, 32_768)
+REQUEST_TOKENS = 128_000
+# sentences of each script, drawn at random (with a number each) into a text of REQUEST_TOKENS tokens
+SENTENCES = {
+    "English": ["The committee reviews the quarterly budget", "A river bends around the old mill",
+                "Signals from the harbor reached the station late", "She wrote the ledger in violet ink"],
+    "Chinese": ["长上下文模型可以一次阅读整本书", "委员会正在审查季度预算",
+                "河流绕过古老的磨坊", "她用紫色墨水写下了账本"],
+    "Arabic": ["يمكن للنماذج ذات السياق الطويل قراءة كتاب كامل", "تراجع اللجنة الميزانية الفصلية",
+               "يلتف النهر حول الطاحونة القديمة", "كتبت الدفتر بالحبر البنفسجي"],
+}  # fmt: skip
 DEFAULT_CHUNK = 8_192  # the shipped profiles' max_num_tokens
 _MEASURE = """
 import json, resource, sys, time, torch
@@ -71,6 +81,32 @@ def _measure(checkpoint: Path, length: int, chunk: int) -> dict[str, float]:
     return {"tokens": length, "chunk": chunk, **result}
 
 
+def _request_sizes() -> list[dict[str, Any]]:
+    """Per script: a REQUEST_TOKENS-token chat's JSON body (as the openai SDK sends it: non-ASCII escaped) and the
+    time to render it into prompt ids (the chat template and Tekken, what the gateway does for each request)."""
+    import random
+    import time
+
+    from nemo_protocol.chat_format import encode_chat
+    from nemo_protocol.tekken import Tekkenizer, default_tekken_path
+
+    tokenizer = Tekkenizer.from_file(default_tekken_path())
+    sizes = []
+    for script, sentences in SENTENCES.items():
+        rng, pieces, count = random.Random(0), [], 0
+        while count < REQUEST_TOKENS:
+            piece = f"{rng.choice(sentences)} {rng.randrange(10**6)}. "
+            pieces.append(piece)
+            count += len(tokenizer.encode(piece))
+        messages = [{"role": "user", "content": "".join(pieces)}]
+        started = time.perf_counter()
+        ids = encode_chat(tokenizer, messages)
+        seconds = time.perf_counter() - started
+        body = len(json.dumps({"model": "m", "messages": messages}).encode())
+        sizes.append({"script": script, "tokens": len(ids), "body_bytes": body, "encode_s": seconds})
+    return sizes
+
+
 def power_law_exponent(xs: list[float], ys: list[float]) -> float:
     """k of the least-squares fit y = c·x^k (the slope of log y against log x)."""
     lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
@@ -91,6 +127,7 @@ def run() -> dict[str, Any]:
     lengths = [length for length in LENGTHS if length <= longest]
     by_length = [_measure(checkpoint, length, DEFAULT_CHUNK) for length in lengths]
     by_chunk = [_measure(checkpoint, CHUNK_LENGTH, chunk) for chunk in CHUNKS if longest >= CHUNK_LENGTH]
+    sizes = _request_sizes()
     growth = [m["peak_mib"] - m["loaded_mib"] for m in by_length]
     # past the fixed costs, where the quadratic term shows (all of them when fewer than two lengths reach 8k)
     tail = [m for m in by_length if m["tokens"] >= 8_000]
@@ -125,6 +162,24 @@ def run() -> dict[str, Any]:
             f"Prefill chunk size (`max_num_tokens`) at {CHUNK_LENGTH:,} tokens:",
             "",
             markdown_table(["chunk (tokens)", "TTFT (s)", "peak RSS (MiB)", "RSS growth (MiB)"], chunk_rows),
+            "",
+            f"A {REQUEST_TOKENS:,}-token chat by script: its JSON body as the openai SDK sends it (non-ASCII escaped "
+            "as \\uXXXX) against the gateway's 16 MiB default limit, and the time to render it into prompt ids "
+            "(chat template + Tekken, done by the gateway on the direct path):",
+            "",
+            markdown_table(
+                ["script", "prompt tokens", "body (MB)", "bytes per token", "render + encode (s)"],
+                [
+                    [
+                        size["script"],
+                        f"{size['tokens']:,}",
+                        f"{size['body_bytes'] / 1e6:.2f}",
+                        f"{size['body_bytes'] / size['tokens']:.1f}",
+                        f"{size['encode_s']:.2f}",
+                    ]
+                    for size in sizes
+                ],
+            ),
         ]
     )
     return {
@@ -133,6 +188,7 @@ def run() -> dict[str, Any]:
         "data": {
             "by_length": by_length,
             "by_chunk": by_chunk,
+            "request_sizes": sizes,
             "ttft_exponent_from_8k": ttft_exponent,
             "rss_mib_per_1k_tokens": mib_per_1k,
         },
