@@ -10,6 +10,7 @@ answer comes from :mod:`nemo_gateway.errors`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ logger = logging.getLogger("nemo_gateway")
 def create_app(settings: GatewaySettings) -> FastAPI:
     app = FastAPI(title="Mistral NeMo gateway", version=release(), lifespan=_lifespan)
     app.state.settings = settings
+    app.state.shutting_down = asyncio.Event()  # set by nemo_gateway.server.GatewayServer
     app.state.metrics = metrics = GatewayMetrics()
     app.state.admission = Admission(settings.admission, observer=metrics)
     metrics.admission_max_in_flight.set(settings.admission.max_in_flight)

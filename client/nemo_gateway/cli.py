@@ -18,7 +18,12 @@ from nemo_client.grpc_target import (
 from nemo_gateway.admission import DEFAULT_MAX_QUEUE_WAIT_S, AdmissionLimits
 from nemo_gateway.app import create_app
 from nemo_gateway.response_store import DEFAULT_RETENTION_S
-from nemo_gateway.settings import DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_TRITON_URL, GatewaySettings
+from nemo_gateway.settings import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_TRITON_URL,
+    GatewaySettings,
+)
 from nemo_protocol.json_values import MAX_JSON_DEPTH
 from nemo_protocol.request_limits import RequestLimits
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
@@ -146,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds one request may take, stream included",
     )
     parser.add_argument(
+        "--body-timeout",
+        type=_positive_seconds,
+        default=os.environ.get("NEMO_GATEWAY_BODY_TIMEOUT_S", str(DEFAULT_BODY_TIMEOUT_S)),
+        help="seconds a request body may take to arrive whole: a caller that stalls mid-upload gets 408 and its "
+        "connection is closed (a body still arriving when the gateway shuts down gets 503 at once) "
+        "(env NEMO_GATEWAY_BODY_TIMEOUT_S)",
+    )
+    parser.add_argument(
         "--log-level",
         default=os.environ.get("NIM_LOG_LEVEL", "info").lower(),
         choices=["critical", "error", "warning", "info", "debug"],
@@ -174,6 +187,13 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds, 0 or more, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
     return value
 
 
@@ -226,6 +246,7 @@ def settings_from(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         api_key=os.environ.get(API_KEY_ENV) or None,
         limits=RequestLimits(**{field: getattr(args, field) for field, _, _ in LIMIT_FLAGS.values()}),
         request_timeout_s=args.request_timeout,
+        body_timeout_s=args.body_timeout,
         admission=AdmissionLimits(args.max_in_flight, args.max_queued, args.max_queue_wait_s),
         direct=args.chat_path == "direct",
         tokenizer_file=args.tokenizer,
@@ -238,10 +259,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = settings_from(parser, args)
-    import uvicorn
+    from nemo_gateway.server import GatewayServer
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    GatewayServer(create_app(settings), host=args.host, port=args.port, log_level=args.log_level).run()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 DEFAULT_TRITON_URL = "localhost:8001"
 DEFAULT_REQUEST_TIMEOUT_S = 600.0
+DEFAULT_BODY_TIMEOUT_S = 60.0  # a 128k-token prompt's body (1-3 MB in any language) at 400 kbit/s
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class GatewaySettings:
     """Bounds on one request: body size (413 before it is read whole), nesting, messages, tools, stop, tokens."""
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     """Seconds one upstream call may take, a stream included."""
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    """Seconds a request body may take to arrive whole (408 past it); a stalled upload holds a connection no longer."""
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     """Generations upstream at once, and how many requests may wait how long for a slot (429 past that)."""
     direct: bool = True

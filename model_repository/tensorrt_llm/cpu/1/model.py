@@ -20,7 +20,10 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         model = ModelArgs.parse(args)
         runtime = ReferenceRuntime.from_checkpoint(
-            model.path("checkpoint_dir"), max_batch_size=model.int("max_batch_size")
+            model.path("checkpoint_dir"),
+            max_batch_size=model.int("max_batch_size"),
+            max_num_tokens=model.int("max_num_tokens"),
+            kv_cache_max_tokens=model.int("max_tokens_in_paged_kv_cache") or None,
         )
         self.exclude_input_default = model.bool("exclude_input_in_output")
         self.batcher = InflightBatcher(runtime, GrammarEngine(model.tokenizer(), runtime.model.vocab_size))
