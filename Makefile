@@ -8,12 +8,18 @@ CONSTRAINTS := requirements/constraints.txt
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-reliability lint format bench clean demo helm image engine gpu-check serve gateway
+.PHONY: help setup postgres test test-reliability lint format bench clean demo helm image engine gpu-check serve gateway
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv and install everything, pinned (CPU torch from local disk)
+setup: $(STAMP) postgres ## create .venv and install everything, pinned (CPU torch from local disk), and PostgreSQL
+
+# The tests start a PostgreSQL server of their own (the gateways' shared response store) from Debian's binaries.
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || { \
+		echo "make setup: the tests need PostgreSQL's binaries: apt-get install postgresql (as root)" >&2; exit 1; }
 
 # torch goes first and alone so that pip takes the CPU build of 2.13.0 instead of resolving a CUDA build.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -66,9 +72,10 @@ engine: ## on a GPU host: make engine MODEL_DIR=/path/to/Mistral-NeMo [PROFILE=h
 	@test -n "$(MODEL_DIR)" || { echo "make engine: set MODEL_DIR=<Hugging Face Mistral NeMo directory>" >&2; exit 2; }
 	scripts/make_engine.sh "$(MODEL_DIR)" "$(or $(PROFILE),h100-fp8-tp1)" "$(or $(OUT),artifacts/engine-build)"
 
-gpu-check: setup ## on a GPU host: preflight, build, serve, chat+tools+stream, bench → docs/gpu/ (MODEL_DIR=... [PROFILE=] [OUT=] [GPU_CHECK_ARGS=])
+gpu-check: setup ## on a GPU host: preflight, build, serve, chat+tools+stream, bench → docs/gpu/ (MODEL_DIR=... [PROFILE=a[,b]] [RUNTIMES=engine,pytorch: side by side] [OUT=] [GPU_CHECK_ARGS=])
 	@test -n "$(MODEL_DIR)" || { echo "make gpu-check: set MODEL_DIR=<Hugging Face Mistral NeMo Instruct directory>" >&2; exit 2; }
-	$(BIN)/python -m nemo_ops.gpu_check --model-dir "$(MODEL_DIR)" --profile "$(or $(PROFILE),h100-fp8-tp1)" --out "$(or $(OUT),artifacts/gpu-check)" $(GPU_CHECK_ARGS)
+	$(BIN)/python -m nemo_ops.gpu_check --model-dir "$(MODEL_DIR)" --profile "$(or $(PROFILE),h100-fp8-tp1)" --out "$(or $(OUT),artifacts/gpu-check)" \
+		$(if $(RUNTIMES),--runtimes "$(RUNTIMES)") $(GPU_CHECK_ARGS)
 
 demo: setup ## the whole stack on CPU with the tiny model: build, FP8 calibrate, serve, chat, tools, OpenAI SDK
 	$(BIN)/python -m nemo_ops.demo

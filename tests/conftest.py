@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,12 @@ def fp8_checkpoint_dir(trained_model_dir: Path) -> Path:
         f"tiny-trained-fp8-{trained_model_dir.name}",
         lambda out: build_checkpoint(trained_model_dir, out, options, verify=True),
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server on a free loopback port for the session (tests/postgres_server.py)."""
+    from tests.postgres_server import PostgresServer
+
+    with PostgresServer() as server:
+        yield server.url

@@ -107,7 +107,8 @@ class RepositorySettings:
     context_logits: bool = True
     generation_logits: bool = True
     # pytorch: the LLM API's arguments beyond the ones above (tensorrt_llm.LLM / TorchLlmArgs, see nemo_runtime.llm_api)
-    max_num_tokens: int = 8192  # tokens per forward pass (prefill chunks + decodes)
+    max_num_tokens: int = 8192  # tokens per forward pass (prefill chunks + decodes); pytorch and cpu
+    max_tokens_in_paged_kv_cache: int = 0  # cpu: KV-cache positions of the running requests (0: batch x max_seq_len)
     kv_cache_dtype: str = "auto"
     tokens_per_block: int = 32  # KV-cache block size (KvCacheConfig.tokens_per_block; upstream's default)
     cuda_graph_batch_sizes: tuple[int, ...] = ()  # empty: graphs for every batch size up to max_batch_size
@@ -162,6 +163,13 @@ class RepositorySettings:
         for name in ("max_num_tokens", "tokens_per_block", "tensor_parallel_size", "max_lora_rank"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} {getattr(self, name)} (must be >= 1)")
+        # Every request the length limits let through must fit the KV cache on its own (else it could never run):
+        # the budget bounds how many run at once, and the others wait.
+        if self.max_tokens_in_paged_kv_cache and self.max_tokens_in_paged_kv_cache < self.max_seq_len:
+            problems.append(
+                f"max_tokens_in_paged_kv_cache {self.max_tokens_in_paged_kv_cache} (0, or at least max_seq_len "
+                f"{self.max_seq_len}: a request of max_seq_len positions must fit)"
+            )
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             problems.append(f"kv_cache_dtype {self.kv_cache_dtype!r} (accepted: {', '.join(KV_CACHE_DTYPES)})")
         object.__setattr__(self, "cuda_graph_batch_sizes", tuple(sorted(set(self.cuda_graph_batch_sizes))))
@@ -591,7 +599,18 @@ def add_repository_parser(subparsers: Any) -> argparse.ArgumentParser:
         "max_batch_size, max_input_len, max_seq_len, max_num_tokens, tokens_per_block, TP size, gathered logits, "
         "serving.frontend_instances",
     )
-    pytorch.add_argument("--max-num-tokens", type=int, help="tokens per forward pass (default: the profile's)")
+    pytorch.add_argument(
+        "--max-num-tokens",
+        type=int,
+        help="pytorch, cpu: tokens per forward pass, prefill chunks and decodes together; long prompts are prefilled "
+        "in chunks of it (default: the profile's; cpu: 8192)",
+    )
+    parser.add_argument(
+        "--max-tokens-in-paged-kv-cache",
+        type=int,
+        help="cpu: KV-cache positions the running requests may fill together, at least --max-seq-len; a request waits "
+        "until its prompt + max tokens fits beside theirs (default: max batch size x max sequence length)",
+    )
     pytorch.add_argument(
         "--kv-cache-dtype",
         choices=KV_CACHE_DTYPES,
@@ -711,7 +730,7 @@ def profile_llm_settings(profile: Profile) -> dict[str, Any]:
 
 
 PYTORCH_FLAGS = (
-    "profile", "max_num_tokens", "kv_cache_dtype", "tokens_per_block", "cuda_graph_batch_sizes",
+    "profile", "kv_cache_dtype", "tokens_per_block", "cuda_graph_batch_sizes",
     "tensor_parallel_size", "hf_tokenizer",
 )  # fmt: skip
 
@@ -772,6 +791,13 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         given = [f"--{key.replace('_', '-')}" for key in PYTORCH_FLAGS if getattr(args, key, None) is not None]
         if given:
             raise BuildError(f"{', '.join(given)} only apply to --target pytorch")
+        cpu_only = {
+            "max_tokens_in_paged_kv_cache": args.max_tokens_in_paged_kv_cache,
+            "max_num_tokens": args.max_num_tokens,
+        }
+        given = [f"--{key.replace('_', '-')}" for key, value in cpu_only.items() if value is not None]
+        if given and args.target != "cpu":
+            raise BuildError(f"{', '.join(given)} only apply to --target cpu (--max-num-tokens: and pytorch)")
     elif args.stand_in_tokens_per_s is not None or args.stand_in_end_after_tokens is not None:
         raise BuildError("--stand-in-tokens-per-s, --stand-in-end-after-tokens only apply to --target stand-in")
     else:
@@ -832,6 +858,11 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         **lora_settings(args, lora_profile),
         generation_logits=logits["generation_logits"],
         **{key: value for key, value in stand_in.items() if value is not None},
+        **{
+            key: getattr(args, key)
+            for key in ("max_num_tokens", "max_tokens_in_paged_kv_cache")
+            if getattr(args, key) is not None
+        },
     )
 
 

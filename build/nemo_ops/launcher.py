@@ -355,6 +355,30 @@ def _serving_gpu_and_trtllm(launcher: str, image: str, without_gpu: str) -> tupl
     return gpus[0].name, version, ""
 
 
+def check_launcher(target: str, launcher: str) -> str:
+    """``launcher`` (pytriton, local or docker) if it can serve a ``target`` repository, else a ServeError."""
+    if target == "gpu" and launcher == "pytriton":
+        raise ServeError("the pytriton wheel has no tensorrtllm backend; use --launcher local|docker")
+    if target in ("cpu", "stand-in") and launcher != "pytriton":  # python-backend models on the CPU only
+        raise ServeError(f"launcher {launcher!r} serves GPU repositories; this one is {target}")
+    return launcher  # a pytorch repository: pytriton (the CPU reference runtime underneath) or a GPU launcher
+
+
+def auto_launcher(target: str, *, gpu_host: bool, local_tritonserver: bool, local_tensorrt_llm: bool) -> str:
+    """What ``--launcher auto`` runs a ``target`` repository with.
+
+    Engines (``gpu``) need the tensorrtllm backend: a local tritonserver, else the NGC image. A ``pytorch``
+    repository runs TensorRT-LLM's LLM API on a GPU host exactly as an engine repository would be launched, except
+    that a local tritonserver counts only with the ``tensorrt_llm`` package beside it; on a host without a GPU it is
+    served by the pytriton wheel's Triton, whose python stub finds a ``tensorrt_llm`` that runs the CPU reference
+    runtime (the tests' fake) or fails to load the model, saying so. CPU and stand-in repositories: pytriton.
+    """
+    if target == "gpu" or (target == "pytorch" and gpu_host):
+        local = local_tritonserver and (target == "gpu" or local_tensorrt_llm)
+        return "local" if local else "docker"
+    return "pytriton"
+
+
 # ------------------------------------------------------------------------- dying with the launcher
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -499,17 +523,15 @@ class TritonServer:
         return f"http://{self.host}:{self.ports.http}"
 
     def _resolve_launcher(self, launcher: str) -> str:
-        if self.target == "pytorch" and launcher in ("local", "docker"):
-            return launcher  # TensorRT-LLM's LLM API on a GPU host (auto: pytriton, the CPU reference underneath)
-        if self.target != "gpu":  # cpu and stand-in: python-backend models only
-            if launcher not in ("auto", "pytriton"):
-                raise ServeError(f"launcher {launcher!r} serves GPU repositories; this one is {self.target}")
-            return "pytriton"
-        if launcher == "pytriton":
-            raise ServeError("the pytriton wheel has no tensorrtllm backend; use --launcher local|docker")
-        if launcher == "auto":
-            return "local" if shutil.which("tritonserver") else "docker"
-        return launcher
+        if launcher != "auto":
+            return check_launcher(self.target, launcher)
+        on_gpu_host = self.target == "pytorch" and bool(probe_gpus())  # only a pytorch repository asks
+        return auto_launcher(
+            self.target,
+            gpu_host=on_gpu_host,
+            local_tritonserver=shutil.which("tritonserver") is not None,
+            local_tensorrt_llm=self.target == "pytorch" and installed_trtllm_version() is not None,
+        )
 
     def command_and_env(self) -> tuple[list[str], dict[str, str]]:
         """The command line and environment this server starts with."""

@@ -171,7 +171,7 @@ class InflightBatcher(BatchLoop):
             max_batch_size,
             self._cancelled,
             kv_blocks_used=used,
-            kv_blocks_max=max_batch_size * kv_blocks(self._runtime.max_seq_len),
+            kv_blocks_max=kv_blocks(self._runtime.kv_cache_max_tokens),
             **lora_stats(self._active.values(), self._lora_requests, self._runtime.lora.max_adapters),
         )
 
@@ -283,7 +283,9 @@ class InflightBatcher(BatchLoop):
         request = active.request
         try:
             if output.finish_reason == "error":
-                active.sink.fail("the token constraints (bad_words_list / min_tokens / the guide) allowed no token")
+                active.sink.fail(
+                    output.error or "the token constraints (bad_words_list / min_tokens / the guide) allowed no token"
+                )
             elif request.streaming:
                 if output.new_token_ids or output.finished:
                     active.sink.send(output.new_token_ids, output.finished, active.logs(output))

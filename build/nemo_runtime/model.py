@@ -5,9 +5,11 @@ numerically: every quantized linear layer sees its input quantized to FP8 E4M3 w
 ``activation_scaling_factor`` (weights were dequantized at load), and K/V are stored in the cache as
 FP8 with the ``kv_cache_scaling_factor``.
 
-KV cache layout: per layer one tensor ``[slots, kv_heads, capacity, head_size]`` for K and one for V.
-A sequence owns one slot for its lifetime; a decode step gathers the active slots and masks the
-positions past each sequence's length, so sequences of different lengths decode in one batch.
+KV cache layout: per slot and layer one tensor ``[kv_heads, capacity, head_size]`` for K and one for V, each
+slot's capacity its own sequence's. A sequence owns one slot for its lifetime. A prompt is prefilled in chunks of
+``prefill_chunk_tokens`` (TensorRT-LLM's chunked context, at the profiles' ``max_num_tokens``), and attention never
+builds a matrix of queries x positions: memory grows linearly with the prompt, so a 128k-token prompt runs on a
+CPU (its time still grows with the square: every position attends to every earlier one).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from nemo_runtime.weights import Layer, Linear, Weights
 FP8_E4M3_MAX = 448.0
 _INITIAL_CAPACITY = 128
 _INITIAL_SLOTS = 8
+DEFAULT_PREFILL_CHUNK_TOKENS = 8192  # the shipped profiles' max_num_tokens
 
 
 def fp8_round_trip(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -64,59 +67,80 @@ class _Rotary:
 
 
 class KVCache:
-    """Per-layer K and V tensors indexed by slot; grows (slots and capacity) by doubling."""
+    """Per slot and layer one K and one V tensor ``[kv_heads, capacity, head_size]``.
+
+    A slot's capacity grows by doubling (up to ``max_positions``) as its sequence does, and is given back when the
+    slot is released, so the cache holds what the running sequences fill, not ``slots x longest``: one 128k-token
+    sequence beside short ones costs its own positions only.
+    """
 
     def __init__(self, num_layers: int, num_kv_heads: int, head_size: int, max_positions: int) -> None:
         self.num_layers = num_layers
         self.shape_tail = (num_kv_heads, head_size)
         self.max_positions = max_positions
-        self.capacity = min(_INITIAL_CAPACITY, max_positions)
-        self.k = [self._alloc(_INITIAL_SLOTS, self.capacity) for _ in range(num_layers)]
-        self.v = [self._alloc(_INITIAL_SLOTS, self.capacity) for _ in range(num_layers)]
-        self.free_slots = list(range(_INITIAL_SLOTS - 1, -1, -1))
+        self.k: list[list[torch.Tensor]] = []  # [slot][layer]
+        self.v: list[list[torch.Tensor]] = []
+        self.free_slots: list[int] = []
+        self._grow_slots(_INITIAL_SLOTS)
 
-    def _alloc(self, slots: int, capacity: int) -> torch.Tensor:
+    def _alloc(self, capacity: int) -> list[torch.Tensor]:
         heads, size = self.shape_tail
-        return torch.zeros(slots, heads, capacity, size)
+        return [torch.zeros(heads, capacity, size) for _ in range(self.num_layers)]
+
+    def _grow_slots(self, slots: int) -> None:
+        old = self.num_slots
+        for _ in range(old, slots):
+            self.k.append(self._alloc(0))
+            self.v.append(self._alloc(0))
+        self.free_slots = list(range(slots - 1, old - 1, -1)) + self.free_slots
 
     @property
     def num_slots(self) -> int:
-        return self.k[0].shape[0]
+        return len(self.k)
+
+    def capacity(self, slot: int) -> int:
+        return self.k[slot][0].shape[1]
 
     def acquire(self) -> int:
         if not self.free_slots:
-            old = self.num_slots
-            self._resize(old * 2, self.capacity)
-            self.free_slots = list(range(2 * old - 1, old - 1, -1))
+            self._grow_slots(self.num_slots * 2)
         return self.free_slots.pop()
 
     def release(self, slot: int) -> None:
+        self.k[slot], self.v[slot] = self._alloc(0), self._alloc(0)
         self.free_slots.append(slot)
 
-    def reserve(self, length: int) -> None:
-        """Make room for positions ``[0, length)`` in every slot."""
+    def reserve(self, slot: int, length: int) -> None:
+        """Make room for positions ``[0, length)`` of ``slot``."""
         if length > self.max_positions:
             raise ValueError(f"sequence length {length} exceeds max_position_embeddings {self.max_positions}")
-        if length > self.capacity:
-            capacity = self.capacity
-            while capacity < length:
-                capacity *= 2
-            self._resize(self.num_slots, min(capacity, self.max_positions))
-
-    def _resize(self, slots: int, capacity: int) -> None:
+        capacity = self.capacity(slot)
+        if length <= capacity:
+            return
+        capacity = max(capacity, _INITIAL_CAPACITY)
+        while capacity < length:
+            capacity *= 2
+        capacity = min(capacity, self.max_positions)
         for store in (self.k, self.v):
-            for i, old in enumerate(store):
-                new = self._alloc(slots, capacity)
-                new[: old.shape[0], :, : old.shape[2]] = old
-                store[i] = new
-        self.capacity = capacity
+            grown = self._alloc(capacity)
+            for new, old in zip(grown, store[slot], strict=True):
+                new[:, : old.shape[1]] = old
+            store[slot] = grown
+
+    @property
+    def positions_held(self) -> int:
+        """Positions allocated over every slot (what the cache's memory is proportional to)."""
+        return sum(self.capacity(slot) for slot in range(self.num_slots))
 
 
 class ReferenceModel:
     """Forward pass of a TensorRT-LLM Llama-family checkpoint: prefill one sequence, decode a batch."""
 
-    def __init__(self, weights: Weights) -> None:
+    def __init__(self, weights: Weights, prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS) -> None:
+        if prefill_chunk_tokens < 1:
+            raise ValueError(f"prefill_chunk_tokens must be >= 1, got {prefill_chunk_tokens}")
         self.weights = weights
+        self.prefill_chunk_tokens = prefill_chunk_tokens
         c = weights.config
         self.config = c
         self.rotary = _Rotary(c.head_size, c.rotary_base)
@@ -191,20 +215,45 @@ class ReferenceModel:
     def prefill(
         self, slot: int, token_ids: list[int], all_logits: bool = False, adapter: RuntimeAdapter | None = None
     ) -> torch.Tensor:
-        """Run the prompt of the sequence in ``slot`` (with ``adapter``'s LoRA, if any) and fill its cache.
+        """Run the whole prompt of the sequence in ``slot`` (in chunks of ``prefill_chunk_tokens``, with
+        ``adapter``'s LoRA, if any), fill its cache.
 
         Returns the logits of the last position [vocab], or of every position [tokens, vocab].
         """
+        step = self.prefill_chunk_tokens
+        pieces = [
+            self.extend(slot, token_ids[start : start + step], start, all_logits, adapter)
+            for start in range(0, len(token_ids), step)
+        ]
+        return torch.cat(pieces) if all_logits else pieces[-1]
+
+    @torch.inference_mode()
+    def extend(
+        self,
+        slot: int,
+        token_ids: list[int],
+        start: int,
+        all_logits: bool = False,
+        adapter: RuntimeAdapter | None = None,
+    ) -> torch.Tensor:
+        """Run ``token_ids`` at positions ``[start, start + len)`` of the sequence in ``slot`` (with ``adapter``'s
+        LoRA, if any), whose cache holds its positions ``[0, start)``: one chunk of a chunked prefill (chunked
+        context). Memory grows with the chunk and the cache, never with their product (:func:`chunk_attention`).
+
+        Returns the logits of the chunk's last position [vocab], or of each of its positions [tokens, vocab].
+        """
         lora = None if adapter is None else BatchLora([adapter], rows_are_tokens=True)
         length = len(token_ids)
-        self.cache.reserve(length)
-        positions = torch.arange(length)
+        end = start + length
+        self.cache.reserve(slot, end)
+        positions = torch.arange(start, end)
         h = self.weights.embedding[torch.tensor(token_ids)]
         for i, layer in enumerate(self.weights.layers):
             q, k, v = self._project_qkv(i, layer, h, positions, lora)
-            self.cache.k[i][slot, :, :length] = k
-            self.cache.v[i][slot, :, :length] = v
-            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            keys, values = self.cache.k[slot][i], self.cache.v[slot][i]
+            keys[:, start:end] = k
+            values[:, start:end] = v
+            attn = chunk_attention(q, keys[:, :start], values[:, :start], k, v)
             h = h + self._adapted(attn.transpose(0, 1).reshape(length, -1), layer.dense, lora, i, self._dense_modules)
             h = self._mlp_block(i, layer, h, lora)
         return self.logits(h if all_logits else h[-1])
@@ -220,24 +269,63 @@ class ReferenceModel:
         """One token for each sequence: ``token_ids[b]`` sits at ``positions[b]`` of ``slots[b]``, adapted by
         ``adapters[b]`` (None: the base model).
 
-        Returns the next-token logits [batch, vocab].
+        Returns the next-token logits [batch, vocab]. The projections run batched; each sequence attends to its own
+        cache (no copy into a batch padded to the longest, whose memory would be batch x longest sequence).
         """
         lora = None if adapters is None else BatchLora.of(adapters)
         batch = len(slots)
-        self.cache.reserve(max(positions) + 1)
-        slot_t, pos_t = torch.tensor(slots), torch.tensor(positions)
-        span = int(pos_t.max()) + 1
-        visible = (torch.arange(span)[None, :] <= pos_t[:, None]).view(batch, 1, 1, span)
+        for slot, position in zip(slots, positions, strict=True):
+            self.cache.reserve(slot, position + 1)
+        pos_t = torch.tensor(positions)
         h = self.weights.embedding[torch.tensor(token_ids)]
         for i, layer in enumerate(self.weights.layers):
             q, k, v = self._project_qkv(i, layer, h, pos_t, lora)  # q [heads, batch, d], k/v [kv_heads, batch, d]
-            self.cache.k[i][slot_t, :, pos_t] = k.transpose(0, 1)
-            self.cache.v[i][slot_t, :, pos_t] = v.transpose(0, 1)
-            keys = self.cache.k[i][:, :, :span][slot_t]
-            values = self.cache.v[i][:, :, :span][slot_t]
-            attn = F.scaled_dot_product_attention(
-                q.transpose(0, 1).unsqueeze(2), keys, values, attn_mask=visible, enable_gqa=True
-            )  # [batch, heads, 1, d]
+            rows = []
+            for b, (slot, position) in enumerate(zip(slots, positions, strict=True)):
+                keys, values = self.cache.k[slot][i], self.cache.v[slot][i]
+                keys[:, position] = k[:, b]
+                values[:, position] = v[:, b]
+                rows.append(
+                    F.scaled_dot_product_attention(
+                        q[None, :, b : b + 1], keys[None, :, : position + 1], values[None, :, : position + 1],
+                        enable_gqa=True,
+                    )[0, :, 0]
+                )  # fmt: skip
+            attn = torch.stack(rows)  # [batch, heads, d]
             h = h + self._adapted(attn.reshape(batch, -1), layer.dense, lora, i, self._dense_modules)
             h = self._mlp_block(i, layer, h, lora)
         return self.logits(h)
+
+
+_flash_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+"""PyTorch's CPU flash-attention kernel, which also returns the log-sum-exp of each query's scores. It works in
+key/value blocks (memory independent of the sequence length) and is what ``scaled_dot_product_attention`` runs on 4-D
+CPU inputs without a mask; called directly because the merge below needs the log-sum-exp the public function drops.
+torch is pinned (2.13.0); the equality tests against the one-pass attention catch a change of its contract."""
+
+
+def chunk_attention(
+    q: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """Causal attention of a chunk's queries ``q`` [heads, chunk, d] over the cache before it (``past_*``
+    [kv_heads, start, d], all visible) and the chunk's own keys (``k``, ``v`` [kv_heads, chunk, d], causal).
+
+    Two flash-attention passes (neither builds a chunk x context score matrix nor a mask of that size: one would be
+    gigabytes at 128k positions) merged by their log-sum-exps, which is exactly softmax over the union of the keys.
+    """
+    heads, kv_heads = q.shape[0], k.shape[0]
+    group = heads // kv_heads
+    own, own_lse = _flash_attention(
+        q[None], k.repeat_interleave(group, 0)[None], v.repeat_interleave(group, 0)[None], 0.0, True
+    )
+    if past_k.shape[1] == 0:
+        return own[0]
+    # every query sees the whole past: a query group shares its KV head, so fold it into the query length
+    chunk, size = q.shape[1], q.shape[2]
+    past, past_lse = _flash_attention(
+        q.reshape(kv_heads, group * chunk, size)[None], past_k[None], past_v[None], 0.0, False
+    )
+    past, past_lse = past.reshape(1, heads, chunk, size), past_lse.reshape(1, heads, chunk)
+    top = torch.maximum(own_lse, past_lse)
+    own_weight, past_weight = (own_lse - top).exp()[..., None], (past_lse - top).exp()[..., None]
+    return ((own * own_weight + past * past_weight) / (own_weight + past_weight))[0]

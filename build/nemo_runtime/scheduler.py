@@ -4,9 +4,14 @@ Thread-safety contract (what the Triton ``tensorrt_llm`` python model relies on)
 
 * ``add_request`` and ``cancel`` may be called from any thread, at any time, including while ``step``
   runs. They only touch a lock-protected inbox and return at once.
-* ``step`` must be driven by ONE loop thread. Each call takes the inbox (new requests, cancellations),
-  prefills the new requests, runs one batched decode step for every request that was already active,
-  and returns what each request produced. A request added during a step joins at the next one.
+* ``step`` must be driven by ONE loop thread. Each call takes the inbox (new requests, cancellations), admits
+  waiting requests while a batch slot and KV-cache room are free, runs one batched decode step for every request
+  whose prompt is done, then prefills prompts in chunks up to ``max_num_tokens`` tokens in all (less the decoding
+  sequences: TensorRT-LLM's chunked context), so a long prompt never stalls the running streams for longer than
+  one chunk. It returns what each request produced. A request added during a step joins at the next one.
+* KV-cache room (``kv_cache_max_tokens``): a request is admitted only when its prompt plus ``max_new_tokens``
+  fits beside what the admitted ones may grow to (TensorRT-LLM's guaranteed-no-evict policy), so the cache never
+  outgrows its budget mid-generation; a request that could never fit is refused by ``add_request``.
 * A request appears in ``step``'s results until one result has ``finished=True``; after that its id is
   free for reuse. A cancelled request reports ``finished=True, finish_reason="cancelled"`` once.
 """
@@ -23,13 +28,15 @@ from typing import Literal
 import torch
 
 from nemo_chat_core.lora import DEFAULT_MAX_LORA_RANK, BaseShapes
+from nemo_protocol.errors import ENGINE_OUT_OF_MEMORY
 from nemo_protocol.request_ids import new_request_id
 from nemo_runtime.lora import DEFAULT_MAX_CACHED_ADAPTERS, LoraCache, RuntimeAdapter
-from nemo_runtime.model import ReferenceModel
+from nemo_runtime.model import DEFAULT_PREFILL_CHUNK_TOKENS, ReferenceModel
 from nemo_runtime.sampling import GREEDY, LogitsMask, NoAllowedToken, Sampler, SamplingParams, TokenMask
 from nemo_runtime.weights import load_weights
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
+DEFAULT_MAX_NUM_TOKENS = DEFAULT_PREFILL_CHUNK_TOKENS
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class StepOutput:
     log_probs: list[float] = field(default_factory=list)  # of new_token_ids, when the request returns them
     context_logits: torch.Tensor | None = None  # [prompt, vocab], in the request's first output when asked for
     generation_logits: torch.Tensor | None = None  # [len(new_token_ids), vocab], when asked for
+    error: str | None = None  # why it ended, with finish_reason "error" (None: no token was allowed)
 
 
 @dataclass(frozen=True)
@@ -76,11 +84,24 @@ class _Request:
     adapter: RuntimeAdapter | None = None
     generated: list[int] = field(default_factory=list)
     slot: int = -1
+    prefilled: int = 0  # prompt positions in the cache so far (chunked prefill)
+    context_chunks: list[torch.Tensor] = field(default_factory=list)  # logits of the prefilled chunks, when returned
+
+    @property
+    def kv_tokens(self) -> int:
+        """The KV-cache positions it may fill: its prompt and every token it may generate."""
+        return len(self.prompt_ids) + self.max_new_tokens
 
     @property
     def next_position(self) -> int:
         """Position of the last generated token, the input of the next decode step."""
         return len(self.prompt_ids) + len(self.generated) - 1
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation that failed: Python's MemoryError, or torch's CPU allocator refusing ("DefaultCPUAllocator: can't
+    allocate memory" / "not enough memory")."""
+    return isinstance(exc, MemoryError) or "DefaultCPUAllocator" in str(exc)
 
 
 class ReferenceRuntime:
@@ -90,13 +111,20 @@ class ReferenceRuntime:
         self,
         model: ReferenceModel,
         max_batch_size: int = 64,
+        max_num_tokens: int = DEFAULT_MAX_NUM_TOKENS,
+        kv_cache_max_tokens: int | None = None,
         max_lora_rank: int = DEFAULT_MAX_LORA_RANK,
         max_cached_adapters: int = DEFAULT_MAX_CACHED_ADAPTERS,
     ) -> None:
-        if max_batch_size < 1:
-            raise ValueError("max_batch_size must be >= 1")
+        """``max_num_tokens``: tokens per step, prefill chunks and decodes together; ``kv_cache_max_tokens``: the
+        KV-cache positions all admitted requests may fill together (None: ``max_batch_size`` full sequences);
+        ``max_lora_rank``, ``max_cached_adapters``: the LoRA cache's limits."""
+        if max_batch_size < 1 or max_num_tokens < 1 or (kv_cache_max_tokens is not None and kv_cache_max_tokens < 1):
+            raise ValueError("max_batch_size, max_num_tokens and kv_cache_max_tokens must be >= 1")
         self.model = model
         self.max_batch_size = max_batch_size
+        self.max_num_tokens = max_num_tokens
+        self.kv_cache_max_tokens = kv_cache_max_tokens or max_batch_size * self.max_seq_len
         self.lora = LoraCache(base_shapes(model), max_lora_rank, max_cached_adapters)
         self._lock = threading.Lock()
         self._pending: deque[_Request] = deque()
@@ -109,11 +137,13 @@ class ReferenceRuntime:
         cls,
         checkpoint_dir: str | Path,
         max_batch_size: int = 64,
+        max_num_tokens: int = DEFAULT_MAX_NUM_TOKENS,
+        kv_cache_max_tokens: int | None = None,
         max_lora_rank: int = DEFAULT_MAX_LORA_RANK,
         max_cached_adapters: int = DEFAULT_MAX_CACHED_ADAPTERS,
     ) -> ReferenceRuntime:
-        model = ReferenceModel(load_weights(checkpoint_dir))
-        return cls(model, max_batch_size, max_lora_rank, max_cached_adapters)
+        model = ReferenceModel(load_weights(checkpoint_dir), prefill_chunk_tokens=max_num_tokens)
+        return cls(model, max_batch_size, max_num_tokens, kv_cache_max_tokens, max_lora_rank, max_cached_adapters)
 
     @property
     def max_seq_len(self) -> int:
@@ -148,6 +178,11 @@ class ReferenceRuntime:
                 f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
                 f"maximum sequence length {self.max_seq_len}"
             )
+        if len(prompt) + max_new_tokens > self.kv_cache_max_tokens:
+            raise ValueError(
+                f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the KV cache's "
+                f"capacity of {self.kv_cache_max_tokens} tokens (kv_cache_max_tokens): it could never run"
+            )
         words = [[int(t) for t in word] for word in stop_words if len(word) > 0]
         sampler = Sampler(sampling, vocab, token_mask, logits_mask)
         request = _Request(request_id, prompt, max_new_tokens, sampler, end_id, words, returns, adapter)
@@ -170,21 +205,19 @@ class ReferenceRuntime:
             return bool(self._pending or self._active or self._cancelled)
 
     def step(self) -> list[StepOutput]:
-        """Prefill newly added requests (up to ``max_batch_size`` active) and decode one token for the rest."""
+        """Admit waiting requests, decode one token for each prefilled one, prefill up to ``max_num_tokens``."""
         with self._lock:
             cancelled, self._cancelled = self._cancelled, set()
             dropped = [request for request in self._pending if request.request_id in cancelled]
             self._pending = deque(request for request in self._pending if request.request_id not in cancelled)
-            admitted: list[_Request] = []
-            while self._pending and len(self._active) + len(admitted) < self.max_batch_size:
-                admitted.append(self._pending.popleft())
         # _finish takes the lock itself: cancelled requests are finished once it is released.
         outputs = [self._finish(request, None, "cancelled") for request in dropped]
         for request_id in cancelled:
             if request_id in self._active:
                 outputs.append(self._finish(self._active.pop(request_id), None, "cancelled"))
+        self._admit()
 
-        decoding = list(self._active.values())
+        decoding = [request for request in self._active.values() if request.generated]
         if decoding:
             logits = self.model.decode(
                 [r.slot for r in decoding],
@@ -194,16 +227,58 @@ class ReferenceRuntime:
             )
             for request, row in zip(decoding, logits, strict=True):
                 outputs.append(self._advance(request, row))
-        for request in admitted:
-            request.slot = self.model.cache.acquire()
-            self._active[request.request_id] = request
-            if request.returns.context_logits:
-                context = self.model.prefill(request.slot, request.prompt_ids, True, request.adapter)
-                outputs.append(self._advance(request, context[-1], context))
-            else:
-                logits = self.model.prefill(request.slot, request.prompt_ids, adapter=request.adapter)
-                outputs.append(self._advance(request, logits))
+        budget = max(self.max_num_tokens - len(decoding), 1)
+        for request in [r for r in self._active.values() if not r.generated]:
+            if budget <= 0:
+                break
+            chunk = min(budget, len(request.prompt_ids) - request.prefilled)
+            budget -= chunk
+            output = self._prefill(request, chunk)
+            if output is not None:
+                outputs.append(output)
         return outputs
+
+    def _admit(self) -> None:
+        """Move waiting requests into the batch, in order, while a slot and their KV-cache room are free."""
+        reserved = sum(request.kv_tokens for request in self._active.values())
+        with self._lock:
+            while (
+                self._pending
+                and len(self._active) < self.max_batch_size
+                and reserved + self._pending[0].kv_tokens <= self.kv_cache_max_tokens
+            ):
+                request = self._pending.popleft()
+                reserved += request.kv_tokens
+                request.slot = self.model.cache.acquire()
+                self._active[request.request_id] = request
+
+    def _prefill(self, request: _Request, chunk: int) -> StepOutput | None:
+        """Prefill the next ``chunk`` prompt tokens; the first token's output once the prompt is done. A failure
+        (memory, above all) ends this request alone, with an error saying so: the batch goes on."""
+        start = request.prefilled
+        try:
+            logits = self.model.extend(
+                request.slot,
+                request.prompt_ids[start : start + chunk],
+                start,
+                request.returns.context_logits,
+                request.adapter,
+            )
+        except (RuntimeError, MemoryError) as exc:
+            what = ENGINE_OUT_OF_MEMORY if _out_of_memory(exc) else "the engine failed"
+            reason = (
+                f"{what} prefilling the {len(request.prompt_ids)}-token prompt (the requests in flight go on): {exc}"
+            )
+            return replace(self._finish(request, None, "error"), error=reason)
+        request.prefilled += chunk
+        if request.returns.context_logits:
+            request.context_chunks.append(logits)
+            logits = logits[-1]
+        if request.prefilled < len(request.prompt_ids):
+            return None
+        context = torch.cat(request.context_chunks) if request.context_chunks else None
+        request.context_chunks = []
+        return self._advance(request, logits, context)
 
     def _advance(self, request: _Request, logits: torch.Tensor, context: torch.Tensor | None = None) -> StepOutput:
         try:

@@ -34,6 +34,7 @@ from nemo_client.grpc_target import (
 )
 from nemo_client.transport import InputRefusedError, Outputs, TensorValue
 from nemo_protocol.errors import (
+    ENGINE_OUT_OF_MEMORY,
     APIError,
     BadRequestError,
     DeadlineExceededError,
@@ -141,8 +142,9 @@ def error_from_rpc(error: grpc.aio.AioRpcError, *, after_responses: int = 0) -> 
 def error_from_message(message: str, inputs: Collection[str] = ()) -> APIError:
     """A per-request error Triton sent inside the stream (no status code travels with it). ``inputs``: the names
     of the request's input tensors; a model's refusal of one of them (``name: reason``) is an InputRefusedError."""
-    if "has no available versions" in message or "is not ready" in message:
-        # The model is in the repository but not loaded: a server starting, or unloading it on its way down.
+    if "has no available versions" in message or "is not ready" in message or ENGINE_OUT_OF_MEMORY in message:
+        # The model is in the repository but not loaded (a server starting, or unloading it on its way down), or the
+        # engine had no memory for this request now.
         return UnavailableError(message)
     if "unknown model" in message or "is not found" in message:
         return NotFoundError(message)

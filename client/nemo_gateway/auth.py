@@ -9,6 +9,7 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from nemo_gateway.dependencies import Settings
+from nemo_gateway.response_store import owner_of
 from nemo_protocol.errors import AuthenticationError
 
 _bearer = HTTPBearer(auto_error=False, description="The gateway's API key (env NEMO_GATEWAY_API_KEY), when it has one")
@@ -28,3 +29,12 @@ async def require_api_key(
     presented = credentials.credentials.encode("latin-1") if credentials is not None else b""
     if not hmac.compare_digest(presented, expected.encode("utf-8")):
         raise AuthenticationError("missing or wrong API key: send 'Authorization: Bearer <key>'")
+
+
+def key_owner(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    """Whose stored objects a request may see and continue: the owner of the key it presented (an empty key when
+    it sent none), whether or not the gateway checks keys."""
+    return owner_of(credentials.credentials if credentials is not None else "")
+
+
+KeyOwner = Annotated[str, Depends(key_owner)]

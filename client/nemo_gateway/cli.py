@@ -17,13 +17,23 @@ from nemo_client.grpc_target import (
 )
 from nemo_gateway.admission import DEFAULT_MAX_QUEUE_WAIT_S, AdmissionLimits
 from nemo_gateway.app import create_app
-from nemo_gateway.settings import DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_TRITON_URL, GatewaySettings
+from nemo_gateway.response_store import DEFAULT_RETENTION_S
+from nemo_gateway.settings import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_TRITON_URL,
+    GatewaySettings,
+)
 from nemo_protocol.json_values import MAX_JSON_DEPTH
 from nemo_protocol.request_limits import RequestLimits
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 API_KEY_ENV = "NEMO_GATEWAY_API_KEY"
 CHAT_PATHS = ("direct", "chat-model")
+# Not the working directory: a gateway started from a checkout or a read-only image directory would write there.
+DEFAULT_RESPONSE_STORE = str(
+    Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "nemo-gateway" / "responses.sqlite3"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,11 +129,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a request may wait for a slot before it is refused; 0: no bound "
         "(env NEMO_GATEWAY_MAX_QUEUE_WAIT_S)",
     )
+    store = parser.add_argument_group("stored responses (/v1/responses with store, previous_response_id)")
+    store.add_argument(
+        "--response-store",
+        default=os.environ.get("NEMO_GATEWAY_RESPONSE_STORE", DEFAULT_RESPONSE_STORE),
+        help="a SQLite file's path (created with its directory when missing; on Kubernetes a volume that outlives "
+        "the pod), or a postgresql://USER@HOST:PORT/DB URL that gateway replicas share (password: PGPASSWORD or "
+        "~/.pgpass, never the URL); '' stores nothing (env NEMO_GATEWAY_RESPONSE_STORE)",
+    )
+    store.add_argument(
+        "--response-retention",
+        dest="response_retention_s",
+        type=_seconds,
+        default=os.environ.get("NEMO_GATEWAY_RESPONSE_RETENTION_S", str(DEFAULT_RETENTION_S)),
+        help="seconds a stored response is kept; 0: for ever (env NEMO_GATEWAY_RESPONSE_RETENTION_S)",
+    )
     parser.add_argument(
         "--request-timeout",
         type=float,
         default=DEFAULT_REQUEST_TIMEOUT_S,
         help="seconds one request may take, stream included",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=_positive_seconds,
+        default=os.environ.get("NEMO_GATEWAY_BODY_TIMEOUT_S", str(DEFAULT_BODY_TIMEOUT_S)),
+        help="seconds a request body may take to arrive whole: a caller that stalls mid-upload gets 408 and its "
+        "connection is closed (a body still arriving when the gateway shuts down gets 503 at once) "
+        "(env NEMO_GATEWAY_BODY_TIMEOUT_S)",
     )
     parser.add_argument(
         "--log-level",
@@ -154,6 +187,13 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds, 0 or more, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
     return value
 
 
@@ -206,9 +246,12 @@ def settings_from(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         api_key=os.environ.get(API_KEY_ENV) or None,
         limits=RequestLimits(**{field: getattr(args, field) for field, _, _ in LIMIT_FLAGS.values()}),
         request_timeout_s=args.request_timeout,
+        body_timeout_s=args.body_timeout,
         admission=AdmissionLimits(args.max_in_flight, args.max_queued, args.max_queue_wait_s),
         direct=args.chat_path == "direct",
         tokenizer_file=args.tokenizer,
+        response_store=args.response_store or None,
+        response_retention_s=args.response_retention_s,
     )
 
 
@@ -216,10 +259,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = settings_from(parser, args)
-    import uvicorn
+    from nemo_gateway.server import GatewayServer
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    GatewayServer(create_app(settings), host=args.host, port=args.port, log_level=args.log_level).run()
 
 
 if __name__ == "__main__":

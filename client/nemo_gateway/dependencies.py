@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from nemo_client.client import AsyncNemoClient
 from nemo_gateway.admission import Admission
 from nemo_gateway.metrics import GatewayMetrics
+from nemo_gateway.response_store import ResponseStore
 from nemo_gateway.settings import GatewaySettings
 from nemo_protocol.errors import UnavailableError
 
@@ -37,7 +38,13 @@ def get_client(request: Request) -> AsyncNemoClient:
     return cast(AsyncNemoClient, client)
 
 
+def get_response_store(request: Request) -> ResponseStore | None:
+    """The response store the lifespan opened; None when the gateway stores nothing."""
+    return cast("ResponseStore | None", getattr(request.app.state, "response_store", None))
+
+
 Settings = Annotated[GatewaySettings, Depends(get_settings)]
 Metrics = Annotated[GatewayMetrics, Depends(get_metrics)]
 Client = Annotated[AsyncNemoClient, Depends(get_client)]
 Admitting = Annotated[Admission, Depends(get_admission)]
+ResponseStoreOrNone = Annotated[ResponseStore | None, Depends(get_response_store)]

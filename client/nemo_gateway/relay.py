@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -27,8 +27,15 @@ logger = logging.getLogger("nemo_gateway")
 
 ChunkShaper = Callable[[dict[str, Any]], "tuple[dict[str, Any] | None, bool]"]
 """Turns a stream item into the SSE payload (None to skip it) and says whether it carries a token."""
+UsageOf = Callable[[dict[str, Any]], "Mapping[str, Any] | None"]
+"""The chat-shaped ``usage`` (prompt and completion tokens) that a result or stream item carries, if any."""
 
 DONE = b"data: [DONE]\n\n"
+
+
+def _top_level_usage(result: dict[str, Any]) -> Mapping[str, Any] | None:
+    usage: Mapping[str, Any] | None = result.get("usage")
+    return usage
 
 
 class _Ending:
@@ -56,11 +63,15 @@ async def relay(
     shape: ChunkShaper,
     end_user: str | None = None,
     slot: Slot | None = None,
+    usage_of: UsageOf = _top_level_usage,
+    named_events: bool = False,
 ) -> Response:
     """Await ``call`` (counted in flight meanwhile) and answer with its result, whole or streamed.
 
     ``end_user``: the request's ``user``, logged with the answer's id (the chat core logs its own). ``slot``: the
-    request's admission slot, released when the answer ends."""
+    request's admission slot, released when the answer ends. ``usage_of``: where results keep their usage (the
+    chat APIs: ``usage``). ``named_events``: each SSE frame names its payload's ``type`` (``event:``) and the stream
+    ends with its last event rather than ``data: [DONE]`` (the Responses API)."""
     ending = _Ending(metrics, slot)
     try:
         result = await call
@@ -68,13 +79,13 @@ async def relay(
         ending()
         raise
     if isinstance(result, AsyncStream):
-        events = _server_sent_events(result, shape, metrics, meter, end_user, ending)
+        events = _server_sent_events(result, shape, metrics, meter, end_user, ending, usage_of, named_events)
         return _EventStream(events, result, ending)
     ending()
     payload = _payload(result)
     _log_end_user(payload, end_user)
-    metrics.count_usage(payload.get("usage"))
-    metrics.generation_done(meter.elapsed(), None, payload.get("usage"))
+    metrics.count_usage(usage_of(payload))
+    metrics.generation_done(meter.elapsed(), None, usage_of(payload))
     metrics.answered(meter.endpoint, 200, meter.elapsed())
     return JSONResponse(payload)
 
@@ -107,23 +118,27 @@ async def _server_sent_events(
     meter: RequestMeter,
     end_user: str | None,
     ending: _Ending,
+    usage_of: UsageOf,
+    named_events: bool,
 ) -> AsyncGenerator[bytes, None]:
-    """SSE frames of a stream, ``data: [DONE]`` last; an error mid-stream is sent as an error event."""
+    """SSE frames of a stream, ``data: [DONE]`` last (unless ``named_events``); an error mid-stream is sent as an
+    error event."""
     status, first_token_s, usage = 200, None, None
     try:
         async for chunk in stream:
             raw = _payload(chunk)
             _log_end_user(raw, end_user)
             end_user = None  # once, with the first chunk's id
-            usage = raw.get("usage") or usage
+            usage = usage_of(raw) or usage
             payload, has_token = shape(raw)
             if has_token and first_token_s is None:
                 first_token_s = meter.elapsed()
                 metrics.first_token(first_token_s)
             if payload is not None:
-                yield event(payload)
+                yield event(payload, name=payload.get("type") if named_events else None)
         metrics.generation_done(meter.elapsed(), first_token_s, usage)
-        yield DONE
+        if not named_events:
+            yield DONE
     except Exception as exc:  # the answer has started: an error can only be its last event now
         error = _stream_error(exc, meter.endpoint)
         status = error.status_code
@@ -152,9 +167,10 @@ def _stream_error(exc: Exception, endpoint: str) -> APIError:
     return exc
 
 
-def event(payload: dict[str, Any]) -> bytes:
-    """One SSE frame carrying ``payload`` as JSON."""
-    return b"data: " + json.dumps(payload, ensure_ascii=False).encode("utf-8") + b"\n\n"
+def event(payload: dict[str, Any], name: str | None = None) -> bytes:
+    """One SSE frame carrying ``payload`` as JSON, under the event ``name`` when given."""
+    data = b"data: " + json.dumps(payload, ensure_ascii=False).encode("utf-8") + b"\n\n"
+    return data if name is None else f"event: {name}\n".encode() + data
 
 
 def _payload(item: Any) -> dict[str, Any]:

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from nemo_client.grpc_target import DEFAULT_LB_POLICY, DEFAULT_RESOLVE_INTERVAL_S, LbPolicy
 from nemo_gateway.admission import AdmissionLimits
+from nemo_gateway.response_store import DEFAULT_RETENTION_S
 from nemo_protocol.request_limits import RequestLimits
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 DEFAULT_TRITON_URL = "localhost:8001"
 DEFAULT_REQUEST_TIMEOUT_S = 600.0
+DEFAULT_BODY_TIMEOUT_S = 60.0  # a 128k-token prompt's body (1-3 MB in any language) at 400 kbit/s
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class GatewaySettings:
     """Bounds on one request: body size (413 before it is read whole), nesting, messages, tools, stop, tokens."""
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     """Seconds one upstream call may take, a stream included."""
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    """Seconds a request body may take to arrive whole (408 past it); a stalled upload holds a connection no longer."""
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     """Generations upstream at once, and how many requests may wait how long for a slot (429 past that)."""
     direct: bool = True
@@ -42,3 +46,8 @@ class GatewaySettings:
     tokenizer_file: Path | None = None
     """The model's ``tekken.json`` for the direct path (None: mistral-common's copy of the NeMo file); it must be
     the file the repository was rendered with (checked by SHA-256 against the ``chat`` model's config)."""
+    response_store: str | None = None
+    """Where ``/v1/responses`` keeps stored responses: a SQLite file's path, or a ``postgresql://`` URL shared by
+    gateway replicas (None: nothing is stored; ``store: true`` is refused)."""
+    response_retention_s: float = DEFAULT_RETENTION_S
+    """Seconds a stored response is kept (0: for ever)."""

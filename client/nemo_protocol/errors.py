@@ -82,6 +82,11 @@ class UnavailableError(APIError):
     error_type = "service_unavailable"
 
 
+ENGINE_OUT_OF_MEMORY = "the engine ran out of memory"
+"""How an engine words a request it had to end for want of memory (the CPU runtime's chunked prefill ends that request
+alone): transports that carry errors as text answer it 503, a resource refusal to retry later, not a server bug."""
+
+
 class StreamInterruptedError(UnavailableError):
     """A stream broke after it had started: the output received so far is incomplete."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,22 +35,27 @@ def serving_lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("lora-source")
 
 
-@pytest.fixture(scope="session")
-def cpu_repository(
-    tmp_path_factory: pytest.TempPathFactory, serving_checkpoint: Path, tekken_path: Path, serving_lora_dir: Path
-) -> Path:
-    settings = RepositorySettings(
-        target="cpu",
-        model_dir=serving_checkpoint,
+def serving_repository(out: Path, target: str, model_dir: Path, tekken_path: Path, **settings: Any) -> Path:
+    """A repository rendered at ``out`` with the integration suite's limits and served name."""
+    limits = RepositorySettings(
+        target=target,
+        model_dir=model_dir,
         max_batch_size=MAX_BATCH_SIZE,
         max_input_len=MAX_INPUT_LEN,
         max_seq_len=MAX_SEQ_LEN,
         served_model_name=SERVED,
-        lora_dir=serving_lora_dir,
+        **settings,
     )
-    out = tmp_path_factory.mktemp("serving") / "repository"
-    render_repository(TEMPLATES_DIR, settings, tekken_path, out)
+    render_repository(TEMPLATES_DIR, limits, tekken_path, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def cpu_repository(
+    tmp_path_factory: pytest.TempPathFactory, serving_checkpoint: Path, tekken_path: Path, serving_lora_dir: Path
+) -> Path:
+    out = tmp_path_factory.mktemp("serving") / "repository"
+    return serving_repository(out, "cpu", serving_checkpoint, tekken_path, lora_dir=serving_lora_dir)
 
 
 @pytest.fixture(scope="session")

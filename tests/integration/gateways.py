@@ -9,9 +9,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import uvicorn
-
 from nemo_gateway.app import create_app
+from nemo_gateway.server import GatewayServer
 from nemo_gateway.settings import GatewaySettings
 
 SERVED = "nemo-tiny"  # the served name of the integration repository
@@ -26,7 +25,7 @@ def free_port() -> int:
 @contextmanager
 def running_gateway(settings: GatewaySettings) -> Iterator[str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    server = GatewayServer(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

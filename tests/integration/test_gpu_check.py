@@ -1,6 +1,6 @@
 """`make gpu-check`'s steps after the build, for real on the CPU stack: Triton on the tiny FP8 repository,
 nemo-gateway, the openai SDK smoke (chat, stream, tool call → tool result → answer), a tiny nemo-bench
-sweep and the report files."""
+sweep, the accuracy step (lm-eval on a local multiple-choice task, tests/data/accuracy) and the report files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from nemo_ops.accuracy.report import MEANINGLESS
 from nemo_ops.gpu_check.cli import STEP_NAMES, main
+from tests.source_tree import PROJECT
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,8 @@ def timed_check(
         "--model-dir", str(trained_model_dir), "--skip-preflight", "--repository", str(cpu_repository),
         "--out", str(work / "out"), "--results-dir", str(work / "results"), "--ready-timeout", "300",
         "--bench-concurrency", "1,2", "--bench-requests", "3", "--bench-input-tokens", "16",
-        "--bench-output-tokens", "8",
+        "--bench-output-tokens", "8", "--accuracy", "--accuracy-tasks", "nemo_tiny_choice:0:acc",
+        "--accuracy-include-path", str(PROJECT / "tests" / "data" / "accuracy"), "--accuracy-limit", "4",
     ]  # fmt: skip
     started = time.perf_counter()
     status = main(argv)
@@ -41,14 +44,14 @@ def test_every_step_after_the_build_passes_and_is_timed(timed_check: tuple[Path,
     checked, wall = timed_check
     doc = json.loads((checked / "results.json").read_text())
     steps = {step["name"]: step for step in doc["steps"]}
-    assert list(steps) == list(STEP_NAMES)
+    assert list(steps) == [*STEP_NAMES[:-1], "accuracy", "report"]
     assert steps["preflight"]["status"] == steps["build"]["status"] == "skipped"
-    assert all(steps[name]["status"] == "ok" for name in ("serve", "gateway", "smoke", "bench", "report"))
+    assert all(steps[name]["status"] == "ok" for name in ("serve", "gateway", "smoke", "bench", "accuracy", "report"))
     # The steps that do work take time (starting Triton loads five models; the smoke and the bench make
     # requests); the report step only builds a dict. The steps' times add up to the run's, less what runs
     # outside them: stopping the gateway and Triton (at most its 5 s exit timeout and the 10 s grace before
     # SIGKILL) and writing the report files.
-    for name in ("serve", "gateway", "smoke", "bench"):
+    for name in ("serve", "gateway", "smoke", "bench", "accuracy"):
         assert steps[name]["seconds"] > 0, steps[name]
     assert steps["serve"]["seconds"] > 1 and steps["report"]["seconds"] < 1
     total = sum(step["seconds"] for step in doc["steps"])
@@ -92,3 +95,14 @@ def test_readme_summarises_the_run(checked: Path) -> None:
     assert "get_weather" in readme
     assert "| 1 | 3/3 |" in readme and "| 2 | 3/3 |" in readme
     assert "bench/results.png" in readme
+
+
+def test_the_accuracy_step_keeps_its_run_and_marks_the_tiny_model(checked: Path) -> None:
+    summary = json.loads((checked / "results.json").read_text())["accuracy"]
+    assert summary["nemo_tiny_choice"]["n"] == 4 and summary["nemo_tiny_choice"]["metric"] == "acc"
+    run = json.loads((checked / "accuracy" / "fp8.json").read_text())
+    assert run["deployment"]["model_kind"] == "tiny" and run["deployment"]["precision"] == "fp8"
+    assert len(run["tasks"]["nemo_tiny_choice"]["samples"]) == 4
+    assert run["tasks"]["nemo_tiny_choice"]["score"] == summary["nemo_tiny_choice"]["score"]
+    readme = (checked / "README.md").read_text()
+    assert MEANINGLESS in readme and "| nemo_tiny_choice | 0 | acc | – |" in readme

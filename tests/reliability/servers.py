@@ -70,8 +70,11 @@ def render_cpu_repository(checkpoint: Path, out: Path, *, max_batch_size: int = 
 class Gateway:
     """``nemo-gateway`` on a free loopback port; stopped (its whole process group) on exit."""
 
-    def __init__(self, triton_url: str, *, log_path: Path, chat_path: str = "direct") -> None:
+    def __init__(
+        self, triton_url: str, *, log_path: Path, chat_path: str = "direct", request_timeout_s: float = 120
+    ) -> None:
         self.chat_path = chat_path
+        self.request_timeout_s = request_timeout_s
         self.port = free_port(LOOPBACK)
         self.url = f"http://{LOOPBACK}:{self.port}"
         self.log_path = log_path
@@ -82,8 +85,8 @@ class Gateway:
         command = [
             str(Path(sys.executable).with_name("nemo-gateway")),
             "--triton-url", self._triton_url, "--host", LOOPBACK, "--port", str(self.port),
-            "--served-model-name", SERVED_NAME, "--log-level", "warning", "--request-timeout", "120",
-            "--chat-path", self.chat_path,
+            "--served-model-name", SERVED_NAME, "--log-level", "warning",
+            "--request-timeout", str(self.request_timeout_s), "--chat-path", self.chat_path,
         ]  # fmt: skip
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,7 +1,7 @@
 """A few-MB Hugging Face checkpoint shaped like Mistral NeMo where it matters, for tests and the demo.
 
 Same as NeMo: ``MistralForCausalLM``, vocab 131072 (the Tekken ids), a head_dim that is not
-hidden / heads, 4 query heads per KV head (NeMo: 32 / 8), rope_theta 1e6, bf16 safetensors shards
+hidden / heads, 4 query heads per KV head (NeMo: 32 / 8), rope_theta 1e6, 128k positions, bf16 safetensors shards
 with an index, ``tekken.json`` beside them. Small: 2 layers, hidden 64. Deterministic from the seed.
 """
 
@@ -26,7 +26,7 @@ TINY_CONFIG = {
     "num_key_value_heads": 2,
     "head_dim": 16,  # != 64 / 8, like NeMo's 128 != 5120 / 32
     "rope_theta": 1_000_000.0,
-    "max_position_embeddings": 8192,
+    "max_position_embeddings": 131072,  # the 128k context NeMo is made for
     "rms_norm_eps": 1e-5,
     "sliding_window": None,
     "tie_word_embeddings": False,

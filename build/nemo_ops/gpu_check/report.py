@@ -14,6 +14,9 @@ from typing import Any
 
 from nemo_build.preflight import NGC_IMAGE, Gpu
 from nemo_build.profiles import Profile
+from nemo_ops.accuracy.report import save_accuracy
+from nemo_ops.gpu_check.compare import render_comparison
+from nemo_ops.gpu_check.plan import TARGET_RUNTIME
 from nemo_ops.gpu_check.preflight import Facts
 from nemo_ops.steps import StepRecord
 
@@ -61,6 +64,15 @@ class Run:
     target: str | None = None
     smoke: dict[str, Any] = field(default_factory=dict)
     bench: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, Any] = field(default_factory=dict)  # a nemo-accuracy run document, per-sample scores included
+    long_context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def runtime(self) -> str | None:
+        """What served: the repository's target when it was served, else the profile's runtime."""
+        if self.target is not None:
+            return TARGET_RUNTIME.get(self.target, self.target)
+        return self.profile.runtime if self.profile else None
 
     def document(self, steps: Sequence[StepRecord]) -> dict[str, Any]:
         trtllm = None if self.target == "cpu" else self.facts.trtllm_version
@@ -84,9 +96,15 @@ class Run:
             "profile": self.profile.as_dict() if self.profile else {"name": self.profile_name},
             "model": model_summary(self.model_dir),
             "repository_target": self.target,
+            "runtime": self.runtime,
             "steps": [asdict(record) for record in steps],
             "smoke": self.smoke,
             "bench": self.bench,
+            "long_context": self.long_context,
+            "accuracy": {  # the per-sample scores are in accuracy/<precision>.json
+                name: {key: task[key] for key in ("lm_eval_task", "fewshot", "metric", "score", "n")}
+                for name, task in self.accuracy.get("tasks", {}).items()
+            },
         }
 
 
@@ -114,7 +132,8 @@ def render_readme(doc: dict[str, Any]) -> str:
         f"| driver | {_cell(machine['driver'])} |",
         f"| GPU memory | {_cell(machine['gpu_memory'])} |",
         f"| TensorRT-LLM | {_cell(machine['tensorrt_llm'])} |",
-        f"| engines built by | {_cell(machine['engine_builder'])} |",
+        f"| runtime | {_cell(doc.get('runtime'))} |",
+        f"| built by | {_cell(machine['engine_builder'])} |",
         f"| Triton launcher | {_cell(' '.join(filter(None, (machine['triton_launcher'], machine['triton_image']))))} |",
         f"| model | {_cell(doc['model'].get('name'))} |",
         "",
@@ -160,17 +179,54 @@ def render_readme(doc: dict[str, Any]) -> str:
                 + " |"
             )
         lines += ["", "![throughput vs latency](bench/results.png)"]
+    lines += render_long_context(doc.get("long_context") or {})
     return "\n".join(lines) + "\n"
 
 
-def write_report(results_dir: Path, doc: dict[str, Any], bench_dir: Path) -> None:
-    """Step 7: results.json, README.md and the bench files in ``results_dir``."""
+def render_long_context(long_context: dict[str, Any]) -> list[str]:
+    """The long-context step's table: each haystack, where its needle was, the answer and the TTFT."""
+    if not long_context:
+        return []
+    lines = [
+        "",
+        "## Long context: a needle in a haystack (one request at a time, streamed, temperature 0)",
+        "",
+        "| prompt tokens | needle depth | found | TTFT s | e2e s | answer |",
+        "| ---: | ---: | --- | ---: | ---: | --- |",
+    ]
+    for r in long_context["results"]:
+        lines.append(
+            f"| {r['prompt_tokens']} | {r['needle_depth']:.2f} | {'yes' if r['found'] else 'no'} | "
+            f"{_cell(r['ttft_s'], 2)} | {_cell(r['e2e_s'], 2)} | {_cell(r['answer'])} |"
+        )
+    lines += [f"- {size} tokens: skipped ({why})" for size, why in long_context["skipped"].items()]
+    return lines
+
+
+def write_report(results_dir: Path, doc: dict[str, Any], bench_dir: Path, accuracy_run: dict[str, Any]) -> None:
+    """Step 7: results.json, README.md and the bench files in ``results_dir``; with an accuracy run, accuracy/."""
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "results.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (results_dir / "README.md").write_text(render_readme(doc), encoding="utf-8")
+    readme = render_readme(doc)
+    if accuracy_run:
+        readme += "\n" + save_accuracy(results_dir / "accuracy", [accuracy_run])
+    (results_dir / "README.md").write_text(readme, encoding="utf-8")
     copied = results_dir / "bench"
     copied.mkdir(exist_ok=True)
     for name in ("results.json", "results.csv", "results.png"):
         if (bench_dir / name).is_file():
             shutil.copy2(bench_dir / name, copied / name)
     print(f"  wrote {results_dir}/results.json, README.md and bench/")
+
+
+def write_comparison(results_dir: Path, doc: dict[str, Any], accuracy_runs: Sequence[dict[str, Any]]) -> None:
+    """The compare step's side by side: comparison.json and README.md at the top of ``results_dir``; with accuracy
+    runs, their table (FP8 − BF16 when both are there) in accuracy/ and the README."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "comparison.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    title = f"# gpu-check: {' vs '.join(run['profile'] for run in doc['runs'])}\n\n"
+    readme = title + render_comparison(doc)
+    if accuracy_runs:
+        readme += "\n" + save_accuracy(results_dir / "accuracy", accuracy_runs)
+    (results_dir / "README.md").write_text(readme, encoding="utf-8")
+    print(f"  wrote {results_dir}/comparison.json and README.md")

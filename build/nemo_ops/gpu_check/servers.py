@@ -26,9 +26,14 @@ def ensure_image(image: str, log: Path) -> None:
         raise StepFailed(f"`docker pull {image}` failed (status {status}):\n{tail}")
 
 
-def start_triton(repository: Path, out: Path, ready_timeout_s: float, stack: contextlib.ExitStack) -> TritonServer:
+def start_triton(
+    repository: Path, out: Path, ready_timeout_s: float, stack: contextlib.ExitStack, launcher: str = "auto"
+) -> TritonServer:
     """Step 3: Triton on ``repository``, ready; ``stack`` stops it."""
-    server = TritonServer(repository, log_path=out / "logs" / "tritonserver.log")
+    try:
+        server = TritonServer(repository, log_path=out / "logs" / "tritonserver.log", launcher=launcher)
+    except ServeError as error:
+        raise StepFailed(str(error)) from error
     print(f"  repository {repository} ({server.target}), launcher {server.launcher}, log {server.log_path}")
     if server.launcher == "docker":
         ensure_image(server.image, out / "logs" / "docker-pull.log")

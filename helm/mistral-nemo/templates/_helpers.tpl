@@ -322,9 +322,45 @@ flags still starts with the defaults): --max-in-flight, --max-queued, --max-queu
 {{- toYaml $args -}}
 {{- end -}}
 
+{{/* Where the gateway Deployment's pods mount the SQLite response store's volume. */}}
+{{- define "mistral-nemo.responseStoreDir" -}}/var/lib/nemo-gateway{{- end -}}
+
+{{/*
+`nemo-gateway` arguments for the response store (gateway.responseStore): --response-store (the SQLite file on the
+store volume when the pod has one, else in the pod's /tmp; the PostgreSQL URL; '' for none) and
+--response-retention. As a YAML list. Usage: include "mistral-nemo.gatewayStoreArgs" (dict "ctx" $ "storeVolume" "name-or-empty")
+*/}}
+{{- define "mistral-nemo.gatewayStoreArgs" -}}
+{{- $store := .ctx.Values.gateway.responseStore -}}
+{{- $where := "" -}}
+{{- if eq $store.type "sqlite" -}}
+{{- $where = printf "%s/responses.sqlite3" (ternary (include "mistral-nemo.responseStoreDir" .ctx) "/tmp/nemo-gateway" (not (empty .storeVolume))) -}}
+{{- else if eq $store.type "postgres" -}}
+{{- $where = required "gateway.responseStore.type=postgres needs gateway.responseStore.postgres.url" $store.postgres.url -}}
+{{- end -}}
+{{- toYaml (list "--response-store" $where "--response-retention" (toString (int $store.retentionSeconds))) -}}
+{{- end -}}
+
+{{/* "true" when more than one pod runs a gateway: the gateway Deployment's pods, or with routing.mode=inferencePool the Triton pods that carry one each. */}}
+{{- define "mistral-nemo.severalGatewayPods" -}}
+{{- $scaled := ternary .Values.triton .Values.gateway (not (empty (include "mistral-nemo.inferencePool" .))) -}}
+{{- if or $scaled.autoscaling.enabled (gt (int $scaled.replicaCount) 1) -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when the gateway Deployment keeps its SQLite response store on a PersistentVolumeClaim the chart creates. */}}
+{{- define "mistral-nemo.responseStoreClaim" -}}
+{{- $store := .Values.gateway.responseStore -}}
+{{- if and (include "mistral-nemo.gatewayDeployment" .) (eq $store.type "sqlite") $store.sqlite.persistence (not $store.sqlite.existingClaim) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "mistral-nemo.responseStoreClaimName" -}}
+{{- default (printf "%s-responses" (include "mistral-nemo.gatewayName" .)) .Values.gateway.responseStore.sqlite.existingClaim -}}
+{{- end -}}
+
 {{/*
 The `nemo-gateway` container, for the gateway Deployment and (routing.mode=inferencePool) the Triton pods.
-Usage: include "mistral-nemo.gatewayContainer" (dict "ctx" $ "tritonUrl" "..." "lbPolicy" true "port" 8000 "portName" "http")
+Usage: include "mistral-nemo.gatewayContainer" (dict "ctx" $ "tritonUrl" "..." "lbPolicy" true "port" 8000 "portName" "http"
+"tmpVolume" "tmp" "storeVolume" "responses") (storeVolume: the SQLite store's volume, mounted when given)
 */}}
 {{- define "mistral-nemo.gatewayContainer" -}}
 {{- $ctx := .ctx -}}
@@ -351,6 +387,9 @@ Usage: include "mistral-nemo.gatewayContainer" (dict "ctx" $ "tritonUrl" "..." "
     {{- range (include "mistral-nemo.gatewayAdmissionArgs" $ctx | fromYamlArray) }}
     - {{ . | quote }}
     {{- end }}
+    {{- range (include "mistral-nemo.gatewayStoreArgs" (dict "ctx" $ctx "storeVolume" .storeVolume) | fromYamlArray) }}
+    - {{ . | quote }}
+    {{- end }}
     {{- range $gw.extraArgs }}
     - {{ . | quote }}
     {{- end }}
@@ -363,6 +402,13 @@ Usage: include "mistral-nemo.gatewayContainer" (dict "ctx" $ "tritonUrl" "..." "
         secretKeyRef:
           name: {{ include "mistral-nemo.gatewaySecretName" $ctx | quote }}
           key: {{ $gw.apiKey.secretKey | quote }}
+    {{- end }}
+    {{- if and (eq $gw.responseStore.type "postgres") $gw.responseStore.postgres.passwordSecret }}
+    - name: PGPASSWORD
+      valueFrom:
+        secretKeyRef:
+          name: {{ $gw.responseStore.postgres.passwordSecret | quote }}
+          key: {{ $gw.responseStore.postgres.passwordKey | quote }}
     {{- end }}
     # The root filesystem is read-only: no bytecode caches, scratch space in /tmp.
     - name: PYTHONDONTWRITEBYTECODE
@@ -397,6 +443,10 @@ Usage: include "mistral-nemo.gatewayContainer" (dict "ctx" $ "tritonUrl" "..." "
   volumeMounts:
     - name: {{ .tmpVolume }}
       mountPath: /tmp
+    {{- if .storeVolume }}
+    - name: {{ .storeVolume }}
+      mountPath: {{ include "mistral-nemo.responseStoreDir" $ctx }}
+    {{- end }}
     {{- if $ctx.Values.lora.mountInGateway }}
     {{- with (include "mistral-nemo.loraVolumeMount" $ctx) }}
     {{- . | nindent 4 }}
@@ -523,6 +573,9 @@ topologySpreadConstraints:
 {{- end -}}
 {{- if and .Values.gateway.enabled .Values.gateway.autoscaling.enabled (gt (int .Values.gateway.autoscaling.minReplicas) (int .Values.gateway.autoscaling.maxReplicas)) -}}
 {{- fail (printf "gateway.autoscaling.minReplicas (%d) exceeds maxReplicas (%d)" (int .Values.gateway.autoscaling.minReplicas) (int .Values.gateway.autoscaling.maxReplicas)) -}}
+{{- end -}}
+{{- if and .Values.gateway.enabled (eq .Values.gateway.responseStore.type "sqlite") (include "mistral-nemo.severalGatewayPods" .) -}}
+{{- fail "gateway.responseStore.type=sqlite keeps the stored responses in one pod's own file, and this release runs several gateway pods (gateway.replicaCount > 1, autoscaling, or routing.mode=inferencePool with several Triton pods): each would find only the responses it stored. Use gateway.responseStore.type=postgres, which every pod shares, or one gateway pod" -}}
 {{- end -}}
 {{- if include "mistral-nemo.inferencePool" . -}}
 {{- if not .Values.gateway.enabled -}}

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from nemo_build.repository import TEMPLATES_DIR, RepositorySettings, render_repository
 from nemo_gateway.settings import GatewaySettings
 from nemo_ops.launcher import TritonServer
-from tests.integration.conftest import MAX_BATCH_SIZE, MAX_INPUT_LEN, MAX_SEQ_LEN
+from tests.integration.conftest import serving_repository
 from tests.integration.gateways import SERVED, running_gateway
 from tests.source_tree import PROJECT
 
@@ -37,24 +36,15 @@ FAKE_PACKAGE = PROJECT / "tests" / "fake_tensorrt_llm" / "tensorrt_llm"
 def pytorch_repository(
     tmp_path_factory: pytest.TempPathFactory, hf_fp8_checkpoint_dir: Path, tekken_path: Path
 ) -> Path:
-    settings = RepositorySettings(
-        target="pytorch",
-        model_dir=hf_fp8_checkpoint_dir,
-        max_batch_size=MAX_BATCH_SIZE,
-        max_input_len=MAX_INPUT_LEN,
-        max_seq_len=MAX_SEQ_LEN,
-        served_model_name=SERVED,
-        tokens_per_block=32,
-    )
     out = tmp_path_factory.mktemp("serving-pytorch") / "repository"
-    render_repository(TEMPLATES_DIR, settings, tekken_path, out)
+    serving_repository(out, "pytorch", hf_fp8_checkpoint_dir, tekken_path, tokens_per_block=32)
     (out / "tensorrt_llm" / "1" / "tensorrt_llm").symlink_to(FAKE_PACKAGE, target_is_directory=True)
     return out
 
 
 @pytest.fixture(scope="session")
 def triton(pytorch_repository: Path) -> Iterator[TritonServer]:
-    with TritonServer(pytorch_repository) as server:
+    with TritonServer(pytorch_repository, launcher="pytriton") as server:  # the CPU Triton, on a GPU host too
         yield server
 
 

@@ -195,6 +195,20 @@ def test_flags_override_the_engine_limits(tmp_path: Path, tekken_path: Path, eng
     assert gpu_repository_problems(out) == []
 
 
+def test_the_cpu_runtime_takes_its_prefill_chunk_and_kv_budget_from_the_flags(
+    tmp_path: Path, tekken_path: Path, checkpoint_dir: Path
+) -> None:
+    out = render(
+        tmp_path, tekken_path, "--target", "cpu", "--checkpoint", str(checkpoint_dir), "--max-num-tokens", "512",
+        "--max-tokens-in-paged-kv-cache", "4096",
+    )  # fmt: skip
+    params = {key: value.string_value for key, value in load(out / "tensorrt_llm" / "config.pbtxt").parameters.items()}
+    assert params["max_num_tokens"] == "512" and params["max_tokens_in_paged_kv_cache"] == "4096"
+    default = render(tmp_path / "default", tekken_path, "--target", "cpu", "--checkpoint", str(checkpoint_dir))
+    params = {k: v.string_value for k, v in load(default / "tensorrt_llm" / "config.pbtxt").parameters.items()}
+    assert params["max_num_tokens"] == "8192" and params["max_tokens_in_paged_kv_cache"] == "0"
+
+
 def copy_templates(tmp_path: Path) -> Path:
     templates = tmp_path / "templates"
     shutil.copytree(TEMPLATES_DIR, templates, ignore=shutil.ignore_patterns("__pycache__"))
@@ -238,6 +252,15 @@ def test_a_config_triton_cannot_parse_is_refused(tmp_path: Path, tekken_path: Pa
         (["--target", "gpu", "--engine", "{ckpt}"], "build_config"),
         (["--target", "cpu", "--checkpoint", "{engine}"], "not a TensorRT-LLM checkpoint"),
         (["--target", "cpu", "--checkpoint", "{ckpt}", "--max-input-len", "4097"], "may not exceed max_seq_len"),
+        (
+            ["--target", "cpu", "--checkpoint", "{ckpt}", "--max-tokens-in-paged-kv-cache", "1000"],
+            r"max_tokens_in_paged_kv_cache 1000 \(0, or at least max_seq_len 1024",
+        ),
+        (["--target", "gpu", "--engine", "{engine}", "--max-num-tokens", "64"], "--max-num-tokens only apply to"),
+        (
+            ["--target", "gpu", "--engine", "{engine}", "--max-tokens-in-paged-kv-cache", "64"],
+            "--max-tokens-in-paged-kv-cache only apply to --target cpu",
+        ),
     ],
 )
 def test_wrong_inputs_are_refused_with_what_is_accepted(

@@ -175,8 +175,8 @@ def test_bad_requests_are_refused(runtime: ReferenceRuntime) -> None:
         runtime.add_request("a", [], max_new_tokens=4)
     with pytest.raises(ValueError, match=r"token ids in \[0, 131072\)"):
         runtime.add_request("a", [131072], max_new_tokens=4)
-    with pytest.raises(ValueError, match="exceeds the model's maximum sequence length 8192"):
-        runtime.add_request("a", [1] * 8000, max_new_tokens=400)
+    with pytest.raises(ValueError, match="exceeds the model's maximum sequence length 131072"):
+        runtime.add_request("a", [1] * 131000, max_new_tokens=400)
     runtime.add_request("a", [1, 3], max_new_tokens=4)
     with pytest.raises(ValueError, match="already in flight"):
         runtime.add_request("a", [1, 3], max_new_tokens=4)

@@ -33,6 +33,8 @@ class TritonPythonModel:
         runtime = ReferenceRuntime.from_checkpoint(
             model.path("checkpoint_dir"),
             max_batch_size=model.int("max_batch_size"),
+            max_num_tokens=model.int("max_num_tokens"),
+            kv_cache_max_tokens=model.int("max_tokens_in_paged_kv_cache") or None,
             max_lora_rank=model.int("max_lora_rank"),
         )
         self.exclude_input_default = model.bool("exclude_input_in_output")
