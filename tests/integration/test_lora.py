@@ -106,6 +106,16 @@ def test_through_the_gateway_with_the_openai_sdk_on_both_chat_paths(url: str, ad
             assert base_answer.choices[0].message.content == BASE_ANSWER
             with pytest.raises(openai.NotFoundError, match="tokyo"):
                 sdk.chat.completions.create(model="nope", messages=FRANCE, max_tokens=4)  # type: ignore[arg-type]
+            # Completions (the ensemble) serve the base model alone: an adapter's name says so, and where it serves.
+            adapter = sorted(ADAPTER_LESSONS)[0]
+            with pytest.raises(openai.NotFoundError) as refused:
+                sdk.completions.create(model=adapter, prompt="The capital", max_tokens=4)
+            assert (
+                f"'{adapter}' is a LoRA adapter, and adapters are served on /v1/chat/completions only; "
+                f"/v1/completions serves the base model '{SERVED}'"
+            ) in str(refused.value)
+            with pytest.raises(openai.NotFoundError, match="the model 'nope' does not exist; /v1/completions serves"):
+                sdk.completions.create(model="nope", prompt="The capital", max_tokens=4)
 
 
 def test_a_removed_adapter_goes_without_a_restart(url: str, adapters: Path, lora_source_dir: Path) -> None:
