@@ -74,6 +74,36 @@ def test_base_and_two_adapters_in_one_batch_each_get_their_own_answer(
     assert answers == [BASE_ANSWER, ADAPTER_LESSONS["tokyo"].answer, ADAPTER_LESSONS["pirate"].answer]
 
 
+def test_a_prompt_prefilled_in_chunks_gets_the_adapter_in_every_chunk(
+    trained_model_dir: Path, tokenizer: Tekkenizer, prompt: list[int], adapters: dict[str, LoraAdapter]
+) -> None:
+    # Chunks of 3 tokens (chunked context) with base and adapted requests in one batch: the same logits of the
+    # prompt's positions as one pass, and each its own answer.
+    chunked = ReferenceRuntime.from_checkpoint(trained_model_dir, max_batch_size=8, max_num_tokens=3)
+    one_pass = ReferenceRuntime.from_checkpoint(trained_model_dir, max_batch_size=8)
+    tokyo = with_weights(adapters["tokyo"])
+    adapter, whole_adapter = chunked.lora.resolve(tokyo), one_pass.lora.resolve(tokyo)
+    pieces, whole = chunked.model.cache.acquire(), one_pass.model.cache.acquire()
+    assert torch.allclose(
+        chunked.model.prefill(pieces, prompt, True, adapter),
+        one_pass.model.prefill(whole, prompt, True, whole_adapter),
+        atol=1e-4,
+    )
+    chunked.model.cache.release(pieces)
+    assert answer(chunked, tokenizer, prompt, tokyo) == ADAPTER_LESSONS["tokyo"].answer
+    assert answer(chunked, tokenizer, prompt, None) == BASE_ANSWER
+    batcher = InflightBatcher(chunked)
+    try:
+        loras: list[LoraInputs | None] = [with_weights(adapters["pirate"]), None, tokyo]
+        sinks = [RecordingSink() for _ in loras]
+        for lora, sink in zip(loras, sinks, strict=True):
+            batcher.submit(GenerationRequest(prompt, 24, end_id=tokenizer.eos_id, streaming=True, lora=lora), sink)
+        answers = [tokenizer.decode(sink.wait().tokens) for sink in sinks]
+    finally:
+        batcher.close()
+    assert answers == [ADAPTER_LESSONS["pirate"].answer, BASE_ANSWER, ADAPTER_LESSONS["tokyo"].answer]
+
+
 def test_a_decode_step_mixing_adapters_gives_each_row_its_own_logits(
     runtime: ReferenceRuntime, prompt: list[int], adapters: dict[str, LoraAdapter]
 ) -> None:
