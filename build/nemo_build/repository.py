@@ -708,7 +708,10 @@ def profile_llm_settings(profile: Profile) -> dict[str, Any]:
         settings = {key: int(llm[key]) for key in limits}
         settings["tokens_per_block"] = int(kv.get("tokens_per_block", 32))
         settings["generation_logits"] = bool(llm.get("gather_generation_logits", False))
-        settings["context_logits"] = False  # no TorchLlmArgs switch; the flag-built profiles' default
+        # No build switch: the PyTorch executor gathers a context chunk's logits for the requests that ask
+        # (SamplingParams.return_context_logits; tensorrt_llm/_torch/pyexecutor/py_executor.py), so echo + logprobs
+        # costs only the requests that send it.
+        settings["context_logits"] = True
         for key, name in (("free_gpu_memory_fraction", "kv_cache_free_gpu_mem_fraction"),
                           ("enable_block_reuse", "enable_kv_cache_reuse")):  # fmt: skip
             if key in kv:

@@ -22,7 +22,7 @@ tasks:   {TABLE1_NAME} (default) = {_TABLE1_TASKS};
          lm-eval downloads their datasets from the Hugging Face hub (set HF_HOME; offline, pre-fetch them).
 needs:   pip install 'mistral-nemo-trtllm[accuracy]' (lm-eval); a gateway (nemo-gateway) in front of the deployment.
          Multiple-choice tasks score the prompt's log probabilities (echo + logprobs): on a GPU, an engine built with
-         gather_context_logits (the *-eval profiles); a pytorch repository does not return them.
+         gather_context_logits (the *-eval profiles), or a pytorch repository (per request).
 
 examples:
   nemo-accuracy run --base-url http://localhost:8000/v1 --precision fp8 --model-kind instruct --out docs/gpu/acc

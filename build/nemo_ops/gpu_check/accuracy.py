@@ -3,8 +3,8 @@
 Each profile served is measured through its gateway on the seed's Table 1 tasks (or ``--accuracy-tasks``) with a
 sample limit; the report step writes each run and the table, and with an FP8 and a BF16 profile (``--profile
 h100-fp8-tp1-eval,h100-bf16-tp1-eval``) the FP8 − BF16 difference with its paired confidence interval. Multiple-choice
-tasks need the prompt's log probabilities, which only an engine built with ``gather_context_logits`` returns:
-preflight refuses other profiles.
+tasks need the prompt's log probabilities, which a pytorch repository returns per request and an engine only when
+built with ``gather_context_logits``: preflight refuses other engine profiles.
 """
 
 from __future__ import annotations
@@ -41,23 +41,25 @@ def model_kind(model_dir: Path) -> str:
     return "base" if "base" in model_dir.resolve().name.lower() else "instruct"
 
 
+def returns_prompt_log_probs(profile: Profile) -> bool:
+    """Whether ``profile``'s deployment answers echo + logprobs: a pytorch one always (per request), an engine only
+    when built with ``gather_context_logits``."""
+    return profile.runtime != "engine" or bool(profile.flags.get("gather_context_logits"))
+
+
 def prompt_logprob_profiles() -> list[str]:
     """The shipped profiles whose deployments return the prompt's log probabilities."""
-    return [name for name in available_profiles("engine") if load_profile(name).flags.get("gather_context_logits")]
+    return [name for name in available_profiles() if returns_prompt_log_probs(load_profile(name))]
 
 
 def accuracy_problems(profile: Profile) -> list[str]:
     """Why ``profile``'s deployment cannot answer lm-eval's multiple-choice tasks (echo + logprobs)."""
-    if profile.runtime == "engine" and profile.flags.get("gather_context_logits"):
+    if returns_prompt_log_probs(profile):
         return []
-    why = (
-        "its engines are built without gather_context_logits"
-        if profile.runtime == "engine"
-        else "a pytorch repository does not return them (nemo-build renders --target pytorch with context logits off)"
-    )
     return [
         f"--accuracy: the multiple-choice tasks score the prompt's log probabilities (echo + logprobs) and profile "
-        f"{profile.name} cannot serve them: {why}; use a profile that can ({', '.join(prompt_logprob_profiles())})"
+        f"{profile.name} cannot serve them: its engines are built without gather_context_logits; use a profile "
+        f"that can ({', '.join(prompt_logprob_profiles())})"
     ]
 
 

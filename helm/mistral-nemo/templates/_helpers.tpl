@@ -384,6 +384,12 @@ Usage: include "mistral-nemo.gatewayContainer" (dict "ctx" $ "tritonUrl" "..." "
     - {{ $ctx.Values.model.servedModelName | quote }}
     - --chat-path
     - {{ $gw.chatPath | quote }}
+    - --request-timeout
+    - {{ $gw.requests.timeoutSeconds | toString | quote }}
+    - --body-timeout
+    - {{ $gw.requests.bodyTimeoutSeconds | toString | quote }}
+    - --max-body-bytes
+    - {{ int $gw.requests.maxBodyBytes | toString | quote }}
     {{- range (include "mistral-nemo.gatewayAdmissionArgs" $ctx | fromYamlArray) }}
     - {{ . | quote }}
     {{- end }}

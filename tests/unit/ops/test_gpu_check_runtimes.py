@@ -291,8 +291,9 @@ def test_accuracy_needs_profiles_that_return_prompt_log_probabilities(
     _, err = _preflight(capsys, tmp_path, "--runtimes", "engine,pytorch", "--accuracy")
     assert "- h100-fp8-tp1: --accuracy: the multiple-choice tasks score the prompt's log probabilities" in err
     assert "its engines are built without gather_context_logits" in err
-    assert "- h100-fp8-tp1-pytorch: --accuracy: " in err and "a pytorch repository does not return them" in err
-    assert "use a profile that can (h100-bf16-tp1-eval, h100-fp8-tp1-eval)" in err
+    # The PyTorch executor gathers a request's context logits when it asks: no build switch to forget.
+    assert "h100-fp8-tp1-pytorch: --accuracy" not in err
+    assert "use a profile that can (h100-bf16-tp1-eval, h100-fp8-tp1-eval, h100-fp8-tp1-pytorch)" in err
 
     _, err = _preflight(capsys, tmp_path, "--profile", "h100-fp8-tp1-eval,h100-bf16-tp1-eval", "--accuracy")
     assert "--accuracy" not in err
@@ -304,6 +305,7 @@ def test_the_eval_profiles_render_repositories_that_return_prompt_log_probabilit
     for name in ("h100-fp8-tp1-eval", "h100-bf16-tp1-eval"):
         assert profile_llm_settings(load_profile(name))["context_logits"] is True
     assert profile_llm_settings(load_profile("h100-fp8-tp1"))["context_logits"] is False
+    assert profile_llm_settings(load_profile("h100-fp8-tp1-pytorch"))["context_logits"] is True
 
 
 def test_accuracy_runs_after_each_profiles_bench(tmp_path: Path) -> None:
