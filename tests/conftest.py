@@ -87,6 +87,19 @@ def trained_model_dir(tekken_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lora_source_dir(trained_model_dir: Path) -> Path:
+    """A LoRA adapter source (``nemo-build tiny-lora``): one PEFT adapter per subdirectory, ``tokyo`` and ``pirate``,
+    each changing the trained tiny model's answer to "What is the capital of France?"."""
+    from nemo_build.tiny.lora import ADAPTER_LESSONS, train_tiny_lora
+
+    def build(out: Path) -> None:
+        for name, lesson in ADAPTER_LESSONS.items():
+            train_tiny_lora(trained_model_dir, lesson, out / name)
+
+    return _cached_build(f"tiny-lora-{trained_model_dir.name}", build)
+
+
+@pytest.fixture(scope="session")
 def hf_fp8_checkpoint_dir(trained_model_dir: Path) -> Path:
     """ModelOpt's unified Hugging Face FP8 export of the trained tiny model (the PyTorch runtime's input), verified;
     the same options and calibration set as ``fp8_checkpoint_dir``."""

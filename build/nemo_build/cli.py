@@ -16,10 +16,45 @@ from nemo_build.errors import BuildError
 EXAMPLES = """\
 examples:
   nemo-build tiny-model --out artifacts/tiny --trained
+  nemo-build tiny-lora --model-dir artifacts/tiny --adapter tokyo --out artifacts/adapters/tokyo
   nemo-build checkpoint --model-dir /models/Mistral-Nemo-Instruct-2407 --out artifacts/ckpt-fp8 --verify
   nemo-build engine --checkpoint artifacts/ckpt-fp8 --out artifacts/engine --profile h100-fp8-tp1
   nemo-build hf-tokenizer --out artifacts/hf-tokenizer
 """
+
+
+def _tiny_lora(args: argparse.Namespace) -> int:
+    from nemo_build.tiny.lora import ADAPTER_LESSONS, train_tiny_lora
+
+    lesson = ADAPTER_LESSONS[args.adapter]
+    report = train_tiny_lora(args.model_dir, lesson, args.out, rank=args.rank, steps=args.steps, force=args.force)
+    print(
+        f"LoRA adapter {lesson.name!r} (rank {report.rank}): {args.out}; {lesson.request} now answers "
+        f"{lesson.answer!r} ({report.steps} steps in {report.seconds:.0f}s, loss {report.final_loss:.4f}, checked "
+        "by greedy decoding)"
+    )
+    return 0
+
+
+def add_tiny_lora(sub: argparse._SubParsersAction) -> None:
+    from nemo_build.tiny.lora import ADAPTER_LESSONS, DEFAULT_LORA_RANK, DEFAULT_LORA_STEPS
+
+    p = sub.add_parser(
+        "tiny-lora",
+        help="train a LoRA adapter (PEFT) of the trained tiny model that changes one of its known answers",
+        description="Train a Hugging Face PEFT LoRA adapter on the q, k, v, o, gate, up and down projections of the "
+        "trained tiny model (nemo-build tiny-model --trained) and write it as adapter_config.json + "
+        "adapter_model.safetensors. Put it in a subdirectory of the deployment's LoRA source (--lora-dir): "
+        "the subdirectory's name is the model name requests select it by. "
+        + "; ".join(f"{n}: {lesson.request} → {lesson.answer!r}" for n, lesson in ADAPTER_LESSONS.items()),
+    )
+    p.add_argument("--model-dir", type=Path, required=True, help="the trained tiny model (Hugging Face directory)")
+    p.add_argument("--adapter", choices=sorted(ADAPTER_LESSONS), required=True, help="which answer to teach")
+    p.add_argument("--out", type=Path, required=True, help="adapter directory to write (empty unless --force)")
+    p.add_argument("--rank", type=int, default=DEFAULT_LORA_RANK, help=f"LoRA rank (default: {DEFAULT_LORA_RANK})")
+    p.add_argument("--steps", type=int, default=DEFAULT_LORA_STEPS, help=f"steps (default: {DEFAULT_LORA_STEPS})")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(handler=_tiny_lora)
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
@@ -218,6 +253,7 @@ def add_repository(sub: argparse._SubParsersAction) -> None:
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_tiny_model,
+    add_tiny_lora,
     add_checkpoint,
     add_engine,
     add_repository,

@@ -65,7 +65,21 @@ LLM_KV_CACHE_KEYS: dict[str, type] = {  # KvCacheConfig names
     "tokens_per_block": int,
 }
 LLM_CUDA_GRAPH_KEYS: dict[str, type] = {"batch_sizes": list}  # CudaGraphConfig names
-SERVING_KEYS = ("frontend_instances",)  # the keys a profile's `serving` section may set (positive integers)
+SERVING_KEYS = ("frontend_instances",)
+# `lora` section of any profile: LoRA adapters served by name. Engine runtime: trtllm-build --lora_plugin auto
+# --lora_target_modules ... --max_lora_rank, and the backend's LoRA cache parameters (lora_cache_*); pytorch
+# runtime: the LLM API's LoraConfig (max_lora_rank, max_loras, max_cpu_loras, lora_target_modules).
+LORA_KEYS: dict[str, type] = {
+    "target_modules": list,  # TensorRT-LLM module names (nemo_chat_core.lora.MODULE_IDS)
+    "max_rank": int,
+    "max_loras": int,  # adapters on the GPU at once (pytorch: max_loras)
+    "max_cpu_loras": int,  # adapters cached in host memory (pytorch: max_cpu_loras)
+    "cache_optimal_adapter_size": int,  # engine: lora_cache_optimal_adapter_size
+    "cache_max_adapter_size": int,  # engine: lora_cache_max_adapter_size
+    "cache_gpu_memory_fraction": float,  # engine: lora_cache_gpu_memory_fraction
+    "cache_host_memory_bytes": int,  # engine: lora_cache_host_memory_bytes
+}
+LORA_REQUIRED = ("target_modules", "max_rank")  # the keys a profile's `serving` section may set (positive integers)
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,7 @@ class Profile:
     serving: dict[str, int] = field(default_factory=dict)
     runtime: str = DEFAULT_RUNTIME
     llm: dict[str, Any] = field(default_factory=dict)  # pytorch: the LLM arguments (upstream names)
+    lora: dict[str, Any] = field(default_factory=dict)  # LoRA serving (LORA_KEYS); empty: no adapters
 
     @property
     def frontend_instances(self) -> int | None:
@@ -100,6 +115,9 @@ class Profile:
                 args += [f"--{flag}"] if value else []
             else:
                 args += [f"--{flag}", _flag_value(value)]
+        if self.lora:  # the engine takes per-request adapters (lora_task_id, lora_weights, lora_config)
+            args += ["--lora_plugin", "auto", "--lora_target_modules", *self.lora["target_modules"]]
+            args += ["--max_lora_rank", str(self.lora["max_rank"])]
         return args
 
     def with_flags(self, overrides: dict[str, Any]) -> Profile:
@@ -124,6 +142,7 @@ class Profile:
                 "kv_cache": self.kv_cache,
                 "tp": self.tp,
                 "llm": _copy(self.llm),
+                **({"lora": _copy(self.lora)} if self.lora else {}),
             }
         return {
             "name": self.name,
@@ -133,6 +152,7 @@ class Profile:
             "kv_cache": self.kv_cache,
             "tp": self.tp,
             "trtllm_build": dict(self.flags),
+            **({"lora": _copy(self.lora)} if self.lora else {}),
         }
 
 
@@ -233,8 +253,10 @@ def _parse(raw: Any, path: Path) -> Profile:
 
 
 def _checked_profile(raw: dict[str, Any], path: Path, problems: list[str], **runtime_fields: Any) -> Profile:
-    """The profile, once its `serving` section is checked too; every problem found, at once, as one BuildError."""
+    """The profile, once its `serving` and `lora` sections are checked too; every problem found, at once, as one
+    BuildError."""
     serving = _serving(raw, problems)
+    lora = _lora(raw, problems)
     if problems:
         raise BuildError(f"build profile {path} is invalid:\n  - " + "\n  - ".join(problems))
     return Profile(
@@ -246,8 +268,31 @@ def _checked_profile(raw: dict[str, Any], path: Path, problems: list[str], **run
         tp=raw["tp"],
         path=path,
         serving=dict(serving),
+        lora=lora,
         **runtime_fields,
     )
+
+
+def _lora(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    from nemo_chat_core.lora import MODULE_IDS
+
+    lora = raw.get("lora") or {}
+    if not isinstance(lora, dict):
+        problems.append("lora must map setting names to values")
+        return {}
+    if not lora:
+        return {}
+    problems += [f"lora lacks {key}" for key in LORA_REQUIRED if key not in lora]
+    _typed("lora.", lora, LORA_KEYS, problems)
+    modules = lora.get("target_modules")
+    if isinstance(modules, list):
+        unknown = [m for m in modules if m not in MODULE_IDS]
+        if unknown or not modules:
+            problems.append(f"lora.target_modules {modules!r} (accepted: a list of {', '.join(MODULE_IDS)})")
+    fraction = lora.get("cache_gpu_memory_fraction")
+    if isinstance(fraction, (int, float)) and not 0 < fraction < 1:
+        problems.append(f"lora.cache_gpu_memory_fraction is {fraction!r} (in (0, 1))")
+    return _copy(lora)
 
 
 def _serving(raw: dict[str, Any], problems: list[str]) -> dict[str, int]:
@@ -267,7 +312,8 @@ def _typed(prefix: str, values: dict[str, Any], accepted: dict[str, type], probl
     for key, value in values.items():
         kind = accepted.get(key)
         if kind is None:
-            problems.append(f"{prefix}{key} is not an accepted LLM argument (accepted: {', '.join(accepted)})")
+            what = "LoRA setting" if prefix == "lora." else "LLM argument"
+            problems.append(f"{prefix}{key} is not an accepted {what} (accepted: {', '.join(accepted)})")
         elif kind is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 problems.append(f"{prefix}{key} is {value!r} (a number)")

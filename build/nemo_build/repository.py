@@ -56,6 +56,7 @@ from nemo_build.errors import BuildError
 from nemo_build.manifest import read_manifest, sha256_file
 from nemo_build.profiles import DEFAULT_PROFILE, Profile, load_profile
 from nemo_build.xgrammar_info import write_tokenizer_info
+from nemo_chat_core.lora import DEFAULT_MAX_LORA_RANK, MODULE_IDS, BaseShapes
 from nemo_protocol.served_model import DEFAULT_SERVED_MODEL_NAME
 
 TARGETS = ("gpu", "cpu", "stand-in", "pytorch")
@@ -113,6 +114,18 @@ class RepositorySettings:
     cuda_graph_batch_sizes: tuple[int, ...] = ()  # empty: graphs for every batch size up to max_batch_size
     tensor_parallel_size: int = 1
     tokenizer_dir: Path | None = None  # a Hugging Face tokenizer directory; None: written from the Tekken file
+    # LoRA: a directory of PEFT adapters served by name (one per subdirectory, rescanned while serving); None: none
+    lora_dir: Path | None = None
+    max_lora_rank: int = DEFAULT_MAX_LORA_RANK
+    # gpu: the tensorrtllm backend's LoRA cache (its defaults; a profile's `lora` section sets them)
+    lora_cache_optimal_adapter_size: int = 8
+    lora_cache_max_adapter_size: int = 64
+    lora_cache_gpu_memory_fraction: float = 0.05
+    lora_cache_host_memory_bytes: int = 2**30
+    # pytorch: the LLM API's LoraConfig (a profile's `lora` section sets them)
+    lora_target_modules: tuple[str, ...] = tuple(MODULE_IDS)
+    max_loras: int = 8
+    max_cpu_loras: int = 32
 
     def __post_init__(self) -> None:
         for name in ("preprocessing_instances", "postprocessing_instances"):
@@ -143,9 +156,11 @@ class RepositorySettings:
             )
         if self.cancellation_check_period_ms < 1 or self.max_queue_delay_microseconds < 0:
             problems.append("cancellation_check_period_ms must be >= 1 and max_queue_delay_microseconds >= 0")
+        if self.lora_dir is not None and self.target == STAND_IN:
+            problems.append("lora_dir: the stand-in has no model to adapt (serve LoRA with gpu, pytorch or cpu)")
         if '"' in self.served_model_name or not self.served_model_name:
             problems.append(f"served_model_name {self.served_model_name!r} (non-empty, no quotes)")
-        for name in ("max_num_tokens", "tokens_per_block", "tensor_parallel_size"):
+        for name in ("max_num_tokens", "tokens_per_block", "tensor_parallel_size", "max_lora_rank"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} {getattr(self, name)} (must be >= 1)")
         # Every request the length limits let through must fit the KV cache on its own (else it could never run):
@@ -180,7 +195,21 @@ class RepositorySettings:
         del out["model_dir"]
         out["tokenizer_file"] = TOKENIZER_FILE
         out["tokenizer_dir"] = HF_TOKENIZER_DIR if self.tokenizer_dir is None else str(self.tokenizer_dir.resolve())
+        out["lora_dir"] = "" if self.lora_dir is None else str(self.lora_dir.resolve())
+        # what adapters must fit (read only when adapters are served: a stand-in has no model to adapt)
+        out["lora_base"] = "" if self.lora_dir is None else lora_base_shapes(self.model_dir).to_text()
         return out
+
+
+def lora_base_shapes(model_dir: Path) -> BaseShapes:
+    """The sizes LoRA adapters must fit, from the ``config.json`` of a Hugging Face or TensorRT-LLM checkpoint or an
+    engine (its ``pretrained_config``)."""
+    path = Path(model_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+        return BaseShapes.from_config(config.get("pretrained_config") or config)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BuildError(f"cannot read the model's sizes for LoRA adapters from {path}: {exc!r}") from None
 
 
 # ----------------------------------------------------------------------------- limits of the model
@@ -551,6 +580,18 @@ def add_repository_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-queue-delay-us", type=int, default=0, help="gpu dynamic batching queue delay")
     parser.add_argument("--served-model-name", default=DEFAULT_SERVED_MODEL_NAME, help="model name in responses")
+    parser.add_argument(
+        "--lora-dir",
+        type=Path,
+        help="directory of Hugging Face PEFT LoRA adapters, one per subdirectory, served under the subdirectory's "
+        "name (rescanned while serving: adapters added or removed need no restart)",
+    )
+    parser.add_argument(
+        "--max-lora-rank",
+        type=int,
+        help=f"largest LoRA rank served; adapters above it are refused (default: the profile's lora.max_rank, else "
+        f"{DEFAULT_MAX_LORA_RANK})",
+    )
     pytorch = parser.add_argument_group("pytorch (TensorRT-LLM LLM API) arguments")
     pytorch.add_argument(
         "--profile",
@@ -605,21 +646,52 @@ CPU_DEFAULT_MAX_BATCH_SIZE = 16
 CPU_DEFAULT_MAX_SEQ_LEN = 4096
 
 
-def profile_frontend_instances(engine_dir: Path) -> int:
-    """`serving.frontend_instances` of the profile the engines were built with (their build manifest names it),
-    GPU_DEFAULT_FRONTEND_INSTANCES when that profile is not a shipped one or the engines have no manifest."""
+def engine_profile(engine_dir: Path) -> Profile | None:
+    """The shipped profile the engines were built with (their build manifest names it); None when not known."""
     manifest = read_manifest(engine_dir) or {}
     inputs = manifest.get("inputs")
     profile = inputs.get("profile") if isinstance(inputs, dict) else None
     name = profile.get("name") if isinstance(profile, dict) else None
     if isinstance(name, str) and name:
         try:
-            found = load_profile(name).frontend_instances
+            return load_profile(name)
         except BuildError:
-            found = None
-        if found is not None:
-            return found
-    return GPU_DEFAULT_FRONTEND_INSTANCES
+            return None
+    return None
+
+
+def profile_lora_settings(profile: Profile | None) -> dict[str, Any]:
+    """The repository settings a profile's `lora` section implies: the largest rank and the backend's LoRA cache."""
+    lora = profile.lora if profile is not None else {}
+    names = {
+        "max_rank": "max_lora_rank",
+        "cache_optimal_adapter_size": "lora_cache_optimal_adapter_size",
+        "cache_max_adapter_size": "lora_cache_max_adapter_size",
+        "cache_gpu_memory_fraction": "lora_cache_gpu_memory_fraction",
+        "cache_host_memory_bytes": "lora_cache_host_memory_bytes",
+        "max_loras": "max_loras",
+        "max_cpu_loras": "max_cpu_loras",
+    }
+    chosen = {setting: lora[key] for key, setting in names.items() if key in lora}
+    if "target_modules" in lora:
+        chosen["lora_target_modules"] = tuple(lora["target_modules"])
+    return chosen
+
+
+def profile_frontend_instances(engine_dir: Path) -> int:
+    """`serving.frontend_instances` of the profile the engines were built with (their build manifest names it),
+    GPU_DEFAULT_FRONTEND_INSTANCES when that profile is not a shipped one or the engines have no manifest."""
+    profile = engine_profile(engine_dir)
+    found = profile.frontend_instances if profile is not None else None
+    return GPU_DEFAULT_FRONTEND_INSTANCES if found is None else found
+
+
+def lora_settings(args: argparse.Namespace, profile: Profile | None) -> dict[str, Any]:
+    """The LoRA repository settings: ``--lora-dir``, and ``--max-lora-rank`` over the profile's `lora` section."""
+    chosen = profile_lora_settings(profile)
+    if args.max_lora_rank is not None:
+        chosen["max_lora_rank"] = args.max_lora_rank
+    return {"lora_dir": args.lora_dir, **chosen}
 
 
 def profile_llm_settings(profile: Profile) -> dict[str, Any]:
@@ -678,7 +750,8 @@ def pytorch_settings_from_args(args: argparse.Namespace) -> RepositorySettings:
     if args.checkpoint is None:
         raise BuildError("--target pytorch serves a Hugging Face checkpoint: pass --checkpoint DIR (not --engine)")
     positions = hf_checkpoint_max_positions(args.checkpoint)
-    implied = profile_llm_settings(load_profile(args.profile or DEFAULT_PROFILE))
+    profile = load_profile(args.profile or DEFAULT_PROFILE)
+    implied = profile_llm_settings(profile)
     implied["max_seq_len"] = min(implied["max_seq_len"], positions)
     implied["max_input_len"] = min(implied["max_input_len"], implied["max_seq_len"])
     flags = {
@@ -709,6 +782,7 @@ def pytorch_settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         max_queue_delay_microseconds=args.max_queue_delay_us,
         served_model_name=args.served_model_name,
         tokenizer_dir=args.hf_tokenizer,
+        **lora_settings(args, profile),
         **chosen,
     )
 
@@ -732,12 +806,14 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
     else:
         return pytorch_settings_from_args(args)
     frontend_default = 1
+    lora_profile: Profile | None = None  # cpu and stand-in: no profile decides the LoRA settings
     if args.target == "gpu":
         if args.engine is None:
             raise BuildError("--target gpu serves engines: pass --engine DIR (not --checkpoint)")
         model_dir: Path = args.engine
         limits = engine_limits(model_dir)
         frontend_default = profile_frontend_instances(model_dir)
+        lora_profile = engine_profile(model_dir)
         logits = engine_logit_gathering(model_dir)
     elif args.target == "cpu":
         if args.checkpoint is None:
@@ -782,6 +858,7 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
         max_queue_delay_microseconds=args.max_queue_delay_us,
         served_model_name=args.served_model_name,
         context_logits=logits["context_logits"],
+        **lora_settings(args, lora_profile),
         generation_logits=logits["generation_logits"],
         **{key: value for key, value in stand_in.items() if value is not None},
         **{

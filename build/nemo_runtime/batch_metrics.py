@@ -22,6 +22,12 @@ The `pytorch` model (TensorRT-LLM's LLM API, nemo_runtime.llm_api) fills the KV-
 iteration stats (`kvCacheStats`: its own block size, free and reused blocks), as the C++ backend does.
 | `nemo_runtime_requests_cancelled_total` | | requests ended early since start (a counter the backend lacks) |
 
+LoRA (the Gateway API Inference Extension's model server protocol, in vLLM's names, which its endpoint picker reads):
+| `vllm:lora_requests_info{running_lora_adapters, waiting_lora_adapters, max_lora}` | | the time of the last change; the
+labels list the adapters (comma-separated names) of the running and the waiting requests and the adapters the engine
+holds at once. Each change replaces the labelled series, so one series tells the state now. |
+| `nemo_runtime_lora_requests_total{lora_name}` | | requests submitted for each adapter since start |
+
 The backend's `context` request count is not published: the CPU engines prefill within a decode step and keep no
 count of it between steps.
 
@@ -33,6 +39,7 @@ change of KV-cache block. Updates are coalesced to at most one per `min_interval
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -41,6 +48,8 @@ from nemo_runtime.engine_state import BatcherStats
 REQUESTS = "nv_trt_llm_request_metrics"
 KV_CACHE_BLOCKS = "nv_trt_llm_kv_cache_block_metrics"
 CANCELLED = "nemo_runtime_requests_cancelled_total"
+LORA_INFO = "vllm:lora_requests_info"
+LORA_REQUESTS = "nemo_runtime_lora_requests_total"
 GAUGES: dict[tuple[str, str], dict[str, Callable[[BatcherStats], float]]] = {
     (REQUESTS, "request_type"): {
         "active": lambda s: s.running + s.waiting,
@@ -61,7 +70,18 @@ DESCRIPTIONS = {
     REQUESTS: "TRT LLM request metrics",
     KV_CACHE_BLOCKS: "TRT LLM KV cache block metrics",
     CANCELLED: "Requests ended before finishing (client cancellation, the stop input)",
+    LORA_INFO: "Running stats on lora requests.",
+    LORA_REQUESTS: "Requests submitted for each LoRA adapter",
 }
+
+
+def lora_info_labels(stats: BatcherStats) -> dict[str, str]:
+    """The labels of the LoRA info gauge (the protocol's lora_info_labels) for ``stats``."""
+    return {
+        "running_lora_adapters": ",".join(stats.lora_running),
+        "waiting_lora_adapters": ",".join(stats.lora_waiting),
+        "max_lora": str(stats.max_lora),
+    }
 
 
 class Engine(Protocol):
@@ -87,6 +107,14 @@ class TritonMetrics:
         self._cancelled = cancelled.Metric(labels=dict(labels))
         self._last_gauges: list[float | None] = [None] * len(self._gauges)
         self._last_cancelled = 0
+        self._labels = dict(labels)
+        self._lora_info_family = pb_utils.MetricFamily(name=LORA_INFO, description=DESCRIPTIONS[LORA_INFO], kind=gauge)
+        self._lora_requests_family = pb_utils.MetricFamily(
+            name=LORA_REQUESTS, description=DESCRIPTIONS[LORA_REQUESTS], kind=counter
+        )
+        self._families += [self._lora_info_family, self._lora_requests_family]
+        self._lora_info: tuple[dict[str, str], Any] | None = None  # the one series now: its labels and metric
+        self._lora_requests: dict[str, tuple[Any, int]] = {}  # adapter → (counter, requests counted)
 
     def publish(self, stats: BatcherStats) -> None:
         for index, (metric, read) in enumerate(self._gauges):
@@ -97,10 +125,30 @@ class TritonMetrics:
         if stats.cancelled > self._last_cancelled:
             self._cancelled.increment(stats.cancelled - self._last_cancelled)
             self._last_cancelled = stats.cancelled
+        self._publish_lora(stats)
+
+    def _publish_lora(self, stats: BatcherStats) -> None:
+        if stats.max_lora:
+            labels = lora_info_labels(stats)
+            if self._lora_info is None or self._lora_info[0] != labels:
+                # a new series replaces the old one (dropped with its metric object), stamped with the time
+                metric = self._lora_info_family.Metric(labels={**self._labels, **labels})
+                metric.set(time.time())
+                self._lora_info = (labels, metric)
+        for name, count in stats.lora_requests:
+            counter, counted = self._lora_requests.get(name) or (
+                self._lora_requests_family.Metric(labels={**self._labels, "lora_name": name}),
+                0,
+            )
+            if count > counted:
+                counter.increment(count - counted)
+            self._lora_requests[name] = (counter, count)
 
     def close(self) -> None:
         # Triton requires a family to outlive its metrics.
         self._gauges.clear()
+        self._lora_info = None
+        self._lora_requests.clear()
         self._cancelled = None
         self._families.clear()
 

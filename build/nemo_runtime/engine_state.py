@@ -8,8 +8,10 @@ The CPU engines (nemo_runtime.inflight, nemo_runtime.stand_in) and the GPU one d
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs
 from nemo_protocol.errors import BadRequestError
@@ -47,6 +49,28 @@ def beyond_sequence_length(request: GenerationRequest, max_seq_len: int) -> BadR
     return None
 
 
+class InFlight(Protocol):
+    """What lora_stats reads of an in-flight request."""
+
+    @property
+    def adapter(self) -> str | None: ...  # its LoRA adapter's name
+
+    @property
+    def running(self) -> bool: ...  # holding a batch slot
+
+
+def lora_stats(active: Iterable[InFlight], requests: Counter[str], max_lora: int) -> dict[str, Any]:
+    """The LoRA fields of BatcherStats: adapters running and waiting, the cache's size, requests per adapter."""
+    running = sorted({a.adapter for a in active if a.adapter is not None and a.running})
+    waiting = sorted({a.adapter for a in active if a.adapter is not None and not a.running})
+    return {
+        "lora_running": tuple(running),
+        "lora_waiting": tuple(waiting),
+        "max_lora": max_lora,
+        "lora_requests": tuple(sorted(requests.items())),
+    }
+
+
 class Sink(Protocol):
     """Where one request's responses go (a Triton response sender, in the model)."""
 
@@ -75,6 +99,10 @@ class BatcherStats:
     kv_tokens_per_block: int = KV_TOKENS_PER_BLOCK
     kv_blocks_free: int | None = None  # None: kv_blocks_max - kv_blocks_used
     kv_blocks_reused: int = 0  # blocks a request took over from the reuse cache (prefix reuse)
+    lora_running: tuple[str, ...] = ()  # the LoRA adapters of the running requests, by name, sorted
+    lora_waiting: tuple[str, ...] = ()  # the LoRA adapters of the waiting requests
+    max_lora: int = 0  # adapters the engine holds at once (its LoRA cache)
+    lora_requests: tuple[tuple[str, int], ...] = ()  # (adapter, requests submitted for it since start), sorted
 
     @property
     def slots_free(self) -> int:

@@ -14,7 +14,8 @@ metrics) without the loop doing anything but update counters under the lock it a
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +31,7 @@ from nemo_runtime.engine_state import (
     beyond_sequence_length,
     ids_outside_vocabulary,
     kv_blocks,
+    lora_stats,
 )
 from nemo_runtime.guided import GrammarEngine
 from nemo_runtime.sampling import GREEDY, SamplingParams, TokenMask
@@ -101,6 +103,7 @@ class _Active:
     context_logits: torch.Tensor | None = None
     generation_logits: list[torch.Tensor] = field(default_factory=list)
     running: bool = False  # admitted: it has produced its first step output and holds a slot
+    adapter: str | None = None  # the name of its LoRA adapter
 
     @property
     def positions(self) -> int:
@@ -134,9 +137,16 @@ class _Active:
 class InflightBatcher(BatchLoop):
     """Owns the step loop of one `ReferenceRuntime`. Call `close()` to stop it."""
 
-    def __init__(self, runtime: ReferenceRuntime, grammar: GrammarEngine | None = None) -> None:
+    def __init__(
+        self,
+        runtime: ReferenceRuntime,
+        grammar: GrammarEngine | None = None,
+        adapter_name: Callable[[int], str] = str,
+    ) -> None:
         self._runtime = runtime
         self._grammar = grammar  # guided decoding (None: guided requests are refused)
+        self._adapter_name = adapter_name  # a LoRA task id's adapter name, for the metrics
+        self._lora_requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified whenever stats() changes
         self._active: dict[str, _Active] = {}
@@ -162,6 +172,7 @@ class InflightBatcher(BatchLoop):
             self._cancelled,
             kv_blocks_used=used,
             kv_blocks_max=kv_blocks(self._runtime.kv_cache_max_tokens),
+            **lora_stats(self._active.values(), self._lora_requests, self._runtime.lora.max_adapters),
         )
 
     def submit(self, request: GenerationRequest, sink: Sink, tag: str = "") -> None:
@@ -174,9 +185,13 @@ class InflightBatcher(BatchLoop):
             if self._grammar is None:
                 raise BadRequestError("this model serves no guided decoding", param="guided_decoding_guide_type")
             guided = self._grammar.mask(request.guide)
+        adapter = self._runtime.lora.resolve(request.lora)  # BadRequestError: a cache miss, or bad weights
         runtime_id = new_request_id()
+        name = None if request.lora is None else self._adapter_name(request.lora.task_id)
         with self._lock:
-            self._active[runtime_id] = _Active(request, sink, tag)
+            self._active[runtime_id] = _Active(request, sink, tag, adapter=name)
+            if name is not None:
+                self._lora_requests[name] += 1
             self._changed.notify_all()
         try:
             self._runtime.add_request(
@@ -189,6 +204,7 @@ class InflightBatcher(BatchLoop):
                 token_mask=token_mask(request, self._runtime.model.vocab_size),
                 logits_mask=guided,
                 returns=self._active[runtime_id].returns(),
+                adapter=adapter,
             )
         except ValueError as exc:
             with self._lock:

@@ -55,6 +55,7 @@ import functools
 import json
 import math
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ import numpy as np
 
 from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs
 from nemo_chat_core.guided import Guide
+from nemo_chat_core.lora import AdapterRegistry, BaseShapes, cache_miss_message
 from nemo_protocol.errors import BadRequestError
 from nemo_runtime.engine_state import (
     BatcherStats,
@@ -72,6 +74,7 @@ from nemo_runtime.engine_state import (
     Sink,
     beyond_sequence_length,
     ids_outside_vocabulary,
+    lora_stats,
 )
 
 NO_END_ID = -1
@@ -108,6 +111,13 @@ class LlmSettings:
     tensor_parallel_size: int = 1
     generation_logits: bool = True  # gather_generation_logits: requests may return generation logits
     cancellation_check_period_ms: int = 100
+    # LoRA: the PEFT adapters requests name by lora_task_id (None: none), and the LLM's LoraConfig
+    lora_dir: Path | None = None
+    lora_base: str = ""  # the base model's sizes (nemo_chat_core.lora.BaseShapes.to_text)
+    max_lora_rank: int = 64
+    lora_target_modules: tuple[str, ...] = ()
+    max_loras: int = 8
+    max_cpu_loras: int = 32
 
     def __post_init__(self) -> None:
         problems = []
@@ -169,6 +179,12 @@ class LlmSettings:
             tensor_parallel_size=number("tensor_parallel_size", int),
             generation_logits=flag("generation_logits"),
             cancellation_check_period_ms=number("cancellation_check_period_ms", int),
+            lora_dir=path("lora_dir") if text("lora_dir") else None,
+            lora_base=text("lora_base"),
+            max_lora_rank=number("max_lora_rank", int),
+            lora_target_modules=tuple(m for m in text("lora_target_modules").split(",") if m),
+            max_loras=number("max_loras", int),
+            max_cpu_loras=number("max_cpu_loras", int),
         )
 
     def vocab_size(self) -> int | None:
@@ -189,14 +205,18 @@ class Api:
     GuidedDecodingParams: Callable[..., Any]
     KvCacheConfig: Callable[..., Any]
     CudaGraphConfig: Callable[..., Any]
+    LoraConfig: Callable[..., Any]
+    LoRARequest: Callable[..., Any]
 
 
 def import_api() -> Api:
     """Import TensorRT-LLM (minutes on a GPU host: CUDA, torch, the bindings)."""
     from tensorrt_llm import LLM
+    from tensorrt_llm.executor import LoRARequest
     from tensorrt_llm.llmapi import CudaGraphConfig, GuidedDecodingParams, KvCacheConfig, SamplingParams
+    from tensorrt_llm.lora_helper import LoraConfig
 
-    return Api(LLM, SamplingParams, GuidedDecodingParams, KvCacheConfig, CudaGraphConfig)
+    return Api(LLM, SamplingParams, GuidedDecodingParams, KvCacheConfig, CudaGraphConfig, LoraConfig, LoRARequest)
 
 
 def llm_kwargs(settings: LlmSettings, api: Api) -> dict[str, Any]:
@@ -227,7 +247,18 @@ def llm_kwargs(settings: LlmSettings, api: Api) -> dict[str, Any]:
         "guided_decoding_backend": "xgrammar" if guided else None,
         "gather_generation_logits": settings.generation_logits,
         "enable_iter_perf_stats": True,
+        **({"lora_config": lora_config(settings, api)} if settings.lora_dir is not None else {}),
     }
+
+
+def lora_config(settings: LlmSettings, api: Api) -> Any:
+    """The LLM's ``LoraConfig``: adapters come per request (LoRARequest), so no ``lora_dir`` is preloaded."""
+    return api.LoraConfig(
+        lora_target_modules=list(settings.lora_target_modules),
+        max_lora_rank=settings.max_lora_rank,
+        max_loras=settings.max_loras,
+        max_cpu_loras=settings.max_cpu_loras,
+    )
 
 
 # ---------------------------------------------------------------------------------------- request mapping
@@ -377,6 +408,7 @@ class _Request:
     tag: str
     sampling: Any  # the SamplingParams
     stop_words: list[list[int]]  # multi-token ones, matched here
+    lora: Any = None  # the LoRARequest (None: the base model)
     generated: list[int] = field(default_factory=list)
     log_probs: list[float] = field(default_factory=list)
     generation_logits: list[np.ndarray] = field(default_factory=list)
@@ -387,6 +419,16 @@ class _Request:
     done: bool = False
     result: Any = None  # the RequestOutput
     task: asyncio.Task[None] | None = None
+
+    @property
+    def adapter(self) -> str | None:
+        """Its LoRA adapter's name (the LoRA metrics)."""
+        return None if self.lora is None else str(self.lora.lora_name)
+
+    @property
+    def running(self) -> bool:
+        """Whether the engine produced for it yet: the LLM API tells no scheduled / queued state per request."""
+        return self.received > 0
 
 
 class LlmApiEngine(BatchLoop):
@@ -405,6 +447,11 @@ class LlmApiEngine(BatchLoop):
         self._api = api
         self._vocab_size = settings.vocab_size()
         self._special_ids = special_ids(settings.tokenizer_dir)
+        self._adapters = (
+            None
+            if settings.lora_dir is None
+            else AdapterRegistry(settings.lora_dir, BaseShapes.from_text(settings.lora_base), settings.max_lora_rank)
+        )
         self._stats_timeout_s = stats_timeout_s
         self._stats_pause_s = stats_pause_s
         self._lock = threading.Lock()
@@ -414,6 +461,7 @@ class LlmApiEngine(BatchLoop):
         self._requests: dict[int, _Request] = {}
         self._serial = 0
         self._cancelled = 0
+        self._lora_requests: Counter[str] = Counter()  # requests per LoRA adapter since start
         self._engine_stats: dict[str, Any] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="llm-api", daemon=True)
@@ -491,15 +539,27 @@ class LlmApiEngine(BatchLoop):
             sampling = api.SamplingParams(**kwargs)
         except ValueError as exc:  # SamplingParams._validate's checks
             raise BadRequestError(f"the engine refuses the sampling parameters: {exc}") from None
+        lora_request = None if request.lora is None else self._lora_request(request.lora.task_id)
         words = [list(word) for word in request.stop_words if len(word) > 1]
         with self._changed:
             if self._closed:
                 raise BadRequestError("the model is shutting down")
             self._serial += 1
-            state = _Request(self._serial, request, sink, tag, sampling, words)
+            state = _Request(self._serial, request, sink, tag, sampling, words, lora_request)
+            if state.adapter is not None:
+                self._lora_requests[state.adapter] += 1
             self._requests[state.key] = state
             self._changed.notify_all()
         self._loop.call_soon_threadsafe(self._launch, state)
+
+    def _lora_request(self, task_id: int) -> Any:
+        """The LLM API's LoRARequest for a task id: the PEFT adapter of the adapter source with that id (the LLM
+        loads and caches it from its path); the backend's "not found" when no served adapter has it."""
+        adapter = None if self._adapters is None else self._adapters.find(task_id)
+        if adapter is None or self._adapters is None or self._api is None:
+            raise BadRequestError(cache_miss_message(task_id), param="lora_task_id")
+        path = self._adapters.source / adapter.name
+        return self._api.LoRARequest(lora_name=adapter.name, lora_int_id=task_id, lora_path=str(path))
 
     def _out_of_range(self, request: GenerationRequest) -> BadRequestError | None:
         """What the executor would fail on, named by its tensor, refused up front."""
@@ -535,7 +595,9 @@ class LlmApiEngine(BatchLoop):
 
     async def _serve(self, state: _Request) -> None:
         try:
-            result = self._llm.generate_async(state.request.input_ids, sampling_params=state.sampling, streaming=True)
+            result = self._llm.generate_async(
+                state.request.input_ids, sampling_params=state.sampling, streaming=True, lora_request=state.lora
+            )
             state.result = result
             async for output in result:
                 if state.done:
@@ -703,6 +765,9 @@ class LlmApiEngine(BatchLoop):
             kv_tokens_per_block=int(kv.get("tokensPerBlock", self.settings.tokens_per_block)),
             kv_blocks_free=free,
             kv_blocks_reused=int(kv.get("reusedBlocks", 0)),
+            **lora_stats(
+                self._requests.values(), self._lora_requests, self.settings.max_loras if self._adapters else 0
+            ),
         )
 
     @property

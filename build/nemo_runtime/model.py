@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nemo_runtime.lora import BatchLora, RuntimeAdapter
 from nemo_runtime.weights import Layer, Linear, Weights
 
 FP8_E4M3_MAX = 448.0
@@ -146,6 +147,13 @@ class ReferenceModel:
         self.cache = KVCache(c.num_layers, c.num_kv_heads, c.head_size, c.max_position_embeddings)
         self._q_size = c.num_heads * c.head_size
         self._kv_size = c.num_kv_heads * c.head_size
+        q, kv = self._q_size, self._kv_size
+        # LoRA modules by the columns of the fused projection they adapt (TensorRT-LLM's names)
+        self._qkv_modules = (("attn_q", 0, q), ("attn_k", q, q + kv), ("attn_v", q + kv, q + 2 * kv))
+        self._dense_modules = (("attn_dense", 0, c.hidden_size),)
+        self._fc_modules = (("mlp_h_to_4h", 0, c.intermediate_size),)  # HF gate_proj
+        self._gate_modules = (("mlp_gate", 0, c.intermediate_size),)  # HF up_proj
+        self._proj_modules = (("mlp_4h_to_h", 0, c.hidden_size),)  # HF down_proj
         self._fp8_kv = c.kv_cache_quant_algo == "FP8"
         # Rows of the output layer that are all zero give a logit of exactly 0 whatever the input, so the
         # projection only needs the others. Real checkpoints have none; the trained tiny model zeroes the
@@ -159,12 +167,25 @@ class ReferenceModel:
     def vocab_size(self) -> int:
         return self.config.vocab_size
 
+    @staticmethod
+    def _adapted(
+        x: torch.Tensor,
+        linear: Linear,
+        lora: BatchLora | None,
+        index: int,
+        modules: tuple[tuple[str, int, int], ...],
+    ) -> torch.Tensor:
+        out = _linear(x, linear)
+        if lora is not None:
+            lora.add(out, x, index, modules)
+        return out
+
     def _project_qkv(
-        self, layer: Layer, x: torch.Tensor, positions: torch.Tensor
+        self, index: int, layer: Layer, x: torch.Tensor, positions: torch.Tensor, lora: BatchLora | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x`` [tokens, hidden] → q [heads, tokens, d], k/v [kv_heads, tokens, d] (rotary applied)."""
         c = self.config
-        qkv = _linear(_rms_norm(x, layer.input_norm, c.norm_epsilon), layer.qkv)
+        qkv = self._adapted(_rms_norm(x, layer.input_norm, c.norm_epsilon), layer.qkv, lora, index, self._qkv_modules)
         q, k, v = qkv.split([self._q_size, self._kv_size, self._kv_size], dim=-1)
         q = q.view(-1, c.num_heads, c.head_size).transpose(0, 1)
         k = k.view(-1, c.num_kv_heads, c.head_size).transpose(0, 1)
@@ -175,9 +196,12 @@ class ReferenceModel:
             v = fp8_round_trip(v, layer.v_cache_scale)  # type: ignore[arg-type]
         return q, k, v
 
-    def _mlp_block(self, layer: Layer, h: torch.Tensor) -> torch.Tensor:
+    def _mlp_block(self, index: int, layer: Layer, h: torch.Tensor, lora: BatchLora | None) -> torch.Tensor:
         x = _rms_norm(h, layer.post_norm, self.config.norm_epsilon)
-        return h + _linear(F.silu(_linear(x, layer.fc)) * _linear(x, layer.gate), layer.proj)
+        up = F.silu(self._adapted(x, layer.fc, lora, index, self._fc_modules)) * self._adapted(
+            x, layer.gate, lora, index, self._gate_modules
+        )
+        return h + self._adapted(up, layer.proj, lora, index, self._proj_modules)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         normed = _rms_norm(hidden, self.weights.final_norm, self.config.norm_epsilon)
@@ -188,56 +212,74 @@ class ReferenceModel:
         return logits
 
     @torch.inference_mode()
-    def prefill(self, slot: int, token_ids: list[int], all_logits: bool = False) -> torch.Tensor:
-        """Run the whole prompt of the sequence in ``slot`` (in chunks of ``prefill_chunk_tokens``), fill its cache.
+    def prefill(
+        self, slot: int, token_ids: list[int], all_logits: bool = False, adapter: RuntimeAdapter | None = None
+    ) -> torch.Tensor:
+        """Run the whole prompt of the sequence in ``slot`` (in chunks of ``prefill_chunk_tokens``, with
+        ``adapter``'s LoRA, if any), fill its cache.
 
         Returns the logits of the last position [vocab], or of every position [tokens, vocab].
         """
         step = self.prefill_chunk_tokens
         pieces = [
-            self.extend(slot, token_ids[start : start + step], start, all_logits)
+            self.extend(slot, token_ids[start : start + step], start, all_logits, adapter)
             for start in range(0, len(token_ids), step)
         ]
         return torch.cat(pieces) if all_logits else pieces[-1]
 
     @torch.inference_mode()
-    def extend(self, slot: int, token_ids: list[int], start: int, all_logits: bool = False) -> torch.Tensor:
-        """Run ``token_ids`` at positions ``[start, start + len)`` of the sequence in ``slot``, whose cache holds its
-        positions ``[0, start)``: one chunk of a chunked prefill (chunked context). Memory grows with the chunk
-        and the cache, never with their product (:func:`chunk_attention`).
+    def extend(
+        self,
+        slot: int,
+        token_ids: list[int],
+        start: int,
+        all_logits: bool = False,
+        adapter: RuntimeAdapter | None = None,
+    ) -> torch.Tensor:
+        """Run ``token_ids`` at positions ``[start, start + len)`` of the sequence in ``slot`` (with ``adapter``'s
+        LoRA, if any), whose cache holds its positions ``[0, start)``: one chunk of a chunked prefill (chunked
+        context). Memory grows with the chunk and the cache, never with their product (:func:`chunk_attention`).
 
         Returns the logits of the chunk's last position [vocab], or of each of its positions [tokens, vocab].
         """
+        lora = None if adapter is None else BatchLora([adapter], rows_are_tokens=True)
         length = len(token_ids)
         end = start + length
         self.cache.reserve(slot, end)
         positions = torch.arange(start, end)
         h = self.weights.embedding[torch.tensor(token_ids)]
         for i, layer in enumerate(self.weights.layers):
-            q, k, v = self._project_qkv(layer, h, positions)
+            q, k, v = self._project_qkv(i, layer, h, positions, lora)
             keys, values = self.cache.k[slot][i], self.cache.v[slot][i]
             keys[:, start:end] = k
             values[:, start:end] = v
             attn = chunk_attention(q, keys[:, :start], values[:, :start], k, v)
-            h = h + _linear(attn.transpose(0, 1).reshape(length, -1), layer.dense)
-            h = self._mlp_block(layer, h)
+            h = h + self._adapted(attn.transpose(0, 1).reshape(length, -1), layer.dense, lora, i, self._dense_modules)
+            h = self._mlp_block(i, layer, h, lora)
         return self.logits(h if all_logits else h[-1])
 
     @torch.inference_mode()
-    def decode(self, slots: list[int], token_ids: list[int], positions: list[int]) -> torch.Tensor:
-        """One token for each sequence: ``token_ids[b]`` sits at ``positions[b]`` of ``slots[b]``.
+    def decode(
+        self,
+        slots: list[int],
+        token_ids: list[int],
+        positions: list[int],
+        adapters: list[RuntimeAdapter | None] | None = None,
+    ) -> torch.Tensor:
+        """One token for each sequence: ``token_ids[b]`` sits at ``positions[b]`` of ``slots[b]``, adapted by
+        ``adapters[b]`` (None: the base model).
 
         Returns the next-token logits [batch, vocab]. The projections run batched; each sequence attends to its own
         cache (no copy into a batch padded to the longest, whose memory would be batch x longest sequence).
         """
-        c = self.config
+        lora = None if adapters is None else BatchLora.of(adapters)
         batch = len(slots)
         for slot, position in zip(slots, positions, strict=True):
             self.cache.reserve(slot, position + 1)
         pos_t = torch.tensor(positions)
         h = self.weights.embedding[torch.tensor(token_ids)]
         for i, layer in enumerate(self.weights.layers):
-            q, k, v = self._project_qkv(layer, h, pos_t)  # q [heads, batch, d], k/v [kv_heads, batch, d]
+            q, k, v = self._project_qkv(i, layer, h, pos_t, lora)  # q [heads, batch, d], k/v [kv_heads, batch, d]
             rows = []
             for b, (slot, position) in enumerate(zip(slots, positions, strict=True)):
                 keys, values = self.cache.k[slot][i], self.cache.v[slot][i]
@@ -250,8 +292,8 @@ class ReferenceModel:
                     )[0, :, 0]
                 )  # fmt: skip
             attn = torch.stack(rows)  # [batch, heads, d]
-            h = h + _linear(attn.reshape(batch, c.num_heads * c.head_size), layer.dense)
-            h = self._mlp_block(layer, h)
+            h = h + self._adapted(attn.reshape(batch, -1), layer.dense, lora, i, self._dense_modules)
+            h = self._mlp_block(i, layer, h, lora)
         return self.logits(h)
 
 

@@ -27,8 +27,10 @@ from typing import Literal
 
 import torch
 
+from nemo_chat_core.lora import DEFAULT_MAX_LORA_RANK, BaseShapes
 from nemo_protocol.errors import ENGINE_OUT_OF_MEMORY
 from nemo_protocol.request_ids import new_request_id
+from nemo_runtime.lora import DEFAULT_MAX_CACHED_ADAPTERS, LoraCache, RuntimeAdapter
 from nemo_runtime.model import DEFAULT_PREFILL_CHUNK_TOKENS, ReferenceModel
 from nemo_runtime.sampling import GREEDY, LogitsMask, NoAllowedToken, Sampler, SamplingParams, TokenMask
 from nemo_runtime.weights import load_weights
@@ -79,6 +81,7 @@ class _Request:
     end_id: int | None
     stop_words: list[list[int]]
     returns: Returns = Returns()
+    adapter: RuntimeAdapter | None = None
     generated: list[int] = field(default_factory=list)
     slot: int = -1
     prefilled: int = 0  # prompt positions in the cache so far (chunked prefill)
@@ -110,15 +113,19 @@ class ReferenceRuntime:
         max_batch_size: int = 64,
         max_num_tokens: int = DEFAULT_MAX_NUM_TOKENS,
         kv_cache_max_tokens: int | None = None,
+        max_lora_rank: int = DEFAULT_MAX_LORA_RANK,
+        max_cached_adapters: int = DEFAULT_MAX_CACHED_ADAPTERS,
     ) -> None:
         """``max_num_tokens``: tokens per step, prefill chunks and decodes together; ``kv_cache_max_tokens``: the
-        KV-cache positions all admitted requests may fill together (None: ``max_batch_size`` full sequences)."""
+        KV-cache positions all admitted requests may fill together (None: ``max_batch_size`` full sequences);
+        ``max_lora_rank``, ``max_cached_adapters``: the LoRA cache's limits."""
         if max_batch_size < 1 or max_num_tokens < 1 or (kv_cache_max_tokens is not None and kv_cache_max_tokens < 1):
             raise ValueError("max_batch_size, max_num_tokens and kv_cache_max_tokens must be >= 1")
         self.model = model
         self.max_batch_size = max_batch_size
         self.max_num_tokens = max_num_tokens
         self.kv_cache_max_tokens = kv_cache_max_tokens or max_batch_size * self.max_seq_len
+        self.lora = LoraCache(base_shapes(model), max_lora_rank, max_cached_adapters)
         self._lock = threading.Lock()
         self._pending: deque[_Request] = deque()
         self._cancelled: set[str] = set()
@@ -132,9 +139,11 @@ class ReferenceRuntime:
         max_batch_size: int = 64,
         max_num_tokens: int = DEFAULT_MAX_NUM_TOKENS,
         kv_cache_max_tokens: int | None = None,
+        max_lora_rank: int = DEFAULT_MAX_LORA_RANK,
+        max_cached_adapters: int = DEFAULT_MAX_CACHED_ADAPTERS,
     ) -> ReferenceRuntime:
         model = ReferenceModel(load_weights(checkpoint_dir), prefill_chunk_tokens=max_num_tokens)
-        return cls(model, max_batch_size, max_num_tokens, kv_cache_max_tokens)
+        return cls(model, max_batch_size, max_num_tokens, kv_cache_max_tokens, max_lora_rank, max_cached_adapters)
 
     @property
     def max_seq_len(self) -> int:
@@ -152,8 +161,10 @@ class ReferenceRuntime:
         token_mask: TokenMask | None = None,
         logits_mask: LogitsMask | None = None,
         returns: Returns = Returns(),
+        adapter: RuntimeAdapter | None = None,
     ) -> None:
-        """Queue a request; it is prefilled by the next ``step``. Raises ValueError for a bad request."""
+        """Queue a request (with ``adapter``'s LoRA: from ``self.lora``); it is prefilled by the next ``step``.
+        Raises ValueError for a bad request."""
         prompt = [int(t) for t in prompt_ids]
         vocab = self.model.vocab_size
         if not prompt:
@@ -174,7 +185,7 @@ class ReferenceRuntime:
             )
         words = [[int(t) for t in word] for word in stop_words if len(word) > 0]
         sampler = Sampler(sampling, vocab, token_mask, logits_mask)
-        request = _Request(request_id, prompt, max_new_tokens, sampler, end_id, words, returns)
+        request = _Request(request_id, prompt, max_new_tokens, sampler, end_id, words, returns, adapter)
         with self._lock:
             if request_id in self._known:
                 raise ValueError(f"request id {request_id!r} is already in flight")
@@ -209,7 +220,10 @@ class ReferenceRuntime:
         decoding = [request for request in self._active.values() if request.generated]
         if decoding:
             logits = self.model.decode(
-                [r.slot for r in decoding], [r.generated[-1] for r in decoding], [r.next_position for r in decoding]
+                [r.slot for r in decoding],
+                [r.generated[-1] for r in decoding],
+                [r.next_position for r in decoding],
+                [r.adapter for r in decoding],
             )
             for request, row in zip(decoding, logits, strict=True):
                 outputs.append(self._advance(request, row))
@@ -244,7 +258,11 @@ class ReferenceRuntime:
         start = request.prefilled
         try:
             logits = self.model.extend(
-                request.slot, request.prompt_ids[start : start + chunk], start, request.returns.context_logits
+                request.slot,
+                request.prompt_ids[start : start + chunk],
+                start,
+                request.returns.context_logits,
+                request.adapter,
             )
         except (RuntimeError, MemoryError) as exc:
             what = ENGINE_OUT_OF_MEMORY if _out_of_memory(exc) else "the engine failed"
@@ -309,6 +327,7 @@ class ReferenceRuntime:
         end_id: int | None = None,
         stop_words: Sequence[Sequence[int]] = (),
         token_mask: TokenMask | None = None,
+        adapter: RuntimeAdapter | None = None,
     ) -> GenerationResult:
         """Run one request to completion and return its tokens.
 
@@ -324,6 +343,7 @@ class ReferenceRuntime:
             end_id=end_id,
             stop_words=stop_words,
             token_mask=token_mask,
+            adapter=adapter,
         )
         tokens: list[int] = []
         while True:
@@ -333,3 +353,17 @@ class ReferenceRuntime:
                 tokens.extend(out.new_token_ids)
                 if out.finished:
                     return GenerationResult(tokens, out.finish_reason or "stop")
+
+
+def base_shapes(model: ReferenceModel) -> BaseShapes:
+    """The sizes a LoRA adapter of ``model`` must fit."""
+    c = model.config
+    return BaseShapes(
+        hidden_size=c.hidden_size,
+        intermediate_size=c.intermediate_size,
+        num_layers=c.num_layers,
+        num_heads=c.num_heads,
+        num_kv_heads=c.num_kv_heads,
+        head_dim=c.head_size,
+        vocab_size=c.vocab_size,
+    )

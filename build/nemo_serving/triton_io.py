@@ -21,6 +21,7 @@ from nemo_chat_core.engine_tensors import (
     output_token_ids,
     stop_inputs,
 )
+from nemo_chat_core.lora import is_lora_cache_miss
 from nemo_chat_core.tensor_values import scalar
 from nemo_protocol.errors import BadRequestError
 
@@ -138,21 +139,37 @@ class BlsGeneration:
     """A request to the `tensorrt_llm` model, iterated as chunks of new token ids (`with_logs`: with the log
     probs and logits the request asked for)."""
 
-    def __init__(self, request: GenerationRequest, request_id: str, model: str = "tensorrt_llm") -> None:
+    def __init__(
+        self,
+        request: GenerationRequest,
+        request_id: str,
+        model: str = "tensorrt_llm",
+        resend: GenerationRequest | None = None,
+    ) -> None:
+        """``resend``: the request with its LoRA adapter's weights, sent instead when the engine answers that it
+        does not hold the adapter (the tensorrtllm backend's "LoRA task N not found in cache")."""
         self._model = model
         self._request_id = request_id
-        wanted = {
+        self._resend = resend
+        self._wanted = {
             "output_log_probs": request.return_log_probs,
             "cum_log_probs": request.return_log_probs,
             "context_logits": request.return_context_logits,
             "generation_logits": request.return_generation_logits,
         }
-        self.wants_logs = any(wanted.values())
-        self._responses = pb_utils.InferenceRequest(
-            model_name=model,
-            request_id=request_id,
+        self.wants_logs = any(self._wanted.values())
+        self._responses = self._exec(request)
+
+    def _exec(self, request: GenerationRequest) -> Iterator[pb_utils.InferenceResponse]:
+        return pb_utils.InferenceRequest(
+            model_name=self._model,
+            request_id=self._request_id,
             inputs=[pb_utils.Tensor(k, v) for k, v in request.to_inputs().items()],
-            requested_output_names=["output_ids", "sequence_length", *(name for name, on in wanted.items() if on)],
+            requested_output_names=[
+                "output_ids",
+                "sequence_length",
+                *(name for name, on in self._wanted.items() if on),
+            ],
         ).exec(decoupled=True)
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -163,7 +180,13 @@ class BlsGeneration:
         """Each response's new ids and what it carries beside them (fields None where not asked for)."""
         for item in self._responses:
             if item.has_error():
-                raise GenerationError(item.error().message())
+                message = item.error().message()
+                if self._resend is not None and is_lora_cache_miss(message):
+                    self._responses, self._resend = self._exec(self._resend), None
+                    yield from self.with_logs()
+                    return
+                raise GenerationError(message)
+            self._resend = None  # the engine took the request: a later error is no cache miss
             get = output_lookup(item)
             ids = get("output_ids")
             if ids is None:

@@ -27,10 +27,11 @@ from typing import Any
 
 from nemo_chat_core.chat_request import ChatRequest, ToolChoice
 from nemo_chat_core.chat_response import ResponseBuilder, Usage
-from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs
+from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs, LoraInputs
 from nemo_chat_core.guided import Guide, tool_calls_guide
 from nemo_chat_core.length_limits import LengthLimits
 from nemo_chat_core.log_probs import TokenLogProb, chat_logprobs_content, chosen, scored
+from nemo_chat_core.lora import AdapterRegistry, LoraAdapter
 from nemo_chat_core.stop_strings import StopStringMatcher
 from nemo_protocol.chat_format import encode_chat
 from nemo_protocol.end_user import end_user_line
@@ -49,6 +50,8 @@ class PreparedChat:
     generation: GenerationRequest
     forced_ids: list[int]  # the start of the assistant turn that the template imposes (tool_choice)
     call_guide: Guide | None = None  # tool_choice auto with strict tools: guides a call once [TOOL_CALLS] comes
+    model_name: str = ""  # the name answers carry: the base model's, or the LoRA adapter's the request named
+    adapter: LoraAdapter | None = None  # the request's LoRA adapter: its weights go out again on a cache miss
 
 
 class _ContentOnly:
@@ -77,8 +80,10 @@ class ChatEndpoint:
         supports_penalties: bool,
         generation_logits: bool = True,
         log: Callable[[str], None] | None = None,
+        adapters: AdapterRegistry | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self.adapters = adapters  # LoRA adapters served by name beside the base model
         self.log = log  # where a request that names its end user (``user``) is recorded
         self.limits = limits
         self.model_name = model_name
@@ -93,11 +98,7 @@ class ChatEndpoint:
     def prepare_body(self, body: Mapping[str, Any] | ChatRequest) -> PreparedChat:
         """Validate (unless already a ChatRequest) and render; raises BadRequestError naming the field."""
         request = body if isinstance(body, ChatRequest) else ChatRequest.from_body(body)
-        if request.model is not None and request.model != self.model_name:
-            raise NotFoundError(
-                f"the model {request.model!r} is not served here; this deployment serves {self.model_name!r}",
-                param="model",
-            )
+        adapter = self._adapter(request.model)
         self._check_capabilities(request)
         tools = None if request.tool_choice.mode == "none" else request.tools
         forced = self._forced_prefix(request.tool_choice)
@@ -134,8 +135,20 @@ class ChatEndpoint:
             return_log_probs=request.logprobs,
             return_generation_logits=request.top_logprobs > 0,
             guide=guide,
+            lora=None if adapter is None else LoraInputs(adapter.task_id),
         )
-        return PreparedChat(request, generation, forced, call_guide)
+        name = self.model_name if adapter is None else adapter.name
+        return PreparedChat(request, generation, forced, call_guide, name, adapter)
+
+    def _adapter(self, model: str | None) -> LoraAdapter | None:
+        """The LoRA adapter ``model`` names (None: the base model); NotFoundError naming the served names."""
+        if self.adapters is not None:
+            return self.adapters.resolve(model, self.model_name)
+        if model is not None and model != self.model_name:
+            raise NotFoundError(
+                f"the model {model!r} is not served here; this deployment serves {self.model_name!r}", param="model"
+            )
+        return None
 
     def _check_capabilities(self, request: ChatRequest) -> None:
         if request.top_logprobs and not self.generation_logits:
@@ -165,7 +178,7 @@ class ChatEndpoint:
     # ----- response --------------------------------------------------------------------------------
     def responder(self, chat: PreparedChat) -> ChatResponder:
         """The response to ``chat`` in the making: feed it the generated ids as they come."""
-        return ChatResponder(self.tokenizer, self.model_name, chat, self.log)
+        return ChatResponder(self.tokenizer, chat.model_name or self.model_name, chat, self.log)
 
     def respond(
         self,

@@ -23,6 +23,35 @@ from nemo_protocol.errors import BadRequestError
 
 
 @dataclass(frozen=True)
+class LoraInputs:
+    """A request's LoRA adapter: its task id, and (on the first request for it, or after a cache miss) its weights
+    [modules, row] and config [modules, 3] in TensorRT-LLM's layout (nemo_chat_core.lora)."""
+
+    task_id: int
+    weights: np.ndarray | None = None
+    config: np.ndarray | None = None
+
+    @classmethod
+    def from_inputs(cls, get: Inputs) -> LoraInputs | None:
+        task_id, weights, config = get("lora_task_id"), get("lora_weights"), get("lora_config")
+        if task_id is None:
+            if weights is not None or config is not None:
+                raise BadRequestError("is required with lora_weights and lora_config", param="lora_task_id")
+            return None
+        if (weights is None) != (config is None):
+            missing = "lora_weights" if weights is None else "lora_config"
+            raise BadRequestError("is required with the other LoRA input", param=missing)
+        return cls(scalar(task_id, "lora_task_id", int, 0), weights, config)
+
+    def to_inputs(self) -> dict[str, np.ndarray]:
+        tensors = {"lora_task_id": scalar_tensor(self.task_id, np.uint64)}
+        if self.weights is not None and self.config is not None:
+            tensors["lora_weights"] = self.weights.astype(np.float16)[None]
+            tensors["lora_config"] = self.config.astype(np.int32)[None]
+        return tensors
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """One request to `tensorrt_llm`."""
 
@@ -40,6 +69,7 @@ class GenerationRequest:
     return_generation_logits: bool = False
     exclude_input_in_output: bool = True
     guide: Guide | None = None  # guided decoding: the output follows this schema, regex or grammar
+    lora: LoraInputs | None = None  # the LoRA adapter to apply (None: the base model)
 
     def __post_init__(self) -> None:
         if not self.input_ids:
@@ -86,6 +116,7 @@ class GenerationRequest:
                 get("exclude_input_in_output"), "exclude_input_in_output", bool, exclude_input_default
             ),
             guide=_guide(get),
+            lora=LoraInputs.from_inputs(get),
         )
 
     def to_inputs(self) -> dict[str, np.ndarray]:
@@ -112,6 +143,8 @@ class GenerationRequest:
         if self.guide is not None:
             tensors["guided_decoding_guide_type"] = np.array([[self.guide.type.encode()]], dtype=object)
             tensors["guided_decoding_guide"] = np.array([[self.guide.text.encode("utf-8")]], dtype=object)
+        if self.lora is not None:
+            tensors.update(self.lora.to_inputs())
         return tensors
 
 

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nemo_client.transport import Transport
+from nemo_client.transport import Outputs, Transport
 from nemo_protocol.errors import APIError, ServerError
 from nemo_protocol.request_ids import new_request_id
 from nemo_protocol.tekken import Tekkenizer, default_tekken_path
@@ -29,6 +29,7 @@ from nemo_protocol.tekken import Tekkenizer, default_tekken_path
 if TYPE_CHECKING:
     from nemo_chat_core.chat import ChatEndpoint, PreparedChat
     from nemo_chat_core.engine_tensors import GenerationRequest
+    from nemo_chat_core.lora import AdapterRegistry
 
 logger = logging.getLogger("nemo_client.direct")
 
@@ -38,6 +39,24 @@ CHAT_CONFIG_KEYS = ("served_model_name", "max_input_len", "max_seq_len", "target
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def lora_adapters(parameters: Mapping[str, str]) -> AdapterRegistry | None:
+    """The deployment's LoRA adapters (the ``chat`` model's ``lora_dir``), read here: the directory must be reachable
+    from this process at the same path (a volume shared with Triton's pod); None when it serves none or is not."""
+    from nemo_chat_core.lora import AdapterRegistry, BaseShapes
+
+    lora_dir = parameters.get("lora_dir")
+    if not lora_dir:
+        return None
+    if not Path(lora_dir).is_dir():
+        logger.warning(
+            "the deployment's LoRA adapters at %s are not reachable here: serving the base model only", lora_dir
+        )
+        return None
+    return AdapterRegistry(
+        Path(lora_dir), BaseShapes.from_text(parameters["lora_base"]), int(parameters["max_lora_rank"])
+    )
 
 
 class DirectChat:
@@ -83,6 +102,7 @@ class DirectChat:
             supports_penalties=parameters["target"] == "gpu",
             generation_logits=parameters.get("generation_logits") == "true",
             log=logger.info,
+            adapters=lora_adapters(parameters),
         )
         return cls(endpoint, transport, engine_model)
 
@@ -93,23 +113,16 @@ class DirectChat:
         return request_id, self._events(chat, request_id, deadline)
 
     async def _events(self, chat: PreparedChat, request_id: str, deadline: float) -> AsyncIterator[dict[str, Any]]:
-        from nemo_chat_core.chat import guide_refusal
         from nemo_chat_core.engine_tensors import engine_logs, output_token_ids
 
         responder = self.endpoint.responder(chat)
         generation: GenerationRequest | None = chat.generation
         started = False
         while generation is not None:  # a strict tool call continues in a second, guided generation
-            responses = self._transport.stream(
-                self._engine_model, generation.to_inputs(), request_id=request_id, deadline=deadline
-            )
+            # The response starts once the engine answered: it runs the request then, or refused it (an error,
+            # raised before any event, as the chat model's refusals are).
+            responses, outputs = await self._first_response(chat, generation, request_id, deadline)
             try:
-                # The response starts once the engine answered: it runs the request then, or refused it (an error,
-                # raised before any event, as the chat model's refusals are).
-                try:
-                    outputs = await anext(responses, None)
-                except APIError as error:
-                    raise guide_refusal(chat, error.message) or error from None
                 if not started:
                     started = True
                     for event in responder.start():
@@ -126,3 +139,24 @@ class DirectChat:
             request_id = new_request_id(numeric=True)
         for event in responder.finish():
             yield event
+
+    async def _first_response(
+        self, chat: PreparedChat, generation: GenerationRequest, request_id: str, deadline: float
+    ) -> tuple[AsyncIterator[Outputs], Outputs | None]:
+        """Start ``generation``; its responses and the first of them. A LoRA adapter the engine does not hold
+        (its "not found in cache") is sent again with the adapter's weights."""
+        from nemo_chat_core.chat import guide_refusal
+        from nemo_chat_core.lora import is_lora_cache_miss, with_weights
+
+        resend = with_weights(generation, chat.adapter)
+        while True:
+            responses = self._transport.stream(
+                self._engine_model, generation.to_inputs(), request_id=request_id, deadline=deadline
+            )
+            try:
+                return responses, await anext(responses, None)
+            except APIError as error:
+                await responses.aclose()  # type: ignore[attr-defined]
+                if resend is None or not is_lora_cache_miss(error.message):
+                    raise guide_refusal(chat, error.message) or error from None
+                generation, resend = resend, None

@@ -21,7 +21,7 @@ import numpy as np
 from nemo_protocol.errors import ServerError
 
 TensorValue = np.ndarray[Any, Any] | Sequence[str] | Sequence[bytes]
-"""An input tensor: a numpy array (BOOL, INT32, INT64, UINT64, FP32, or object for BYTES), or strings / bytes
+"""An input tensor: a numpy array (BOOL, INT32, INT64, UINT64, FP16, FP32, or object for BYTES), or strings / bytes
 (a BYTES tensor of shape [len])."""
 
 Outputs = dict[str, Any]

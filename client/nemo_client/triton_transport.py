@@ -50,6 +50,7 @@ _NUMPY_TO_TRITON = {
     np.dtype(np.int64): "INT64",
     np.dtype(np.uint64): "UINT64",
     np.dtype(np.float32): "FP32",
+    np.dtype(np.float16): "FP16",  # lora_weights
 }
 _TRITON_TO_NUMPY = {name: dtype for dtype, name in _NUMPY_TO_TRITON.items()}
 

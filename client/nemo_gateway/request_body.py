@@ -1,5 +1,5 @@
 """The OpenAI request body as a dependency: read within the size limit and the body deadline, parsed as a JSON object
-of bounded nesting and valid text, its ``model`` checked against the served name. The routes check their own limits
+of bounded nesting and valid text, its ``model`` dropped when it is the served name. The routes check their own limits
 (messages, tools, stop strings, tokens); everything else in it is the server's to validate.
 
 A body that stalls is cut at ``body_timeout_s`` (408), and at once when the gateway starts shutting down (503, so
@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from starlette.requests import ClientDisconnect
 
 from nemo_gateway.dependencies import Settings
-from nemo_protocol.errors import APIError, NotFoundError, RequestTooLargeError, UnavailableError
+from nemo_protocol.errors import APIError, RequestTooLargeError, UnavailableError
 from nemo_protocol.json_values import parse_json_object
 
 
@@ -81,20 +81,15 @@ def shutting_down(request: Request) -> asyncio.Event:
     return event
 
 
-def check_served_model(body: dict[str, Any], served: str) -> None:
-    """404 when ``model`` names another model; an absent ``model`` means the served one."""
-    model = body.get("model")
-    if model is not None and model != served:
-        raise NotFoundError(f"the model {model!r} does not exist; this server serves {served!r}", param="model")
-
-
 async def openai_request_body(request: Request, settings: Settings) -> dict[str, Any]:
+    """The body; ``model`` dropped when it names the served model (absent means it too). Any other name stays for the
+    server to resolve: a LoRA adapter it serves by name, or a 404 naming the served names."""
     limits = settings.limits
     body = await read_json_object(request, limits.max_body_bytes, limits.max_json_depth, settings.body_timeout_s)
-    check_served_model(body, settings.served_model_name)
     # The gateway answers to its own served name (--served-model-name); upstream, the deployment knows itself
     # by the name its repository was rendered with, which the request need not repeat.
-    body.pop("model", None)
+    if body.get("model") == settings.served_model_name:
+        body.pop("model")
     return body
 
 

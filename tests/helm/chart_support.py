@@ -223,6 +223,32 @@ MATRIX: list[Case] = [
         ),
         tp=2,
     ),
+    # LoRA adapters from each source (tests/helm/test_chart_lora.py checks what they mount where).
+    Case("lora-pvc", values_from(**{"lora.source": "pvc", "lora.pvc.existingClaim": "adapters", "lora.maxRank": 16})),
+    Case(
+        "lora-configmap",
+        values_from(
+            **{
+                "lora.source": "configMap",
+                "lora.configMaps": [
+                    {"name": "tokyo", "configMap": "lora-tokyo"},
+                    {"name": "paris", "configMap": "lora-paris"},
+                ],
+            }
+        ),
+    ),
+    Case(
+        "lora-download",
+        values_from(
+            **{
+                "lora.source": "download",
+                "lora.download.adapters": [{"name": "tokyo", "repo": "acme/nemo-tokyo-lora", "revision": "v1"}],
+                "model.download.tokenSecret.name": "hf-token",
+                "routing.mode": "inferencePool",
+                "routing.inferencePool.httpRoute.gateway.name": "inference-gateway",
+            }
+        ),
+    ),
     Case(
         "minimal",
         values_from(

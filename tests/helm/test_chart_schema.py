@@ -200,6 +200,15 @@ REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
         "/routing/inferencePool/picker/replicas",
         "minimum",
     ),
+    ("adapter claim missing", values_from(**{"lora.source": "pvc"}), "/lora/pvc/existingClaim", "minLength"),
+    ("misspelt adapter source", values_from(**{"lora.source": "configmap"}), "/lora/source", "'configMap'"),
+    ("adapter download of nothing", values_from(**{"lora.source": "download"}), "/lora/download/adapters", "minItems"),
+    (
+        "adapter name that is a path",
+        values_from(**{"lora.source": "configMap", "lora.configMaps": [{"name": "a/b", "configMap": "lora-ab"}]}),
+        "/lora/configMaps/0/name",
+        "does not match",
+    ),
     (
         "negative scale-down window",
         values_from(**{"triton.autoscaling.scaleDown.stabilizationWindowSeconds": -1}),
@@ -289,6 +298,27 @@ FAILED: list[tuple[str, dict[str, Any], str]] = [
             }
         ),
         "routing.inferencePool.picker.configFile=custom.yaml is neither default-plugins.yaml nor a key",
+    ),
+    (
+        "an adapter listed twice",
+        values_from(
+            **{
+                "lora.source": "configMap",
+                "lora.configMaps": [{"name": "tokyo", "configMap": "a"}, {"name": "tokyo", "configMap": "b"}],
+            }
+        ),
+        "the adapter name tokyo is listed twice",
+    ),
+    (
+        "an adapter named as the base model",
+        values_from(
+            **{
+                "model.servedModelName": "nemo",
+                "lora.source": "download",
+                "lora.download.adapters": [{"name": "nemo", "repo": "acme/nemo-lora"}],
+            }
+        ),
+        "the adapter name nemo is model.servedModelName; the base model keeps its name",
     ),
     (
         "ingress without gateway",

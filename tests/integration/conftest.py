@@ -28,6 +28,13 @@ def serving_checkpoint(fp8_checkpoint_dir: Path) -> Path:
     return fp8_checkpoint_dir
 
 
+@pytest.fixture(scope="session")
+def serving_lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session server's LoRA adapter source: empty, so that every test sees the base model alone unless it adds
+    adapters (tests/integration/test_lora.py adds them, and removes them when done)."""
+    return tmp_path_factory.mktemp("lora-source")
+
+
 def serving_repository(out: Path, target: str, model_dir: Path, tekken_path: Path, **settings: Any) -> Path:
     """A repository rendered at ``out`` with the integration suite's limits and served name."""
     limits = RepositorySettings(
@@ -44,8 +51,11 @@ def serving_repository(out: Path, target: str, model_dir: Path, tekken_path: Pat
 
 
 @pytest.fixture(scope="session")
-def cpu_repository(tmp_path_factory: pytest.TempPathFactory, serving_checkpoint: Path, tekken_path: Path) -> Path:
-    return serving_repository(tmp_path_factory.mktemp("serving") / "repository", "cpu", serving_checkpoint, tekken_path)
+def cpu_repository(
+    tmp_path_factory: pytest.TempPathFactory, serving_checkpoint: Path, tekken_path: Path, serving_lora_dir: Path
+) -> Path:
+    out = tmp_path_factory.mktemp("serving") / "repository"
+    return serving_repository(out, "cpu", serving_checkpoint, tekken_path, lora_dir=serving_lora_dir)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@
 # Inputs (environment): ENGINE_DIR MODEL_DIR MODEL_SOURCE(download|pvc) TOKENIZER_FILE SERVED_MODEL_NAME
 # PROFILE TP QUANTIZATION KV_CACHE_DTYPE BUILD_SPEC; optional: RUNTIME (engine, the default, or pytorch) HF_MODEL_NAME HF_MODEL_REVISION HF_ALLOW_PATTERNS
 # (download), EXPECTED_TRTLLM_VERSION, EXPECTED_GPU_PRODUCT, CHECKPOINT_ARGS ENGINE_ARGS
-# REPOSITORY_ARGS (one argument per line), NEMO_BUILD, PYTHON, CALIBRATION_DEVICE (cuda; cpu for dry runs).
+# REPOSITORY_ARGS (one argument per line), LORA_DIR MAX_LORA_RANK (lora.source: the adapter directory as Triton
+# mounts it, and the largest rank served), NEMO_BUILD, PYTHON, CALIBRATION_DEVICE (cuda; cpu for dry runs).
 set -euo pipefail
 
 log() { printf '%s [build-engine] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
@@ -34,6 +35,11 @@ marker="$ENGINE_DIR/BUILD_COMPLETE"
 mapfile -t checkpoint_args < <(arg_lines "${CHECKPOINT_ARGS-}")
 mapfile -t engine_args < <(arg_lines "${ENGINE_ARGS-}")
 mapfile -t repository_args < <(arg_lines "${REPOSITORY_ARGS-}")
+# The repository names the adapter directory as Triton mounts it; it is rescanned while serving, not read here.
+if [[ -n ${LORA_DIR-} ]]; then
+  repository_args+=(--lora-dir "$LORA_DIR")
+  if [[ -n ${MAX_LORA_RANK-} ]]; then repository_args+=(--max-lora-rank "$MAX_LORA_RANK"); fi
+fi
 
 mkdir -p "$ENGINE_DIR"
 exec 9>"$ENGINE_DIR/.build.lock"

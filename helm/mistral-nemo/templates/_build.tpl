@@ -46,6 +46,15 @@ GPU pods mount.
       value: {{ join "\n" .Values.engine.engineArgs | quote }}
     - name: REPOSITORY_ARGS
       value: {{ join "\n" .Values.engine.repositoryArgs | quote }}
+    {{- if .Values.lora.source }}
+    # The repository names the adapter directory as Triton and the gateway mount it; nothing is read from it here.
+    - name: LORA_DIR
+      value: {{ include "mistral-nemo.loraDir" . | quote }}
+    {{- if .Values.lora.maxRank }}
+    - name: MAX_LORA_RANK
+      value: {{ .Values.lora.maxRank | quote }}
+    {{- end }}
+    {{- end }}
     # Hugging Face caches (calibration data, downloads) live on the cache volume.
     - name: HF_HOME
       value: {{ printf "%s/hf-home" (include "mistral-nemo.cacheMountPath" .) | quote }}

@@ -156,7 +156,75 @@ Triton pods wait until the file holds exactly this text.
 {{- /* engine.runtime enters the spec only when it is pytorch: engine builds keep their spec of before */ -}}
 {{- $spec := dict "key" (include "mistral-nemo.engineKey" .) "model" (printf "%s@%s" .Values.model.name .Values.model.revision) "tp" (int (include "mistral-nemo.tp" .)) "quantization" (include "mistral-nemo.quantization" .) "kvCache" (include "mistral-nemo.kvCacheDtype" .) "tokenizer" .Values.model.tokenizerFile "servedModelName" .Values.model.servedModelName "checkpointArgs" .Values.engine.checkpointArgs "engineArgs" .Values.engine.engineArgs "repositoryArgs" .Values.engine.repositoryArgs -}}
 {{- if eq .Values.engine.runtime "pytorch" }}{{ $_ := set $spec "runtime" "pytorch" }}{{ end -}}
+{{- /* LoRA renders a different repository (lora_dir, max rank); the adapters themselves are rescanned, not built */ -}}
+{{- if .Values.lora.source }}{{ $_ := set $spec "lora" (dict "dir" (include "mistral-nemo.loraDir" .) "maxRank" (int .Values.lora.maxRank)) }}{{ end -}}
 {{- $spec | toJson -}}
+{{- end -}}
+
+{{/* Where Triton and the gateway see the LoRA adapters (the `lora_dir` the rendered repository names). */}}
+{{- define "mistral-nemo.loraDir" -}}/opt/nemo/lora{{- end -}}
+
+{{/* The adapters' directory on the cache volume (lora.source=download), one per release. */}}
+{{- define "mistral-nemo.loraCacheSubPath" -}}
+{{- printf "lora/%s" (include "mistral-nemo.fullname" .) -}}
+{{- end -}}
+
+{{/* The pod volume that holds the adapters; empty without lora.source. */}}
+{{- define "mistral-nemo.loraVolume" -}}
+{{- $lora := .Values.lora -}}
+{{- if eq $lora.source "pvc" -}}
+- name: lora-adapters
+  persistentVolumeClaim:
+    claimName: {{ $lora.pvc.existingClaim | quote }}
+    readOnly: true
+{{- else if eq $lora.source "download" -}}
+- name: lora-adapters
+  persistentVolumeClaim:
+    claimName: {{ include "mistral-nemo.cacheClaimName" . | quote }}
+    readOnly: true
+{{- else if eq $lora.source "configMap" -}}
+{{- /* One directory per adapter, named by it, as the runtime scans them. No subPath on the mount, so a changed
+       ConfigMap reaches the pods without a restart. */}}
+- name: lora-adapters
+  projected:
+    sources:
+      {{- range $lora.configMaps }}
+      - configMap:
+          name: {{ .configMap | quote }}
+          items:
+            - key: adapter_config.json
+              path: {{ printf "%s/adapter_config.json" .name | quote }}
+            - key: adapter_model.safetensors
+              path: {{ printf "%s/adapter_model.safetensors" .name | quote }}
+      {{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/* The read-only mount of the adapters at loraDir; empty without lora.source. */}}
+{{- define "mistral-nemo.loraVolumeMount" -}}
+{{- $lora := .Values.lora -}}
+{{- if $lora.source -}}
+- name: lora-adapters
+  mountPath: {{ include "mistral-nemo.loraDir" . }}
+  readOnly: true
+  {{- if eq $lora.source "download" }}
+  subPath: {{ include "mistral-nemo.loraCacheSubPath" . | quote }}
+  {{- else if and (eq $lora.source "pvc") $lora.pvc.subPath }}
+  subPath: {{ $lora.pvc.subPath | quote }}
+  {{- end }}
+{{- end -}}
+{{- end -}}
+
+{{- define "mistral-nemo.loraDownloadJobName" -}}
+{{- $hash := printf "%s|%s" (toJson .Values.lora.download.adapters) (include "mistral-nemo.image" .) | sha256sum | trunc 10 -}}
+{{- printf "%s-lora-%s" (include "mistral-nemo.fullname" . | trunc 47 | trimSuffix "-") $hash -}}
+{{- end -}}
+
+{{/* lora.download.adapters as download-adapters.sh reads them: `<name> <repo> <revision>` per line. */}}
+{{- define "mistral-nemo.loraDownloadList" -}}
+{{- range .Values.lora.download.adapters -}}
+{{ printf "%s %s %s" .name .repo (default "main" .revision) }}
+{{ end -}}
 {{- end -}}
 
 {{- define "mistral-nemo.cacheClaimName" -}}
@@ -385,6 +453,11 @@ Usage: include "mistral-nemo.gatewayContainer" (dict "ctx" $ "tritonUrl" "..." "
     - name: {{ .storeVolume }}
       mountPath: {{ include "mistral-nemo.responseStoreDir" $ctx }}
     {{- end }}
+    {{- if $ctx.Values.lora.mountInGateway }}
+    {{- with (include "mistral-nemo.loraVolumeMount" $ctx) }}
+    {{- . | nindent 4 }}
+    {{- end }}
+    {{- end }}
 {{- end -}}
 
 {{- define "mistral-nemo.gatewaySecretName" -}}
@@ -527,6 +600,19 @@ topologySpreadConstraints:
 {{- end -}}
 {{- if and .Values.triton.adminKey.existingSecret .Values.triton.adminKey.value -}}
 {{- fail "triton.adminKey.value and triton.adminKey.existingSecret exclude each other: the key is either in your Secret or in the one the chart creates" -}}
+{{- end -}}
+{{- $adapters := list -}}
+{{- if eq .Values.lora.source "configMap" }}{{ $adapters = .Values.lora.configMaps }}{{ end -}}
+{{- if eq .Values.lora.source "download" }}{{ $adapters = .Values.lora.download.adapters }}{{ end -}}
+{{- $names := list -}}
+{{- range $adapters -}}
+{{- if has .name $names -}}
+{{- fail (printf "lora: the adapter name %s is listed twice; each adapter is served under its own name" .name) -}}
+{{- end -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- if has .Values.model.servedModelName $names -}}
+{{- fail (printf "lora: the adapter name %s is model.servedModelName; the base model keeps its name" .Values.model.servedModelName) -}}
 {{- end -}}
 {{- $_ := include "mistral-nemo.tp" . -}}
 {{- $_ := include "mistral-nemo.quantization" . -}}

@@ -12,6 +12,7 @@ import triton_python_backend_utils as pb_utils
 
 from nemo_chat_core.chat import ChatEndpoint, guide_refusal
 from nemo_chat_core.length_limits import LengthLimits
+from nemo_chat_core.lora import AdapterRegistry, BaseShapes, with_weights
 from nemo_chat_core.tensor_values import single_text, string_tensor
 from nemo_protocol.errors import APIError, BadRequestError, error_body
 from nemo_protocol.request_ids import new_request_id
@@ -23,6 +24,14 @@ from nemo_serving.triton_io import FINAL, BlsGeneration, GenerationError, admit_
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         model = ModelArgs.parse(args)
+        lora_dir = model.text("lora_dir")
+        adapters = (
+            AdapterRegistry(
+                model.path("lora_dir"), BaseShapes.from_text(model.text("lora_base")), model.int("max_lora_rank")
+            )
+            if lora_dir
+            else None
+        )
         self.endpoint = ChatEndpoint(
             model.tokenizer(),
             LengthLimits(model.int("max_input_len"), model.int("max_seq_len")),
@@ -30,6 +39,7 @@ class TritonPythonModel:
             supports_penalties=model.text("target") == "gpu",
             generation_logits=model.bool("generation_logits"),
             log=pb_utils.Logger.log_info,
+            adapters=adapters,
         )
 
     def execute(self, requests: list) -> None:
@@ -41,7 +51,9 @@ class TritonPythonModel:
         if raw is None:
             raise BadRequestError("the input tensor 'request' (one JSON string) is required", param="request")
         chat = self.endpoint.prepare(single_text(raw, "request"))
-        generation = BlsGeneration(chat.generation, request_id=new_request_id(numeric=True))
+        generation = BlsGeneration(
+            chat.generation, new_request_id(numeric=True), resend=with_weights(chat.generation, chat.adapter)
+        )
         return request, chat, generation
 
     def _stream(self, sender, request, chat, generation) -> None:
@@ -51,7 +63,8 @@ class TritonPythonModel:
             return until_cancelled(responses, request.is_cancelled, generation.cancel), generation.cancel
 
         def resume(follow_up) -> tuple:  # a strict tool call's guided continuation
-            return stream(BlsGeneration(follow_up, request_id=new_request_id(numeric=True)))
+            resend = with_weights(follow_up, chat.adapter)
+            return stream(BlsGeneration(follow_up, new_request_id(numeric=True), resend=resend))
 
         try:
             for event in self.endpoint.respond(chat, *stream(generation), resume):

@@ -163,6 +163,10 @@ def build(line: str | None = None) -> SimpleNamespace:
         "CudaGraphConfig", line, _names(classes["CudaGraphConfig"], []), validate=_validate_cuda_graphs
     )
     api.Logprob = record_class("Logprob", line, _names(classes["Logprob"], []))
+    api.LoraConfig = record_class("LoraConfig", line, _names(classes["LoraConfig"], []))
+    api.LoRARequest = record_class(
+        "LoRARequest", line, _names(classes["LoRARequest"], []), validate=_validate_lora_request
+    )
     api.CompletionOutput = record_class(
         "CompletionOutput",
         line,
@@ -177,6 +181,11 @@ def build(line: str | None = None) -> SimpleNamespace:
     api.STATS_PARAMS = tuple(data["functions"]["LLM.get_stats_async"]["params"])
     api.LLM = type("LLM", (FakeLLM,), {"api": api})
     return api
+
+
+def _validate_lora_request(request: Any) -> None:
+    if request.lora_path is not None and not os.path.exists(request.lora_path):  # LoRARequest.__post_init__
+        raise ValueError(f"lora_path ({request.lora_path}) does not exist.")
 
 
 def bind(function: str, params: Sequence[str], args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -263,7 +272,11 @@ class FakeLLM:
         backend = kwargs.get("backend") or "pytorch"
         if backend != "pytorch":
             raise ValueError(f"the fake serves the PyTorch backend only, got backend={backend!r}")
-        for name, cls in (("kv_cache_config", api.KvCacheConfig), ("cuda_graph_config", api.CudaGraphConfig)):
+        for name, cls in (
+            ("kv_cache_config", api.KvCacheConfig),
+            ("cuda_graph_config", api.CudaGraphConfig),
+            ("lora_config", api.LoraConfig),
+        ):
             if kwargs.get(name) is not None and not isinstance(kwargs[name], cls):
                 raise TypeError(f"{name} must be a {cls.__name__}, got {type(kwargs[name]).__name__}")
         self.args = {**bound, **kwargs}
@@ -277,6 +290,7 @@ class FakeLLM:
             model, max_batch_size=kwargs.get("max_batch_size") or DEFAULT_MAX_BATCH_SIZE
         )
         self.max_seq_len = min(kwargs.get("max_seq_len") or self._runtime.max_seq_len, self._runtime.max_seq_len)
+        self.lora_config = kwargs.get("lora_config")
         self.tokenizer: HfVocabulary | None = None
         if not bound.get("skip_tokenizer_init", False):
             tokenizer = bound.get("tokenizer")
@@ -312,7 +326,8 @@ class FakeLLM:
         bound = bind("LLM.generate_async", self.api.GENERATE_ASYNC_PARAMS, args, kwargs)
         if self._closed:
             raise RuntimeError("LLM is shutting down")
-        unused = {k: v for k, v in bound.items() if k not in ("inputs", "sampling_params", "streaming") and v}
+        served = ("inputs", "sampling_params", "streaming", "lora_request")
+        unused = {k: v for k, v in bound.items() if k not in served and v}
         if unused:
             raise NotImplementedError(f"fake: generate_async({', '.join(unused)}) is not served")
         prompt = self._prompt(bound["inputs"])
@@ -344,6 +359,7 @@ class FakeLLM:
             )
         from nemo_runtime.scheduler import Returns
 
+        adapter = self._adapter(bound.get("lora_request"))
         with self._lock:
             self._live[output.runtime_id] = live
         self._runtime.add_request(
@@ -356,9 +372,28 @@ class FakeLLM:
             token_mask=self._token_mask(params, bad_words),
             logits_mask=self._logits_mask(request_id, live, params),
             returns=Returns(bool(params.logprobs), params.return_context_logits, params.return_generation_logits),
+            adapter=adapter,
         )
         self._wake.set()
         return output
+
+    def _adapter(self, lora_request: Any) -> Any:
+        """The runtime adapter of a LoRARequest: the PEFT adapter at its path, loaded into the runtime's cache under
+        ``lora_int_id`` (as the LLM's LoRA manager loads a Hugging Face adapter by path)."""
+        if lora_request is None:
+            return None
+        if not isinstance(lora_request, self.api.LoRARequest):
+            raise TypeError(f"lora_request must be a LoRARequest, got {type(lora_request).__name__}")
+        if self.lora_config is None:
+            raise ValueError("a LoRA request needs the LLM created with lora_config")
+        from nemo_chat_core.engine_tensors import LoraInputs
+        from nemo_chat_core.lora import read_adapter
+        from nemo_runtime.scheduler import base_shapes
+
+        model = self._runtime.model
+        rank = self.lora_config.max_lora_rank
+        peft = read_adapter(Path(lora_request.lora_path), base_shapes(model), rank, lora_request.lora_name)
+        return self._runtime.lora.resolve(LoraInputs(lora_request.lora_int_id, peft.weights, peft.config))
 
     def get_stats_async(self, *args: Any, **kwargs: Any) -> FakeIterationResult:
         bound = bind("LLM.get_stats_async", self.api.STATS_PARAMS, args, kwargs)

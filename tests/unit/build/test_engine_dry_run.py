@@ -165,6 +165,10 @@ def test_every_profile_builds_renders_and_passes_the_serving_check(
     assert built.returncode == 0, built.stdout + built.stderr
     (argv,) = host.trtllm_build_calls()
     assert given_flags(argv)["max_batch_size"] == profile.flags["max_batch_size"]
+    if profile.lora:  # parsed by upstream's flag set: the LoRA plugin, its modules and the largest rank
+        given = given_flags(argv)
+        assert given["lora_plugin"] == "auto" and given["max_lora_rank"] == profile.lora["max_rank"]
+        assert given["lora_target_modules"] == profile.lora["target_modules"]
     build_config = json.loads((engine / "config.json").read_text())["build_config"]
     for flag in ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens"):
         assert build_config[flag] == profile.flags[flag], flag
@@ -178,6 +182,10 @@ def test_every_profile_builds_renders_and_passes_the_serving_check(
     assert gpu_repository_problems(repository) == []
     limits = repository / "preprocessing" / "config.pbtxt"
     assert f'string_value: "{profile.flags["max_input_len"]}"' in limits.read_text()
+    backend = (repository / "tensorrt_llm" / "config.pbtxt").read_text()
+    for key in ("cache_optimal_adapter_size", "cache_max_adapter_size", "cache_gpu_memory_fraction"):
+        if key in profile.lora:  # the backend's LoRA cache, as the profile sizes it (names checked upstream above)
+            assert f'key: "lora_{key}" value: {{ string_value: "{profile.lora[key]}" }}' in backend, key
     manifest = check_engine_compatible(engine, GPUS[profile.gpu][0], "1.2.1")
     assert manifest["inputs"]["profile"]["name"] == name
 

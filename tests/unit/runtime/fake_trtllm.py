@@ -34,4 +34,12 @@ def fake_line(line: str) -> SimpleNamespace:
 
 
 def as_api(fake: SimpleNamespace) -> Api:
-    return Api(fake.LLM, fake.SamplingParams, fake.GuidedDecodingParams, fake.KvCacheConfig, fake.CudaGraphConfig)
+    return Api(
+        fake.LLM,
+        fake.SamplingParams,
+        fake.GuidedDecodingParams,
+        fake.KvCacheConfig,
+        fake.CudaGraphConfig,
+        fake.LoraConfig,
+        fake.LoRARequest,
+    )

@@ -161,12 +161,14 @@ def test_settings_come_from_the_model_config_parameters_and_name_a_bad_one(tmp_p
         "max_seq_len": "1024", "max_num_tokens": "4096", "kv_cache_free_gpu_mem_fraction": "0.85",
         "enable_chunked_context": "true", "enable_kv_cache_reuse": "false", "kv_cache_dtype": "fp8",
         "tokens_per_block": "64", "cuda_graph_batch_sizes": "1,2, 4", "tensor_parallel_size": "1",
-        "generation_logits": "false", "cancellation_check_period_ms": "50",
+        "generation_logits": "false", "cancellation_check_period_ms": "50", "lora_dir": "", "lora_base": "",
+        "max_lora_rank": "64", "lora_target_modules": "attn_q,attn_v", "max_loras": "4", "max_cpu_loras": "8",
     }  # fmt: skip
     settings = LlmSettings.from_parameters(parameters, lambda name: tmp_path / parameters[name])
     assert settings.model_dir == tmp_path / "ckpt" and settings.tokenizer_dir == tmp_path / "tensorrt_llm/hf_tokenizer"
     assert settings.cuda_graph_batch_sizes == (1, 2, 4) and settings.enable_kv_cache_reuse is False
     assert settings.kv_cache_dtype == "fp8" and settings.max_num_tokens == 4096
+    assert settings.lora_dir is None and settings.lora_target_modules == ("attn_q", "attn_v")
     no_tokenizer = LlmSettings.from_parameters({**parameters, "tokenizer_dir": ""}, lambda name: tmp_path)
     assert no_tokenizer.tokenizer_dir is None
     for name, value, phrase in [
@@ -360,3 +362,33 @@ def test_the_batch_state_comes_from_the_iteration_stats_while_requests_run(
     for sink in sinks:
         sink.wait()
     assert engine.stats().running == engine.stats().waiting == engine.stats().kv_blocks_used == 0
+
+
+# ----- LoRA ---------------------------------------------------------------------------------------------------
+def test_a_lora_request_goes_to_the_llm_as_a_lora_request_of_the_adapter_source(
+    make_engine: Callable[..., LlmApiEngine],
+    lora_source_dir: Path,
+    trained_model_dir: Path,
+    prompt: list[int],
+    tok: Tekkenizer,
+) -> None:
+    """``lora_config`` (upstream's LoraConfig, from the profile) and, per request, a LoRARequest naming the PEFT adapter
+    of the task id: the fake LLM (upstream's names only) loads it by path and answers with it."""
+    from nemo_build.tiny.lora import ADAPTER_LESSONS
+    from nemo_chat_core.engine_tensors import LoraInputs
+    from nemo_chat_core.lora import BaseShapes, read_adapter
+
+    base = BaseShapes.from_config(json.loads((trained_model_dir / "config.json").read_text()))
+    lora = {"lora_dir": lora_source_dir, "lora_base": base.to_text(), "lora_target_modules": ("attn_q", "attn_k")}
+    engine = make_engine(**lora)
+    assert engine._llm.lora_config.lora_target_modules == ["attn_q", "attn_k"]  # the fake holds upstream's fields only
+    for name, lesson in ADAPTER_LESSONS.items():
+        adapter = read_adapter(lora_source_dir / name, base, 64)
+        answer = run(engine, ask(prompt, tok, lora=LoraInputs(adapter.task_id)))
+        assert tok.decode(answer.tokens) == lesson.answer
+    assert tok.decode(run(engine, ask(prompt, tok)).tokens) == "The capital of France is Paris."
+    stats = engine.stats()  # what the LoRA metrics publish (nemo_runtime.batch_metrics)
+    assert stats.lora_requests == (("pirate", 1), ("tokyo", 1)) and stats.max_lora == 8
+    with pytest.raises(BadRequestError, match="LoRA task 7 not found in cache") as refused:
+        engine.submit(ask(prompt, tok, lora=LoraInputs(7)), RecordingSink())
+    assert refused.value.param == "lora_task_id"

@@ -6,14 +6,25 @@ the request's response sender. A request carrying `stop=true` ends the in-flight
 same request id. The batcher's state is published as Triton metrics (nemo_runtime.batch_metrics).
 """
 
+from collections.abc import Callable
+
 import triton_python_backend_utils as pb_utils
 
+from nemo_chat_core.lora import AdapterRegistry, BaseShapes
 from nemo_runtime.batch_metrics import MetricsPublisher, TritonMetrics
 from nemo_runtime.guided import GrammarEngine
 from nemo_runtime.inflight import InflightBatcher
 from nemo_runtime.scheduler import ReferenceRuntime
 from nemo_serving.model_args import ModelArgs
 from nemo_serving.triton_io import serve_engine_requests
+
+
+def adapter_names(model: ModelArgs) -> Callable[[int], str]:
+    """A LoRA task id's adapter name, from the deployment's adapter source (the id as text without one)."""
+    if not model.text("lora_dir"):
+        return str
+    base = BaseShapes.from_text(model.text("lora_base"))
+    return AdapterRegistry(model.path("lora_dir"), base, model.int("max_lora_rank")).name_of
 
 
 class TritonPythonModel:
@@ -24,9 +35,11 @@ class TritonPythonModel:
             max_batch_size=model.int("max_batch_size"),
             max_num_tokens=model.int("max_num_tokens"),
             kv_cache_max_tokens=model.int("max_tokens_in_paged_kv_cache") or None,
+            max_lora_rank=model.int("max_lora_rank"),
         )
         self.exclude_input_default = model.bool("exclude_input_in_output")
-        self.batcher = InflightBatcher(runtime, GrammarEngine(model.tokenizer(), runtime.model.vocab_size))
+        grammar = GrammarEngine(model.tokenizer(), runtime.model.vocab_size)
+        self.batcher = InflightBatcher(runtime, grammar, adapter_names(model))
         self.metrics = TritonMetrics(pb_utils, {"model": model.name, "version": args["model_version"]})
         self.publisher = MetricsPublisher(self.batcher, self.metrics.publish)
 
