@@ -91,7 +91,8 @@ def test_a_request_that_cannot_fit_the_kv_cache_now_waits_and_the_stream_in_flig
     sdk: openai.OpenAI,
 ) -> None:
     short = [{"role": "user", "content": "What is the capital of France?"}]
-    alone = sdk.chat.completions.create(model=SERVED, messages=short, max_tokens=2000)  # type: ignore[arg-type]
+    # greedy (the default temperature is 1.0, unseeded): the waiting answer must equal this one token for token
+    alone = sdk.chat.completions.create(model=SERVED, messages=short, max_tokens=2000, temperature=0)  # type: ignore[arg-type]
     # a stream that may fill all but ~60 of the cache's positions (it reserves prompt + max_tokens) until it is closed
     stream = sdk.chat.completions.create(
         model=SERVED, messages=short, max_tokens=KV_CACHE_TOKENS - 64, stream=True,
@@ -102,7 +103,7 @@ def test_a_request_that_cannot_fit_the_kv_cache_now_waits_and_the_stream_in_flig
     waiting: dict[str, object] = {}
     waiter = threading.Thread(
         target=lambda: waiting.update(
-            answer=sdk.chat.completions.create(model=SERVED, messages=short, max_tokens=2000)  # type: ignore[arg-type]
+            answer=sdk.chat.completions.create(model=SERVED, messages=short, max_tokens=2000, temperature=0)  # type: ignore[arg-type]
         )
     )
     waiter.start()  # 2,000 more positions do not fit: it waits for room
@@ -154,7 +155,7 @@ def test_a_request_the_engine_has_no_memory_for_ends_alone_and_the_server_goes_o
     assert "prefilling the 3000-token prompt" in failed.error and "DefaultCPUAllocator" in failed.error
     assert isinstance(error_from_message(failed.error), UnavailableError)  # what clients make of it: 503
     assert all(chunk.choices and chunk.choices[0].delta.content is not None for chunk in received)
-    answer = sdk.chat.completions.create(model=SERVED, messages=short, max_tokens=16)  # type: ignore[arg-type]
+    answer = sdk.chat.completions.create(model=SERVED, messages=short, max_tokens=16, temperature=0)  # type: ignore[arg-type]
     assert answer.choices[0].message.content == "The capital of France is Paris."
 
 
