@@ -237,7 +237,7 @@ def with_nvext(body: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def refused_field(tensor: str, reason: str) -> BadRequestError | None:
+def refused_field(tensor: str, reason: str) -> BadRequestError | NotFoundError | None:
     """The ``ensemble``'s refusal of its input ``tensor`` as the caller's error, naming the request field that
     travels in it (a ``model`` it does not serve: a 404); None for a tensor no field travels in (the refusal is not
     the caller's)."""
