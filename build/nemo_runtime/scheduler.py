@@ -219,14 +219,7 @@ class ReferenceRuntime:
 
         decoding = [request for request in self._active.values() if request.generated]
         if decoding:
-            logits = self.model.decode(
-                [r.slot for r in decoding],
-                [r.generated[-1] for r in decoding],
-                [r.next_position for r in decoding],
-                [r.adapter for r in decoding],
-            )
-            for request, row in zip(decoding, logits, strict=True):
-                outputs.append(self._advance(request, row))
+            outputs += self._decode(decoding)
         budget = max(self.max_num_tokens - len(decoding), 1)
         for request in [r for r in self._active.values() if not r.generated]:
             if budget <= 0:
@@ -252,6 +245,31 @@ class ReferenceRuntime:
                 request.slot = self.model.cache.acquire()
                 self._active[request.request_id] = request
 
+    def _decode(self, batch: list[_Request]) -> list[StepOutput]:
+        """One token for each request of ``batch``, decoded together. When that fails (memory, above all: a long
+        sequence's cache grows by doubling), each is decoded alone and only those that fail alone end, with an error
+        saying why: the others go on. A retry rewrites the cache position the failed step may have written."""
+        try:
+            logits = self._decode_logits(batch)
+        except (RuntimeError, MemoryError):
+            return [self._decode_alone(request) for request in batch]
+        return [self._advance(request, row) for request, row in zip(batch, logits, strict=True)]
+
+    def _decode_alone(self, request: _Request) -> StepOutput:
+        try:
+            (row,) = self._decode_logits([request])
+        except (RuntimeError, MemoryError) as exc:
+            return self._fail(request, f"decoding token {len(request.generated) + 1}", exc)
+        return self._advance(request, row)
+
+    def _decode_logits(self, batch: list[_Request]) -> torch.Tensor:
+        return self.model.decode(
+            [r.slot for r in batch],
+            [r.generated[-1] for r in batch],
+            [r.next_position for r in batch],
+            [r.adapter for r in batch],
+        )
+
     def _prefill(self, request: _Request, chunk: int) -> StepOutput | None:
         """Prefill the next ``chunk`` prompt tokens; the first token's output once the prompt is done. A failure
         (memory, above all) ends this request alone, with an error saying so: the batch goes on."""
@@ -265,11 +283,7 @@ class ReferenceRuntime:
                 request.adapter,
             )
         except (RuntimeError, MemoryError) as exc:
-            what = ENGINE_OUT_OF_MEMORY if _out_of_memory(exc) else "the engine failed"
-            reason = (
-                f"{what} prefilling the {len(request.prompt_ids)}-token prompt (the requests in flight go on): {exc}"
-            )
-            return replace(self._finish(request, None, "error"), error=reason)
+            return self._fail(request, f"prefilling the {len(request.prompt_ids)}-token prompt", exc)
         request.prefilled += chunk
         if request.returns.context_logits:
             request.context_chunks.append(logits)
@@ -279,6 +293,12 @@ class ReferenceRuntime:
         context = torch.cat(request.context_chunks) if request.context_chunks else None
         request.context_chunks = []
         return self._advance(request, logits, context)
+
+    def _fail(self, request: _Request, doing: str, exc: BaseException) -> StepOutput:
+        """End ``request`` alone after the engine failed ``doing`` its work; the error says whether memory ran out."""
+        what = ENGINE_OUT_OF_MEMORY if _out_of_memory(exc) else "the engine failed"
+        error = f"{what} {doing} (the requests in flight go on): {exc}"
+        return replace(self._finish(request, None, "error"), error=error)
 
     def _advance(self, request: _Request, logits: torch.Tensor, context: torch.Tensor | None = None) -> StepOutput:
         try:

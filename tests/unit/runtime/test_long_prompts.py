@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import MistralForCausalLM
 
+from nemo_protocol.errors import ENGINE_OUT_OF_MEMORY
 from nemo_runtime.model import ReferenceModel
 from nemo_runtime.scheduler import ReferenceRuntime
 from nemo_runtime.weights import load_weights
@@ -111,3 +112,34 @@ def test_the_kv_cache_budget_queues_what_does_not_fit_now_and_refuses_what_never
         "1": expected["1"],
     }
     assert runtime.model.cache.positions_held == 0  # every slot given back
+
+
+def test_a_decode_that_runs_out_of_memory_ends_that_request_alone(
+    fp8_checkpoint_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long sequence's cache grows by doubling, during decode: when that allocation fails, the batch step is
+    retried request by request, the one whose cache could not grow ends with an out-of-memory error, and the others
+    go on, token for token as they would alone. (The allocator's refusal is injected for one slot: the real one
+    takes a 100k-token prompt to reach, minutes of prefill here.)"""
+    runtime = ReferenceRuntime.from_checkpoint(fp8_checkpoint_dir, max_batch_size=8)
+    expected = runtime.generate(PROMPTS[0], max_new_tokens=20).token_ids
+    runtime.add_request("grows", PROMPTS[1], max_new_tokens=20)
+    runtime.add_request("goes-on", PROMPTS[0], max_new_tokens=20)
+    first = runtime.step()
+    cache = runtime.model.cache
+    failing_slot = runtime._active["grows"].slot
+    reserve = cache.reserve
+
+    def refusing(slot: int, length: int) -> None:
+        if slot == failing_slot and length > 10:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+        reserve(slot, length)
+
+    monkeypatch.setattr(cache, "reserve", refusing)
+    results = drain(runtime)
+    (ended,) = [output for output in results["grows"] if output.finished]
+    assert ended.finish_reason == "error" and ended.error is not None
+    assert ended.error.startswith(f"{ENGINE_OUT_OF_MEMORY} decoding token")
+    assert "(the requests in flight go on)" in ended.error
+    assert tokens([o for o in first if o.request_id == "goes-on"] + results["goes-on"]) == expected
+    assert failing_slot in cache.free_slots and not runtime.has_work()
