@@ -108,7 +108,7 @@ class RepositorySettings:
     generation_logits: bool = True
     # pytorch: the LLM API's arguments beyond the ones above (tensorrt_llm.LLM / TorchLlmArgs, see nemo_runtime.llm_api)
     max_num_tokens: int = 8192  # tokens per forward pass (prefill chunks + decodes); pytorch and cpu
-    max_tokens_in_paged_kv_cache: int = 0  # cpu: KV-cache positions of the running requests (0: batch x max_seq_len)
+    max_tokens_in_paged_kv_cache: int = 0  # cpu: KV positions of the running requests (0: from memory)
     kv_cache_dtype: str = "auto"
     tokens_per_block: int = 32  # KV-cache block size (KvCacheConfig.tokens_per_block; upstream's default)
     cuda_graph_batch_sizes: tuple[int, ...] = ()  # empty: graphs for every batch size up to max_batch_size
@@ -609,7 +609,8 @@ def add_repository_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--max-tokens-in-paged-kv-cache",
         type=int,
         help="cpu: KV-cache positions the running requests may fill together, at least --max-seq-len; a request waits "
-        "until its prompt + max tokens fits beside theirs (default: max batch size x max sequence length)",
+        "until its prompt + max tokens fits beside theirs (default: max batch size x max sequence length, or what 90%% "
+        "of the host's available memory holds if less)",
     )
     pytorch.add_argument(
         "--kv-cache-dtype",

@@ -128,6 +128,12 @@ class KVCache:
             store[slot] = grown
 
     @property
+    def bytes_per_position(self) -> int:
+        """Memory one position of one sequence takes: K and V of every layer, float32."""
+        heads, size = self.shape_tail
+        return 2 * self.num_layers * heads * size * 4
+
+    @property
     def positions_held(self) -> int:
         """Positions allocated over every slot (what the cache's memory is proportional to)."""
         return sum(self.capacity(slot) for slot in range(self.num_slots))

@@ -11,13 +11,16 @@ Thread-safety contract (what the Triton ``tensorrt_llm`` python model relies on)
   one chunk. It returns what each request produced. A request added during a step joins at the next one.
 * KV-cache room (``kv_cache_max_tokens``): a request is admitted only when its prompt plus ``max_new_tokens``
   fits beside what the admitted ones may grow to (TensorRT-LLM's guaranteed-no-evict policy), so the cache never
-  outgrows its budget mid-generation; a request that could never fit is refused by ``add_request``.
+  outgrows its budget mid-generation; a request that could never fit is refused by ``add_request``. Unless given,
+  the budget is ``max_batch_size`` full sequences or what a fraction of the host's available memory holds, whichever
+  is less (as TensorRT-LLM sizes its cache from free GPU memory).
 * A request appears in ``step``'s results until one result has ``finished=True``; after that its id is
   free for reuse. A cancelled request reports ``finished=True, finish_reason="cancelled"`` once.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -37,6 +40,7 @@ from nemo_runtime.weights import load_weights
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 DEFAULT_MAX_NUM_TOKENS = DEFAULT_PREFILL_CHUNK_TOKENS
+DEFAULT_KV_CACHE_MEMORY_FRACTION = 0.9  # TensorRT-LLM's KvCacheConfig.free_gpu_memory_fraction default, of host memory
 
 
 @dataclass(frozen=True)
@@ -115,16 +119,19 @@ class ReferenceRuntime:
         kv_cache_max_tokens: int | None = None,
         max_lora_rank: int = DEFAULT_MAX_LORA_RANK,
         max_cached_adapters: int = DEFAULT_MAX_CACHED_ADAPTERS,
+        kv_cache_memory_fraction: float = DEFAULT_KV_CACHE_MEMORY_FRACTION,
     ) -> None:
         """``max_num_tokens``: tokens per step, prefill chunks and decodes together; ``kv_cache_max_tokens``: the
-        KV-cache positions all admitted requests may fill together (None: ``max_batch_size`` full sequences);
-        ``max_lora_rank``, ``max_cached_adapters``: the LoRA cache's limits."""
+        KV-cache positions all admitted requests may fill together (None: ``max_batch_size`` full sequences, or what
+        ``kv_cache_memory_fraction`` of the host's available memory holds, whichever is less); ``max_lora_rank``,
+        ``max_cached_adapters``: the LoRA cache's limits. ValueError when the memory cannot hold one sequence of
+        the model's length."""
         if max_batch_size < 1 or max_num_tokens < 1 or (kv_cache_max_tokens is not None and kv_cache_max_tokens < 1):
             raise ValueError("max_batch_size, max_num_tokens and kv_cache_max_tokens must be >= 1")
         self.model = model
         self.max_batch_size = max_batch_size
         self.max_num_tokens = max_num_tokens
-        self.kv_cache_max_tokens = kv_cache_max_tokens or max_batch_size * self.max_seq_len
+        self.kv_cache_max_tokens = kv_cache_max_tokens or self._memory_budget(kv_cache_memory_fraction)
         self.lora = LoraCache(base_shapes(model), max_lora_rank, max_cached_adapters)
         self._lock = threading.Lock()
         self._pending: deque[_Request] = deque()
@@ -148,6 +155,21 @@ class ReferenceRuntime:
     @property
     def max_seq_len(self) -> int:
         return self.model.config.max_position_embeddings
+
+    def _memory_budget(self, fraction: float) -> int:
+        """``max_batch_size`` full sequences, or the positions ``fraction`` of the available memory holds."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"kv_cache_memory_fraction must be in (0, 1], got {fraction}")
+        available = available_host_memory()
+        # a slot's buffer grows by doubling: it may hold twice the positions it is filled with
+        holds = int(fraction * available) // (2 * self.model.cache.bytes_per_position)
+        if holds < self.max_seq_len:
+            raise ValueError(
+                f"the KV cache of one {self.max_seq_len}-token sequence does not fit {fraction:.0%} of the host's "
+                f"{available / 2**30:.1f} GiB of available memory ({holds} positions): lower max_seq_len, free "
+                "memory, or set kv_cache_max_tokens"
+            )
+        return min(self.max_batch_size * self.max_seq_len, holds)
 
     def add_request(
         self,
@@ -373,6 +395,18 @@ class ReferenceRuntime:
                 tokens.extend(out.new_token_ids)
                 if out.finished:
                     return GenerationResult(tokens, out.finish_reason or "stop")
+
+
+def available_host_memory() -> int:
+    """Bytes of memory the host can give without swapping (Linux ``MemAvailable``; else the free pages)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def base_shapes(model: ReferenceModel) -> BaseShapes:

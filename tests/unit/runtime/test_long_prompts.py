@@ -143,3 +143,23 @@ def test_a_decode_that_runs_out_of_memory_ends_that_request_alone(
     assert "(the requests in flight go on)" in ended.error
     assert tokens([o for o in first if o.request_id == "goes-on"] + results["goes-on"]) == expected
     assert failing_slot in cache.free_slots and not runtime.has_work()
+
+
+def test_the_default_kv_budget_is_what_the_hosts_memory_holds_when_that_is_less(
+    fp8_checkpoint_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without kv_cache_max_tokens the budget is max_batch_size full sequences, or the positions 90% of the host's
+    available memory holds (buffers grow by doubling: half of them), whichever is less; a host that cannot hold one
+    sequence is refused at start, saying what to change."""
+    runtime = ReferenceRuntime.from_checkpoint(fp8_checkpoint_dir, max_batch_size=2)
+    per_position = runtime.model.cache.bytes_per_position
+    assert per_position == 512  # 2 (K, V) x layers x KV heads x head size x 4 bytes on the tiny model
+    assert runtime.kv_cache_max_tokens == 2 * runtime.max_seq_len  # this host holds more
+    model = runtime.model
+    scarce = 3 * runtime.max_seq_len * 2 * per_position  # memory for 3 sequences of buffers twice their length
+    monkeypatch.setattr("nemo_runtime.scheduler.available_host_memory", lambda: scarce)
+    assert ReferenceRuntime(model, max_batch_size=8).kv_cache_max_tokens == int(0.9 * scarce) // (2 * per_position)
+    monkeypatch.setattr("nemo_runtime.scheduler.available_host_memory", lambda: runtime.max_seq_len * per_position)
+    with pytest.raises(ValueError, match=r"does not fit 90% of the host's .* lower max_seq_len, free memory"):
+        ReferenceRuntime(model, max_batch_size=8)
+    assert ReferenceRuntime(model, max_batch_size=8, kv_cache_max_tokens=runtime.max_seq_len).kv_cache_max_tokens
