@@ -23,9 +23,10 @@ iteration stats (`kvCacheStats`: its own block size, free and reused blocks), as
 | `nemo_runtime_requests_cancelled_total` | | requests ended early since start (a counter the backend lacks) |
 
 LoRA (the Gateway API Inference Extension's model server protocol, in vLLM's names, which its endpoint picker reads):
-| `vllm:lora_requests_info{running_lora_adapters, waiting_lora_adapters, max_lora}` | | the time of the last change; the
-labels list the adapters (comma-separated names) of the running and the waiting requests and the adapters the engine
-holds at once. Each change replaces the labelled series, so one series tells the state now. |
+| `vllm:lora_requests_info{running_lora_adapters, waiting_lora_adapters, max_lora}` | | the time the labels last became
+the state; the labels list the adapters (comma-separated names) of the running and the waiting requests and the adapters
+the engine holds at once. One series per set of labels seen (Triton keeps a series once made, as vLLM's gauge does):
+the newest, the largest value, is the state now, as the endpoint picker reads it (getLatestLoraMetric). |
 | `nemo_runtime_lora_requests_total{lora_name}` | | requests submitted for each adapter since start |
 
 The backend's `context` request count is not published: the CPU engines prefill within a decode step and keep no
@@ -120,17 +121,19 @@ class LoraMetrics:
         self._requests_family = pb_utils.MetricFamily(
             name=LORA_REQUESTS, description=DESCRIPTIONS[LORA_REQUESTS], kind=counter
         )
-        self._info: tuple[dict[str, str], Any] | None = None  # the one series now: its labels and metric
+        self._info: dict[tuple[tuple[str, str], ...], Any] = {}  # the info series by their labels
+        self._info_now: tuple[tuple[str, str], ...] | None = None  # the labels of the state now
         self._requests: dict[str, tuple[Any, int]] = {}  # adapter → (counter, requests counted)
 
     def publish(self, stats: LoraState) -> None:
         if stats.max_lora:
-            labels = lora_info_labels(stats)
-            if self._info is None or self._info[0] != labels:
-                # a new series replaces the old one (dropped with its metric object), stamped with the time
-                metric = self._info_family.Metric(labels={**self._labels, **labels})
+            labels = tuple(lora_info_labels(stats).items())
+            if labels != self._info_now:  # the series of the state now gets the newest time
+                metric = self._info.get(labels)
+                if metric is None:
+                    metric = self._info[labels] = self._info_family.Metric(labels={**self._labels, **dict(labels)})
                 metric.set(time.time())
-                self._info = (labels, metric)
+                self._info_now = labels
         for name, count in stats.lora_requests:
             counter, counted = self._requests.get(name) or (
                 self._requests_family.Metric(labels={**self._labels, "lora_name": name}),
@@ -142,7 +145,7 @@ class LoraMetrics:
 
     def close(self) -> None:
         # Triton requires a family to outlive its metrics: the metrics go first.
-        self._info = None
+        self._info.clear()
         self._requests.clear()
         self._info_family = self._requests_family = None
 

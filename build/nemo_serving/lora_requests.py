@@ -39,6 +39,9 @@ STATES = (WAITING, RUNNING, ENDED)
 REPORT_INPUTS = ("request_id", "lora_name", "state")  # the `lora_requests` model's inputs: one string per report
 RECORDED = "recorded"  # its output: how many reports it recorded
 LOG_EVERY_S = 60.0
+MAX_IN_FLIGHT = 65536
+"""Requests the book keeps at most (the oldest goes first): far above what an engine holds, a bound on what requests
+whose end was never reported (a frontend process that died, a client calling the model itself) can leave behind."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,9 @@ class LoraRequestsState:
 class LoraRequestBook:
     """The adapter requests in flight, from the frontends' reports; thread-safe."""
 
-    def __init__(self, max_lora: int) -> None:
+    def __init__(self, max_lora: int, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self._max_lora = max_lora
+        self._max_in_flight = max_in_flight
         self._in_flight: dict[str, tuple[str, bool]] = {}  # request id → (adapter, running)
         self._sent: Counter[str] = Counter()
         self._changed = threading.Condition()
@@ -78,6 +82,8 @@ class LoraRequestBook:
                     # a `running` report counts the request too when its `waiting` one was lost
                     self._sent[report.lora_name] += 1
                 self._in_flight[report.request_id] = (report.lora_name, report.state == RUNNING)
+            while len(self._in_flight) > self._max_in_flight:  # dicts keep order: the first sent goes
+                del self._in_flight[next(iter(self._in_flight))]
             state = self._snapshot()
             if state != self._state:
                 self._state = state

@@ -69,6 +69,13 @@ def test_a_request_whose_waiting_report_was_lost_still_counts_and_an_unknown_end
     assert book.state().lora_requests == (("pirate", 1),)
 
 
+def test_the_book_keeps_a_bounded_number_of_requests_dropping_the_oldest() -> None:
+    book = LoraRequestBook(max_lora=8, max_in_flight=2)
+    book.record([Report("a", "tokyo", WAITING), Report("b", "pirate", WAITING)])
+    book.record([Report("a", "tokyo", RUNNING), Report("c", "pirate", WAITING)])  # `a` was sent first: it goes
+    assert book.state() == LoraRequestsState((), ("pirate",), 8, (("pirate", 2), ("tokyo", 1)))
+
+
 def test_the_publisher_follows_the_book() -> None:
     book = LoraRequestBook(max_lora=2)
     published: list[LoraRequestsState] = []
