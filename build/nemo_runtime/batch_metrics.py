@@ -29,6 +29,9 @@ the engine holds at once. One series per set of labels seen (Triton keeps a seri
 the newest, the largest value, is the state now, as the endpoint picker reads it (getLatestLoraMetric). |
 | `nemo_runtime_lora_requests_total{lora_name}` | | requests submitted for each adapter since start |
 
+The engine runtime's C++ backend publishes no LoRA metric: there the `lora_requests` model publishes these two
+families (LoraMetrics) from the frontends' reports of their adapter requests (nemo_serving.lora_requests).
+
 The backend's `context` request count is not published: the CPU engines prefill within a decode step and keep no
 count of it between steps.
 
