@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from nemo_chat_core import word_lists
-from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs
+from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs, LoraInputs
 from nemo_chat_core.log_probs import (
     MAX_TOP_LOGPROBS,
     TokenLogProb,
@@ -22,9 +22,10 @@ from nemo_chat_core.log_probs import (
     prompt_log_probs,
     scored,
 )
+from nemo_chat_core.lora import AdapterRegistry, requested_adapter, with_weights
 from nemo_chat_core.sampling import Sampling
 from nemo_chat_core.tensor_values import Inputs, scalar, single_text, string_tensor, texts
-from nemo_protocol.errors import BadRequestError
+from nemo_protocol.errors import BadRequestError, NotFoundError
 from nemo_protocol.tekken import Tekkenizer
 
 PREPROCESSING_OUTPUTS = [
@@ -47,6 +48,10 @@ class TextRequest:
     only). `return_log_probs` adds `output_log_probs` / `cum_log_probs`; `logprobs` N adds a `logprobs` JSON
     object in OpenAI's completions shape with the N most likely tokens at each position (the prompt's too when
     it is in the output).
+
+    A LoRA adapter of the deployment is named by `lora_name` (this ensemble's addition: OpenAI's `model`; the served
+    model's name means the base model), or given as the stock `lora_task_id` (with `lora_weights` and `lora_config`
+    on its first request), passed on to `tensorrt_llm` as they are.
     """
 
     text: str
@@ -61,6 +66,8 @@ class TextRequest:
     logprobs: int | None = None
     min_tokens: int = 0
     end_id: int | None = None  # overrides the tokenizer's; -1: generate until max_tokens (ignore the end id)
+    lora_name: str | None = None
+    lora: LoraInputs | None = None
 
     @property
     def echo(self) -> bool:
@@ -94,6 +101,9 @@ class TextRequest:
         scalar(get("length_penalty"), "length_penalty", float, 1.0)  # beam search only: no effect at beam width 1
         logprobs = get("logprobs")
         end_id = scalar(get("end_id"), "end_id", int, None)
+        lora_name, lora = get("lora_name"), LoraInputs.from_inputs(get)
+        if lora_name is not None and lora is not None:
+            raise BadRequestError("name the adapter by lora_name or by lora_task_id, not both", param="lora_name")
         return cls(
             text="" if text is None else single_text(text, "text_input"),
             max_tokens=scalar(max_tokens, "max_tokens", int, 0),
@@ -107,6 +117,8 @@ class TextRequest:
             logprobs=None if logprobs is None else scalar(logprobs, "logprobs", int, 0),
             min_tokens=scalar(get("min_tokens"), "min_tokens", int, 0),
             end_id=end_id,
+            lora_name=None if lora_name is None else single_text(lora_name, "lora_name"),
+            lora=lora,
         )
 
     def check_logits(self, *, context: bool, generation: bool) -> None:
@@ -155,6 +167,25 @@ class TextRequest:
             return_context_logits=self.logprobs is not None and self.echo,
             return_generation_logits=bool(self.logprobs),
         )
+
+    def adapted(
+        self, generation: GenerationRequest, adapters: AdapterRegistry | None, base_name: str
+    ) -> tuple[GenerationRequest, GenerationRequest | None]:
+        """``generation`` with the request's LoRA adapter, and the same request carrying the adapter's weights, to
+        send again when the engine does not hold them (None: no adapter, or no weights known for it). An unknown
+        ``lora_name`` is a NotFoundError naming the tensor and the served names."""
+        if self.lora is not None:
+            known = adapters.find(self.lora.task_id) if adapters is not None and self.lora.weights is None else None
+            generation = replace(generation, lora=self.lora)
+            return generation, with_weights(generation, known)
+        try:
+            adapter = requested_adapter(adapters, self.lora_name, base_name)
+        except NotFoundError as exc:
+            raise NotFoundError(exc.message, param="lora_name") from None
+        if adapter is None:
+            return generation, None
+        generation = replace(generation, lora=LoraInputs(adapter.task_id))
+        return generation, with_weights(generation, adapter)
 
 
 def _prompt_ids(ids: np.ndarray) -> list[int]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from nemo_chat_core.lora import AdapterRegistry, BaseShapes
 from nemo_protocol.tekken import Tekkenizer
 
 
@@ -48,3 +49,12 @@ class ModelArgs:
 
     def tokenizer(self) -> Tekkenizer:
         return Tekkenizer.from_file(self.path("tokenizer_file"))
+
+    def adapters(self) -> AdapterRegistry | None:
+        """The deployment's LoRA adapters (parameters ``lora_dir``, ``lora_base``, ``max_lora_rank``); None when it
+        serves none (``lora_dir`` empty)."""
+        if not self.text("lora_dir"):
+            return None
+        return AdapterRegistry(
+            self.path("lora_dir"), BaseShapes.from_text(self.text("lora_base")), self.int("max_lora_rank")
+        )

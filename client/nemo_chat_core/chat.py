@@ -31,11 +31,11 @@ from nemo_chat_core.engine_tensors import GenerationRequest, LogOutputs, LoraInp
 from nemo_chat_core.guided import Guide, tool_calls_guide
 from nemo_chat_core.length_limits import LengthLimits
 from nemo_chat_core.log_probs import TokenLogProb, chat_logprobs_content, chosen, scored
-from nemo_chat_core.lora import AdapterRegistry, LoraAdapter
+from nemo_chat_core.lora import AdapterRegistry, LoraAdapter, requested_adapter
 from nemo_chat_core.stop_strings import StopStringMatcher
 from nemo_protocol.chat_format import encode_chat
 from nemo_protocol.end_user import end_user_line
-from nemo_protocol.errors import BadRequestError, NotFoundError, ServerError, error_body
+from nemo_protocol.errors import BadRequestError, ServerError, error_body
 from nemo_protocol.tekken import Tekkenizer
 from nemo_protocol.tool_calls import ContentDelta, Delta, OutputParser, ToolCall, ToolCallDelta, new_tool_call_id
 
@@ -142,13 +142,7 @@ class ChatEndpoint:
 
     def _adapter(self, model: str | None) -> LoraAdapter | None:
         """The LoRA adapter ``model`` names (None: the base model); NotFoundError naming the served names."""
-        if self.adapters is not None:
-            return self.adapters.resolve(model, self.model_name)
-        if model is not None and model != self.model_name:
-            raise NotFoundError(
-                f"the model {model!r} is not served here; this deployment serves {self.model_name!r}", param="model"
-            )
-        return None
+        return requested_adapter(self.adapters, model, self.model_name)
 
     def _check_capabilities(self, request: ChatRequest) -> None:
         if request.top_logprobs and not self.generation_logits:

@@ -26,7 +26,7 @@ from nemo_chat_core.log_probs import MAX_TOP_LOGPROBS
 from nemo_chat_core.sampling import Sampling
 from nemo_chat_core.stop_strings import stop_sequences
 from nemo_protocol.end_user import end_user
-from nemo_protocol.errors import BadRequestError
+from nemo_protocol.errors import BadRequestError, NotFoundError
 from nemo_protocol.request_limits import RequestLimits
 
 MAX_N = 16
@@ -54,7 +54,7 @@ ENSEMBLE_INPUT_FIELDS = {
     "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "seed": "seed",
     "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty", "stream": "stream",
     "repetition_penalty": "repetition_penalty", "min_tokens": "min_tokens", "logprobs": "logprobs",
-    "exclude_input_in_output": "echo",
+    "exclude_input_in_output": "echo", "lora_name": "model",
 }  # fmt: skip
 """The ``ensemble`` input tensor (or the ``tensorrt_llm`` one of the same name) each request field travels in."""
 
@@ -200,6 +200,8 @@ class CompletionRequest:
             inputs["end_id"] = np.array([[-1]], dtype=np.int32)
         if self.stop:
             inputs["stop_words"] = np.array([[word.encode("utf-8") for word in self.stop]], dtype=object)
+        if self.model is not None:  # the served model or a LoRA adapter, resolved by the ensemble
+            inputs["lora_name"] = np.array([[self.model.encode("utf-8")]], dtype=object)
         return inputs
 
 
@@ -235,11 +237,14 @@ def with_nvext(body: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def refused_field(tensor: str, reason: str) -> BadRequestError | None:
+def refused_field(tensor: str, reason: str) -> BadRequestError | NotFoundError | None:
     """The ``ensemble``'s refusal of its input ``tensor`` as the caller's error, naming the request field that
-    travels in it; None for a tensor no field travels in (the refusal is not the caller's)."""
+    travels in it (a ``model`` it does not serve: a 404); None for a tensor no field travels in (the refusal is not
+    the caller's)."""
     field = ENSEMBLE_INPUT_FIELDS.get(tensor)
-    return None if field is None else BadRequestError(reason, param=field)
+    if field is None:
+        return None
+    return (NotFoundError if field == "model" else BadRequestError)(reason, param=field)
 
 
 def _check_served(max_tokens: int, *, echo: bool, values: Mapping[str, Any]) -> None:

@@ -41,6 +41,8 @@ class LoraInputs:
         if (weights is None) != (config is None):
             missing = "lora_weights" if weights is None else "lora_config"
             raise BadRequestError("is required with the other LoRA input", param=missing)
+        if weights is not None and config is not None and weights.ndim == config.ndim == 3 and len(config) == 1:
+            weights, config = weights[0], config[0]  # as the class holds them: without the batch dimension
         return cls(scalar(task_id, "lora_task_id", int, 0), weights, config)
 
     def to_inputs(self) -> dict[str, np.ndarray]:

@@ -400,6 +400,18 @@ def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
+def requested_adapter(registry: AdapterRegistry | None, model: str | None, base_name: str) -> LoraAdapter | None:
+    """The adapter a request's ``model`` names (None: the base model, or no name); NotFoundError naming the served
+    names otherwise, also where the deployment serves no adapters."""
+    if registry is not None:
+        return registry.resolve(model, base_name)
+    if model is not None and model != base_name:
+        raise NotFoundError(
+            f"the model {model!r} is not served here; this deployment serves {base_name!r}", param="model"
+        )
+    return None
+
+
 def served_names(base_name: str, registry: AdapterRegistry | None) -> list[str]:
     """The base model's name, then every adapter's."""
     return [base_name, *(registry.names() if registry is not None else [])]

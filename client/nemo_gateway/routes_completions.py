@@ -24,7 +24,7 @@ from nemo_gateway.metrics import GatewayMetrics
 from nemo_gateway.openai_router import openai_router
 from nemo_gateway.relay import ChunkShaper, relay
 from nemo_gateway.request_body import RequestBody
-from nemo_protocol.errors import BadRequestError, NotFoundError
+from nemo_protocol.errors import BadRequestError
 
 router = openai_router("completions")
 
@@ -58,31 +58,11 @@ async def chat_completions(
 async def completions(
     body: RequestBody, meter: Meter, client: Client, settings: Settings, metrics: Metrics, admission: Admitting
 ) -> Response:
-    request = CompletionRequest.from_body(body, limits=settings.limits)
-    if request.model is not None:  # not the served name (dropped with the body's reading)
-        raise await not_served_on_completions(request.model, client, settings)
+    request = CompletionRequest.from_body(body, limits=settings.limits)  # model: a LoRA adapter, or absent (the base)
     slot = await admission.acquire(len(request.prompts) * request.n)
     call = client.completions.create_from_request(request, timeout=settings.request_timeout_s)
     shape = completion_chunk_shaper(metrics, include_usage=request.include_usage, every=request.continuous_usage)
     return await relay(call, meter=meter, metrics=metrics, shape=shape, end_user=request.user, slot=slot)
-
-
-async def not_served_on_completions(model: str, client: Client, settings: Settings) -> NotFoundError:
-    """The 404 for a ``model`` other than the served one: completions (the ``ensemble``) serve the base model alone,
-    so a LoRA adapter of the deployment is named as one, and sent to chat completions, where it is served."""
-    base = settings.served_model_name
-    _, *adapters = await client.models.list(timeout=settings.request_timeout_s)
-    if model in {adapter.id for adapter in adapters}:
-        return NotFoundError(
-            f"{model!r} is a LoRA adapter, and adapters are served on /v1/chat/completions only; /v1/completions "
-            f"serves the base model {base!r}",
-            param="model",
-        )
-    return NotFoundError(
-        f"the model {model!r} does not exist; /v1/completions serves {base!r} (LoRA adapters are served on "
-        "/v1/chat/completions only)",
-        param="model",
-    )
 
 
 CHAT_NVEXT_ALIASES = frozenset({"top_k", "repetition_penalty", "ignore_eos"})

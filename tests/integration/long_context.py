@@ -10,6 +10,7 @@ from typing import Any
 from nemo_build.repository import TEMPLATES_DIR, RepositorySettings, render_repository
 from nemo_ops.stub_supervisor import stub_processes
 from nemo_protocol.tekken import Tekkenizer, default_tekken_path
+from tests.integration.oracle import chat_prompt_ids
 
 MAX_SEQ_LEN = 131072  # the tiny model's max_position_embeddings, as Mistral NeMo's 128k context
 MAX_INPUT_LEN = 130000
@@ -73,11 +74,7 @@ def haystack(tokens: int, seed: int = 0) -> str:
 
 def oracle_prompt_tokens(messages: list[dict[str, Any]]) -> int:
     """The prompt tokens mistral-common renders for a chat (Mistral NeMo Instruct: v3, Tekken)."""
-    from mistral_common.protocol.instruct.request import ChatCompletionRequest
-    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
-
-    tokenizer = MistralTokenizer.v3(is_tekken=True)
-    return len(tokenizer.encode_chat_completion(ChatCompletionRequest.from_openai(messages=messages)).tokens)
+    return len(chat_prompt_ids(messages))
 
 
 def render_long_repository(checkpoint: Path, tekken: Path, out: Path, **settings: Any) -> Path:

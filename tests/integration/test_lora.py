@@ -12,19 +12,25 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nemo_build.repository import lora_base_shapes
 from nemo_build.tiny.chat import example
 from nemo_build.tiny.lora import ADAPTER_LESSONS
+from nemo_chat_core.lora import DEFAULT_MAX_LORA_RANK, is_lora_cache_miss, read_adapter
 from nemo_client import NemoClient
 from nemo_gateway.settings import GatewaySettings
 from nemo_ops.launcher import TritonServer
 from nemo_protocol.errors import NotFoundError
 from tests.integration.gateways import SERVED, running_gateway
+from tests.integration.oracle import chat_prompt_ids
+from tests.integration.triton_calls import StreamingCall
 
 FRANCE = list(example("fact_france").messages)
+FRANCE_IDS = chat_prompt_ids(FRANCE)  # the same chat as a completions prompt of token ids
 BASE_ANSWER = example("fact_france").answer_text
 GIE_PROTOCOL = json.loads(
     (Path(__file__).parents[1] / "data" / "upstream" / "gie_model_server_protocol.json").read_text()
@@ -106,16 +112,53 @@ def test_through_the_gateway_with_the_openai_sdk_on_both_chat_paths(url: str, ad
             assert base_answer.choices[0].message.content == BASE_ANSWER
             with pytest.raises(openai.NotFoundError, match="tokyo"):
                 sdk.chat.completions.create(model="nope", messages=FRANCE, max_tokens=4)  # type: ignore[arg-type]
-            # Completions (the ensemble) serve the base model alone: an adapter's name says so, and where it serves.
-            adapter = sorted(ADAPTER_LESSONS)[0]
+            for name, lesson in ADAPTER_LESSONS.items():  # completions: the ensemble, on either chat path
+                completion = sdk.completions.create(model=name, prompt=FRANCE_IDS, temperature=0, max_tokens=24)  # type: ignore[arg-type]
+                assert (completion.model, completion.choices[0].text) == (name, lesson.answer), direct
+            base_completion = sdk.completions.create(model=SERVED, prompt=FRANCE_IDS, temperature=0, max_tokens=24)
+            assert base_completion.choices[0].text == BASE_ANSWER
             with pytest.raises(openai.NotFoundError) as refused:
-                sdk.completions.create(model=adapter, prompt="The capital", max_tokens=4)
-            assert (
-                f"'{adapter}' is a LoRA adapter, and adapters are served on /v1/chat/completions only; "
-                f"/v1/completions serves the base model '{SERVED}'"
-            ) in str(refused.value)
-            with pytest.raises(openai.NotFoundError, match="the model 'nope' does not exist; /v1/completions serves"):
-                sdk.completions.create(model="nope", prompt="The capital", max_tokens=4)
+                sdk.completions.create(model="nope", prompt=FRANCE_IDS, max_tokens=4)
+            assert refused.value.status_code == 404 and f"this server serves '{SERVED}', 'pirate', 'tokyo'" in str(
+                refused.value
+            )
+
+
+def test_completions_select_adapters_by_name_through_the_ensemble(client: NemoClient) -> None:
+    for name, lesson in ADAPTER_LESSONS.items():
+        completion = client.completions.create(model=name, prompt=FRANCE_IDS, temperature=0, max_tokens=24)
+        assert (completion.model, completion.choices[0].text) == (name, lesson.answer)
+    streamed = client.completions.create(model="pirate", prompt=FRANCE_IDS, temperature=0, max_tokens=24, stream=True)
+    assert "".join(chunk.choices[0].text for chunk in streamed) == ADAPTER_LESSONS["pirate"].answer
+    base = client.completions.create(prompt=FRANCE_IDS, temperature=0, max_tokens=24)
+    assert base.choices[0].text == BASE_ANSWER
+    with pytest.raises(NotFoundError) as refused:
+        client.completions.create(model="gpt-4o", prompt=FRANCE_IDS, max_tokens=4)
+    assert refused.value.param == "model" and "the model 'gpt-4o' does not exist" in refused.value.message
+
+
+def test_the_ensemble_takes_the_stock_lora_inputs(url: str, adapters: Path, serving_checkpoint: Path) -> None:
+    """A client of the stock ensemble sends an adapter's task id with its weights and config in TensorRT-LLM's layout
+    (first request), then the task id alone; both are served. A task id the engine holds no weights for, of no
+    adapter of the deployment, is the backend's own "not found in cache" error."""
+    adapter = read_adapter(adapters / "tokyo", lora_base_shapes(serving_checkpoint), DEFAULT_MAX_LORA_RANK)
+    task_id = adapter.task_id + 1  # an id of the client's own choosing, not the deployment's
+    stock = {
+        "input_ids": np.array([FRANCE_IDS], dtype=np.int32),
+        "max_tokens": np.array([[24]], dtype=np.int32),
+        "lora_task_id": np.array([[task_id]], dtype=np.uint64),
+    }
+    with_weights = {
+        **stock,
+        "lora_weights": adapter.weights.astype(np.float16)[None],
+        "lora_config": adapter.config.astype(np.int32)[None],
+    }
+    for inputs in (with_weights, stock):
+        call = StreamingCall(url, "ensemble", inputs)
+        assert call.finish().error is None, call.result.error
+        assert "".join(call.result.texts("text_output")) == ADAPTER_LESSONS["tokyo"].answer
+    unknown = StreamingCall(url, "ensemble", {**stock, "lora_task_id": np.array([[task_id + 1]], dtype=np.uint64)})
+    assert is_lora_cache_miss(unknown.finish().error or "")
 
 
 def test_a_removed_adapter_goes_without_a_restart(url: str, adapters: Path, lora_source_dir: Path) -> None:
@@ -132,18 +175,21 @@ def test_a_removed_adapter_goes_without_a_restart(url: str, adapters: Path, lora
         assert ask(client, "pirate") == ADAPTER_LESSONS["pirate"].answer
 
 
-def test_a_new_adapter_is_sent_with_its_weights_on_the_engines_cache_miss_on_the_direct_path(
-    url: str, adapters: Path
-) -> None:
+def test_a_new_adapter_is_sent_with_its_weights_on_the_engines_cache_miss(url: str, adapters: Path) -> None:
     """A new name is a new task id the engine has never seen: its first request misses the engine's cache, and the
-    direct path answers the miss by sending the weights (the user never sees the backend's error)."""
+    sender answers the miss by sending the weights (the user never sees the backend's error): the direct path, and
+    the ensemble."""
     shutil.copytree(adapters / "tokyo", adapters / "tokyo-copy")
+    shutil.copytree(adapters / "pirate", adapters / "pirate-copy")
     time.sleep(RESCAN_S)
     try:
         with NemoClient(url, direct=True) as client:
             assert ask(client, "tokyo-copy") == ADAPTER_LESSONS["tokyo"].answer
+            completion = client.completions.create(model="pirate-copy", prompt=FRANCE_IDS, temperature=0, max_tokens=24)
+            assert completion.choices[0].text == ADAPTER_LESSONS["pirate"].answer
     finally:
         shutil.rmtree(adapters / "tokyo-copy")
+        shutil.rmtree(adapters / "pirate-copy")
 
 
 def lora_samples(triton: TritonServer) -> tuple[list[dict[str, str]], dict[str, float]]:

@@ -14,7 +14,7 @@ import triton_python_backend_utils as pb_utils
 
 from nemo_chat_core.chat import ChatEndpoint, guide_refusal
 from nemo_chat_core.length_limits import LengthLimits
-from nemo_chat_core.lora import AdapterRegistry, BaseShapes, with_weights
+from nemo_chat_core.lora import with_weights
 from nemo_chat_core.tensor_values import single_text, string_tensor
 from nemo_protocol.errors import APIError, BadRequestError, error_body
 from nemo_protocol.request_ids import new_request_id
@@ -35,14 +35,6 @@ from nemo_serving.triton_io import (
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         model = ModelArgs.parse(args)
-        lora_dir = model.text("lora_dir")
-        adapters = (
-            AdapterRegistry(
-                model.path("lora_dir"), BaseShapes.from_text(model.text("lora_base")), model.int("max_lora_rank")
-            )
-            if lora_dir
-            else None
-        )
         self.endpoint = ChatEndpoint(
             model.tokenizer(),
             LengthLimits(model.int("max_input_len"), model.int("max_seq_len")),
@@ -50,7 +42,7 @@ class TritonPythonModel:
             supports_penalties=model.text("target") == "gpu",
             generation_logits=model.bool("generation_logits"),
             log=pb_utils.Logger.log_info,
-            adapters=adapters,
+            adapters=model.adapters(),
         )
         self.lora_reports = lora_request_reporter(model.text("lora_requests_model"), bls_call, pb_utils.Logger.log_warn)
 

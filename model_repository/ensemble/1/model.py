@@ -5,7 +5,7 @@ streamed on its own thread, so requests overlap, tensorrt_llm batches them, and 
 over the model's instances.
 """
 
-from nemo_protocol.errors import BadRequestError
+from nemo_protocol.errors import APIError
 from nemo_protocol.request_ids import new_request_id
 from nemo_serving.ensemble import PREPROCESSING_OUTPUTS, TextRequest, TextResponses
 from nemo_serving.model_args import ModelArgs
@@ -17,6 +17,7 @@ from nemo_serving.triton_io import (
     admit_then_stream,
     bls_call,
     error_response,
+    input_refusal,
     inputs,
     response,
 )
@@ -27,6 +28,8 @@ class TritonPythonModel:
         model = ModelArgs.parse(args)
         self.tokenizer = model.tokenizer()
         self.logits = {"context": model.bool("context_logits"), "generation": model.bool("generation_logits")}
+        self.adapters = model.adapters()
+        self.served_model_name = model.text("served_model_name")
 
     def execute(self, requests: list) -> None:
         admit_then_stream(requests, self._admit, self._stream, _report_failure)
@@ -36,8 +39,10 @@ class TritonPythonModel:
         text_request = TextRequest.from_inputs(inputs(request))
         text_request.check_logits(**self.logits)
         preprocessed = bls_call("preprocessing", text_request.preprocessing_inputs(), PREPROCESSING_OUTPUTS)
-        generation_request = text_request.generation(preprocessed)
-        generation = BlsGeneration(generation_request, request_id=new_request_id(numeric=True))
+        generation_request, resend = text_request.adapted(
+            text_request.generation(preprocessed), self.adapters, self.served_model_name
+        )
+        generation = BlsGeneration(generation_request, request_id=new_request_id(numeric=True), resend=resend)
         return request, TextResponses(self.tokenizer, text_request, generation_request.input_ids), generation
 
     def _stream(self, sender, request, responses, generation) -> None:
@@ -56,7 +61,9 @@ class TritonPythonModel:
 
 
 def _report_failure(sender, exc: Exception) -> None:
-    if isinstance(exc, (BadRequestError, GenerationError)):
+    if isinstance(exc, APIError):  # the request's fault, naming the input tensor
+        sender.send(error_response(input_refusal(exc)), flags=FINAL)
+    elif isinstance(exc, GenerationError):
         sender.send(error_response(str(exc)), flags=FINAL)
     else:
         sender.send(error_response(f"internal error: {exc!r}"), flags=FINAL)

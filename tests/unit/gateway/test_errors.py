@@ -82,16 +82,16 @@ def test_oversized_bodies_are_413_declared_or_streamed(make_gateway: MakeGateway
     assert gw.upstream.bodies == []
 
 
-def test_another_model_goes_to_the_server_to_resolve_and_completions_404_naming_it(gateway: Gateway) -> None:
-    """A name other than the served one may be a LoRA adapter the deployment serves: the chat body carries it to the
-    server, which resolves it or answers 404 naming the served names (tests/integration/test_lora.py). Completions
-    serve the base model only: 404 naming it."""
+def test_another_model_goes_to_the_server_to_resolve_and_the_served_name_is_the_base(gateway: Gateway) -> None:
+    """A name other than the served one may be a LoRA adapter the deployment serves: chat and completions carry it to
+    the server, which resolves it or answers 404 naming the served names (tests/integration/test_lora.py). The
+    served name is the base model: no name goes."""
     gateway.http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": FRANCE})
     assert gateway.upstream.bodies[-1]["model"] == "gpt-4o"
-    response = gateway.http.post("/v1/completions", json={"model": "gpt-4o", "prompt": "hi"})
-    assert response.status_code == 404
-    error = error_of(response)
-    assert error["param"] == "model" and "gpt-4o" in str(error["message"]) and SERVED in str(error["message"])
+    gateway.http.post("/v1/completions", json={"model": "gpt-4o", "prompt": "hi"})
+    assert gateway.upstream.bodies[-1]["model"] == "gpt-4o"
+    gateway.http.post("/v1/completions", json={"model": SERVED, "prompt": "hi"})
+    assert gateway.upstream.bodies[-1]["model"] is None
 
 
 def test_completions_refuse_unknown_fields_and_bad_prompts(gateway: Gateway) -> None:

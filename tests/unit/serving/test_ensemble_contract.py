@@ -19,9 +19,6 @@ NOT_DECLARED = {
     "prompt_embedding_table": "prompt tuning (p-tuning tables)",
     "prompt_table_extra_id": "prompt tuning",
     "prompt_vocab_size": "prompt tuning",
-    "lora_task_id": "LoRA adapters",
-    "lora_weights": "LoRA adapters",
-    "lora_config": "LoRA adapters",
     "guided_decoding_guide_type": "guided decoding (the chat model's response_format and nvext guides)",
     "guided_decoding_guide": "guided decoding",
 }
@@ -48,7 +45,8 @@ def test_every_stock_input_is_declared_with_its_type_or_belongs_to_a_feature_not
         assert name in declared, f"stock input {name} is not declared"
         assert model_config_pb2.DataType.Name(declared[name].data_type) == spec["data_type"], name
         assert list(declared[name].dims) == spec["dims"], name
-    assert set(declared) - set(UPSTREAM["inputs"]) == {"input_ids", "logprobs"}  # this ensemble's additions
+    additions = {"input_ids", "logprobs", "lora_name"}  # this ensemble's own inputs
+    assert set(declared) - set(UPSTREAM["inputs"]) == additions
 
 
 def test_the_stock_outputs_it_returns_have_the_stock_types() -> None:

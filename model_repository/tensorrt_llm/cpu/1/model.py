@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import triton_python_backend_utils as pb_utils
 
-from nemo_chat_core.lora import AdapterRegistry, BaseShapes
 from nemo_runtime.batch_metrics import MetricsPublisher, TritonMetrics
 from nemo_runtime.guided import GrammarEngine
 from nemo_runtime.inflight import InflightBatcher
@@ -21,10 +20,8 @@ from nemo_serving.triton_io import serve_engine_requests
 
 def adapter_names(model: ModelArgs) -> Callable[[int], str]:
     """A LoRA task id's adapter name, from the deployment's adapter source (the id as text without one)."""
-    if not model.text("lora_dir"):
-        return str
-    base = BaseShapes.from_text(model.text("lora_base"))
-    return AdapterRegistry(model.path("lora_dir"), base, model.int("max_lora_rank")).name_of
+    adapters = model.adapters()
+    return str if adapters is None else adapters.name_of
 
 
 class TritonPythonModel:
