@@ -180,11 +180,11 @@ class LoraRequestReporter:
 
     def _send(self, reports: list[Report]) -> None:
         columns = zip(*((r.request_id, r.lora_name, r.state) for r in reports), strict=True)
-        tensors = {
-            name: np.array([text.encode("utf-8") for text in column], dtype=object)
-            for name, column in zip(REPORT_INPUTS, columns, strict=True)
-        }
         try:
+            tensors = {  # an adapter's name is its directory's: it may hold bytes that are no UTF-8
+                name: np.array([text.encode("utf-8") for text in column], dtype=object)
+                for name, column in zip(REPORT_INPUTS, columns, strict=True)
+            }
             self._call(self._model, tensors, [RECORDED])
         except Exception as exc:  # the metrics must never fail a request: counted, and logged now and then
             self.lost += len(reports)

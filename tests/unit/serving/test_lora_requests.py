@@ -212,6 +212,23 @@ def test_a_report_that_cannot_be_delivered_fails_nothing_and_is_logged_now_and_t
         reporter.close()
 
 
+def test_an_adapter_name_that_is_no_utf8_is_lost_alone() -> None:
+    """A directory name with bytes that are no UTF-8 (held as surrogates) cannot be sent; the reporter goes on."""
+    model, logged = RecordingModel(), []
+    reporter = LoraRequestReporter("lora_requests", model, logged.append)
+    try:
+        odd = reporter.track(adapter("caf\udce9"))
+        assert odd is not None
+        odd.sent()
+        assert reporter.flush() and reporter.lost == 1 and "encode" in logged[0]
+        fine = reporter.track(adapter("tokyo"))
+        assert fine is not None
+        fine.sent()
+        assert reporter.flush() and model.book.state().lora_waiting == ("tokyo",)
+    finally:
+        reporter.close()
+
+
 def test_a_frontend_reports_only_where_its_config_names_the_model() -> None:
     assert lora_request_reporter("", RecordingModel(), print) is None
     reporter = lora_request_reporter("lora_requests", RecordingModel(), print)
