@@ -17,7 +17,9 @@ request (nemo_runtime.stand_in), for measuring the frontend models at GPU token 
 
 The frontend models (`chat`, `ensemble`, `preprocessing`, `postprocessing`; all python models, so each
 instance is a stub process of its own) run `frontend_instances` instances each; `preprocessing_instances`
-and `postprocessing_instances` override it for those two.
+and `postprocessing_instances` override it for those two. `gpu` with LoRA adapters adds `lora_requests` (one
+instance), to which `chat` reports its adapter requests: the C++ backend publishes no LoRA metric, so that model
+publishes them (nemo_serving.lora_requests; `lora_metrics_from_frontends`).
 
 Nothing is written unless every placeholder is filled and every rendered config parses into Triton's
 `ModelConfig` protobuf under the name of its directory.
@@ -72,6 +74,7 @@ SHARED_TENSORS_FILE = "tensors.pbtxt"
 XGRAMMAR_INFO_FILE = "xgrammar_tokenizer_info.json"
 TOKENIZER_FILE = "preprocessing/tekken.json"  # relative to the rendered repository
 SCHEDULER_POLICIES = ("max_utilization", "guaranteed_no_evict")
+LORA_REQUESTS_MODEL = "lora_requests"  # the engine runtime's LoRA metrics, reported by the frontends
 MANIFEST_FILE = "manifest.json"  # at the repository root, beside the model directories
 MANIFEST_KIND = "nemo-build repository"
 MANIFEST_FORMAT = 1  # bump when a reader of the old format would misread the new one
@@ -124,13 +127,19 @@ class RepositorySettings:
     lora_cache_host_memory_bytes: int = 2**30
     # pytorch: the LLM API's LoraConfig (a profile's `lora` section sets them)
     lora_target_modules: tuple[str, ...] = tuple(MODULE_IDS)
-    max_loras: int = 8
+    max_loras: int = 8  # pytorch: LoraConfig.max_loras; every target: the LoRA gauge's max_lora (adapters on the GPU)
     max_cpu_loras: int = 32
+    # The `lora_requests` model, to which the chat model reports its adapter requests for the LoRA metrics (the C++
+    # backend publishes none). None: on for gpu with adapters. cpu may turn it on, beside the metrics its runtime
+    # publishes itself, to check the reports on a CPU host; pytorch publishes its own.
+    lora_metrics_from_frontends: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("preprocessing_instances", "postprocessing_instances"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, self.frontend_instances)
+        if self.lora_metrics_from_frontends is None:
+            object.__setattr__(self, "lora_metrics_from_frontends", self.target == "gpu" and self.lora_dir is not None)
         problems = []
         if self.target not in TARGETS:
             problems.append(f"target {self.target!r} (accepted: {', '.join(TARGETS)})")
@@ -158,6 +167,11 @@ class RepositorySettings:
             problems.append("cancellation_check_period_ms must be >= 1 and max_queue_delay_microseconds >= 0")
         if self.lora_dir is not None and self.target == STAND_IN:
             problems.append("lora_dir: the stand-in has no model to adapt (serve LoRA with gpu, pytorch or cpu)")
+        if self.lora_metrics_from_frontends and (self.lora_dir is None or self.target not in ("gpu", "cpu")):
+            problems.append(
+                "lora_metrics_from_frontends: only with lora_dir, on gpu (the default there) or cpu (to check the "
+                "frontends' reports; pytorch and cpu publish the LoRA metrics from their runtime)"
+            )
         if '"' in self.served_model_name or not self.served_model_name:
             problems.append(f"served_model_name {self.served_model_name!r} (non-empty, no quotes)")
         for name in ("max_num_tokens", "tokens_per_block", "tensor_parallel_size", "max_lora_rank"):
@@ -198,7 +212,12 @@ class RepositorySettings:
         out["lora_dir"] = "" if self.lora_dir is None else str(self.lora_dir.resolve())
         # what adapters must fit (read only when adapters are served: a stand-in has no model to adapt)
         out["lora_base"] = "" if self.lora_dir is None else lora_base_shapes(self.model_dir).to_text()
+        out["lora_requests_model"] = LORA_REQUESTS_MODEL if self.lora_metrics_from_frontends else ""
         return out
+
+    def renders(self, model: str) -> bool:
+        """Whether the repository holds the template directory ``model`` (`lora_requests`: only where it is used)."""
+        return model != LORA_REQUESTS_MODEL or bool(self.lora_metrics_from_frontends)
 
 
 def lora_base_shapes(model_dir: Path) -> BaseShapes:
@@ -329,7 +348,7 @@ def render_repository(
         "tokenizer_sha256": sha256_file(tokenizer),
         "xgrammar_tokenizer_info_path": str(info_path),
     }
-    model_dirs = sorted(path for path in templates.iterdir() if path.is_dir())
+    model_dirs = sorted(path for path in templates.iterdir() if path.is_dir() and settings.renders(path.name))
     if not model_dirs:
         raise BuildError(f"{templates} holds no model templates")
 

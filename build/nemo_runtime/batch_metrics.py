@@ -23,10 +23,14 @@ iteration stats (`kvCacheStats`: its own block size, free and reused blocks), as
 | `nemo_runtime_requests_cancelled_total` | | requests ended early since start (a counter the backend lacks) |
 
 LoRA (the Gateway API Inference Extension's model server protocol, in vLLM's names, which its endpoint picker reads):
-| `vllm:lora_requests_info{running_lora_adapters, waiting_lora_adapters, max_lora}` | | the time of the last change; the
-labels list the adapters (comma-separated names) of the running and the waiting requests and the adapters the engine
-holds at once. Each change replaces the labelled series, so one series tells the state now. |
+| `vllm:lora_requests_info{running_lora_adapters, waiting_lora_adapters, max_lora}` | | the time the labels last became
+the state; the labels list the adapters (comma-separated names) of the running and the waiting requests and the adapters
+the engine holds at once. One series per set of labels seen (Triton keeps a series once made, as vLLM's gauge does):
+the newest, the largest value, is the state now, as the endpoint picker reads it (getLatestLoraMetric). |
 | `nemo_runtime_lora_requests_total{lora_name}` | | requests submitted for each adapter since start |
+
+The engine runtime's C++ backend publishes no LoRA metric: there the `lora_requests` model publishes these two
+families (LoraMetrics) from the frontends' reports of their adapter requests (nemo_serving.lora_requests).
 
 The backend's `context` request count is not published: the CPU engines prefill within a decode step and keep no
 count of it between steps.
@@ -41,7 +45,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from nemo_runtime.engine_state import BatcherStats
 
@@ -75,7 +79,24 @@ DESCRIPTIONS = {
 }
 
 
-def lora_info_labels(stats: BatcherStats) -> dict[str, str]:
+class LoraState(Protocol):
+    """What the LoRA metrics read: BatcherStats, or the frontends' reports of the engine runtime's adapter requests
+    (nemo_serving.lora_requests, published by the `lora_requests` model)."""
+
+    @property
+    def lora_running(self) -> tuple[str, ...]: ...  # the adapters of the running requests, by name, sorted
+
+    @property
+    def lora_waiting(self) -> tuple[str, ...]: ...  # the adapters of the waiting requests
+
+    @property
+    def max_lora(self) -> int: ...  # adapters the engine holds at once; 0: no LoRA, no info gauge
+
+    @property
+    def lora_requests(self) -> tuple[tuple[str, int], ...]: ...  # (adapter, requests since start), sorted
+
+
+def lora_info_labels(stats: LoraState) -> dict[str, str]:
     """The labels of the LoRA info gauge (the protocol's lora_info_labels) for ``stats``."""
     return {
         "running_lora_adapters": ",".join(stats.lora_running),
@@ -84,10 +105,52 @@ def lora_info_labels(stats: BatcherStats) -> dict[str, str]:
     }
 
 
-class Engine(Protocol):
-    """What the publisher follows: the in-flight batcher or the stand-in engine."""
+S = TypeVar("S")
 
-    def wait_for_change(self, since: BatcherStats | None, timeout: float) -> BatcherStats: ...
+
+class Followed(Protocol[S]):
+    """What the publisher follows: the in-flight batcher, the stand-in engine, the book of LoRA requests."""
+
+    def wait_for_change(self, since: S | None, timeout: float) -> S: ...
+
+
+class LoraMetrics:
+    """The LoRA info gauge and the requests-per-adapter counters in Triton (``pb_utils`` as for TritonMetrics)."""
+
+    def __init__(self, pb_utils: Any, labels: Mapping[str, str]) -> None:
+        gauge, counter = pb_utils.MetricFamily.GAUGE, pb_utils.MetricFamily.COUNTER
+        self._labels = dict(labels)
+        self._info_family = pb_utils.MetricFamily(name=LORA_INFO, description=DESCRIPTIONS[LORA_INFO], kind=gauge)
+        self._requests_family = pb_utils.MetricFamily(
+            name=LORA_REQUESTS, description=DESCRIPTIONS[LORA_REQUESTS], kind=counter
+        )
+        self._info: dict[tuple[tuple[str, str], ...], Any] = {}  # the info series by their labels
+        self._info_now: tuple[tuple[str, str], ...] | None = None  # the labels of the state now
+        self._requests: dict[str, tuple[Any, int]] = {}  # adapter → (counter, requests counted)
+
+    def publish(self, stats: LoraState) -> None:
+        if stats.max_lora:
+            labels = tuple(lora_info_labels(stats).items())
+            if labels != self._info_now:  # the series of the state now gets the newest time
+                metric = self._info.get(labels)
+                if metric is None:
+                    metric = self._info[labels] = self._info_family.Metric(labels={**self._labels, **dict(labels)})
+                metric.set(time.time())
+                self._info_now = labels
+        for name, count in stats.lora_requests:
+            counter, counted = self._requests.get(name) or (
+                self._requests_family.Metric(labels={**self._labels, "lora_name": name}),
+                0,
+            )
+            if count > counted:
+                counter.increment(count - counted)
+            self._requests[name] = (counter, count)
+
+    def close(self) -> None:
+        # Triton requires a family to outlive its metrics: the metrics go first.
+        self._info.clear()
+        self._requests.clear()
+        self._info_family = self._requests_family = None
 
 
 class TritonMetrics:
@@ -107,14 +170,7 @@ class TritonMetrics:
         self._cancelled = cancelled.Metric(labels=dict(labels))
         self._last_gauges: list[float | None] = [None] * len(self._gauges)
         self._last_cancelled = 0
-        self._labels = dict(labels)
-        self._lora_info_family = pb_utils.MetricFamily(name=LORA_INFO, description=DESCRIPTIONS[LORA_INFO], kind=gauge)
-        self._lora_requests_family = pb_utils.MetricFamily(
-            name=LORA_REQUESTS, description=DESCRIPTIONS[LORA_REQUESTS], kind=counter
-        )
-        self._families += [self._lora_info_family, self._lora_requests_family]
-        self._lora_info: tuple[dict[str, str], Any] | None = None  # the one series now: its labels and metric
-        self._lora_requests: dict[str, tuple[Any, int]] = {}  # adapter → (counter, requests counted)
+        self._lora = LoraMetrics(pb_utils, labels)
 
     def publish(self, stats: BatcherStats) -> None:
         for index, (metric, read) in enumerate(self._gauges):
@@ -125,38 +181,20 @@ class TritonMetrics:
         if stats.cancelled > self._last_cancelled:
             self._cancelled.increment(stats.cancelled - self._last_cancelled)
             self._last_cancelled = stats.cancelled
-        self._publish_lora(stats)
-
-    def _publish_lora(self, stats: BatcherStats) -> None:
-        if stats.max_lora:
-            labels = lora_info_labels(stats)
-            if self._lora_info is None or self._lora_info[0] != labels:
-                # a new series replaces the old one (dropped with its metric object), stamped with the time
-                metric = self._lora_info_family.Metric(labels={**self._labels, **labels})
-                metric.set(time.time())
-                self._lora_info = (labels, metric)
-        for name, count in stats.lora_requests:
-            counter, counted = self._lora_requests.get(name) or (
-                self._lora_requests_family.Metric(labels={**self._labels, "lora_name": name}),
-                0,
-            )
-            if count > counted:
-                counter.increment(count - counted)
-            self._lora_requests[name] = (counter, count)
+        self._lora.publish(stats)
 
     def close(self) -> None:
         # Triton requires a family to outlive its metrics.
         self._gauges.clear()
-        self._lora_info = None
-        self._lora_requests.clear()
+        self._lora.close()
         self._cancelled = None
         self._families.clear()
 
 
-class MetricsPublisher:
+class MetricsPublisher(Generic[S]):
     """Publishes the batcher's stats from its own thread whenever they change. Call `close()` to stop it."""
 
-    def __init__(self, batcher: Engine, publish: Callable[[BatcherStats], None], min_interval_s: float = 0.01) -> None:
+    def __init__(self, batcher: Followed[S], publish: Callable[[S], None], min_interval_s: float = 0.01) -> None:
         self._batcher = batcher
         self._publish = publish
         self._min_interval_s = min_interval_s
@@ -166,7 +204,7 @@ class MetricsPublisher:
         self._thread.start()
 
     def _run(self) -> None:
-        published: BatcherStats | None = None
+        published: S | None = None
         while not self._stopped.is_set():
             stats = self._batcher.wait_for_change(published, timeout=0.25)
             if stats == published:

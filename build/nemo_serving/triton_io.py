@@ -143,6 +143,16 @@ def _reporting_failure(
         return None
 
 
+class GenerationReport(Protocol):
+    """Who hears of a generation's steps (nemo_serving.lora_requests.LoraRequestReport); each is told once."""
+
+    def sent(self) -> None: ...
+
+    def first_token(self) -> None: ...
+
+    def ended(self) -> None: ...  # finished, failed or cancelled: its last response came back
+
+
 class BlsGeneration:
     """A request to the `tensorrt_llm` model, iterated as chunks of new token ids (`with_logs`: with the log
     probs and logits the request asked for)."""
@@ -153,12 +163,15 @@ class BlsGeneration:
         request_id: str,
         model: str = "tensorrt_llm",
         resend: GenerationRequest | None = None,
+        report: GenerationReport | None = None,
     ) -> None:
         """``resend``: the request with its LoRA adapter's weights, sent instead when the engine answers that it
-        does not hold the adapter (the tensorrtllm backend's "LoRA task N not found in cache")."""
+        does not hold the adapter (the tensorrtllm backend's "LoRA task N not found in cache"). ``report``: told
+        when the request was sent, its first token came and its last response (the LoRA request metrics)."""
         self._model = model
         self._request_id = request_id
         self._resend = resend
+        self._report = report
         self._wanted = {
             "output_log_probs": request.return_log_probs,
             "cum_log_probs": request.return_log_probs,
@@ -167,6 +180,8 @@ class BlsGeneration:
         }
         self.wants_logs = any(self._wanted.values())
         self._responses = self._exec(request)
+        if report is not None:
+            report.sent()
 
     def _exec(self, request: GenerationRequest) -> Iterator[pb_utils.InferenceResponse]:
         return pb_utils.InferenceRequest(
@@ -186,12 +201,23 @@ class BlsGeneration:
 
     def with_logs(self) -> Iterator[tuple[list[int], LogOutputs]]:
         """Each response's new ids and what it carries beside them (fields None where not asked for)."""
+        if self._report is None:
+            yield from self._outputs()
+            return
+        try:
+            for output in self._outputs():
+                self._report.first_token()
+                yield output
+        finally:  # read to the end, failed, or dropped by its reader (GeneratorExit)
+            self._report.ended()
+
+    def _outputs(self) -> Iterator[tuple[list[int], LogOutputs]]:
         for item in self._responses:
             if item.has_error():
                 message = item.error().message()
                 if self._resend is not None and is_lora_cache_miss(message):
                     self._responses, self._resend = self._exec(self._resend), None
-                    yield from self.with_logs()
+                    yield from self._outputs()
                     return
                 raise GenerationError(message)
             self._resend = None  # the engine took the request: a later error is no cache miss

@@ -36,15 +36,18 @@ def serving_lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def serving_repository(out: Path, target: str, model_dir: Path, tekken_path: Path, **settings: Any) -> Path:
-    """A repository rendered at ``out`` with the integration suite's limits and served name."""
+    """A repository rendered at ``out`` with the integration suite's limits and served name (``settings`` may
+    override them)."""
     limits = RepositorySettings(
         target=target,
         model_dir=model_dir,
-        max_batch_size=MAX_BATCH_SIZE,
-        max_input_len=MAX_INPUT_LEN,
-        max_seq_len=MAX_SEQ_LEN,
-        served_model_name=SERVED,
-        **settings,
+        **{
+            "max_batch_size": MAX_BATCH_SIZE,
+            "max_input_len": MAX_INPUT_LEN,
+            "max_seq_len": MAX_SEQ_LEN,
+            "served_model_name": SERVED,
+            **settings,
+        },
     )
     render_repository(TEMPLATES_DIR, limits, tekken_path, out)
     return out

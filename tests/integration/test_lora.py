@@ -193,19 +193,22 @@ def test_a_new_adapter_is_sent_with_its_weights_on_the_engines_cache_miss(url: s
 
 
 def lora_samples(triton: TritonServer) -> tuple[list[dict[str, str]], dict[str, float]]:
-    """The `tensorrt_llm` model's LoRA info series (labels) and requests per adapter, from Triton's /metrics."""
+    """The `tensorrt_llm` model's LoRA info series (labels), oldest first, and requests per adapter, from Triton's
+    /metrics. Triton keeps a series per set of labels seen; the value, the time the state began, orders them, and the
+    newest is the state now (as the endpoint picker reads it)."""
     with urllib.request.urlopen(f"http://{triton.host}:{triton.ports.metrics}/metrics", timeout=5) as answer:
         text = answer.read().decode("utf-8")
-    infos, requests = [], {}
+    infos: list[tuple[float, dict[str, str]]] = []
+    requests = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.labels.get("model") != "tensorrt_llm":
                 continue
             if sample.name == "vllm:lora_requests_info":
-                infos.append({k: v for k, v in sample.labels.items() if k not in ("model", "version")})
+                infos.append((sample.value, {k: v for k, v in sample.labels.items() if k not in ("model", "version")}))
             elif sample.name == "nemo_runtime_lora_requests_total":
                 requests[sample.labels["lora_name"]] = sample.value
-    return infos, requests
+    return [labels for _, labels in sorted(infos, key=lambda item: item[0])], requests
 
 
 def test_the_engine_publishes_the_lora_info_gauge_and_requests_per_adapter(
@@ -221,7 +224,7 @@ def test_the_engine_publishes_the_lora_info_gauge_and_requests_per_adapter(
         )
         next(iter(stream))
         deadline, infos = time.monotonic() + 10, []
-        while not any(info.get("running_lora_adapters") == "pirate" for info in infos):
+        while not infos or infos[-1].get("running_lora_adapters") != "pirate":  # the state now
             assert time.monotonic() < deadline, infos
             infos, requests = lora_samples(triton)
             time.sleep(0.05)

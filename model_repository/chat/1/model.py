@@ -3,7 +3,9 @@
 Each request is admitted in `execute` (validated, rendered, its `tensorrt_llm` request started) and then
 streamed on its own thread, so requests overlap and tensorrt_llm batches them, and concurrent requests
 spread over the model's instances. Every response carries one JSON object in `response`; ids that queued
-up while a response was sent go out in the next one (nemo_serving.token_stream).
+up while a response was sent go out in the next one (nemo_serving.token_stream). Where the config names a
+`lora_requests` model (the engine runtime, whose backend publishes no LoRA metric), each adapter request's steps
+are reported to it (nemo_serving.lora_requests).
 """
 
 import json
@@ -16,9 +18,18 @@ from nemo_chat_core.lora import with_weights
 from nemo_chat_core.tensor_values import single_text, string_tensor
 from nemo_protocol.errors import APIError, BadRequestError, error_body
 from nemo_protocol.request_ids import new_request_id
+from nemo_serving.lora_requests import lora_request_reporter
 from nemo_serving.model_args import ModelArgs
 from nemo_serving.token_stream import coalesced, until_cancelled
-from nemo_serving.triton_io import FINAL, BlsGeneration, GenerationError, admit_then_stream, inputs, response
+from nemo_serving.triton_io import (
+    FINAL,
+    BlsGeneration,
+    GenerationError,
+    admit_then_stream,
+    bls_call,
+    inputs,
+    response,
+)
 
 
 class TritonPythonModel:
@@ -33,6 +44,7 @@ class TritonPythonModel:
             log=pb_utils.Logger.log_info,
             adapters=model.adapters(),
         )
+        self.lora_reports = lora_request_reporter(model.text("lora_requests_model"), bls_call, pb_utils.Logger.log_warn)
 
     def execute(self, requests: list) -> None:
         admit_then_stream(requests, self._admit, self._stream, _report_failure)
@@ -43,10 +55,12 @@ class TritonPythonModel:
         if raw is None:
             raise BadRequestError("the input tensor 'request' (one JSON string) is required", param="request")
         chat = self.endpoint.prepare(single_text(raw, "request"))
-        generation = BlsGeneration(
-            chat.generation, new_request_id(numeric=True), resend=with_weights(chat.generation, chat.adapter)
-        )
-        return request, chat, generation
+        return request, chat, self._generation(chat.generation, chat.adapter)
+
+    def _generation(self, generation, adapter) -> BlsGeneration:
+        report = self.lora_reports.track(adapter) if self.lora_reports else None
+        resend = with_weights(generation, adapter)
+        return BlsGeneration(generation, new_request_id(numeric=True), resend=resend, report=report)
 
     def _stream(self, sender, request, chat, generation) -> None:
         def stream(generation: BlsGeneration) -> tuple:
@@ -55,8 +69,7 @@ class TritonPythonModel:
             return until_cancelled(responses, request.is_cancelled, generation.cancel), generation.cancel
 
         def resume(follow_up) -> tuple:  # a strict tool call's guided continuation
-            resend = with_weights(follow_up, chat.adapter)
-            return stream(BlsGeneration(follow_up, new_request_id(numeric=True), resend=resend))
+            return stream(self._generation(follow_up, chat.adapter))
 
         try:
             for event in self.endpoint.respond(chat, *stream(generation), resume):
@@ -64,6 +77,10 @@ class TritonPythonModel:
         except GenerationError as exc:
             raise guide_refusal(chat, str(exc)) or exc from None
         sender.send(flags=FINAL)
+
+    def finalize(self) -> None:
+        if self.lora_reports:
+            self.lora_reports.close()
 
 
 def _report_failure(sender, exc: Exception) -> None:
