@@ -22,7 +22,7 @@ from nemo_chat_core.log_probs import (
     prompt_log_probs,
     scored,
 )
-from nemo_chat_core.lora import AdapterRegistry, requested_adapter, with_weights
+from nemo_chat_core.lora import AdapterRegistry, LoraAdapter, requested_adapter, with_weights
 from nemo_chat_core.sampling import Sampling
 from nemo_chat_core.tensor_values import Inputs, scalar, single_text, string_tensor, texts
 from nemo_protocol.errors import BadRequestError, NotFoundError
@@ -168,24 +168,29 @@ class TextRequest:
             return_generation_logits=bool(self.logprobs),
         )
 
-    def adapted(
-        self, generation: GenerationRequest, adapters: AdapterRegistry | None, base_name: str
-    ) -> tuple[GenerationRequest, GenerationRequest | None]:
-        """``generation`` with the request's LoRA adapter, and the same request carrying the adapter's weights, to
-        send again when the engine does not hold them (None: no adapter, or no weights known for it). An unknown
-        ``lora_name`` is a NotFoundError naming the tensor and the served names."""
+    def adapted(self, generation: GenerationRequest, adapters: AdapterRegistry | None, base_name: str) -> Adapted:
+        """``generation`` with the request's LoRA adapter. An unknown ``lora_name`` is a NotFoundError naming the
+        tensor and the served names."""
         if self.lora is not None:
-            known = adapters.find(self.lora.task_id) if adapters is not None and self.lora.weights is None else None
+            known = adapters.find(self.lora.task_id) if adapters is not None else None
             generation = replace(generation, lora=self.lora)
-            return generation, with_weights(generation, known)
+            return Adapted(generation, with_weights(generation, known if self.lora.weights is None else None), known)
         try:
             adapter = requested_adapter(adapters, self.lora_name, base_name)
         except NotFoundError as exc:
             raise NotFoundError(exc.message, param="lora_name") from None
-        if adapter is None:
-            return generation, None
-        generation = replace(generation, lora=LoraInputs(adapter.task_id))
-        return generation, with_weights(generation, adapter)
+        if adapter is not None:
+            generation = replace(generation, lora=LoraInputs(adapter.task_id))
+        return Adapted(generation, with_weights(generation, adapter), adapter)
+
+
+@dataclass(frozen=True)
+class Adapted:
+    """The `tensorrt_llm` request of an `ensemble` request, with its LoRA adapter."""
+
+    generation: GenerationRequest
+    resend: GenerationRequest | None  # with the adapter's weights, for the engine's cache miss (None: none known)
+    adapter: LoraAdapter | None  # the deployment's adapter it uses (None: the base model, or a task id of the caller's)
 
 
 def _prompt_ids(ids: np.ndarray) -> list[int]:

@@ -62,10 +62,19 @@ def lora_adapters(parameters: Mapping[str, str]) -> AdapterRegistry | None:
 class DirectChat:
     """Chat completions served by :class:`~nemo_chat_core.chat.ChatEndpoint` here over a `tensorrt_llm` stream."""
 
-    def __init__(self, endpoint: ChatEndpoint, transport: Transport, engine_model: str = ENGINE_MODEL) -> None:
+    def __init__(
+        self,
+        endpoint: ChatEndpoint,
+        transport: Transport,
+        engine_model: str = ENGINE_MODEL,
+        adapters_counted_upstream: bool = False,
+    ) -> None:
+        """``adapters_counted_upstream``: the deployment counts adapter requests in the frontends' reports (the
+        engine runtime's LoRA metrics: the ``chat`` model's ``lora_requests_model``)."""
         self.endpoint = endpoint
         self._transport = transport
         self._engine_model = engine_model
+        self._adapters_counted_upstream = adapters_counted_upstream
 
     @classmethod
     async def connect(
@@ -104,7 +113,14 @@ class DirectChat:
             log=logger.info,
             adapters=lora_adapters(parameters),
         )
-        return cls(endpoint, transport, engine_model)
+        return cls(endpoint, transport, engine_model, bool(parameters.get("lora_requests_model")))
+
+    def serves(self, body: Mapping[str, Any]) -> bool:
+        """Whether this path serves ``body``. Not a request naming another model (a LoRA adapter, or unknown) where
+        the deployment counts adapter requests in the frontends' reports: those must reach the pod that runs the
+        request, which a balanced transport does not say; the ``chat`` model serves them, and reports them."""
+        model = body.get("model")
+        return not self._adapters_counted_upstream or model is None or model == self.endpoint.model_name
 
     def start(self, body: Mapping[str, Any], *, deadline: float) -> tuple[str, AsyncIterator[dict[str, Any]]]:
         """Validate and render ``body`` now (BadRequestError naming the field); the events follow as they come."""

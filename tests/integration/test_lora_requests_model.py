@@ -1,5 +1,6 @@
-"""The engine runtime's LoRA metrics path on a real Triton: the `chat` model reports its adapter requests to the
-`lora_requests` model, which publishes the model server protocol's LoRA gauge and the requests per adapter.
+"""The engine runtime's LoRA metrics path on a real Triton: the `chat` model and the `ensemble` report their adapter
+requests to the `lora_requests` model, which publishes the model server protocol's LoRA gauge and the requests per
+adapter.
 
 The `gpu` target (C++ tensorrtllm backend) renders that model and cannot run here, so this renders a CPU repository
 with ``lora_metrics_from_frontends`` (the same two models, the same BLS reports, the CPU runtime behind them) and one
@@ -114,6 +115,36 @@ def test_the_chat_models_reports_publish_waiting_then_running_adapters_and_reque
     # Triton keeps a series per set of labels seen, as vLLM does; the newest tells the state now
     seen = [tuple(sorted(labels.items())) for _, labels in infos[LORA_REQUESTS_MODEL]]
     assert len(seen) == len(set(seen)) >= 4
+
+
+def test_the_ensembles_adapter_requests_are_reported_too(triton: TritonServer) -> None:
+    """Completions (the `ensemble`) naming an adapter report it as the chat model does."""
+    before = lora_metrics(triton)[1].get("tokyo", 0.0)
+    with NemoClient(triton.grpc_url) as client:
+        stream = client.completions.create(
+            model="tokyo", prompt="The capital of France is", max_tokens=2000, stream=True, ignore_eos=True
+        )
+        next(iter(stream))
+        wait_for(triton, running="tokyo", waiting="")
+        stream.close()
+    _, requests = wait_for(triton, running="", waiting="")
+    assert requests["tokyo"] == before + 1
+
+
+def test_the_direct_path_sends_adapter_requests_through_the_chat_model_so_they_are_counted(
+    triton: TritonServer,
+) -> None:
+    """The direct path cannot tell which pod its balanced transport sent a request to, so where the deployment counts
+    adapter requests it leaves those to the `chat` model (base-model requests stay direct)."""
+    before = lora_metrics(triton)[1].get("pirate", 0.0)
+    with NemoClient(triton.grpc_url, direct=True) as client:
+        stream = client.chat.completions.create(messages=FRANCE, model="pirate", **LONG)
+        next(iter(stream))
+        wait_for(triton, running="pirate", waiting="")
+        stream.close()
+        assert client.chat.completions.create(messages=FRANCE, temperature=0, max_tokens=24).choices[0].message.content
+    _, requests = wait_for(triton, running="", waiting="")
+    assert requests["pirate"] == before + 1
 
 
 def test_a_base_model_request_is_not_reported(triton: TritonServer) -> None:

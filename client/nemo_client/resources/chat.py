@@ -89,8 +89,8 @@ class AsyncChatCompletions:
         """
         check_json_value(body)  # text the wire cannot carry is the caller's error, named, not a crash
         deadline = self._client.deadline(timeout)
-        if self._client.direct:
-            direct = await self._client.direct_chat(deadline=deadline)
+        direct = await self._client.direct_chat(deadline=deadline) if self._client.direct else None
+        if direct is not None and direct.serves(body):
             request_id, events = direct.start(body, deadline=deadline)
         else:
             request_id = new_request_id()

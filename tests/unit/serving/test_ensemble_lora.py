@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from nemo_chat_core.engine_tensors import GenerationRequest
-from nemo_chat_core.lora import AdapterRegistry, BaseShapes
+from nemo_chat_core.engine_tensors import GenerationRequest, LoraInputs
+from nemo_chat_core.lora import AdapterRegistry, BaseShapes, LoraAdapter
 from nemo_protocol.errors import BadRequestError, NotFoundError
-from nemo_serving.ensemble import TextRequest
+from nemo_serving.ensemble import Adapted, TextRequest
 
 BASE_NAME = "nemo"
 GENERATION = GenerationRequest(input_ids=[1, 2, 3], max_new_tokens=4)
@@ -36,6 +37,10 @@ def request(**inputs: Any) -> TextRequest:
     return TextRequest.from_inputs(tensors.get)
 
 
+def parts(adapted: Adapted) -> tuple[GenerationRequest, GenerationRequest | None, LoraAdapter | None]:
+    return adapted.generation, adapted.resend, adapted.adapter
+
+
 def name(text: str) -> np.ndarray:
     return np.array([[text.encode()]], dtype=object)
 
@@ -43,7 +48,8 @@ def name(text: str) -> np.ndarray:
 def test_an_adapter_by_name_goes_by_task_id_and_again_with_its_weights(registry: AdapterRegistry) -> None:
     tokyo = registry.get("tokyo")
     assert tokyo is not None
-    sent, resend = request(lora_name=name("tokyo")).adapted(GENERATION, registry, BASE_NAME)
+    sent, resend, adapter = parts(request(lora_name=name("tokyo")).adapted(GENERATION, registry, BASE_NAME))
+    assert adapter == tokyo
     assert sent.lora is not None and (sent.lora.task_id, sent.lora.weights) == (tokyo.task_id, None)
     assert resend is not None and resend.lora is not None and resend.lora.task_id == tokyo.task_id
     assert np.array_equal(resend.lora.weights, tokyo.weights) and np.array_equal(resend.lora.config, tokyo.config)
@@ -54,7 +60,7 @@ def test_an_adapter_by_name_goes_by_task_id_and_again_with_its_weights(registry:
 def test_the_served_name_or_none_is_the_base_model(adapters: str | None, registry: AdapterRegistry) -> None:
     served = registry if adapters else None
     for req in (request(lora_name=name(BASE_NAME)), request()):
-        assert req.adapted(GENERATION, served, BASE_NAME) == (GENERATION, None)
+        assert req.adapted(GENERATION, served, BASE_NAME) == Adapted(GENERATION, None, None)
 
 
 def test_an_unknown_name_is_a_404_naming_the_tensor_and_the_served_names(registry: AdapterRegistry) -> None:
@@ -71,15 +77,18 @@ def test_the_stock_inputs_go_on_as_they_are_and_a_task_of_the_source_is_resent(r
     assert tokyo is not None
     weights, config = tokyo.weights.astype(np.float16)[None], tokyo.config.astype(np.int32)[None]
     task = np.array([[tokyo.task_id]], dtype=np.uint64)
-    sent, resend = request(lora_task_id=task, lora_weights=weights, lora_config=config).adapted(
-        GENERATION, registry, BASE_NAME
+    sent, resend, adapter = parts(
+        request(lora_task_id=task, lora_weights=weights, lora_config=config).adapted(GENERATION, registry, BASE_NAME)
     )
     assert sent.lora is not None and np.array_equal(sent.lora.weights, weights[0]) and resend is None
-    sent, resend = request(lora_task_id=task).adapted(GENERATION, registry, BASE_NAME)
-    assert sent.lora is not None and sent.lora.weights is None
+    assert adapter == tokyo  # a task of the deployment's source: named in the LoRA metrics
+    sent, resend, adapter = parts(request(lora_task_id=task).adapted(GENERATION, registry, BASE_NAME))
+    assert sent.lora is not None and sent.lora.weights is None and adapter == tokyo
     assert resend is not None and resend.lora is not None and np.array_equal(resend.lora.weights, tokyo.weights)
     other = np.array([[tokyo.task_id + 1]], dtype=np.uint64)  # the client's own id: no weights known here
-    assert request(lora_task_id=other).adapted(GENERATION, registry, BASE_NAME)[1] is None
+    assert request(lora_task_id=other).adapted(GENERATION, registry, BASE_NAME) == Adapted(
+        replace(GENERATION, lora=LoraInputs(tokyo.task_id + 1)), None, None
+    )
 
 
 def test_an_adapter_by_name_and_by_task_id_is_refused() -> None:
