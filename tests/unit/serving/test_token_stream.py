@@ -11,6 +11,7 @@ import pytest
 
 from nemo_serving import token_stream
 from nemo_serving.token_stream import coalesced, until_cancelled
+from tests.manual_clock import ManualClock
 
 
 def test_cancellation_ends_the_generation_and_stops() -> None:
@@ -22,21 +23,10 @@ def test_cancellation_ends_the_generation_and_stops() -> None:
     assert seen == [[1], [2]] and cancelled == [True]
 
 
-class TokenClock:
-    """The clock `until_cancelled` reads, moved on by the engine as it makes each token: what the test measures is
-    the stream's logic, never how the machine schedules its threads."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 def test_cancellation_is_asked_at_most_once_per_poll_interval_and_still_caught_within_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    clock = TokenClock()
+    clock = ManualClock()  # moved on by the engine as it makes each token
     monkeypatch.setattr(token_stream, "time", clock)
     token_s, poll_s = 0.0005, 0.02
     asked: list[float] = []
