@@ -358,11 +358,21 @@ def test_scripts_parse_and_ship_unchanged_in_the_config_map() -> None:
         assert config_map["data"][script].rstrip("\n") == (SCRIPTS / script).read_text().rstrip("\n")
 
 
-def test_the_build_script_runs_the_real_nemo_build_to_a_servable_repository(
-    tmp_path: Path, tiny_model_dir: Path
+def _chat_parameters(repository: Path) -> dict[str, str]:
+    """The `chat` model's parameters in a rendered repository, read back with Triton's own schema."""
+    config = model_configs.load(repository / "chat" / "config.pbtxt")
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
+def test_the_build_script_runs_the_real_nemo_build_to_a_servable_repository_then_lora_serves_the_mounted_adapters(
+    tmp_path: Path, tiny_model_dir: Path, lora_source_dir: Path
 ) -> None:
-    """The chart's build container, dry: the real nemo-build on the tiny model, a stand-in GPU host."""
-    sandbox = Sandbox(tmp_path, values_from(**{"model.source": "pvc", "model.pvc.existingClaim": "models"}))
+    """The chart's build container, dry: the real nemo-build on the tiny model, a stand-in GPU host; then the release
+    upgraded to lora.source=pvc with lora.maxRank, which renders the repository again beside the same engine."""
+    from nemo_client.direct import lora_adapters
+
+    model = {"model.source": "pvc", "model.pvc.existingClaim": "models"}
+    sandbox = Sandbox(tmp_path, values_from(**model))
     shutil.copytree(tiny_model_dir, sandbox.env["MODEL_DIR"])
     host = GpuHost(tmp_path / "host", *GPUS["H100"])
     run = sandbox.run_real_nemo_build(host)
@@ -373,52 +383,28 @@ def test_the_build_script_runs_the_real_nemo_build_to_a_servable_repository(
     assert (engine / "BUILD_COMPLETE").read_text() == sandbox.env["BUILD_SPEC"]
     served = json.loads((engine / "engine" / "manifest.json").read_text())["inputs"]
     assert (served["gpu"], served["tensorrt_llm"]) == (GPUS["H100"][0], "1.2.1")
+    chat = _chat_parameters(engine / "repository")
+    assert chat["lora_dir"] == "" and lora_adapters(chat) is None  # without lora.source no adapter is served
 
-
-def _chat_parameters(repository: Path) -> dict[str, str]:
-    """The `chat` model's parameters in a rendered repository, read back with Triton's own schema."""
-    config = model_configs.load(repository / "chat" / "config.pbtxt")
-    return {key: value.string_value for key, value in config.parameters.items()}
-
-
-def test_the_build_script_with_lora_renders_a_repository_serving_the_mounted_adapters(
-    tmp_path: Path, tiny_model_dir: Path, lora_source_dir: Path
-) -> None:
-    """lora.source=pvc with lora.maxRank, dry: the real nemo-build; then the same release with LoRA off again."""
-    from nemo_client.direct import lora_adapters
-
-    model = {"model.source": "pvc", "model.pvc.existingClaim": "models"}
+    # `helm upgrade --set lora.source=pvc ...`: the same engine; the chat model (and the gateway's direct path, which
+    # reads its parameters) serves the adapters of the directory Triton mounts, up to the chart's rank.
     lora = {"lora.source": "pvc", "lora.pvc.existingClaim": "adapters", "lora.maxRank": 16}
-    sandbox = Sandbox(tmp_path, values_from(**model, **lora))
-    shutil.copytree(tiny_model_dir, sandbox.env["MODEL_DIR"])
-    host = GpuHost(tmp_path / "host", *GPUS["H100"])
+    sandbox.upgrade(values_from(**model, **lora))
+    assert sandbox.engine_dir == engine and sandbox.env["LORA_DIR"]
     run = sandbox.run_real_nemo_build(host)
     assert run.returncode == 0, run.stderr[-4000:]
-    repository = sandbox.engine_dir / "repository"
-    assert gpu_repository_problems(repository) == []
-
-    # The chat model (and the gateway's direct path, which reads its parameters) serves the adapters of the directory
-    # Triton mounts, up to the chart's rank.
+    assert len(host.trtllm_build_calls()) == 1
+    assert gpu_repository_problems(engine / "repository") == []
+    assert (engine / "BUILD_COMPLETE").read_text() == sandbox.env["BUILD_SPEC"]
     triton = container(pod_spec(render(values_from(**model, **lora)).component("Deployment", "triton")), "triton")
     (mount,) = [m for m in triton["volumeMounts"] if m["name"] == "lora-adapters"]
     adapters = Path(sandbox.relocated(mount["mountPath"]))
-    chat = _chat_parameters(repository)
+    chat = _chat_parameters(engine / "repository")
     assert (chat["lora_dir"], chat["max_lora_rank"]) == (str(adapters), "16")
     shutil.copytree(lora_source_dir, adapters)
     registry = lora_adapters(chat)
     assert registry is not None
     assert (registry.names(), registry.refused(), registry.max_rank) == (["pirate", "tokyo"], {}, 16)
-
-    # `helm upgrade` with LoRA off: the engine is kept, the repository rendered again serves no adapters.
-    engine_dir = sandbox.engine_dir
-    sandbox.upgrade(values_from(**model))
-    assert sandbox.engine_dir == engine_dir and "LORA_DIR" not in sandbox.env
-    run = sandbox.run_real_nemo_build(host)
-    assert run.returncode == 0, run.stderr[-4000:]
-    assert len(host.trtllm_build_calls()) == 1
-    chat = _chat_parameters(repository)
-    assert chat["lora_dir"] == "" and lora_adapters(chat) is None
-    assert (engine_dir / "BUILD_COMPLETE").read_text() == sandbox.env["BUILD_SPEC"]
 
 
 def test_the_pytorch_runtime_builds_the_hf_checkpoint_and_a_pytorch_repository_without_an_engine(
