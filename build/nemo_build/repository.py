@@ -859,7 +859,7 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
             raise BuildError(f"{', '.join(given)} only apply to --target stand-in")
     chosen = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in limits.items()}
     frontend = args.frontend_instances if args.frontend_instances is not None else frontend_default
-    return RepositorySettings(
+    settings = RepositorySettings(
         max_batch_size=chosen["max_batch_size"],
         max_input_len=chosen["max_input_len"],
         max_seq_len=chosen["max_seq_len"],
@@ -887,6 +887,32 @@ def settings_from_args(args: argparse.Namespace) -> RepositorySettings:
             if getattr(args, key) is not None
         },
     )
+    if settings.target == "gpu" and settings.lora_dir is not None:
+        check_engine_applies_lora(model_dir, settings.max_lora_rank)
+    return settings
+
+
+def check_engine_applies_lora(engine_dir: Path, max_lora_rank: int) -> None:
+    """Refuse to serve adapters to engines that cannot apply them: engines built (by `nemo-build engine`, whose
+    manifest records the profile) without a `lora` section have no LoRA plugin, and the plugin takes ranks up to the
+    ``max_lora_rank`` it was built with. Engines without a build manifest are not known here, and not checked."""
+    inputs = (read_manifest(engine_dir) or {}).get("inputs")
+    built = inputs.get("profile") if isinstance(inputs, dict) else None
+    if not isinstance(built, dict):
+        return
+    name, lora = built.get("name"), built.get("lora") or {}
+    if not lora:
+        raise BuildError(
+            f"--lora-dir: the engines in {engine_dir} were built with profile {name!r}, which has no lora section: "
+            "they have no LoRA plugin (trtllm-build --lora_plugin) and cannot apply adapters; build them with a "
+            "profile that has one (h100-fp8-tp1 does), or serve them without --lora-dir"
+        )
+    if max_lora_rank > lora["max_rank"]:
+        raise BuildError(
+            f"--max-lora-rank {max_lora_rank} is above the max_lora_rank {lora['max_rank']} the engines in "
+            f"{engine_dir} were built with (profile {name!r}): they cannot apply adapters of a higher rank; "
+            f"use at most {lora['max_rank']}"
+        )
 
 
 def run_repository(args: argparse.Namespace) -> int:

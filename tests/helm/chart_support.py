@@ -40,6 +40,8 @@ GPU = "nvidia.com/gpu"
 # The Triton container's args start with the launcher that puts the admin key into the restriction flags.
 TRITON_LAUNCHER = ["bash", "/opt/nemo/scripts/triton-start.sh"]
 ADMIN_KEY_PLACEHOLDER = "${NEMO_TRITON_ADMIN_KEY}"
+# Where Triton and the gateway mount the adapters (lora.source): the lora_dir the build names to the repository.
+LORA_MOUNT = "/opt/nemo/lora"
 
 
 def with_values(base: dict[str, Any], **dotted: Any) -> dict[str, Any]:

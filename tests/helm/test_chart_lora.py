@@ -14,6 +14,7 @@ import pytest
 
 from tests.helm.chart_support import (
     CHART_DIR,
+    LORA_MOUNT,
     MATRIX,
     Rendered,
     build_container,
@@ -26,7 +27,6 @@ from tests.helm.chart_support import (
 )
 
 LORA_CASES = {case.name: case.values for case in MATRIX if case.name.startswith("lora-")}
-LORA_DIR = "/opt/nemo/lora"
 
 
 def _lora_mounts(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -58,7 +58,7 @@ def _serving_pods(rendered: Rendered) -> list[dict[str, Any]]:
 def test_triton_and_the_gateway_mount_the_adapters_where_the_repository_names_them(case: str) -> None:
     rendered = render(LORA_CASES[case])
     lora_dir = env(build_container(rendered))["LORA_DIR"]
-    assert lora_dir == LORA_DIR
+    assert lora_dir == LORA_MOUNT
     for spec in _serving_pods(rendered):
         mounts = _lora_mounts(spec)
         # Triton serves the adapters; every gateway (the Deployment's, or the pool's beside Triton) lists them.

@@ -24,6 +24,7 @@ from tests.gpu_host.host import GPUS, GpuHost
 from tests.helm.chart_support import (
     ADMIN_KEY_PLACEHOLDER,
     CHART_DIR,
+    LORA_MOUNT,
     TRITON_LAUNCHER,
     build_container,
     container,
@@ -32,6 +33,7 @@ from tests.helm.chart_support import (
     triton_command,
     values_from,
 )
+from tests.unit.build import model_configs
 
 SCRIPTS = CHART_DIR / "files"
 
@@ -84,27 +86,34 @@ class Sandbox:
         _write_tool(tools / "nemo-build", FAKE_NEMO_BUILD)
         _write_tool(tools / "nvidia-smi", FAKE_NVIDIA_SMI)
         _write_tool(tools / "fake-python", FAKE_PYTHON)
-        self.env = self.chart_env(values)
-        self.env.update(
-            PATH=f"{tools}:{os.environ['PATH']}",
-            PYTHON=str(tools / "fake-python"),
-            CALLS=str(self.calls),
-            FAKE_GPU="NVIDIA H100 80GB HBM3",
-            FAKE_TRTLLM_VERSION="1.2.1",
-            POLL_SECONDS="1",
-        )
+        self.stand_ins = {
+            "PATH": f"{tools}:{os.environ['PATH']}",
+            "PYTHON": str(tools / "fake-python"),
+            "CALLS": str(self.calls),
+            "FAKE_GPU": "NVIDIA H100 80GB HBM3",
+            "FAKE_TRTLLM_VERSION": "1.2.1",
+            "POLL_SECONDS": "1",
+        }
+        self.upgrade(values)
+
+    def upgrade(self, values: dict[str, Any]) -> None:
+        """The build container of the release upgraded to `values` (`helm upgrade`), on the same cache volume."""
+        self.env = self.chart_env(values) | self.stand_ins
 
     def chart_env(self, values: dict[str, Any]) -> dict[str, str]:
-        """The rendered build container's plain env, with /cache and /model moved under the sandbox."""
-        result: dict[str, str] = {}
-        for item in build_container(render(values))["env"]:
-            if "value" in item:
-                value = str(item["value"])
-                for mount in ("/cache", "/model"):
-                    if value == mount or value.startswith(mount + "/"):
-                        value = str(self.root) + value
-                result[item["name"]] = value
-        return result
+        """The rendered build container's plain env, with the chart's mount paths moved under the sandbox."""
+        return {
+            item["name"]: self.relocated(str(item["value"]))
+            for item in build_container(render(values))["env"]
+            if "value" in item
+        }
+
+    def relocated(self, path: str) -> str:
+        """Where the sandbox keeps what the chart mounts at `path` (the cache, the model claim, the adapters)."""
+        for mount in ("/cache", "/model", LORA_MOUNT):
+            if path == mount or path.startswith(mount + "/"):
+                return str(self.root) + path
+        return path
 
     @property
     def engine_dir(self) -> Path:
@@ -117,6 +126,24 @@ class Sandbox:
             capture_output=True,
             text=True,
             timeout=timeout,
+            check=False,
+        )
+
+    def run_real_nemo_build(self, host: GpuHost, **overrides: str) -> subprocess.CompletedProcess[str]:
+        """build-engine.sh with the real nemo-build, calibrating on the CPU, on the stand-in GPU `host`."""
+        environment = host.env(self.env) | {
+            "NEMO_BUILD": str(Path(sys.executable).with_name("nemo-build")),
+            "PYTHON": sys.executable,
+            "CALIBRATION_DEVICE": "cpu",
+            "HF_HUB_OFFLINE": "1",  # the default calibration mix falls back to the shipped set at once
+            **overrides,
+        }
+        return subprocess.run(
+            ["bash", str(SCRIPTS / "build-engine.sh")],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=600,
             check=False,
         )
 
@@ -326,27 +353,29 @@ def test_triton_does_not_start_without_the_restriction_flags(tmp_path: Path) -> 
 
 def test_scripts_parse_and_ship_unchanged_in_the_config_map() -> None:
     (config_map,) = render().of_kind("ConfigMap")
-    for script in ("build-engine.sh", "wait-for-engine.sh", "triton-drain.sh", "triton-start.sh"):
+    for script in sorted(path.name for path in SCRIPTS.glob("*.sh")):  # every script the chart ships
         subprocess.run(["bash", "-n", str(SCRIPTS / script)], check=True)
         assert config_map["data"][script].rstrip("\n") == (SCRIPTS / script).read_text().rstrip("\n")
 
 
-def test_the_build_script_runs_the_real_nemo_build_to_a_servable_repository(
-    tmp_path: Path, tiny_model_dir: Path
+def _chat_parameters(repository: Path) -> dict[str, str]:
+    """The `chat` model's parameters in a rendered repository, read back with Triton's own schema."""
+    config = model_configs.load(repository / "chat" / "config.pbtxt")
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
+def test_the_build_script_runs_the_real_nemo_build_to_a_servable_repository_then_lora_serves_the_mounted_adapters(
+    tmp_path: Path, tiny_model_dir: Path, lora_source_dir: Path
 ) -> None:
-    """The chart's build container, dry: the real nemo-build on the tiny model, a stand-in GPU host."""
-    sandbox = Sandbox(tmp_path, values_from(**{"model.source": "pvc", "model.pvc.existingClaim": "models"}))
+    """The chart's build container, dry: the real nemo-build on the tiny model, a stand-in GPU host; then the release
+    upgraded to lora.source=pvc with lora.maxRank, which renders the repository again beside the same engine."""
+    from nemo_client.direct import lora_adapters
+
+    model = {"model.source": "pvc", "model.pvc.existingClaim": "models"}
+    sandbox = Sandbox(tmp_path, values_from(**model))
     shutil.copytree(tiny_model_dir, sandbox.env["MODEL_DIR"])
     host = GpuHost(tmp_path / "host", *GPUS["H100"])
-    env = host.env(sandbox.env) | {
-        "NEMO_BUILD": str(Path(sys.executable).with_name("nemo-build")),
-        "PYTHON": sys.executable,
-        "CALIBRATION_DEVICE": "cpu",
-        "HF_HUB_OFFLINE": "1",  # the default calibration mix falls back to the shipped set at once
-    }
-    run = subprocess.run(
-        ["bash", str(SCRIPTS / "build-engine.sh")], env=env, capture_output=True, text=True, timeout=600, check=False
-    )
+    run = sandbox.run_real_nemo_build(host)
     assert run.returncode == 0, run.stderr[-4000:]
     engine = sandbox.engine_dir
     assert len(host.trtllm_build_calls()) == 1
@@ -354,6 +383,28 @@ def test_the_build_script_runs_the_real_nemo_build_to_a_servable_repository(
     assert (engine / "BUILD_COMPLETE").read_text() == sandbox.env["BUILD_SPEC"]
     served = json.loads((engine / "engine" / "manifest.json").read_text())["inputs"]
     assert (served["gpu"], served["tensorrt_llm"]) == (GPUS["H100"][0], "1.2.1")
+    chat = _chat_parameters(engine / "repository")
+    assert chat["lora_dir"] == "" and lora_adapters(chat) is None  # without lora.source no adapter is served
+
+    # `helm upgrade --set lora.source=pvc ...`: the same engine; the chat model (and the gateway's direct path, which
+    # reads its parameters) serves the adapters of the directory Triton mounts, up to the chart's rank.
+    lora = {"lora.source": "pvc", "lora.pvc.existingClaim": "adapters", "lora.maxRank": 16}
+    sandbox.upgrade(values_from(**model, **lora))
+    assert sandbox.engine_dir == engine and sandbox.env["LORA_DIR"]
+    run = sandbox.run_real_nemo_build(host)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert len(host.trtllm_build_calls()) == 1
+    assert gpu_repository_problems(engine / "repository") == []
+    assert (engine / "BUILD_COMPLETE").read_text() == sandbox.env["BUILD_SPEC"]
+    triton = container(pod_spec(render(values_from(**model, **lora)).component("Deployment", "triton")), "triton")
+    (mount,) = [m for m in triton["volumeMounts"] if m["name"] == "lora-adapters"]
+    adapters = Path(sandbox.relocated(mount["mountPath"]))
+    chat = _chat_parameters(engine / "repository")
+    assert (chat["lora_dir"], chat["max_lora_rank"]) == (str(adapters), "16")
+    shutil.copytree(lora_source_dir, adapters)
+    registry = lora_adapters(chat)
+    assert registry is not None
+    assert (registry.names(), registry.refused(), registry.max_rank) == (["pirate", "tokyo"], {}, 16)
 
 
 def test_the_pytorch_runtime_builds_the_hf_checkpoint_and_a_pytorch_repository_without_an_engine(
@@ -398,15 +449,7 @@ def test_the_build_script_runs_the_real_nemo_build_to_a_pytorch_repository(
     sandbox = Sandbox(tmp_path, values)
     shutil.copytree(tiny_model_dir, sandbox.env["MODEL_DIR"])
     host = GpuHost(tmp_path / "host", *GPUS["H100"])
-    env = host.env(sandbox.env) | {
-        "NEMO_BUILD": str(Path(sys.executable).with_name("nemo-build")),
-        "PYTHON": sys.executable,
-        "CALIBRATION_DEVICE": "cpu",
-        "HF_HUB_OFFLINE": "1",
-    }
-    run = subprocess.run(
-        ["bash", str(SCRIPTS / "build-engine.sh")], env=env, capture_output=True, text=True, timeout=600, check=False
-    )
+    run = sandbox.run_real_nemo_build(host)
     assert run.returncode == 0, run.stderr[-4000:]
     engine = sandbox.engine_dir
     assert host.trtllm_build_calls() == [] and not (engine / "engine").exists()

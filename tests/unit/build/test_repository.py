@@ -12,6 +12,7 @@ import pytest
 
 import nemo_build
 from nemo_build.errors import BuildError
+from nemo_build.profiles import load_profile
 from nemo_build.repository import (
     GPU_DEFAULT_FRONTEND_INSTANCES,
     MANIFEST_FILE,
@@ -391,3 +392,37 @@ def test_the_ensemble_knows_which_logits_the_engine_returns(
     gathering = render(tmp_path / "gathering", tekken_path, "--target", "gpu", "--engine", str(engine_dir))
     assert ensemble_params(gathering)["context_logits"] == "true"
     assert ensemble_params(gathering)["generation_logits"] == "false"
+
+
+def built_with(engine_dir: Path, profile: str) -> Path:
+    """``engine_dir`` as `nemo-build engine` leaves it: the model's sizes in its config, the profile in its manifest."""
+    config = json.loads((engine_dir / "config.json").read_text())
+    config["pretrained_config"] = {
+        "hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 8,
+        "num_key_value_heads": 2, "head_size": 16, "vocab_size": 131072,
+    }  # fmt: skip
+    (engine_dir / "config.json").write_text(json.dumps(config))
+    manifest = {"kind": "nemo-build engine", "inputs": {"profile": load_profile(profile).as_dict()}}
+    (engine_dir / "manifest.json").write_text(json.dumps(manifest))
+    return engine_dir
+
+
+def test_adapters_are_served_by_engines_built_with_lora_up_to_their_rank(
+    tmp_path: Path, tekken_path: Path, engine_dir: Path
+) -> None:
+    engines = built_with(engine_dir, "h100-fp8-tp1")  # lora: max_rank 64
+    gpu = ["--target", "gpu", "--engine", str(engines), "--lora-dir", "/opt/nemo/lora"]
+    for rank, out in (([], "profile"), (["--max-lora-rank", "64"], "at-most")):
+        chat = load(render(tmp_path / out, tekken_path, *gpu, *rank) / "chat" / "config.pbtxt").parameters
+        assert (chat["lora_dir"].string_value, chat["max_lora_rank"].string_value) == ("/opt/nemo/lora", "64")
+    with pytest.raises(BuildError, match=r"--max-lora-rank 128 is above the max_lora_rank 64 the engines in .* use at"):
+        render(tmp_path / "above", tekken_path, *gpu, "--max-lora-rank", "128")
+
+
+def test_adapters_are_refused_for_engines_built_without_the_lora_plugin(
+    tmp_path: Path, tekken_path: Path, engine_dir: Path
+) -> None:
+    engines = built_with(engine_dir, "h200-fp8-tp1")  # no lora section
+    with pytest.raises(BuildError, match="profile 'h200-fp8-tp1', which has no lora section: they have no LoRA plugin"):
+        render(tmp_path / "repo", tekken_path, "--target", "gpu", "--engine", str(engines), "--lora-dir", "/lora")
+    assert render(tmp_path / "base", tekken_path, "--target", "gpu", "--engine", str(engines)).is_dir()

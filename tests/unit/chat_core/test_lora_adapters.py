@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from nemo_chat_core import lora
 from nemo_chat_core.engine_tensors import GenerationRequest, LoraInputs
 from nemo_chat_core.lora import (
     HF_MODULES,
@@ -26,6 +26,7 @@ from nemo_chat_core.lora import (
     task_id_of,
 )
 from nemo_protocol.errors import NotFoundError
+from tests.manual_clock import ManualClock
 
 UPSTREAM = json.loads((Path(__file__).parents[2] / "data" / "upstream" / "tensorrt_llm_lora.json").read_text())
 
@@ -138,15 +139,20 @@ def test_a_bad_adapter_is_refused_by_name_and_the_others_keep_serving(
     assert registry.resolve("tokyo", "base") is not None
 
 
-def test_adds_and_removals_are_seen_without_a_restart(source: Path, lora_source_dir: Path, base: BaseShapes) -> None:
+def test_adds_and_removals_are_seen_without_a_restart(
+    source: Path, lora_source_dir: Path, base: BaseShapes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = ManualClock()
+    monkeypatch.setattr(lora, "time", clock)
     registry = AdapterRegistry(source, base, 64, rescan_interval_s=0.2)
     assert registry.names() == ["tokyo"]
     shutil.copytree(lora_source_dir / "pirate", source / "pirate")
+    clock.now += 0.15
     assert registry.names() == ["tokyo"]  # not before the rescan interval
-    time.sleep(0.25)
+    clock.now += 0.1
     assert registry.names() == ["pirate", "tokyo"]
     shutil.rmtree(source / "tokyo")
-    time.sleep(0.25)
+    clock.now += 0.25
     assert registry.names() == ["pirate"]
     with pytest.raises(NotFoundError, match="'base', 'pirate'"):
         registry.resolve("tokyo", "base")
