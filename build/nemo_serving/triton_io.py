@@ -23,7 +23,7 @@ from nemo_chat_core.engine_tensors import (
 )
 from nemo_chat_core.lora import is_lora_cache_miss
 from nemo_chat_core.tensor_values import scalar
-from nemo_protocol.errors import APIError, BadRequestError
+from nemo_protocol.errors import BadRequestError
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 LOG_OUTPUTS = ("output_log_probs", "cum_log_probs", "context_logits", "generation_logits")
@@ -56,14 +56,6 @@ def response(tensors: dict[str, np.ndarray]) -> pb_utils.InferenceResponse:
 
 def error_response(message: str) -> pb_utils.InferenceResponse:
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
-
-
-def input_refusal(error: APIError) -> str:
-    """A refusal as Triton error text, ``tensor: reason``: clients tell by the tensor which of their fields is at fault
-    (nemo_client.triton_transport.error_from_message)."""
-    if error.param is None or error.message.startswith(f"{error.param}: "):
-        return error.message
-    return f"{error.param}: {error.message}"
 
 
 class ResponseSink:

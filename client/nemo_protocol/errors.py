@@ -33,6 +33,13 @@ class APIError(NemoError):
         self.param = param
         self.code = code
 
+    def named(self) -> str:
+        """``param: message`` (the message alone when it names ``param`` already, or there is none): the text a
+        Triton error response carries, by which clients tell the input at fault."""
+        if self.param and not self.message.startswith(f"{self.param}: "):
+            return f"{self.param}: {self.message}"
+        return self.message
+
     def to_openai(self) -> ErrorBody:
         """The body an OpenAI-compatible server answers with; its message names ``param`` (as ``str()`` does)."""
         return error_body(str(self), error_type=self.error_type, param=self.param, code=self.code)
@@ -49,9 +56,7 @@ class BadRequestError(APIError, ValueError):
     error_type = "invalid_request_error"
 
     def __str__(self) -> str:
-        if self.param and not self.message.startswith(f"{self.param}: "):
-            return f"{self.param}: {self.message}"
-        return self.message
+        return self.named()
 
 
 class AuthenticationError(APIError):

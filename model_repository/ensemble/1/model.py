@@ -22,7 +22,6 @@ from nemo_serving.triton_io import (
     admit_then_stream,
     bls_call,
     error_response,
-    input_refusal,
     inputs,
     response,
 )
@@ -73,7 +72,7 @@ class TritonPythonModel:
 
 def _report_failure(sender, exc: Exception) -> None:
     if isinstance(exc, APIError):  # the request's fault, naming the input tensor
-        sender.send(error_response(input_refusal(exc)), flags=FINAL)
+        sender.send(error_response(exc.named()), flags=FINAL)
     elif isinstance(exc, GenerationError):
         sender.send(error_response(str(exc)), flags=FINAL)
     else:
